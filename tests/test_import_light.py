@@ -1,0 +1,32 @@
+"""`import xt_magic` and `%load_ext xt_magic` must not import heavy optional modules."""
+import json
+import subprocess
+import sys
+
+HEAVY = {"azure", "asyncssh", "paramiko", "ipywidgets", "pandas", "matplotlib", "optuna",
+         "ruamel", "jsonschema", "cloudpickle"}
+
+PROBE = r"""
+import json, sys
+import xt_magic
+from IPython.core.interactiveshell import InteractiveShell
+ip = InteractiveShell.instance()
+ip.extension_manager.load_extension("xt_magic")
+assert "xt_config" in ip.magics_manager.magics["line"]
+assert "xt_run" in ip.magics_manager.magics["cell"]
+print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})))
+"""
+
+
+def test_import_and_load_ext_are_light():
+    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True)
+    loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert "xt_magic" in loaded
+    assert not (loaded & HEAVY), f"heavy modules imported at load: {sorted(loaded & HEAVY)}"
+
+
+def test_unload_and_reload(ip):
+    ip.extension_manager.unload_extension("xt_magic")
+    assert "xt_config" not in ip.magics_manager.magics["line"]
+    ip.extension_manager.load_extension("xt_magic")
+    assert "xt_config" in ip.magics_manager.magics["line"]

@@ -1,0 +1,39 @@
+"""xt_magic: XT (Experiment Tools) in Jupyter.
+
+``%load_ext xt_magic`` registers the magics. ``xt_magic.log(step=..., **metrics)`` and
+``xt_magic.log_hparams(...)`` record metrics from inside a job. Importing this package loads no
+azure, ssh, widget, pandas or matplotlib module: they load on first use.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+__all__ = ["log", "log_hparams", "load_ipython_extension", "unload_ipython_extension"]
+
+
+def log(step=None, **metrics):
+    """Record metrics for the current run (buffered). Outside a job: a warning, nothing else."""
+    from .core.jobs import metrics_log
+    metrics_log.log(step=step, **metrics)
+
+
+def log_hparams(**hparams):
+    """Record hyperparameters for the current run. Outside a job: a warning, nothing else."""
+    from .core.jobs import metrics_log
+    metrics_log.log_hparams(**hparams)
+
+
+def load_ipython_extension(ipython):
+    from .magics import XTMagics
+    ipython.register_magics(XTMagics)
+
+
+def unload_ipython_extension(ipython):
+    from .magics import XTMagics
+    mm = ipython.magics_manager
+    for kind in ("line", "cell"):
+        table = mm.magics[kind]
+        for name in list(table):
+            owner = getattr(table[name], "__self__", None)
+            if isinstance(owner, XTMagics):
+                del table[name]
+    mm.registry.pop("XTMagics", None)

@@ -1,0 +1,92 @@
+"""The Store ABC: where jobs, runs and snapshots live (file store by default, Azure blob).
+
+Paths are ``/``-separated store paths, e.g. ``ws1/jobs/job3/job.json`` or
+``snapshots/<sha256>.zip`` (see docs/architecture.md for the layout). Every store implements the
+same operations, so everything above it (jobs, monitor, results) is store-agnostic.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Callable, Iterator
+
+ProgressFn = Callable[[int, int], None]  # (bytes_done, bytes_total)
+
+
+def check_path(path: str) -> str:
+    """Reject absolute paths, ``..`` segments and empty segments in a store path."""
+    from ..errors import StoreError
+    if not path or path.startswith("/") or "\\" in path:
+        raise StoreError(f"bad store path {path!r}")
+    parts = path.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise StoreError(f"bad store path {path!r}")
+    return path
+
+
+class Store(ABC):
+    """A flat namespace of byte objects addressed by store paths."""
+
+    kind: str = ""
+
+    @abstractmethod
+    def read_bytes(self, path: str) -> bytes:
+        """Whole object; StoreError (not KeyError) if missing."""
+
+    @abstractmethod
+    def read_from(self, path: str, offset: int) -> bytes:
+        """Bytes from ``offset`` to the end (b"" if none or missing): cheap incremental tails."""
+
+    @abstractmethod
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Create or replace an object atomically (readers see old or new, never half)."""
+
+    @abstractmethod
+    def create_exclusive(self, path: str, data: bytes) -> bool:
+        """Create only if absent; True if this call created it. Used for atomic id allocation."""
+
+    @abstractmethod
+    def append(self, path: str, data: bytes) -> None:
+        """Append to an append-only object (events, console, metrics), creating it if needed."""
+
+    @abstractmethod
+    def exists(self, path: str) -> bool: ...
+
+    @abstractmethod
+    def list(self, prefix: str) -> Iterator[str]:
+        """Paths of all objects under ``prefix`` (recursive), in any order."""
+
+    @abstractmethod
+    def delete(self, path: str) -> None:
+        """Delete one object; no error if it is missing."""
+
+    def upload_file(self, path: str, local_file: str, progress: ProgressFn | None = None) -> None:
+        with open(local_file, "rb") as fh:
+            data = fh.read()
+        self.write_bytes(path, data)
+        if progress:
+            progress(len(data), len(data))
+
+    def download_file(self, path: str, local_file: str) -> None:
+        import os
+        import tempfile
+        data = self.read_bytes(path)
+        folder = os.path.dirname(os.path.abspath(local_file))
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, local_file)
+
+    @abstractmethod
+    def runner_io(self, *, read: list[str], write: list[str], append: list[str],
+                  expiry_seconds: int) -> dict:
+        """What a runner on a node is given to reach exactly these paths and no others.
+
+        File store: ``{"kind": "file", "root": "/abs/root"}`` (the node shares the filesystem).
+        Blob store: ``{"kind": "urls", "urls": {path: sas_url}}`` with a read SAS for each ``read``
+        path, a create/write SAS for each ``write`` path, and an add/create SAS for each ``append``
+        path (append blobs). Never an account key or a credential.
+        """
+
+    def describe(self) -> str:
+        return self.kind

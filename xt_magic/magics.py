@@ -1,0 +1,259 @@
+"""IPython magics: parse arguments, make one call into core/api.py, display the result.
+
+``%xt_run?`` (and every other magic's ``?``) is the help, generated from @magic_arguments.
+Each area keeps its magics in its own section below.
+"""
+from __future__ import annotations
+
+
+from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from .core import api
+from .core.errors import XTError
+
+
+def _parse(func, line: str):
+    """parse_argstring, but a usage error is an XTError (one line), never SystemExit."""
+    try:
+        return parse_argstring(func, line)
+    except Exception as err:  # UsageError, or argparse's own error on bad quoting
+        raise XTError(f"%{func.__name__}: {err}",
+                      hint=f"see %{func.__name__}?") from None
+
+
+def _split_assignments(words: list[str]) -> tuple[list[str], dict[str, str]]:
+    plain, assigned = [], {}
+    for word in words:
+        key, eq, value = word.partition("=")
+        if eq and key and " " not in key:
+            assigned[key] = value
+        else:
+            plain.append(word)
+    return plain, assigned
+
+
+@magics_class
+class XTMagics(Magics):
+    """The xt_magic magics."""
+
+    # ---- config -------------------------------------------------------------------------------
+    @magic_arguments()
+    @argument("items", nargs="*", help="KEY to show one value, or KEY=VALUE to set session values")
+    @argument("--explain", metavar="KEY", help="show KEY's value in every layer with file:line")
+    @argument("--validate", nargs="?", const="", metavar="FILE",
+              help="validate FILE, or the whole resolved config")
+    @argument("--create", metavar="KIND",
+              help="write a commented template: local, pool, batch, slurm or azure")
+    @argument("--force", action="store_true", help="with --create: overwrite an existing file")
+    @argument("--save", action="store_true",
+              help="write session values to ./xt_config.yaml, keeping comments")
+    @argument("--reset", action="store_true", help="drop all session values")
+    @argument("--form", action="store_true", help="open the config editor widget")
+    @argument("--path", help="file for --create/--save (default ./xt_config.yaml)")
+    @line_magic
+    def xt_config(self, line=""):
+        """Show, explain, set, validate, create or save the resolved XT config."""
+        args = _parse(self.xt_config, line)
+        keys, assigned = _split_assignments(args.items)
+        if args.form:
+            from .widgets.config_form import ConfigForm
+            return ConfigForm()
+        if args.reset:
+            return api.config_reset()
+        if args.create:
+            return api.config_create(args.create, args.path, args.force)
+        if args.validate is not None:
+            return api.config_validate(args.validate or None)
+        if args.explain:
+            return api.config_explain(args.explain)
+        result = None
+        if assigned:
+            result = api.config_set(assigned)
+        if args.save:
+            return api.config_save(args.path)
+        if result is not None:
+            return result
+        if len(keys) == 1:
+            return api.config_get(keys[0])
+        return api.config_show(keys or None)
+
+    # ---- jobs -------------------------------------------------------------------------------------
+    @magic_arguments()
+    @argument("--target", "-t", help="compute target (default: xt-services.target)")
+    @argument("--setup", help="setup entry to use instead of the target's")
+    @argument("--name", help="job name")
+    @argument("--inputs", help="comma-separated input variables (default: the cell's free names)")
+    @argument("--outputs", help="comma-separated variables to bring back")
+    @argument("--hp", nargs="+", action="append", metavar="NAME=VALUES",
+              help="sweep values: lr=[0.01,0.1] layers=[2,4] seed=$randint(0,9)")
+    @argument("--hp-config", help="YAML file with hyperparameter-distributions:")
+    @argument("--search", choices=["grid", "random", "bayesian"], help="search type")
+    @argument("--runs", type=int, help="number of runs for random search")
+    @argument("--repeat", type=int, help="repeat each sweep point N times")
+    @argument("--env", nargs="+", action="append", metavar="K=V", help="environment variables")
+    @argument("--code-dir", action="append", help="code directory to snapshot (repeatable)")
+    @argument("--tag", nargs="+", action="append", metavar="K=V", help="tags for the job")
+    @argument("--max-seconds", type=int, help="wall-clock limit per run")
+    @argument("--wait", action="store_true", help="block with live progress, then show results")
+    @argument("--dry-run", "--preview", action="store_true",
+              help="show what would be submitted (files, sizes, runs) and submit nothing")
+    @line_cell_magic
+    def xt_run(self, line="", cell=None):
+        """Submit the cell as a job on a compute target; returns a Job at once."""
+        args = _parse(self.xt_run, line)
+        if cell is None and not args.dry_run:
+            raise XTError("%xt_run needs a cell: use %%xt_run", hint="or %xt_run --preview")
+
+        def flat(groups):
+            return [w for group in (groups or []) for w in group]
+
+        options = dict(
+            target=args.target, setup=args.setup, name=args.name,
+            inputs=_csv(args.inputs), outputs=_csv(args.outputs), hp=flat(args.hp),
+            hp_config=args.hp_config, search=args.search, runs=args.runs, repeat=args.repeat,
+            env=_kv(flat(args.env), "--env"), code_dir=args.code_dir, tags=_kv(flat(args.tag), "--tag"),
+            max_seconds=args.max_seconds, wait=args.wait, dry_run=args.dry_run,
+        )
+        return api.run_cell(cell or "", self.shell.user_ns, **options)
+
+    @magic_arguments()
+    @argument("--status", help="only jobs with a run in this state")
+    @argument("--last", type=int, help="only the last N jobs")
+    @line_magic
+    def xt_jobs(self, line=""):
+        """List jobs (a DataFrame when pandas is installed)."""
+        args = _parse(self.xt_jobs, line)
+        return api.jobs(status=args.status, last=args.last)
+
+    @magic_arguments()
+    @argument("id", help="job or run id")
+    @line_magic
+    def xt_status(self, line=""):
+        """Show a job's runs and their states (or one run's)."""
+        args = _parse(self.xt_status, line)
+        return api.status(args.id)
+
+    @magic_arguments()
+    @argument("run", help="run id (or a job id for its first run)")
+    @argument("--follow", "-f", action="store_true", help="keep printing until the run ends")
+    @line_magic
+    def xt_logs(self, line=""):
+        """Print a run's console output."""
+        args = _parse(self.xt_logs, line)
+        return api.logs(args.run, follow=args.follow)
+
+    @magic_arguments()
+    @argument("id", help="job or run id")
+    @line_magic
+    def xt_cancel(self, line=""):
+        """Cancel a job (all its runs) or one run."""
+        args = _parse(self.xt_cancel, line)
+        return api.cancel(args.id)
+
+    @magic_arguments()
+    @argument("job", help="job id")
+    @argument("--into-namespace", action="store_true",
+              help="put output variables into the notebook namespace")
+    @argument("--raise", dest="raise_errors", action="store_true",
+              help="re-raise a failed run's exception with its remote traceback")
+    @line_magic
+    def xt_results(self, line=""):
+        """Fetch a job's results: output variables, files, exceptions."""
+        args = _parse(self.xt_results, line)
+        into = self.shell.user_ns if args.into_namespace else None
+        return api.results(args.job, into=into, raise_errors=args.raise_errors)
+
+    @magic_arguments()
+    @argument("job", help="job id")
+    @line_magic
+    def xt_metrics(self, line=""):
+        """A job's logged metrics as a DataFrame (one row per record)."""
+        args = _parse(self.xt_metrics, line)
+        return api.metrics(args.job)
+
+    @magic_arguments()
+    @argument("job", help="job id")
+    @argument("metric", help="metric name")
+    @argument("--step", help="x-axis column (default: general.step-name)")
+    @line_magic
+    def xt_plot(self, line=""):
+        """Plot METRIC against step, one line per run (matplotlib)."""
+        args = _parse(self.xt_plot, line)
+        return api.plot(args.job, args.metric, step=args.step)
+
+    @magic_arguments()
+    @argument("job", nargs="?", help="job id (default: the last job)")
+    @line_magic
+    def xt_monitor(self, line=""):
+        """Live job monitor widget: runs, states, metrics, log tail, cancel."""
+        args = _parse(self.xt_monitor, line)
+        from .widgets.monitor import JobMonitor
+        return JobMonitor(args.job)
+
+    # ---- auth ---------------------------------------------------------------------------------------
+    @magic_arguments()
+    @argument("--method", help="auto, browser, device-code, cli, service-principal, managed-identity")
+    @argument("--tenant", help="Azure AD tenant id (default: general.azure-tenant-id)")
+    @argument("--form", action="store_true", help="open the login panel widget")
+    @line_magic
+    def xt_login(self, line=""):
+        """Log in to Azure for this kernel session and load the team's vault secrets."""
+        args = _parse(self.xt_login, line)
+        if args.form:
+            from .widgets.login_panel import LoginPanel
+            return LoginPanel()
+        return api.login(method=args.method, tenant=args.tenant)
+
+    @line_magic
+    def xt_logout(self, line=""):
+        """Forget the credential, tokens and secrets cached in this kernel session."""
+        return api.logout()
+
+    @magic_arguments()
+    @argument("name", help="team name (prefix of the Azure resource names)")
+    @argument("--location", help="Azure region, e.g. westus2")
+    @argument("--with", dest="with_", action="append", default=[], help="extra services: batch")
+    @argument("--path", help="where to write the ARM template (default ./NAME-template.json)")
+    @line_magic
+    def xt_create_team(self, line=""):
+        """Write an ARM template for a team's Azure services and print the config entries."""
+        args = _parse(self.xt_create_team, line)
+        return api.create_team(args.name, location=args.location,
+                               with_batch="batch" in args.with_, path=args.path)
+
+    # ---- compute listings ---------------------------------------------------------------------------
+    @magic_arguments()
+    @argument("--trust", metavar="BOX", help="show BOX's host key fingerprint and record it")
+    @line_magic
+    def xt_boxes(self, line=""):
+        """List boxes: reachability, cores, GPUs, running runs."""
+        args = _parse(self.xt_boxes, line)
+        return api.boxes(trust=args.trust)
+
+    @magic_arguments()
+    @argument("--target", help="batch compute target (default: all batch targets)")
+    @line_magic
+    def xt_pools(self, line=""):
+        """List Azure Batch pools with node counts and states."""
+        args = _parse(self.xt_pools, line)
+        return api.pools(target=args.target)
+
+
+def _csv(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    return [w.strip() for w in text.split(",") if w.strip()]
+
+
+def _kv(words: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for word in words:
+        key, eq, value = word.partition("=")
+        if not eq or not key:
+            raise XTError(f"{flag} {word!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
+__all__ = ["XTMagics"]

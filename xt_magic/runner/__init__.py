@@ -1,0 +1,1 @@
+"""The node-side runner: runner.py uses only the standard library."""

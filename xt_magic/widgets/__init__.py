@@ -1,0 +1,1 @@
+"""ipywidgets views over core objects; imported only when a widget is used."""
