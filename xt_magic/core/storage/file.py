@@ -1,0 +1,139 @@
+"""FileStore: the Store ABC over a local (or shared) directory.
+
+Writes are atomic (temp file + ``os.replace``), ids are allocated with ``O_CREAT|O_EXCL`` and
+append-only objects use ``O_APPEND`` so concurrent writers (client, runner, reconciler, several
+kernels) never interleave half-lines on a local filesystem.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Iterator
+
+from ..errors import StoreError
+from .base import Store, check_path
+
+
+def default_root() -> str:
+    """``$XT_HOME/file_store`` (XT_HOME defaults to ``~/.xt``)."""
+    home = os.environ.get("XT_HOME") or os.path.join(os.path.expanduser("~"), ".xt")
+    return os.path.join(home, "file_store")
+
+
+class FileStore(Store):
+    """Objects are files under ``root``; store path ``a/b/c`` is ``root/a/b/c``."""
+
+    kind = "file"
+
+    def __init__(self, root: str):
+        self.root = os.path.abspath(os.path.expanduser(os.path.expandvars(root)))
+        try:
+            os.makedirs(self.root, exist_ok=True)
+        except OSError as err:
+            raise StoreError(f"cannot create file store at {self.root}: {err.strerror}") from err
+
+    @classmethod
+    def from_config(cls, name: str, service_cfg: dict, session=None) -> "FileStore":
+        """Build from an external-services entry (``path:``; default ``$XT_HOME/file_store``)."""
+        path = (service_cfg or {}).get("path") or default_root()
+        if not isinstance(path, str):
+            raise StoreError(f"external-services.{name}.path must be a directory path")
+        return cls(path)
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _full(self, path: str) -> str:
+        return os.path.join(self.root, *check_path(path).split("/"))
+
+    def _mkparent(self, full: str) -> None:
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+
+    # -- Store API ---------------------------------------------------------------------------
+    def read_bytes(self, path: str) -> bytes:
+        try:
+            with open(self._full(path), "rb") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            raise StoreError(f"not found in store: {path}") from None
+        except OSError as err:
+            raise StoreError(f"cannot read {path}: {err.strerror}") from err
+
+    def read_from(self, path: str, offset: int) -> bytes:
+        try:
+            with open(self._full(path), "rb") as fh:
+                fh.seek(offset)
+                return fh.read()
+        except FileNotFoundError:
+            return b""
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        full = self._full(path)
+        try:
+            self._mkparent(full)
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(full), prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                os.replace(tmp, full)
+            except BaseException:
+                _unlink(tmp)
+                raise
+        except OSError as err:
+            raise StoreError(f"cannot write {path}: {err.strerror}") from err
+
+    def create_exclusive(self, path: str, data: bytes) -> bool:
+        full = self._full(path)
+        try:
+            self._mkparent(full)
+            fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        except OSError as err:
+            raise StoreError(f"cannot create {path}: {err.strerror}") from err
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        return True
+
+    def append(self, path: str, data: bytes) -> None:
+        full = self._full(path)
+        try:
+            self._mkparent(full)
+            fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                os.write(fd, data)  # one write(2): concurrent appenders never interleave lines
+            finally:
+                os.close(fd)
+        except OSError as err:
+            raise StoreError(f"cannot append to {path}: {err.strerror}") from err
+
+    def exists(self, path: str) -> bool:
+        return os.path.isfile(self._full(path))
+
+    def list(self, prefix: str) -> Iterator[str]:
+        prefix = prefix.strip("/")
+        base = self._full(prefix) if prefix else self.root
+        for folder, dirs, files in os.walk(base):
+            rel = os.path.relpath(folder, self.root).replace(os.sep, "/")
+            for f in files:
+                if not f.startswith(".tmp-"):
+                    yield f if rel == "." else f"{rel}/{f}"
+
+    def delete(self, path: str) -> None:
+        _unlink(self._full(path))
+
+    def runner_io(self, *, read, write, append, expiry_seconds) -> dict:
+        # nodes share this filesystem: the root is all they need (no credential exists)
+        return {"kind": "file", "root": self.root}
+
+    def local_path(self, path: str) -> str:
+        """Filesystem path of a store object (file store only; used by local tools)."""
+        return self._full(path)
+
+    def describe(self) -> str:
+        return f"file:{self.root}"
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
