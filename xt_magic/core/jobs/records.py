@@ -1,0 +1,79 @@
+"""Where a job's and a run's objects live in the store, and the job record (job.json)."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..errors import JobError, StoreError
+
+
+class Layout:
+    """Store paths of one workspace (docs/architecture.md "Store layout")."""
+
+    def __init__(self, workspace: str):
+        self.ws = workspace
+
+    def job_dir(self, job: str) -> str:
+        return f"{self.ws}/jobs/{job}"
+
+    def job_json(self, job: str) -> str:
+        return f"{self.ws}/jobs/{job}/job.json"
+
+    def bundle(self, job: str, name: str) -> str:
+        return f"{self.ws}/jobs/{job}/bundle/{name}"
+
+    def run(self, run: str, name: str) -> str:
+        return f"{self.ws}/runs/{run}/{name}"
+
+    def run_paths(self, run: str) -> dict:
+        return {"events": self.run(run, "events.jsonl"), "console": self.run(run, "console.txt"),
+                "metrics": self.run(run, "metrics.jsonl"), "vars": self.run(run, "outputs/vars.pkl"),
+                "files": self.run(run, "outputs/files.zip")}
+
+    @staticmethod
+    def snapshot(sha: str) -> str:
+        return f"snapshots/{sha}.zip"
+
+
+@dataclass
+class JobRecord:
+    """What ``job.json`` holds: enough for any kernel to list, monitor and fetch the job."""
+
+    job: str
+    workspace: str
+    target: str
+    backend: str
+    submitted: str
+    user: str
+    name: str | None = None
+    runs: list[str] = field(default_factory=list)
+    hparams: list[dict] = field(default_factory=list)   # per run, same order as runs
+    outputs: list[str] = field(default_factory=list)
+    inputs: list[str] = field(default_factory=list)
+    search: str | None = None
+    setup: str | None = None
+    snapshot: str | None = None
+    tags: dict = field(default_factory=dict)
+    python: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), indent=1, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "JobRecord":
+        raw = json.loads(data)
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+    def save(self, store) -> None:
+        store.write_bytes(Layout(self.workspace).job_json(self.job), self.to_json())
+
+    @classmethod
+    def load(cls, store, workspace: str, job: str) -> "JobRecord":
+        try:
+            return cls.from_json(store.read_bytes(Layout(workspace).job_json(job)))
+        except StoreError:
+            raise JobError(f"no job {job!r} in workspace {workspace!r}",
+                           hint="%xt_jobs lists the jobs") from None
