@@ -1,0 +1,298 @@
+"""Read config files with line numbers, deep-merge the layers with provenance, substitute values."""
+from __future__ import annotations
+
+import copy
+import getpass
+import os
+import re
+from typing import Any
+
+from ..errors import ConfigError, Problem
+from .resolved import Origin, ResolvedConfig, VaultRef, split_key
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULTS = os.path.join(HERE, "defaults.yaml")
+LAYERS = ("defaults", "user", "local", "session", "call")
+
+Lines = dict  # key path tuple -> 1-based line
+
+
+def xt_home() -> str:
+    return os.path.expanduser(os.environ.get("XT_HOME") or "~/.xt")
+
+
+def user_config_path() -> str:
+    return os.path.expanduser(os.environ.get("XT_USER_CONFIG") or os.path.join(xt_home(), "xt_config.yaml"))
+
+
+def local_config_path(cwd: str | None) -> str:
+    return os.path.join(cwd or os.getcwd(), "xt_config.yaml")
+
+
+def files(cwd: str | None) -> list[tuple[str, str]]:
+    """(layer, path) of every file layer, lowest first."""
+    return [("defaults", DEFAULTS), ("user", user_config_path()), ("local", local_config_path(cwd))]
+
+
+# ---- reading ---------------------------------------------------------------------------------
+
+def yaml_rt():
+    """A round-trip ruamel YAML (keeps comments and line numbers; rejects duplicate keys)."""
+    from ruamel.yaml import YAML
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    yaml.preserve_quotes = True
+    return yaml
+
+
+def _plain(node: Any, path: tuple, lines: Lines) -> Any:
+    """ruamel round-trip node -> plain Python, recording the line of every key and list item."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+    if isinstance(node, CommentedMap):
+        out = {}
+        for raw, value in node.items():
+            key = str(raw)  # XT keys are strings; `10: x` or `true: x` become "10", "True"
+            try:
+                lines[path + (key,)] = node.lc.key(raw)[0] + 1
+            except Exception:  # keys of merged anchors have no position
+                pass
+            out[key] = _plain(value, path + (key,), lines)
+        return out
+    if isinstance(node, dict):
+        return {str(k): _plain(v, path + (str(k),), lines) for k, v in node.items()}
+    if isinstance(node, CommentedSeq):
+        out = []
+        for i, value in enumerate(node):
+            try:
+                lines[path + (i,)] = node.lc.item(i)[0] + 1
+            except Exception:
+                pass
+            out.append(_plain(value, path + (i,), lines))
+        return out
+    if isinstance(node, (list, tuple)):
+        return [_plain(v, path + (i,), lines) for i, v in enumerate(node)]
+    if isinstance(node, bool) or node is None:
+        return node
+    if isinstance(node, int):
+        return bool(node) if type(node).__name__ == "ScalarBoolean" else int(node)
+    if isinstance(node, float):
+        return float(node)
+    if isinstance(node, str):
+        return str(node)
+    return node
+
+
+def parse_text(text: str, file: str) -> tuple[Any, Any]:
+    """Parse YAML text -> (round-trip document, None) or raise ConfigError naming file:line:col."""
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+    try:
+        return yaml_rt().load(text)
+    except MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        what = " ".join(str(p).strip() for p in (err.context, err.problem) if p)
+        if type(err).__name__ == "DuplicateKeyError":
+            first = err.context_mark
+            what = (err.problem or "duplicate key").strip().rstrip(".")
+            if first is not None:
+                what += f" (first defined on line {first.line + 1})"
+        problem = Problem(f"YAML error: {what}" if "duplicate" not in what else what,
+                          file=file, line=mark.line + 1 if mark else None,
+                          column=mark.column + 1 if mark else None)
+        raise ConfigError(str(problem), problems=[problem]) from None
+    except YAMLError as err:
+        problem = Problem(f"YAML error: {err}", file=file)
+        raise ConfigError(str(problem), problems=[problem]) from None
+
+
+def read_text(text: str, file: str) -> tuple[dict, Lines]:
+    """Parse one config file's text -> (plain dict, {key path: line})."""
+    doc = parse_text(text, file)
+    if doc is None:
+        return {}, {}
+    if not isinstance(doc, dict):
+        problem = Problem(f"a config file must be a mapping of sections, got {type(doc).__name__}",
+                          file=file, line=1)
+        raise ConfigError(str(problem), problems=[problem])
+    lines: Lines = {}
+    return _plain(doc, (), lines), lines
+
+
+_CACHE: dict[str, tuple] = {}
+
+
+def read_file(path: str) -> tuple[dict, Lines] | None:
+    """Read a config file (cached by mtime); None when it does not exist."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    stamp = (stat.st_mtime_ns, stat.st_size)
+    hit = _CACHE.get(path)
+    if hit and hit[0] == stamp:
+        return copy.deepcopy(hit[1])
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError) as err:
+        problem = Problem(f"cannot read config file: {err}", file=path)
+        raise ConfigError(str(problem), problems=[problem]) from None
+    result = read_text(text, path)
+    _CACHE[path] = (stamp, copy.deepcopy(result))
+    return result
+
+
+def dotted_to_nested(values: dict, base: dict) -> dict:
+    """{"a.b-c.d": 1} -> {"a": {"b-c": {"d": 1}}}; segments with dots match existing keys of ``base``."""
+    out: dict = {}
+    for key, value in (values or {}).items():
+        segs = split_key(str(key), base)
+        if not segs:
+            continue
+        node = out
+        for seg in segs[:-1]:
+            if not isinstance(node.get(seg), dict):
+                node[seg] = {}
+            node = node[seg]
+        node[segs[-1]] = copy.deepcopy(value)
+    return out
+
+
+# ---- merging ---------------------------------------------------------------------------------
+
+def _record(origins: dict, value: Any, path: tuple, origin: Origin, lines: Lines) -> None:
+    origins[path] = Origin(origin.layer, origin.file, lines.get(path, origin.line))
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            _record(origins, sub, path + (key,), origin, lines)
+    elif isinstance(value, list):
+        for i, sub in enumerate(value):
+            _record(origins, sub, path + (i,), origin, lines)
+
+
+def _drop(origins: dict, path: tuple) -> None:
+    n = len(path)
+    for key in [k for k in origins if len(k) > n and k[:n] == path]:
+        del origins[key]
+
+
+def merge(dst: dict, origins: dict, src: dict, lines: Lines, layer: str, file: str | None,
+          path: tuple = ()) -> None:
+    """Deep-merge ``src`` into ``dst``: mappings merge, lists and scalars replace, null unsets."""
+    for key, value in src.items():
+        sub = path + (key,)
+        origin = Origin(layer, file, lines.get(sub))
+        if value is None and layer != "defaults":
+            dst.pop(key, None)
+            _drop(origins, sub)
+            origins.pop(sub, None)
+        elif isinstance(value, dict) and isinstance(dst.get(key), dict):
+            origins[sub] = origin
+            merge(dst[key], origins, value, lines, layer, file, sub)
+        else:
+            dst[key] = copy.deepcopy(value)
+            _drop(origins, sub)
+            _record(origins, value, sub, origin, lines)
+
+
+# ---- substitution ----------------------------------------------------------------------------
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def env_value(name: str) -> str | None:
+    if name == "XT_HOME":
+        return xt_home()
+    return os.environ.get(name)
+
+
+def substitute_str(text: str, path: tuple = ()) -> Any:
+    """``$vault`` -> VaultRef; ``$username``; ``${ENV}`` (XT_HOME defaults to ~/.xt); leading ``~``.
+    XT's ``$scriptdir``, ``$current_conda_env`` and ``$call`` are left for the runner."""
+    if text.strip() == "$vault":
+        service = str(path[1]) if len(path) >= 3 else str(path[-1] if path else "")
+        return VaultRef(service, str(path[-1]) if path else None, ".".join(map(str, path)))
+    if "$username" in text:
+        try:
+            user = getpass.getuser()
+        except Exception:  # no login name in some containers
+            user = os.environ.get("USER", "user")
+        text = text.replace("$username", user)
+    if "${" in text:
+        text = _ENV.sub(lambda m: env_value(m.group(1)) if env_value(m.group(1)) is not None
+                        else m.group(0), text)
+    if text.startswith("~"):
+        text = os.path.expanduser(text)
+    return text
+
+
+def substitute(value: Any, path: tuple = ()) -> Any:
+    if isinstance(value, str):
+        return substitute_str(value, path)
+    if isinstance(value, dict):
+        return {k: substitute(v, path + (k,)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute(v, path + (i,)) for i, v in enumerate(value)]
+    return value
+
+
+# ---- layers ----------------------------------------------------------------------------------
+
+class Layer:
+    """One layer's raw data (before substitution) with the line of each key."""
+
+    __slots__ = ("name", "file", "data", "lines")
+
+    def __init__(self, name: str, file: str | None, data: dict, lines: Lines):
+        self.name, self.file, self.data, self.lines = name, file, data, lines
+
+    def __repr__(self) -> str:
+        return f"Layer({self.name!r}, {self.file!r})"
+
+
+def read_layers(cwd: str | None, session: dict | None = None, overrides: dict | None = None,
+                only_file: str | None = None) -> list[Layer]:
+    """The layers, lowest first. ``only_file``: defaults + that one file (``--validate FILE``)."""
+    problems: list[Problem] = []
+    layers: list[Layer] = []
+    sources = files(cwd) if only_file is None else [("defaults", DEFAULTS), ("file", only_file)]
+    for name, path in sources:
+        try:
+            got = read_file(path)
+        except ConfigError as err:
+            problems.extend(err.problems)
+            continue
+        if got is None:
+            if only_file is not None and name == "file":
+                problems.append(Problem("no such config file", file=path))
+            continue
+        layers.append(Layer(name, path, *got))
+    if problems:
+        raise ConfigError(str(problems[0]) if len(problems) == 1 else
+                          f"{len(problems)} problems in config files", problems=problems)
+    base: dict = {}
+    for layer in layers:
+        merge(base, {}, layer.data, layer.lines, layer.name, layer.file)
+    for name, values in (("session", session), ("call", overrides)):
+        if values:
+            nested = dotted_to_nested(values, base)
+            layers.append(Layer(name, None, nested, {}))
+            merge(base, {}, nested, {}, name, None)
+    return layers
+
+
+def resolve(layers: list[Layer], validate: bool = True) -> ResolvedConfig:
+    data: dict = {}
+    origins: dict = {}
+    for layer in layers:
+        merge(data, origins, layer.data, layer.lines, layer.name, layer.file)
+    data = substitute(data)
+    notes: list[str] = []
+    if validate:
+        from .validate import check
+        notes = check(data, origins, layers)
+    return ResolvedConfig(data, origins, layers, notes)
+
+
+def load(cwd: str | None, session: dict | None = None, overrides: dict | None = None,
+         validate: bool = True) -> ResolvedConfig:
+    return resolve(read_layers(cwd, session, overrides), validate=validate)
