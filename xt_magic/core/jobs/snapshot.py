@@ -1,0 +1,129 @@
+"""Code snapshots: code-dirs minus code-omit and .gitignore, zipped deterministically and stored
+content-addressed as ``snapshots/{sha256}.zip`` so an unchanged tree stores nothing new."""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import zipfile
+from dataclasses import dataclass, field
+
+from ..errors import JobError
+
+_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: same files -> same bytes -> same sha
+
+
+@dataclass
+class Snapshot:
+    """What a snapshot holds (``files``: sorted (name, size)); ``sha256``/``path`` once built."""
+
+    files: list[tuple[str, int]] = field(default_factory=list)
+    sha256: str | None = None
+    path: str | None = None
+    new_bytes: int = 0          # bytes this call wrote to the store (0 when already there)
+
+    @property
+    def total(self) -> int:
+        return sum(size for _, size in self.files)
+
+    def biggest(self, n: int = 5) -> list[tuple[str, int]]:
+        return sorted(self.files, key=lambda f: -f[1])[:n]
+
+    def describe(self, limit: int = 50) -> str:
+        lines = [f"code snapshot: {len(self.files)} files, {human(self.total)}"]
+        lines += [f"  {human(size):>9}  {name}" for name, size in self.files[:limit]]
+        if len(self.files) > limit:
+            lines.append(f"  ... and {len(self.files) - limit} more")
+        return "\n".join(lines)
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _dir_of(pattern: str, cwd: str) -> tuple[str, bool]:
+    """A code-dirs entry -> (directory, recursive). ``d/**`` and ``d`` are recursive, ``d/*`` not."""
+    pattern = pattern.replace("$scriptdir", cwd)
+    recursive = True
+    if pattern.endswith("/**"):
+        pattern = pattern[:-3]
+    elif pattern.endswith("/*"):
+        pattern, recursive = pattern[:-2], False
+    path = os.path.abspath(os.path.join(cwd, os.path.expanduser(pattern or ".")))
+    return path, recursive
+
+
+def collect(code_dirs: list[str], omit: list[str], cwd: str) -> list[tuple[str, str]]:
+    """(archive name, absolute file) pairs, sorted; .gitignore files are honoured at every level."""
+    import pathspec
+    omit_spec = pathspec.GitIgnoreSpec.from_lines(list(omit or []) + [".git"])
+    chosen: dict[str, str] = {}
+    for entry in code_dirs or []:
+        root, recursive = _dir_of(entry, cwd)
+        if not os.path.isdir(root):
+            raise JobError(f"code dir {entry!r} is not a directory ({root})", key="code.code-dirs")
+        ignores: dict[str, object] = {}
+        for folder, dirs, files in os.walk(root):
+            rel_dir = os.path.relpath(folder, root).replace(os.sep, "/")
+            rel_dir = "" if rel_dir == "." else rel_dir + "/"
+            gi = os.path.join(folder, ".gitignore")
+            if os.path.isfile(gi):
+                with open(gi, encoding="utf-8", errors="replace") as fh:
+                    ignores[rel_dir] = pathspec.GitIgnoreSpec.from_lines(fh)
+
+            def ignored(rel: str, is_dir: bool) -> bool:
+                probe = rel + "/" if is_dir else rel
+                if omit_spec.match_file(probe):
+                    return True
+                return any(probe.startswith(base) and spec.match_file(probe[len(base):])
+                           for base, spec in ignores.items())
+
+            dirs[:] = sorted(d for d in dirs if recursive and not ignored(rel_dir + d, True)
+                             and not os.path.islink(os.path.join(folder, d)))
+            for name in files:
+                full = os.path.join(folder, name)
+                rel = rel_dir + name
+                if os.path.islink(full) or ignored(rel, False):
+                    continue
+                chosen.setdefault(rel, full)  # first code dir wins on a name clash
+    return sorted(chosen.items())
+
+
+def plan(code_dirs, omit, cwd: str) -> Snapshot:
+    """The file list and sizes, without building anything (``--dry-run``)."""
+    return Snapshot(files=[(name, os.path.getsize(full)) for name, full in collect(code_dirs, omit, cwd)])
+
+
+def build(store, code_dirs, omit, cwd: str, *, max_bytes: int | None = None,
+          zip_mode: str = "fast") -> Snapshot | None:
+    """Zip the tree and store it at ``snapshots/{sha}.zip`` unless already there; None if empty."""
+    pairs = collect(code_dirs, omit, cwd)
+    snap = Snapshot(files=[(name, os.path.getsize(full)) for name, full in pairs])
+    if not pairs:
+        return None
+    if max_bytes is not None and snap.total > max_bytes:
+        worst = ", ".join(f"{n} ({human(s)})" for n, s in snap.biggest())
+        raise JobError(f"code snapshot is {human(snap.total)}, over the {human(max_bytes)} limit; "
+                       f"biggest: {worst}", key="code.max-snapshot-mb",
+                       hint="add them to code-omit or .gitignore, or raise code.max-snapshot-mb")
+    method = zipfile.ZIP_STORED if zip_mode == "none" else zipfile.ZIP_DEFLATED
+    level = 9 if zip_mode == "compress" else (None if method == zipfile.ZIP_STORED else 1)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", method, compresslevel=level) as zf:
+        for name, full in pairs:
+            info = zipfile.ZipInfo(name, _EPOCH)
+            info.compress_type = method
+            info.external_attr = 0o644 << 16
+            with open(full, "rb") as fh:
+                zf.writestr(info, fh.read())
+    data = buf.getvalue()
+    snap.sha256 = hashlib.sha256(data).hexdigest()
+    snap.path = f"snapshots/{snap.sha256}.zip"
+    if not store.exists(snap.path):
+        store.write_bytes(snap.path, data)
+        snap.new_bytes = len(data)
+    return snap
