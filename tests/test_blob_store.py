@@ -1,0 +1,147 @@
+"""AzureBlobStore against a real Azurite: round trip, listing, append, ranged reads, exclusive
+create under a race, SAS scoping for runners, and a 200 MB parallel upload with progress."""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
+
+from xt_magic.core.errors import StoreError
+
+pytestmark = pytest.mark.azurite
+
+
+@pytest.fixture
+def store(azurite, azurite_container):
+    from xt_magic.core.session import get_session
+    from xt_magic.core.storage.azure_blob import AzureBlobStore
+    cfg = {"type": "storage", "provider": "azure-blob-21",
+           "connection-string": azurite.connection_string, "container": azurite_container}
+    return AzureBlobStore.from_config("teamstore", cfg, get_session())
+
+
+def _http(method: str, url: str, data: bytes | None = None, headers: dict | None = None):
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def test_round_trip_overwrite_delete(store):
+    store.write_bytes("ws1/jobs/job1/job.json", b'{"a": 1}')
+    assert store.read_bytes("ws1/jobs/job1/job.json") == b'{"a": 1}'
+    store.write_bytes("ws1/jobs/job1/job.json", b"v2")
+    assert store.read_bytes("ws1/jobs/job1/job.json") == b"v2"
+    assert store.exists("ws1/jobs/job1/job.json")
+    store.delete("ws1/jobs/job1/job.json")
+    store.delete("ws1/jobs/job1/job.json")  # missing: no error
+    assert not store.exists("ws1/jobs/job1/job.json")
+    with pytest.raises(StoreError, match="not found"):
+        store.read_bytes("ws1/jobs/job1/job.json")
+    with pytest.raises(StoreError, match="bad store path"):
+        store.write_bytes("../escape", b"x")
+    assert "AccountKey" not in repr(store) and store.describe().startswith("azure-blob ")
+
+
+def test_listing_is_by_folder(store):
+    for path in ("ws1/runs/run1.1/events.jsonl", "ws1/runs/run1.1/outputs/vars.pkl",
+                 "ws1/runs/run1.10/events.jsonl", "ws1/jobs/job1/job.json"):
+        store.write_bytes(path, b"x")
+    assert sorted(store.list("ws1/runs/run1.1")) == [
+        "ws1/runs/run1.1/events.jsonl", "ws1/runs/run1.1/outputs/vars.pkl"]
+    assert len(list(store.list("ws1"))) == 4
+    assert len(list(store.list(""))) == 4
+    assert list(store.list("nothing/here")) == []
+
+
+def test_append_and_read_from(store):
+    path = "ws1/runs/run1.1/events.jsonl"
+    assert store.read_from(path, 0) == b""
+    store.append(path, b"one\n")
+    store.append(path, b"two\n")
+    assert store.read_bytes(path) == b"one\ntwo\n"
+    assert store.read_from(path, 4) == b"two\n"
+    assert store.read_from(path, 8) == b""
+    assert store.read_from(path, 100) == b""
+
+
+def test_create_exclusive_race(store):
+    wins, barrier = [], threading.Barrier(8)
+
+    def claim(i):
+        barrier.wait()
+        if store.create_exclusive("ws1/ids/job7", str(i).encode()):
+            wins.append(i)
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1
+    assert store.read_bytes("ws1/ids/job7") == str(wins[0]).encode()
+    assert store.create_exclusive("ws1/ids/job7", b"again") is False
+
+
+def test_runner_sas_is_scoped_to_path_and_operation(store, azurite):
+    store.write_bytes("ws1/jobs/job1/bundle/cell.py", b"print(1)")
+    io = store.runner_io(read=["ws1/jobs/job1/bundle/cell.py"],
+                         write=["ws1/runs/run1.1/outputs/vars.pkl"],
+                         append=["ws1/runs/run1.1/events.jsonl"], expiry_seconds=600)
+    assert io["kind"] == "urls" and len(io["urls"]) == 3
+    text = repr(io)
+    assert azurite.key not in text and "AccountKey" not in text
+    read_url = io["urls"]["ws1/jobs/job1/bundle/cell.py"]
+    write_url = io["urls"]["ws1/runs/run1.1/outputs/vars.pkl"]
+    append_url = io["urls"]["ws1/runs/run1.1/events.jsonl"]
+    assert "sp=r&" in read_url and "sp=cw&" in write_url and "sp=acw&" in append_url
+    block = {"x-ms-blob-type": "BlockBlob"}
+
+    assert _http("GET", read_url) == (200, b"print(1)")
+    # a read-only SAS cannot write
+    assert _http("PUT", read_url, b"evil", block)[0] == 403
+    assert store.read_bytes("ws1/jobs/job1/bundle/cell.py") == b"print(1)"
+    # the write SAS writes its own path ...
+    assert _http("PUT", write_url, b"vars", block)[0] == 201
+    assert store.read_bytes("ws1/runs/run1.1/outputs/vars.pkl") == b"vars"
+    # ... but cannot read it, nor write any other path (outside the job's allowed paths)
+    assert _http("GET", write_url)[0] == 403
+    base, sas = write_url.split("?", 1)
+    elsewhere = base.replace("run1.1/outputs/vars.pkl", "run1.2/outputs/vars.pkl") + "?" + sas
+    assert _http("PUT", elsewhere, b"evil", block)[0] == 403
+    assert not store.exists("ws1/runs/run1.2/outputs/vars.pkl")
+    overwrite_input = base.replace("runs/run1.1/outputs/vars.pkl", "jobs/job1/bundle/cell.py")
+    assert _http("PUT", overwrite_input + "?" + sas, b"evil", block)[0] == 403
+    # the append SAS creates the append blob and appends blocks
+    assert _http("PUT", append_url, b"", {"x-ms-blob-type": "AppendBlob"})[0] == 201
+    assert _http("PUT", append_url.replace("?", "?comp=appendblock&", 1), b"e1\n")[0] == 201
+    assert store.read_bytes("ws1/runs/run1.1/events.jsonl") == b"e1\n"
+
+
+def test_parallel_upload_200mb_with_progress(store, tmp_path):
+    size = 200 * 1024 * 1024
+    src = tmp_path / "snapshot.bin"
+    chunk = os.urandom(1024 * 1024)
+    digest = hashlib.sha256()
+    with open(src, "wb") as fh:
+        for i in range(size // len(chunk)):
+            piece = bytes([i % 256]) + chunk[1:]
+            fh.write(piece)
+            digest.update(piece)
+    calls = []
+    store.upload_file("snapshots/big.zip", str(src), progress=lambda d, t: calls.append((d, t)))
+    assert len(calls) >= 10  # one per block at least
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and done[-1] == size and all(t == size for _, t in calls)
+    out = tmp_path / "back.bin"
+    store.download_file("snapshots/big.zip", str(out))
+    back = hashlib.sha256()
+    with open(out, "rb") as fh:
+        for piece in iter(lambda: fh.read(1 << 20), b""):
+            back.update(piece)
+    assert back.hexdigest() == digest.hexdigest()
