@@ -1,0 +1,125 @@
+"""Build store layouts + runner tickets by hand, so runner/backend tests need no client code."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sys
+import time
+import zipfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUNNER = os.path.join(ROOT, "xt_magic", "runner", "runner.py")
+_CP_ZIP: list[bytes] = []
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def cloudpickle_zip() -> bytes:
+    """cloudpickle's own source as a zip (what the client ships as bundle/cloudpickle.zip)."""
+    if not _CP_ZIP:
+        import cloudpickle
+        pkg = os.path.dirname(cloudpickle.__file__)
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            for f in os.listdir(pkg):
+                if f.endswith(".py"):
+                    zf.write(os.path.join(pkg, f), f"cloudpickle/{f}")
+        _CP_ZIP.append(buf.getvalue())
+    return _CP_ZIP[0]
+
+
+def zip_bytes(files: dict) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def _write(root, path, data: bytes):
+    full = os.path.join(root, *path.split("/"))
+    os.makedirs(os.path.dirname(full), exist_ok=True)
+    with open(full, "wb") as fh:
+        fh.write(data)
+
+
+def make_job(root, cell, *, job="job1", ws="ws1", runs=1, inputs=None, outputs=(), hparams=None,
+             snapshot=None, setup=None, env=None, inputs_bytes=None, max_seconds=None):
+    """Write a job's bundle and ``runs`` run tickets under the store ``root``.
+
+    Returns a list of (run_id, local ticket path, ticket dict). ``hparams`` is one dict for all
+    runs or a list with one dict per run.
+    """
+    import cloudpickle
+    bundle = {"cell": f"{ws}/jobs/{job}/bundle/cell.py", "inputs": None, "inputs_sha256": None,
+              "cloudpickle": f"{ws}/jobs/{job}/bundle/cloudpickle.zip", "snapshot": None,
+              "snapshot_sha256": None}
+    _write(root, bundle["cell"], cell.encode())
+    cp = cloudpickle_zip()
+    _write(root, bundle["cloudpickle"], cp)
+    bundle["cloudpickle_sha256"] = sha(cp)
+    if inputs is not None or inputs_bytes is not None:
+        data = inputs_bytes if inputs_bytes is not None else cloudpickle.dumps(inputs)
+        bundle["inputs"] = f"{ws}/jobs/{job}/bundle/inputs.pkl"
+        bundle["inputs_sha256"] = sha(cloudpickle.dumps(inputs)) if inputs is not None else sha(data)
+        _write(root, bundle["inputs"], data)
+    if snapshot is not None:
+        data = zip_bytes(snapshot) if isinstance(snapshot, dict) else snapshot
+        bundle["snapshot"] = f"snapshots/{sha(data)}.zip"
+        bundle["snapshot_sha256"] = sha(data)
+        _write(root, bundle["snapshot"], data)
+    _write(root, f"{ws}/jobs/{job}/bundle/runner.py", open(RUNNER, "rb").read())
+    out = []
+    n = job[3:]
+    for i in range(1, runs + 1):
+        run = f"run{n}.{i}"
+        base = f"{ws}/runs/{run}"
+        hp = hparams[i - 1] if isinstance(hparams, list) else (hparams or {})
+        ticket = {
+            "version": 1, "job": job, "run": run, "workspace": ws,
+            "io": {"kind": "file", "root": str(root)}, "bundle": bundle,
+            "paths": {"events": f"{base}/events.jsonl", "console": f"{base}/console.txt",
+                      "metrics": f"{base}/metrics.jsonl", "vars": f"{base}/outputs/vars.pkl",
+                      "files": f"{base}/outputs/files.zip"},
+            "hparams": hp, "outputs": list(outputs), "env": env or {}, "setup": setup,
+            "python": sys.executable, "workdir": None, "max_seconds": max_seconds,
+        }
+        data = json.dumps(ticket, indent=1).encode()
+        _write(root, f"{base}/ticket.json", data)
+        t = time.time()
+        _write(root, f"{base}/events.jsonl",
+               (json.dumps({"state": "created", "ts": t, "time": "x"}) + "\n").encode())
+        out.append((run, os.path.join(root, *base.split("/"), "ticket.json"), ticket))
+    return out
+
+
+def read(root, path, default=b"") -> bytes:
+    try:
+        with open(os.path.join(root, *path.split("/")), "rb") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return default
+
+
+def events(root, ticket) -> list[dict]:
+    from xt_magic.core.jobs.states import parse_events
+    return parse_events(read(root, ticket["paths"]["events"]))
+
+
+def state(root, ticket) -> dict:
+    from xt_magic.core.jobs.states import fold
+    return fold(events(root, ticket))
+
+
+def wait_for(pred, timeout=30.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -1,0 +1,694 @@
+#!/usr/bin/env python3
+"""xt_magic runner: runs one cell job on a node.  Usage: ``python runner.py TICKET.json``.
+
+Standard library only (Python >= 3.10). The ticket format is in docs/architecture.md ("Runner
+ticket"). Phases:
+
+1. setup: realise the ticket's setup (a venv per setup hash under ``$XT_HOME/envs/``, built once
+   under a lock; a failed build is removed), run ``activate`` in bash, then re-exec this file with
+   the environment's python (``--phase2``).
+2. run: append ``running``, fetch the bundle (sha256 checked before any unpickling), unpack the
+   snapshot safely, load inputs, set hparams as variables, exec the cell with stdout/stderr teed to
+   the run's console, buffer metrics, write outputs and ``completed`` — or ``failed`` with the
+   exception's type, message and traceback.
+
+Exit codes: 0 completed, 1 failed (and reported), 2 failed without being able to report, 143
+cancelled by SIGTERM (nothing reported: the canceller writes ``cancelled``).
+Startup is kept cheap: modules not needed by a trivial job are imported where they are used.
+Nothing here prints or writes environment values, URLs (they carry SAS tokens) or other secrets.
+"""
+import json
+import os
+import sys
+import time
+
+APPEND_API_VERSION = "2021-08-06"   # x-ms-version the blob service (and Azurite) accept
+APPEND_BLOCK_MAX = 4 * 1024 * 1024
+FLUSH_SECONDS = 1.0                 # console (urls) and metrics flush period
+SINK_MODULE = "_xt_runner_sink"     # what xt_magic.log() looks for (core/jobs/metrics_log.py)
+CELL_FILENAME = "<xt_run cell>"
+EXIT_OK, EXIT_FAILED, EXIT_UNREPORTED, EXIT_CANCELLED = 0, 1, 2, 143
+
+
+class RunnerError(Exception):
+    """A problem the runner reports as the run's failure (bad bundle, setup, I/O)."""
+
+
+class Cancelled(BaseException):
+    """Raised in the main thread on SIGTERM."""
+
+
+def now_iso(t):
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%03d+00:00" % int(t % 1 * 1000)
+
+
+def proc_start(pid):
+    """Start time of a process (clock ticks since boot) so a reused pid is not mistaken for it."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return int(fh.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def xt_home():
+    return os.environ.get("XT_HOME") or os.path.join(os.path.expanduser("~"), ".xt")
+
+
+# ---------------------------------------------------------------------------------------- store io
+def _check_path(path):
+    parts = path.split("/")
+    if not path or path.startswith("/") or "\\" in path or any(p in ("", ".", "..") for p in parts):
+        raise RunnerError(f"bad store path {path!r} in ticket")
+    return parts
+
+
+class FileIO:
+    """Store paths under a shared filesystem root."""
+
+    def __init__(self, root):
+        self.root = root
+
+    def _full(self, path):
+        return os.path.join(self.root, *_check_path(path))
+
+    def get(self, path):
+        try:
+            with open(self._full(path), "rb") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            raise RunnerError(f"missing store object {path}") from None
+
+    def put(self, path, data):
+        full = self._full(path)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        tmp = f"{full}.tmp{os.getpid()}"
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, full)
+
+    def append(self, path, data):
+        full = self._full(path)
+        try:
+            fd = os.open(full, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            fd = os.open(full, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, data)  # one write with O_APPEND: concurrent appenders do not interleave
+        finally:
+            os.close(fd)
+
+
+class UrlIO:
+    """Store paths as per-path SAS URLs (Azure blob REST, urllib only). Errors name the store
+    path, never the URL: the URL carries a SAS token."""
+
+    def __init__(self, urls):
+        self.urls = urls
+
+    def _url(self, path):
+        try:
+            return self.urls[path]
+        except KeyError:
+            raise RunnerError(f"ticket has no URL for store path {path}") from None
+
+    def _request(self, method, path, url, data=None, headers=None, ok=()):
+        import urllib.error
+        import urllib.request
+        hdrs = {"x-ms-version": APPEND_API_VERSION}
+        hdrs.update(headers or {})
+        if data is not None:
+            hdrs["Content-Length"] = str(len(data))
+        for attempt in range(4):
+            req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
+            try:
+                with urllib.request.urlopen(req, timeout=60) as resp:
+                    return resp.status, resp.read()
+            except urllib.error.HTTPError as err:
+                if err.code in ok:
+                    return err.code, b""
+                if err.code < 500 or attempt == 3:
+                    raise RunnerError(f"{method} {path}: HTTP {err.code} {err.reason}") from None
+            except (urllib.error.URLError, OSError) as err:
+                if attempt == 3:
+                    reason = getattr(err, "reason", err)
+                    raise RunnerError(f"{method} {path}: {type(err).__name__}: {reason}") from None
+            time.sleep(0.5 * 2 ** attempt)
+
+    def get(self, path):
+        return self._request("GET", path, self._url(path))[1]
+
+    def put(self, path, data):
+        self._request("PUT", path, self._url(path), data, {"x-ms-blob-type": "BlockBlob"})
+
+    def append(self, path, data):
+        url = self._url(path)
+        block_url = url + ("&" if "?" in url else "?") + "comp=appendblock"
+        for i in range(0, len(data), APPEND_BLOCK_MAX):
+            chunk = data[i:i + APPEND_BLOCK_MAX]
+            status, _ = self._request("PUT", path, block_url, chunk, ok=(404,))
+            if status == 404:  # first append: create the append blob (never over an existing one)
+                self._request("PUT", path, url, b"", {"x-ms-blob-type": "AppendBlob",
+                                                       "If-None-Match": "*"}, ok=(409, 412))
+                self._request("PUT", path, block_url, chunk)
+
+
+def make_io(spec):
+    kind = spec.get("kind")
+    if kind == "file":
+        return FileIO(spec["root"])
+    if kind == "urls":
+        return UrlIO(spec["urls"])
+    raise RunnerError(f"unknown ticket io kind {kind!r}")
+
+
+def append_event(io, ticket, state, **fields):
+    t = time.time()
+    record = {"time": now_iso(t), "ts": t, "state": state}
+    record.update({k: v for k, v in fields.items() if v is not None})
+    io.append(ticket["paths"]["events"], (json.dumps(record, sort_keys=True) + "\n").encode())
+
+
+# ------------------------------------------------------------------------- console and metrics
+class Console:
+    """The run's console.txt: file io writes through; urls io batches ~every second."""
+
+    def __init__(self, io, path, mirror_fd=None):
+        self.io, self.path, self.mirror_fd = io, path, mirror_fd
+        self.buffered = isinstance(io, UrlIO)
+        self.pending, self.last = [], time.monotonic()
+
+    def write(self, data):
+        if self.mirror_fd is not None:
+            try:
+                os.write(self.mirror_fd, data)
+            except OSError:
+                pass
+        if not self.buffered:
+            self.io.append(self.path, data)
+            return
+        self.pending.append(data)
+        self.tick()
+
+    def say(self, text):
+        self.write((text.rstrip("\n") + "\n").encode("utf-8", "replace"))
+
+    def tick(self, force=False):
+        if self.pending and (force or time.monotonic() - self.last >= FLUSH_SECONDS):
+            n = len(self.pending)  # other threads may append meanwhile: take only these n
+            data, self.pending[:n] = b"".join(self.pending[:n]), []
+            self.last = time.monotonic()
+            self.io.append(self.path, data)
+
+
+def _jsonable(value):
+    if isinstance(value, (int, float, str, bool)) or value is None:
+        return value
+    try:
+        return float(value)  # numpy / torch scalars
+    except (TypeError, ValueError):
+        return str(value)
+
+
+class Metrics:
+    """Buffered metrics.jsonl records: ``{"kind": "metrics"|"hparams", "step", "ts", "values"}``."""
+
+    def __init__(self, io, path):
+        self.io, self.path, self.pending, self.last = io, path, [], time.monotonic()
+
+    def _add(self, kind, step, values):
+        rec = {"kind": kind, "ts": time.time(), "values": {str(k): _jsonable(v)
+                                                           for k, v in values.items()}}
+        if step is not None:
+            rec["step"] = _jsonable(step)
+        self.pending.append(json.dumps(rec) + "\n")  # list.append is atomic: no lock needed
+
+    def log(self, step=None, **values):
+        self._add("metrics", step, values)
+
+    def log_hparams(self, **values):
+        self._add("hparams", None, values)
+
+    def tick(self, force=False):
+        if self.pending and (force or time.monotonic() - self.last >= FLUSH_SECONDS):
+            n = len(self.pending)
+            data, self.pending[:n] = "".join(self.pending[:n]), []
+            self.last = time.monotonic()
+            self.io.append(self.path, data.encode())
+
+
+class Capture:
+    """Tee fds 1 and 2 (so subprocesses and C code are captured too) into the console."""
+
+    def __init__(self, console, ticks):
+        self.console, self.ticks = console, ticks
+
+    def start(self):
+        import threading
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        self.saved = (os.dup(1), os.dup(2))
+        self.console.mirror_fd = self.saved[0]
+        self.read_fd, w = os.pipe()
+        os.dup2(w, 1)
+        os.dup2(w, 2)
+        os.close(w)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.reconfigure(line_buffering=True)
+            except (AttributeError, ValueError):
+                pass
+        self.stopping = False
+        self.thread = threading.Thread(target=self._pump, name="xt-console", daemon=True)
+        self.thread.start()
+
+    def _pump(self):
+        import select
+        while True:
+            ready = select.select([self.read_fd], [], [], FLUSH_SECONDS / 2)[0]
+            if ready:
+                data = os.read(self.read_fd, 65536)
+                if not data:
+                    break
+                self.console.write(data)
+            elif self.stopping:
+                break
+            for tick in self.ticks:
+                try:
+                    tick()
+                except Exception as err:  # a transient store error must not kill the tee
+                    os.write(self.saved[1], f"[xt] flush failed: {err}\n".encode())
+
+    def stop(self):
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os.dup2(self.saved[0], 1)
+        os.dup2(self.saved[1], 2)
+        self.stopping = True  # the pump ends at EOF, or when idle if a child still holds the pipe
+        self.thread.join(10)
+        self.console.tick(force=True)
+
+
+# ------------------------------------------------------------------------------------ phase 1
+class SetupError(RunnerError):
+    pass
+
+
+def _stream(cmd, console, env=None):
+    """Run a command, copying its output line by line to the console; return its exit code."""
+    import subprocess
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                            stdin=subprocess.DEVNULL)
+    for line in proc.stdout:
+        console.write(line)
+        console.tick()
+    return proc.wait()
+
+
+def _pip_specs(specs):
+    """``pkg==*`` means the locally installed version: already visible to the env, so skipped
+    when installed here, installed unpinned otherwise."""
+    from importlib import metadata
+    out = []
+    for spec in specs:
+        spec = str(spec).strip()
+        if spec.endswith("==*"):
+            try:
+                metadata.version(spec[:-3])
+                continue
+            except metadata.PackageNotFoundError:
+                spec = spec[:-3]
+        out.append(spec)
+    return out
+
+
+def realise_env(setup, console):
+    """Python of the setup's environment, building it once per setup hash under a file lock."""
+    import fcntl
+    import hashlib
+    import re
+    pip = _pip_specs(setup.get("pip-packages") or [])
+    conda = [str(p) for p in setup.get("conda-packages") or []]
+    name = setup.get("name") or "?"
+    key = setup.get("hash") or hashlib.sha256(json.dumps(setup, sort_keys=True).encode()).hexdigest()
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", key) or key.startswith("."):
+        raise SetupError(f"setup {name!r}: bad setup hash {key!r}")
+    envs = os.path.join(xt_home(), "envs")
+    env_dir = os.path.join(envs, key)
+    python = os.path.join(env_dir, "bin", "python")
+    ready = os.path.join(env_dir, ".xt-ready")
+    if os.path.exists(ready):
+        return python
+    os.makedirs(envs, exist_ok=True)
+    with open(env_dir + ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            console.say(f"[xt] waiting for another run to build environment {key[:12]}")
+            console.tick(force=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.path.exists(ready):
+            return python
+        _remove(env_dir)  # leftovers of a build that was killed
+        console.say(f"[xt] building environment {key[:12]} for setup {name!r}: "
+                    f"pip {pip or '-'} conda {conda or '-'}")
+        console.tick(force=True)
+        t0 = time.time()
+        try:
+            _build_env(env_dir, python, pip, conda, name, console)
+            with open(ready, "w") as fh:
+                fh.write(now_iso(time.time()) + "\n")
+        except BaseException:
+            _remove(env_dir)  # a failed build never poisons the cache
+            raise
+        console.say(f"[xt] environment {key[:12]} ready in {time.time() - t0:.1f}s")
+        return python
+
+
+def _remove(path):
+    import shutil
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _build_env(env_dir, python, pip, conda, name, console):
+    import shutil
+    import site
+    if conda:
+        exe = shutil.which("conda") or shutil.which("mamba")
+        if not exe:
+            raise SetupError(f"setup {name!r} lists conda-packages {conda} but conda is not "
+                             "installed on this node: install conda or use pip-packages")
+        ver = "%d.%d" % sys.version_info[:2]
+        rc = _stream([exe, "create", "-y", "-p", env_dir, f"python={ver}", *conda], console)
+        if rc:
+            raise SetupError(f"setup {name!r}: conda create failed (exit {rc}); output above")
+    else:
+        rc = _stream([sys.executable, "-m", "venv", "--without-pip", env_dir], console)
+        if rc:
+            raise SetupError(f"setup {name!r}: creating the venv failed (exit {rc})")
+        # layer over this interpreter's packages (also when it is itself a venv, which
+        # --system-site-packages would skip): the env's own packages come first
+        ver = "python%d.%d" % sys.version_info[:2]
+        sp = os.path.join(env_dir, "lib", ver, "site-packages")
+        with open(os.path.join(sp, "_xt_parent.pth"), "w") as fh:
+            fh.write("\n".join(site.getsitepackages()) + "\n")
+    if pip:
+        import importlib.util
+        if importlib.util.find_spec("pip"):
+            cmd = [sys.executable, "-m", "pip", "--python", python]
+        else:
+            if _stream([python, "-m", "ensurepip"], console):
+                raise SetupError(f"setup {name!r}: no pip available to install {pip}")
+            cmd = [python, "-m", "pip"]
+        rc = _stream(cmd + ["install", "--disable-pip-version-check", "--no-input", *pip], console)
+        if rc:
+            raise SetupError(f"setup {name!r}: pip install {' '.join(pip)} failed (exit {rc}); "
+                             "the pip output is above")
+
+
+def run_activate(activate, python, console):
+    """Run ``activate`` in bash; return the environment it leaves (values never printed)."""
+    import subprocess
+    import tempfile
+    cur = os.environ.get("CONDA_DEFAULT_ENV", "")
+    lines = []
+    for line in activate.replace("$call ", "").splitlines():
+        line = line.replace("$current_conda_env", cur).strip()
+        if line.split() == ["conda", "activate"]:
+            continue  # XT's default "conda activate $current_conda_env" outside conda: nothing to do
+        lines.append(line)
+    if not any(lines):
+        return None
+    env = dict(os.environ)
+    env["PATH"] = os.path.dirname(python) + os.pathsep + env.get("PATH", "")
+    with tempfile.NamedTemporaryFile(prefix="xt-env-") as dump:
+        script = "set -e\n" + "\n".join(lines) + '\nenv -0 > "$XT_ENV_DUMP"\n'
+        env["XT_ENV_DUMP"] = dump.name
+        console.say("[xt] running setup activate")
+        rc = _stream(["bash", "-c", script], console, env=env)
+        if rc:
+            raise SetupError(f"setup activate failed (exit {rc}); its output is above")
+        raw = open(dump.name, "rb").read().decode("utf-8", "replace")
+    out = dict(item.split("=", 1) for item in raw.split("\0") if "=" in item)
+    out.pop("XT_ENV_DUMP", None)
+    return out
+
+
+def setup_phase(ticket, ticket_path, console):
+    """Realise the setup and re-exec in it; returns only when no re-exec is needed."""
+    setup = ticket.get("setup") or {}
+    python = sys.executable
+    if setup.get("pip-packages") or setup.get("conda-packages"):
+        python = realise_env(setup, console)
+    env = run_activate(setup["activate"], python, console) if setup.get("activate") else None
+    if python == sys.executable and env is None:
+        return
+    console.tick(force=True)
+    sys.stdout.flush()
+    os.execve(python, [python, os.path.abspath(__file__), ticket_path, "--phase2"],
+              env if env is not None else os.environ)
+
+
+# ------------------------------------------------------------------------------------ phase 2
+def _sha256(data):
+    import hashlib
+    return hashlib.sha256(data).hexdigest()
+
+
+def _fetch_checked(io, path, sha, what):
+    data = io.get(path)
+    if sha and _sha256(data) != sha:
+        raise RunnerError(f"{what} {path} failed its sha256 check: refusing to load it")
+    return data
+
+
+def safe_extract(zip_bytes, dest):
+    """Unpack a zip refusing absolute paths, ``..``, and symlinks."""
+    import io as _io
+    import stat
+    import zipfile
+    dest = os.path.realpath(dest)
+    with zipfile.ZipFile(_io.BytesIO(zip_bytes)) as zf:
+        for info in zf.infolist():
+            name = info.filename
+            mode = info.external_attr >> 16
+            parts = name.replace("\\", "/").split("/")
+            if (name.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]
+                    or stat.S_ISLNK(mode)):
+                raise RunnerError(f"unsafe entry {name!r} in snapshot: refusing to unpack")
+            target = os.path.realpath(os.path.join(dest, *parts))
+            if target != dest and not target.startswith(dest + os.sep):
+                raise RunnerError(f"unsafe entry {name!r} in snapshot: refusing to unpack")
+            if info.is_dir():
+                os.makedirs(target, exist_ok=True)
+                continue
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with zf.open(info) as src, open(target, "wb") as out:
+                out.write(src.read())
+            if mode & 0o111:
+                os.chmod(target, 0o755)
+
+
+def _zip_dir(folder):
+    """files.zip bytes of every regular file under ``folder`` (None if there are none)."""
+    import io as _io
+    import zipfile
+    buf, count = _io.BytesIO(), 0
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for base, dirs, files in os.walk(folder):
+            for f in sorted(files):
+                full = os.path.join(base, f)
+                if os.path.isfile(full) and not os.path.islink(full):
+                    zf.write(full, os.path.relpath(full, folder))
+                    count += 1
+    return (buf.getvalue(), count) if count else (None, 0)
+
+
+def install_sinks(metrics):
+    """Make ``xt_magic.log`` reach this run's metrics, with or without xt_magic installed."""
+    import importlib.util
+    import types
+    sink = types.ModuleType(SINK_MODULE)
+    sink.log, sink.log_hparams = metrics.log, metrics.log_hparams
+    sys.modules[SINK_MODULE] = sink
+    if importlib.util.find_spec("xt_magic") is None:
+        standin = types.ModuleType("xt_magic")
+        standin.__doc__ = "Stand-in provided by the xt_magic runner (xt_magic is not installed)."
+        standin.log, standin.log_hparams = metrics.log, metrics.log_hparams
+        standin.__xt_standin__ = True
+        sys.modules["xt_magic"] = standin
+
+
+def _cell_traceback(err):
+    """Traceback text starting at the cell (runner frames dropped)."""
+    import traceback
+    tb = err.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != CELL_FILENAME:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(err), err, tb or err.__traceback__))
+
+
+def _on_sigterm(signum, frame):
+    raise Cancelled()
+
+
+def run_phase(ticket, io, console):
+    import signal
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    paths, bundle = ticket["paths"], ticket.get("bundle") or {}
+    pid = os.getpid()
+    append_event(io, ticket, "running", host=os.uname().nodename, pid=pid, pgid=os.getpgrp(),
+                 pstart=proc_start(pid))
+    metrics = Metrics(io, paths["metrics"])
+    capture = Capture(console, (console.tick, metrics.tick))
+    capture.start()
+    workdir = ticket.get("workdir")
+    own_workdir = not workdir
+    if own_workdir:
+        base = os.path.join(os.environ.get("TMPDIR") or "/tmp", "xt-runs")
+        workdir = os.path.join(base, f"{ticket.get('workspace', 'ws')}.{ticket['run']}.{pid}")
+    outdir = os.path.join(os.path.abspath(workdir), "output")
+    t0 = time.time()
+    result = {}
+    try:
+        try:
+            os.makedirs(outdir, exist_ok=True)
+            cell = io.get(bundle["cell"]).decode("utf-8")
+            if bundle.get("cloudpickle"):
+                cp = _fetch_checked(io, bundle["cloudpickle"], bundle.get("cloudpickle_sha256"),
+                                    "cloudpickle.zip")
+                cp_path = os.path.join(workdir, ".xt-cloudpickle.zip")
+                with open(cp_path, "wb") as fh:
+                    fh.write(cp)
+                sys.path.insert(0, cp_path)  # zipimport: nodes need only the stdlib
+            if bundle.get("snapshot"):
+                safe_extract(_fetch_checked(io, bundle["snapshot"], bundle.get("snapshot_sha256"),
+                                            "snapshot"), workdir)
+            ns = {"__name__": "__main__", "__builtins__": __builtins__}
+            if bundle.get("inputs"):
+                raw = _fetch_checked(io, bundle["inputs"], bundle.get("inputs_sha256"), "inputs")
+                import pickle
+                ns.update(pickle.loads(raw))
+            ns.update(ticket.get("hparams") or {})
+            install_sinks(metrics)
+            if ticket.get("hparams"):
+                metrics.log_hparams(**ticket["hparams"])
+            os.environ.update({str(k): str(v) for k, v in (ticket.get("env") or {}).items()})
+            os.environ["XT_OUTPUT_DIR"] = outdir
+            os.environ["XT_RUN_ID"], os.environ["XT_JOB_ID"] = ticket["run"], ticket["job"]
+            os.chdir(workdir)
+            sys.path.insert(0, os.path.abspath(workdir))
+            import linecache
+            linecache.cache[CELL_FILENAME] = (len(cell), None, cell.splitlines(True), CELL_FILENAME)
+            code = compile(cell, CELL_FILENAME, "exec")
+        except Cancelled:
+            raise
+        except BaseException as err:
+            import traceback
+            result["error"] = {"type": type(err).__name__, "message": str(err),
+                               "traceback": "".join(traceback.format_exception(
+                                   type(err), err, err.__traceback__))}
+        else:
+            try:
+                exec(code, ns)
+            except SystemExit as err:
+                if err.code not in (None, 0):
+                    result["error"] = {"type": "SystemExit", "message": str(err.code),
+                                       "traceback": _cell_traceback(err)}
+            except Cancelled:
+                raise
+            except BaseException as err:
+                result["error"] = {"type": type(err).__name__, "message": str(err),
+                                   "traceback": _cell_traceback(err)}
+        if "error" not in result:
+            result["outputs"] = _save_outputs(ticket, io, ns, outdir)
+    except Cancelled:
+        console.say("[xt] cancelled (SIGTERM)")
+        capture.stop()
+        metrics.tick(force=True)
+        return EXIT_CANCELLED
+    except BaseException as err:  # saving outputs failed
+        result["error"] = {"type": type(err).__name__, "message": str(err),
+                           "traceback": _cell_traceback(err)}
+    if "error" in result:
+        sys.stderr.write(result["error"]["traceback"])
+    capture.stop()
+    metrics.tick(force=True)
+    duration = round(time.time() - t0, 3)
+    if own_workdir:
+        os.chdir("/")
+        _remove(workdir)
+    if "error" in result:
+        append_event(io, ticket, "failed", exit_code=EXIT_FAILED, error=result["error"],
+                     reason=f"{result['error']['type']}: {result['error']['message']}"[:500],
+                     duration=duration)
+        return EXIT_FAILED
+    append_event(io, ticket, "completed", exit_code=EXIT_OK, outputs=result["outputs"],
+                 duration=duration)
+    return EXIT_OK
+
+
+def _save_outputs(ticket, io, ns, outdir):
+    paths, out = ticket["paths"], {}
+    names = list(ticket.get("outputs") or [])
+    if names:
+        missing = [n for n in names if n not in ns]
+        if missing:
+            raise NameError(f"output variable(s) {', '.join(missing)} not defined by the cell")
+        import cloudpickle
+        try:
+            data = cloudpickle.dumps({n: ns[n] for n in names})
+        except Exception:
+            for n in names:  # name the culprit
+                try:
+                    cloudpickle.dumps(ns[n])
+                except Exception as err:
+                    raise RunnerError(f"output variable {n!r} cannot be pickled: "
+                                      f"{type(err).__name__}: {err}") from None
+            raise
+        io.put(paths["vars"], data)
+        out["vars"], out["vars_sha256"] = paths["vars"], _sha256(data)
+    if os.path.isdir(outdir) and os.listdir(outdir):
+        data, count = _zip_dir(outdir)
+        if data:
+            io.put(paths["files"], data)
+            out["files"], out["files_count"], out["files_sha256"] = paths["files"], count, _sha256(data)
+    return out
+
+
+def main(argv):
+    if len(argv) < 2:
+        sys.stderr.write("usage: python runner.py TICKET.json\n")
+        return EXIT_UNREPORTED
+    ticket_path = argv[1]
+    with open(ticket_path, "rb") as fh:
+        ticket = json.load(fh)
+    io = make_io(ticket["io"])
+    console = Console(io, ticket["paths"]["console"], mirror_fd=None)
+    try:
+        if "--phase2" not in argv and ticket.get("setup"):
+            setup_phase(ticket, ticket_path, console)
+        return run_phase(ticket, io, console)
+    except Cancelled:
+        return EXIT_CANCELLED
+    except BaseException as err:
+        import traceback
+        message = str(err) if isinstance(err, RunnerError) else f"{type(err).__name__}: {err}"
+        try:
+            console.say(f"[xt] run failed: {message}")
+            console.tick(force=True)
+            append_event(io, ticket, "failed", exit_code=EXIT_FAILED, reason=message[:500],
+                         error={"type": type(err).__name__, "message": str(err),
+                                "traceback": traceback.format_exc()})
+        except BaseException:
+            sys.stderr.write(f"xt runner: {message}\n")
+            return EXIT_UNREPORTED
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
