@@ -1,0 +1,339 @@
+"""What ``%xt_config`` does (called through core/api.py): show, get, explain, set, save, validate,
+create, reset. Returned objects display as HTML in notebooks and as text elsewhere; secrets and
+``$vault`` values are masked in all of them."""
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+from typing import Any
+
+from ..errors import ConfigError, Problem
+from . import loader
+from .resolved import MASK, VaultRef, lookup, split_key
+
+TEMPLATE_KINDS = ("local", "pool", "batch", "slurm", "azure")
+TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
+
+
+# ---- display -------------------------------------------------------------------------------------
+
+class Shown:
+    """A displayable result: text repr, optional HTML."""
+
+    def __init__(self, text: str, html_text: str | None = None):
+        self.text, self.html = text, html_text
+
+    def __repr__(self) -> str:
+        return self.text
+
+    __str__ = __repr__
+
+    def _repr_html_(self) -> str | None:
+        return self.html
+
+
+def mask(value: Any, path: tuple = ()) -> Any:
+    """A copy of ``value`` fit for display: VaultRefs as ``$vault(svc)``, x-secret keys as ••••."""
+    from .validate import secret_keys
+    if isinstance(value, VaultRef):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: mask(v, path + (k,)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask(v, path + (i,)) for i, v in enumerate(value)]
+    if path and path[-1] in secret_keys() and value not in (None, "", "$vault"):
+        return MASK
+    return value
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9_./~@$*(){}-][A-Za-z0-9_ ./~@$*(){}:,+-]*")
+_RESERVED = {"true", "false", "yes", "no", "on", "off", "null", "~"}
+
+
+def fmt(value: Any) -> str:
+    """A value in YAML flow style."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(fmt(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {fmt(v)}" for k, v in value.items()) + "}"
+    text = str(value)
+    if (_PLAIN.fullmatch(text) and text.lower() not in _RESERVED and not text.endswith((" ", ":"))
+            and ": " not in text and not re.fullmatch(r"[-+0-9.e]+", text)):
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+def short_origin(origin) -> str:
+    if origin is None:
+        return ""
+    if origin.file:
+        name = os.path.basename(origin.file) if origin.layer == "defaults" else origin.file
+        return f"{origin.layer} {name}:{origin.line}" if origin.line else f"{origin.layer} {name}"
+    return origin.layer
+
+
+def rows(cfg, data: dict, path: tuple = (), depth: int = 0):
+    """(depth, key, shown value or None for a mapping, origin) in document order."""
+    for key, value in data.items():
+        sub = path + (key,)
+        origin = short_origin(cfg.origin(".".join(map(str, sub))) if cfg else None)
+        if isinstance(value, dict) and value:
+            yield depth, key, None, origin
+            yield from rows(cfg, value, sub, depth + 1)
+        else:
+            yield depth, key, fmt(value), origin
+
+
+def render(cfg, data: dict, title: str) -> Shown:
+    lines = []
+    for depth, key, value, origin in rows(cfg, data):
+        left = "  " * depth + f"{key}:" + (f" {value}" if value is not None else "")
+        lines.append(f"{left:<56} # {origin}" if value is not None else left)
+    text = f"# {title}\n" + "\n".join(lines)
+    cells = "".join(
+        f"<tr><td style='text-align:left;padding-left:{1 + 1.2 * d}em'><b>{html.escape(str(k))}</b></td>"
+        f"<td style='text-align:left'><code>{html.escape(v) if v is not None else ''}</code></td>"
+        f"<td style='text-align:left;color:#888'>{html.escape(o) if v is not None else ''}</td></tr>"
+        for d, k, v, o in rows(cfg, data))
+    table = (f"<div class='xt-config'><div><b>{html.escape(title)}</b></div><table>"
+             f"<tr><th>key</th><th>value</th><th>origin</th></tr>{cells}</table></div>")
+    return Shown(text, table)
+
+
+# ---- show / get / explain --------------------------------------------------------------------------
+
+def _unknown_key(cfg, key: str) -> ConfigError:
+    from .validate import did_you_mean
+    segs, node, seen = split_key(key, cfg.data), cfg.data, []
+    for seg in segs:
+        if not isinstance(node, dict) or seg not in node:
+            choices = list(node) if isinstance(node, dict) else []
+            where = ".".join(seen) or "the config"
+            return ConfigError(f"{key}: no such key in {where}",
+                               hint=did_you_mean(seg, choices) or "see %xt_config", key=None)
+        node = node[seg]
+        seen.append(seg)
+    return ConfigError(f"{key}: no such key")
+
+
+def show(session, keys: list[str] | None = None) -> Shown:
+    """The resolved config (or only ``keys``) with each value's origin."""
+    cfg = session.config()
+    if not keys:
+        out = render(cfg, mask(cfg.data), "resolved xt_config (value  # layer file:line)")
+        if cfg.notes:
+            out.text += "\n# notes:\n" + "\n".join(f"#   {n}" for n in cfg.notes)
+        return out
+    data = {}
+    for key in keys:
+        if key not in cfg:
+            raise _unknown_key(cfg, key)
+        segs = split_key(key, cfg.data)
+        node = data
+        for seg in segs[:-1]:
+            node = node.setdefault(seg, {})
+        node[segs[-1]] = mask(cfg.get(key), tuple(segs))
+    return render(cfg, data, "xt_config " + " ".join(keys))
+
+
+def get(session, key: str) -> Any:
+    """One resolved value, masked (a mapping for a section or entry)."""
+    cfg = session.config()
+    if key not in cfg:
+        raise _unknown_key(cfg, key)
+    return mask(cfg.get(key), tuple(split_key(key, cfg.data)))
+
+
+def explain(session, key: str) -> Shown:
+    """``key``'s value in every layer (file:line), and which one wins."""
+    cfg = session.config()
+    segs = tuple(split_key(key, cfg.data))
+    found = []
+    for layer in cfg.layers:
+        value = lookup(layer.data, ".".join(segs), _ABSENT) if isinstance(layer.data, dict) else _ABSENT
+        if value is _ABSENT:
+            continue
+        line = layer.lines.get(segs)
+        place = f"{layer.file}:{line}" if layer.file and line else (layer.file or f"<{layer.name}>")
+        found.append((layer.name, place, mask(loader.substitute(value, segs), segs)))
+    if not found:
+        from .validate import schema_for
+        if schema_for(segs) is None:
+            raise _unknown_key(cfg, key)
+    final = mask(cfg.get(key), segs) if key in cfg else None
+    lines = [f"{key} = {fmt(final) if key in cfg else '(unset)'}   # from {short_origin(cfg.origin(key)) if key in cfg else '-'}"]
+    for i, (layer, place, value) in enumerate(found):
+        mark = "  <- wins" if i == len(found) - 1 and key in cfg else ""
+        lines.append(f"  {layer:<9} {place}: {fmt(value)}{mark}")
+    if not found:
+        lines.append("  (not set in any layer)")
+    body = "".join(f"<tr><td>{html.escape(l)}</td><td><code>{html.escape(p)}</code></td>"
+                   f"<td><code>{html.escape(fmt(v))}</code></td></tr>" for l, p, v in found)
+    page = (f"<div class='xt-config-explain'><b>{html.escape(key)}</b> = "
+            f"<code>{html.escape(fmt(final))}</code><table><tr><th>layer</th><th>where</th>"
+            f"<th>value</th></tr>{body}</table></div>")
+    return Shown("\n".join(lines), page)
+
+
+_ABSENT = object()
+
+
+# ---- set / reset / save ------------------------------------------------------------------------------
+
+def typed(text: str, node: dict | None) -> Any:
+    """A ``KEY=VALUE`` string as the schema's type for KEY (``null`` unsets)."""
+    from ruamel.yaml import YAML
+    if not isinstance(text, str):
+        return text
+    if text in ("null", "~"):
+        return None
+    if not node:
+        try:
+            return YAML(typ="safe").load(text) if text else ""
+        except Exception:
+            return text
+    if "enum" in node:
+        return next((c for c in node["enum"] if str(c) == text), text)
+    kinds = node.get("type") or []
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    for kind in kinds:
+        low = text.strip().lower()
+        if kind == "boolean" and low in ("true", "false", "yes", "no", "on", "off", "1", "0"):
+            return low in ("true", "yes", "on", "1")
+        if kind == "integer" and re.fullmatch(r"[-+]?\d+", text.strip()):
+            return int(text)
+        if kind == "number" and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", text.strip()):
+            return float(text)
+        if kind in ("array", "object"):
+            if text.strip().startswith(("[", "{")):
+                try:
+                    return YAML(typ="safe").load(text)
+                except Exception as err:
+                    raise ConfigError(f"cannot parse {text!r}: {str(err).splitlines()[0]}") from None
+            if kind == "array":
+                return [w.strip() for w in text.split(",") if w.strip()]
+        if kind == "string":
+            return text
+    return text  # the wrong type: validation names what was expected
+
+
+def set_values(session, assignments: dict[str, str]) -> Shown:
+    """Set session values typed by the schema; nothing changes unless the result validates."""
+    from . import load_config
+    from .validate import schema_for
+    cfg = session.config()
+    new = dict(session.values)
+    for key, text in assignments.items():
+        segs = split_key(key, cfg.data)
+        new[".".join(segs)] = typed(text, schema_for(segs))
+    load_config(cwd=session.cwd or os.getcwd(), session=new)  # raises ConfigError listing problems
+    with session.lock:
+        session.values.clear()
+        session.values.update(new)
+        session.invalidate()
+    done = [f"{k} = {fmt(mask(new['.'.join(split_key(k, cfg.data))], tuple(split_key(k, cfg.data))))}"
+            for k in assignments]
+    return Shown("session: " + "; ".join(done))
+
+
+def reset(session) -> Shown:
+    """Drop all session values."""
+    n = len(session.values)
+    with session.lock:
+        session.values.clear()
+        session.invalidate()
+    return Shown(f"session: dropped {n} value{'s' * (n != 1)}")
+
+
+def _plain_for_yaml(value: Any) -> Any:
+    if isinstance(value, VaultRef):
+        return "$vault"
+    if isinstance(value, dict):
+        return {k: _plain_for_yaml(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain_for_yaml(v) for v in value]
+    return value
+
+
+def save(session, path: str | None = None) -> Shown:
+    """Write the session values into the local xt_config.yaml (or ``path``), keeping comments and
+    layout; the saved values then come from that file, so the session layer is emptied."""
+    from ruamel.yaml.comments import CommentedMap
+    from ruamel.yaml.util import load_yaml_guess_indent
+    path = path or loader.local_config_path(session.cwd)
+    if not session.values:
+        return Shown("nothing to save: no session values (set some with %xt_config KEY=VALUE)")
+    text = ""
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    loader.parse_text(text, path)  # a broken file is reported (file:line), never overwritten
+    yaml = loader.yaml_rt()
+    doc, indent, seq_indent = load_yaml_guess_indent(text) if text.strip() else (None, 2, 0)
+    yaml.indent(mapping=indent or 2, sequence=(indent or 2) + (seq_indent or 0), offset=seq_indent or 0)
+    doc = yaml.load(text) if text.strip() else None
+    doc = doc if isinstance(doc, dict) else CommentedMap()
+    for key, value in session.values.items():
+        segs = split_key(key, doc)
+        node = doc
+        for seg in segs[:-1]:
+            if not isinstance(node.get(seg), dict):
+                node[seg] = CommentedMap()
+            node = node[seg]
+        node[segs[-1]] = _plain_for_yaml(value)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        yaml.dump(doc, fh)
+    os.replace(tmp, path)
+    n = len(session.values)
+    reset(session)
+    return Shown(f"saved {n} value{'s' * (n != 1)} to {path}")
+
+
+# ---- validate / create --------------------------------------------------------------------------------
+
+def validate(session, path: str | None = None) -> Shown:
+    """Validate ``path`` (over the defaults) or the whole resolved config; ConfigError lists problems."""
+    if path:
+        path = os.path.abspath(os.path.expanduser(path))
+        cfg = loader.resolve(loader.read_layers(None, only_file=path))
+        what = path
+    else:
+        from . import load_config
+        cfg = load_config(cwd=session.cwd or os.getcwd(), session=session.values)
+        what = ", ".join(layer.file or f"<{layer.name}>" for layer in cfg.layers)
+    text = f"config OK: {what}"
+    if cfg.notes:
+        text += "\n" + "\n".join(f"  note: {n}" for n in cfg.notes)
+    return Shown(text)
+
+
+def create(session, kind: str, path: str | None = None, force: bool = False) -> Shown:
+    """Write the commented template ``kind`` to ``path`` (default ./xt_config.yaml)."""
+    from .validate import did_you_mean
+    if kind not in TEMPLATE_KINDS:
+        raise ConfigError(f"--create {kind}: unknown template",
+                          hint=did_you_mean(kind, TEMPLATE_KINDS) or f"choose {', '.join(TEMPLATE_KINDS)}")
+    path = path or loader.local_config_path(session.cwd)
+    if os.path.exists(path) and not force:
+        raise ConfigError(f"{path} exists; not overwritten", hint="add --force to replace it")
+    with open(os.path.join(TEMPLATES, f"{kind}.yaml"), encoding="utf-8") as fh:
+        text = fh.read()
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+    session.invalidate()
+    return Shown(f"wrote the {kind} template to {path} — edit it, then %xt_config --validate")
+
+
+__all__ = ["show", "get", "explain", "set_values", "reset", "save", "validate", "create", "Shown",
+           "mask", "typed", "TEMPLATE_KINDS", "Problem"]
