@@ -627,8 +627,7 @@ def run_phase(ticket, io, console):
                      reason=f"{result['error']['type']}: {result['error']['message']}"[:500],
                      duration=duration)
         return EXIT_FAILED
-    append_event(io, ticket, "completed", exit_code=EXIT_OK, outputs=result["outputs"],
-                 duration=duration)
+    append_event(io, ticket, "completed", exit_code=EXIT_OK, duration=duration, **result["outputs"])
     return EXIT_OK
 
 
@@ -651,12 +650,12 @@ def _save_outputs(ticket, io, ns, outdir):
                                       f"{type(err).__name__}: {err}") from None
             raise
         io.put(paths["vars"], data)
-        out["vars"], out["vars_sha256"] = paths["vars"], _sha256(data)
+        out["vars_sha256"] = _sha256(data)
     if os.path.isdir(outdir) and os.listdir(outdir):
         data, count = _zip_dir(outdir)
         if data:
             io.put(paths["files"], data)
-            out["files"], out["files_count"], out["files_sha256"] = paths["files"], count, _sha256(data)
+            out["files_count"], out["files_sha256"] = count, _sha256(data)
     return out
 
 

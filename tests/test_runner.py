@@ -1,0 +1,361 @@
+"""The node-side runner (xt_magic/runner/runner.py), driven with hand-built tickets and bundles."""
+from __future__ import annotations
+
+import hashlib
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import warnings
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from io import BytesIO
+
+import pytest
+
+from runner_helpers import RUNNER, events, make_job, read, state, wait_for, zip_bytes
+
+
+def run_ticket(ticket_path, python=sys.executable, timeout=120):
+    return subprocess.run([python, RUNNER, ticket_path], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+SUCCESS_CELL = """\
+import os, subprocess, sys, xt_magic
+print("hello", a, lr, square(3))
+print("to stderr", file=sys.stderr)
+subprocess.run(["echo", "from-child"])
+for s in range(3):
+    xt_magic.log(step=s, loss=1.0 / (s + 1))
+xt_magic.log_hparams(layers=2)
+sub = os.path.join(os.environ["XT_OUTPUT_DIR"], "sub")
+os.makedirs(sub)
+with open(os.path.join(sub, "f.txt"), "w") as f:
+    f.write("hi")
+res = {"double": a * 2, "fn": square}
+"""
+
+
+def test_success_outputs_console_metrics_files(tmp_path):
+    import cloudpickle
+
+    def square(x):  # a local function travels by value, like a notebook function
+        return x * x
+    root = tmp_path / "store"
+    [(run, tp, t)] = make_job(root, SUCCESS_CELL, inputs={"a": 21, "square": square},
+                              outputs=["res"], hparams={"lr": 0.1})
+    p = run_ticket(tp)
+    assert p.returncode == 0, p.stderr
+    evs = events(root, t)
+    assert [e["state"] for e in evs] == ["created", "running", "completed"]
+    running, done = evs[1], evs[2]
+    assert running["pid"] > 0 and running["host"] and "pstart" in running
+    console = read(root, t["paths"]["console"]).decode()
+    for text in ("hello 21 0.1 9", "to stderr", "from-child"):
+        assert text in console
+    recs = [json.loads(line) for line in read(root, t["paths"]["metrics"]).splitlines()]
+    assert {"kind": "hparams", "values": {"lr": 0.1}}.items() <= recs[0].items()
+    steps = [(r["step"], r["values"]["loss"]) for r in recs if r["kind"] == "metrics"]
+    assert steps == [(0, 1.0), (1, 0.5), (2, 1.0 / 3)]
+    assert any(r["kind"] == "hparams" and r["values"] == {"layers": 2} for r in recs)
+    raw = read(root, t["paths"]["vars"])
+    assert hashlib.sha256(raw).hexdigest() == done["vars_sha256"]
+    res = cloudpickle.loads(raw)["res"]
+    assert res["double"] == 42 and res["fn"](4) == 16
+    files = read(root, t["paths"]["files"])
+    assert hashlib.sha256(files).hexdigest() == done["files_sha256"]
+    with zipfile.ZipFile(BytesIO(files)) as zf:
+        assert zf.read("sub/f.txt") == b"hi"
+
+
+def test_exception_reports_type_message_and_cell_traceback(tmp_path):
+    root = tmp_path / "store"
+    cell = "x = 1\n\ndef boom(v):\n    raise ValueError(f'bad value {v}')\n\nboom(x + 1)\n"
+    [(run, tp, t)] = make_job(root, cell)
+    p = run_ticket(tp)
+    assert p.returncode == 1
+    info = state(root, t)
+    assert info["state"] == "failed" and info["exit_code"] == 1
+    err = info["error"]
+    assert err["type"] == "ValueError" and err["message"] == "bad value 2"
+    tb = err["traceback"]
+    assert "raise ValueError(f'bad value {v}')" in tb and "boom(x + 1)" in tb
+    assert 'line 4, in boom' in tb and "runner.py" not in tb
+    assert "ValueError: bad value 2" in read(root, t["paths"]["console"]).decode()
+
+
+def test_missing_output_variable_fails(tmp_path):
+    root = tmp_path / "store"
+    [(run, tp, t)] = make_job(root, "y = 1\n", outputs=["nope"])
+    assert run_ticket(tp).returncode == 1
+    info = state(root, t)
+    assert info["state"] == "failed" and "nope" in info["error"]["message"]
+
+
+class _Bomb:
+    """Unpickling this creates a marker file: proves whether the runner unpickled."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_inputs_hash_checked_before_unpickling(tmp_path):
+    import pickle
+    root = tmp_path / "store"
+    marker = tmp_path / "unpickled"
+    data = pickle.dumps({"a": _Bomb(str(marker))})
+    [(run, tp, t)] = make_job(root, "print(a)\n", inputs_bytes=data)
+    t["bundle"]["inputs_sha256"] = "0" * 64
+    with open(tp, "w") as fh:
+        json.dump(t, fh)
+    assert run_ticket(tp).returncode == 1
+    info = state(root, t)
+    assert info["state"] == "failed" and "sha256" in info["error"]["message"]
+    assert not marker.exists()
+
+
+def test_snapshot_code_importable_and_unsafe_snapshot_refused(tmp_path):
+    root = tmp_path / "store"
+    [(run, tp, t)] = make_job(root, "import mylib\nprint(mylib.VALUE)\n",
+                              snapshot={"mylib/__init__.py": "VALUE = 'from-snapshot'\n"})
+    assert run_ticket(tp).returncode == 0
+    assert "from-snapshot" in read(root, t["paths"]["console"]).decode()
+
+    outside = tmp_path / "evil.txt"
+    for entry in ("../../evil.txt", str(outside)):
+        root2 = tmp_path / f"store{abs(hash(entry))}"
+        [(run, tp, t)] = make_job(root2, "print(1)\n", snapshot={entry: "x"})
+        assert run_ticket(tp).returncode == 1
+        assert "unsafe entry" in state(root2, t)["error"]["message"]
+    assert not outside.exists()
+    # a symlink entry
+    buf = BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        info = zipfile.ZipInfo("link")
+        info.external_attr = (0o120777 << 16)
+        zf.writestr(info, "/etc/passwd")
+    root3 = tmp_path / "store3"
+    [(run, tp, t)] = make_job(root3, "print(1)\n", snapshot=buf.getvalue())
+    assert run_ticket(tp).returncode == 1
+    assert "unsafe entry 'link'" in state(root3, t)["error"]["message"]
+
+
+def test_standin_xt_magic_on_node_without_it(tmp_path):
+    base = getattr(sys, "_base_executable", None)
+    ok = bool(base) and subprocess.run([base, "-c", "import xt_magic"],
+                                       capture_output=True).returncode != 0
+    if not ok:
+        pytest.skip("no interpreter without xt_magic installed")
+    root = tmp_path / "store"
+    cell = "import xt_magic\nassert xt_magic.__xt_standin__\nxt_magic.log(step=1, acc=0.5)\nr = 7\n"
+    [(run, tp, t)] = make_job(root, cell, outputs=["r"], inputs={"v": [1, 2]})
+    p = run_ticket(tp, python=base)
+    assert p.returncode == 0, read(root, t["paths"]["console"])
+    recs = [json.loads(line) for line in read(root, t["paths"]["metrics"]).splitlines()]
+    assert recs[-1]["values"] == {"acc": 0.5} and recs[-1]["step"] == 1
+
+
+def test_log_outside_a_job_warns_and_does_nothing():
+    import xt_magic
+    from xt_magic.core.jobs import metrics_log
+    metrics_log._warned = False
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        xt_magic.log(step=1, loss=0.1)
+        xt_magic.log_hparams(lr=0.1)
+    assert len(caught) == 1 and "outside an xt_magic job" in str(caught[0].message)
+    assert not metrics_log.in_job()
+
+
+def test_sigterm_writes_no_final_event(tmp_path):
+    root = tmp_path / "store"
+    [(run, tp, t)] = make_job(root, "import time\nprint('started', flush=True)\ntime.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, RUNNER, tp], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    wait_for(lambda: b"started" in read(root, t["paths"]["console"]), what="cell start")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 143
+    assert state(root, t)["state"] == "running"  # the canceller writes "cancelled", not the runner
+
+
+# ------------------------------------------------------------------------------ setup envs
+def build_wheel(folder, name="tinypkg_xt", version="0.1", value="tiny-ok"):
+    """A minimal pure-python wheel, built by hand so pip needs no network or build backend."""
+    dist = f"{name}-{version}"
+    files = {f"{name}/__init__.py": f"VALUE = {value!r}\n".encode(),
+             f"{dist}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\n"
+                                           f"Version: {version}\n".encode(),
+             f"{dist}.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\n"
+                                        b"Root-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = []
+    for path, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(data)}")
+    record.append(f"{dist}.dist-info/RECORD,,")
+    files[f"{dist}.dist-info/RECORD"] = ("\n".join(record) + "\n").encode()
+    path = os.path.join(folder, f"{dist}-py3-none-any.whl")
+    with open(path, "wb") as fh:
+        fh.write(zip_bytes(files))
+    return path
+
+
+def test_setup_env_built_once_reused_and_failed_build_not_cached(tmp_path, xt_home):
+    wheel_dir = tmp_path / "wheels"
+    wheel_dir.mkdir()
+    wheel = os.path.join(wheel_dir, "tinypkg_xt-0.1-py3-none-any.whl")
+    setup = {"name": "tiny", "hash": "h" + "1" * 16, "pip-packages": [wheel],
+             "activate": "export XT_TEST_ACT=activated", "conda-packages": []}
+    cell = ("import os, tinypkg_xt, yaml\n"
+            "print('pkg', tinypkg_xt.VALUE, os.environ['XT_TEST_ACT'], sys_prefix())\n")
+    cell = "import sys\ndef sys_prefix():\n    return sys.prefix\n" + cell
+    env_dir = xt_home / "envs" / setup["hash"]
+
+    # 1) the wheel does not exist yet: pip fails, the run fails with pip's output, nothing cached
+    root = tmp_path / "s1"
+    [(run, tp, t)] = make_job(root, cell, setup=setup)
+    assert run_ticket(tp, timeout=300).returncode == 1
+    info = state(root, t)
+    assert info["state"] == "failed" and "pip install" in info["reason"]
+    console = read(root, t["paths"]["console"]).decode()
+    assert "building environment" in console and "tinypkg_xt-0.1-py3-none-any.whl" in console
+    assert not env_dir.exists()
+
+    # 2) same setup hash once the wheel exists: built now, used by the run
+    build_wheel(wheel_dir)
+    root = tmp_path / "s2"
+    [(run, tp, t)] = make_job(root, cell, setup=setup)
+    assert run_ticket(tp, timeout=300).returncode == 0, read(root, t["paths"]["console"])
+    console = read(root, t["paths"]["console"]).decode()
+    assert "building environment" in console
+    assert f"pkg tiny-ok activated {env_dir}" in console
+    ready = env_dir / ".xt-ready"
+    stamp = ready.stat().st_mtime_ns
+
+    # 3) reused: no rebuild
+    root = tmp_path / "s3"
+    [(run, tp, t)] = make_job(root, cell, setup=setup)
+    assert run_ticket(tp, timeout=300).returncode == 0
+    console = read(root, t["paths"]["console"]).decode()
+    assert "building environment" not in console and "pkg tiny-ok activated" in console
+    assert ready.stat().st_mtime_ns == stamp
+
+
+def test_conda_packages_without_conda_is_a_clear_error(tmp_path, xt_home, monkeypatch):
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no conda here
+    root = tmp_path / "store"
+    setup = {"name": "c", "hash": "c" * 16, "conda-packages": ["numpy"], "pip-packages": []}
+    [(run, tp, t)] = make_job(root, "print(1)\n", setup=setup)
+    assert run_ticket(tp).returncode == 1
+    assert "conda is not installed" in state(root, t)["reason"]
+    assert not (xt_home / "envs" / setup["hash"]).exists()
+
+
+def test_failing_activate_fails_run(tmp_path):
+    root = tmp_path / "store"
+    setup = {"name": "a", "hash": "a" * 16, "activate": "echo act-out; false"}
+    [(run, tp, t)] = make_job(root, "print(1)\n", setup=setup)
+    assert run_ticket(tp).returncode == 1
+    assert "activate failed" in state(root, t)["reason"]
+    assert "act-out" in read(root, t["paths"]["console"]).decode()
+
+
+# ------------------------------------------------------------------------------ urls io
+class _BlobHandler(BaseHTTPRequestHandler):
+    """Just enough of the blob REST API: GET, PUT BlockBlob/AppendBlob, appendblock."""
+
+    blobs: dict = {}
+    log: list = []
+
+    def log_message(self, *args):
+        pass
+
+    def _reply(self, code, body=b""):
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        path, _, query = self.path.partition("?")
+        self.log.append(("GET", path, query))
+        if "sig=SECRET" not in query:
+            return self._reply(403)
+        if path not in self.blobs:
+            return self._reply(404)
+        self._reply(200, bytes(self.blobs[path][1]))
+
+    def do_PUT(self):
+        path, _, query = self.path.partition("?")
+        self.log.append(("PUT", path, query))
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if "sig=SECRET" not in query or not self.headers.get("x-ms-version"):
+            return self._reply(403)
+        if "comp=appendblock" in query:
+            if path not in self.blobs or self.blobs[path][0] != "append":
+                return self._reply(404)
+            self.blobs[path][1].extend(body)
+            return self._reply(201)
+        kind = self.headers.get("x-ms-blob-type")
+        if kind == "AppendBlob":
+            if self.headers.get("If-None-Match") == "*" and path in self.blobs:
+                return self._reply(409)
+            self.blobs[path] = ("append", bytearray())
+        elif kind == "BlockBlob":
+            self.blobs[path] = ("block", bytearray(body))
+        else:
+            return self._reply(400)
+        self._reply(201)
+
+
+@pytest.fixture
+def blob_server():
+    handler = type("H", (_BlobHandler,), {"blobs": {}, "log": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server, handler
+    server.shutdown()
+
+
+def test_urls_io_round_trip_and_no_sas_leak(tmp_path, blob_server):
+    import cloudpickle
+    server, handler = blob_server
+    root = tmp_path / "store"
+    cell = "import xt_magic\nprint('via-urls', a)\nxt_magic.log(step=0, m=1)\nout = a + 1\n"
+    [(run, tp, t)] = make_job(root, cell, inputs={"a": 1}, outputs=["out"])
+    base = f"http://127.0.0.1:{server.server_address[1]}/c/"
+    urls = {}
+    for dirpath, _, files in os.walk(root):  # upload what the client would have written
+        for f in files:
+            full = os.path.join(dirpath, f)
+            sp = os.path.relpath(full, root).replace(os.sep, "/")
+            kind = "append" if sp.endswith(".jsonl") else "block"
+            handler.blobs["/c/" + sp] = (kind, bytearray(open(full, "rb").read()))
+    for sp in list(t["paths"].values()) + [v for k, v in t["bundle"].items()
+                                           if v and not k.endswith("sha256")]:
+        urls[sp] = base + sp + "?sv=2021&sig=SECRET"
+    t["io"] = {"kind": "urls", "urls": urls}
+    with open(tp, "w") as fh:
+        json.dump(t, fh)
+    p = run_ticket(tp)
+    assert p.returncode == 0, p.stderr
+    blob = lambda sp: bytes(handler.blobs["/c/" + sp][1])  # noqa: E731
+    from xt_magic.core.jobs.states import fold, parse_events
+    info = fold(parse_events(blob(t["paths"]["events"])))
+    assert info["state"] == "completed"
+    assert "via-urls 1" in blob(t["paths"]["console"]).decode()
+    assert b'"m": 1' in blob(t["paths"]["metrics"])
+    assert cloudpickle.loads(blob(t["paths"]["vars"])) == {"out": 2}
+    appends = [q for m, p_, q in handler.log if "appendblock" in q]
+    assert appends, "appends use appendblock"
+    for sp in t["paths"].values():
+        if ("/c/" + sp) in handler.blobs:
+            assert b"SECRET" not in blob(sp)
+    assert "SECRET" not in p.stdout + p.stderr
