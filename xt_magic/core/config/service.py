@@ -48,7 +48,7 @@ def mask(value: Any, path: tuple = ()) -> Any:
     return value
 
 
-_PLAIN = re.compile(r"[A-Za-z0-9_./~@$*(){}-][A-Za-z0-9_ ./~@$*(){}:,+-]*")
+_PLAIN = re.compile(r"[A-Za-z0-9_./~@$-][A-Za-z0-9_ ./~@$*():+-]*")
 _RESERVED = {"true", "false", "yes", "no", "on", "off", "null", "~"}
 
 
