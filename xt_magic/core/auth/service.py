@@ -87,18 +87,34 @@ def _persistence(cfg):
     return {"cache_persistence_options": TokenCachePersistenceOptions(name="xt_magic")}
 
 
+PUBLIC_AUTHORITIES = ("login.microsoftonline.com", "login.chinacloudapi.cn",
+                      "login.microsoftonline.us")
+
+
+def _authority():
+    """Private clouds / Azure Stack (AZURE_AUTHORITY_HOST elsewhere) skip instance discovery,
+    which would otherwise ask login.microsoftonline.com about a host it does not know."""
+    from urllib.parse import urlsplit
+    host = os.environ.get("AZURE_AUTHORITY_HOST")
+    if host and urlsplit(host if "//" in host else "https://" + host).hostname \
+            not in PUBLIC_AUTHORITIES:
+        return {"disable_instance_discovery": True}
+    return {}
+
+
 def make_credential(name: str, cfg, tenant: str | None, device_code_callback: DeviceCodeCallback):
     """The azure-identity credential for one method (raises if it cannot be built)."""
     import azure.identity as ai
     tenant_kw = {"tenant_id": tenant} if tenant else {}
+    tenant_kw.update(_authority())
     if name == "environment":
-        return ai.EnvironmentCredential(**_persistence(cfg))
+        return ai.EnvironmentCredential(**_authority(), **_persistence(cfg))
     if name == "managed-identity":
         client_id = os.environ.get("AZURE_CLIENT_ID") or cfg.get("general.azure-client-id")
         return ai.ManagedIdentityCredential(client_id=client_id) if client_id else \
             ai.ManagedIdentityCredential()
     if name == "cli":
-        return ai.AzureCliCredential(**tenant_kw)
+        return ai.AzureCliCredential(**({"tenant_id": tenant} if tenant else {}))
     if name == "browser":
         return ai.InteractiveBrowserCredential(**tenant_kw, **_persistence(cfg))
     if name == "device-code":
@@ -114,8 +130,10 @@ def make_credential(name: str, cfg, tenant: str | None, device_code_callback: De
             from azure.identity import CredentialUnavailableError
             raise CredentialUnavailableError("service principal not configured")
         if cert:
-            return ai.CertificateCredential(tenant, client_id, cert, **_persistence(cfg))
-        return ai.ClientSecretCredential(tenant, client_id, secret, **_persistence(cfg))
+            return ai.CertificateCredential(tenant, client_id, cert, **_authority(),
+                                            **_persistence(cfg))
+        return ai.ClientSecretCredential(tenant, client_id, secret, **_authority(),
+                                         **_persistence(cfg))
     raise AuthError(f"unknown login method {name!r}", hint="one of: " + ", ".join(METHODS))
 
 

@@ -5,8 +5,9 @@ The vault is the ``external-services`` entry named by ``xt-services.vault`` (``t
 resolves, on first use, to (first match wins):
 
 1. XT's single JSON secret ``xt-keys``: ``{"SVC": "value"}`` or ``{"SVC": {"FIELD": "value"}}``;
-2. the secret named ``SVC`` (for the field ``key``) or ``SVC-FIELD`` (any other field), with ``_``
-   turned into ``-`` (Key Vault names allow only letters, digits and dashes).
+2. the secret named by the service's ``secret-name``, else ``SVC`` (for the field ``key``) or
+   ``SVC-FIELD`` (any other field), with ``_`` turned into ``-`` (Key Vault names allow only
+   letters, digits and dashes).
 
 Values are cached in the session's AuthCache and never shown: errors name secrets, not values.
 """
@@ -119,7 +120,8 @@ def resolve(session, service: str, field: str | None = "key", cfg=None) -> str:
         entry = entry.get(field or "key")
     if isinstance(entry, str):
         return entry
-    names = secret_names(service, field)
+    custom = cfg.get(f"external-services.{service}.secret-name")
+    names = [custom] if custom else secret_names(service, field)
     for name in names:
         value = cache.secrets.get(name)
         if value is not None:
