@@ -1,0 +1,704 @@
+"""Azure Batch compute target (azure-batch 15: ``azure.batch.BatchClient``).
+
+Config::
+
+    external-services:
+      mybatch: {type: batch, url: "https://NAME.REGION.batch.azure.com", key: "$vault"}
+        # no key: the %xt_login credential (AAD); optional ``name`` = account name (else from url)
+    compute-targets:
+      batch: {service: mybatch, vm-size: Standard_D2s_v3, azure-image: ubuntu22, nodes: 2,
+              low-pri: true, max-runs: 1, setup: batchsetup}
+        # low-pri: true|false (all nodes) or a count, with ``dedicated: N``; ``docker: NAME``
+        # (a ``dockers`` entry); ``pool: ID`` to use an existing pool; ``distributed: true`` with
+        # nodes > 1 gives each run a multi-instance task over ``nodes`` nodes;
+        # ``pool-keep-alive: MINUTES`` (default 0: delete the pool when its last job ends);
+        # ``requeue-preempted: N`` (default 1) low-priority preemptions a run may survive;
+        # ``python: python3``; ``sas-hours: 72``.
+    azure-batch-images:
+      ubuntu22: {publisher: canonical, offer: 0001-com-ubuntu-server-jammy, sku: 22_04-lts,
+                 node-agent-sku-id: "batch.node.ubuntu 22.04", version: latest}
+
+Each run is one Batch task (bulk-created, 100 per request) in one Batch job per xt job. The task
+downloads ``runner.py`` and its ticket by read-SAS URLs and runs ``python3 runner.py ticket.json``;
+the runner reaches the store through the per-path SAS URLs in its ticket (io kind ``urls``).
+Node stdout/stderr are uploaded on task completion as a backstop, each to a SAS that can write
+that one blob. No secret is ever put in a task: command lines, environment settings and resource
+file URLs carry SAS tokens scoped to single blobs of the run, nothing else.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shlex
+import time
+import urllib.parse
+from datetime import datetime, timedelta, timezone
+
+from ..errors import AuthError, ConfigError, TargetError
+from ..jobs.states import CANCELLED, FAILED, FINAL, QUEUED, fold, make_event, parse_events
+from .base import Backend, Launch
+
+NODE_XT_HOME = '"$AZ_BATCH_NODE_SHARED_DIR/xt"'   # env cache shared by every task on a node
+TASKS_PER_REQUEST = 100                            # the service's addtaskcollection limit
+LOG_FILES = ("stdout.txt", "stderr.txt")
+
+# A multi-instance run: each node finds its rank from its address's position in the host list,
+# exports the usual torch.distributed variables; rank 0 runs in the application command, others
+# are started in the background by the coordination command (which must return).
+_RANK = ('ip="${XT_NODE_IP:-$(hostname -I 2>/dev/null | cut -d" " -f1)}"; r=0; '
+         'for h in $(echo "$AZ_BATCH_HOST_LIST" | tr "," " "); do [ "$h" = "$ip" ] && break; '
+         'r=$((r+1)); done; export RANK=$r NODE_RANK=$r LOCAL_RANK=0 WORLD_SIZE={n} '
+         'MASTER_ADDR="${{AZ_BATCH_MASTER_NODE%:*}}" MASTER_PORT="${{AZ_BATCH_MASTER_NODE##*:}}"; ')
+
+
+def _shell(script: str) -> str:
+    """A Batch command line running ``script`` in sh (Batch does not use a shell by itself)."""
+    return "/bin/sh -c " + shlex.quote(script)
+
+
+def _safe_id(text: str, limit: int = 64) -> str:
+    """Batch ids allow letters, digits, ``-`` and ``_`` (at most 64)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", text)[:limit]
+
+
+def task_id(run_id: str) -> str:
+    return _safe_id(run_id)
+
+
+def batch_job_id(workspace: str, job_id: str) -> str:
+    return _safe_id(f"xt-{workspace}-{job_id}")
+
+
+def _container_destination(url: str) -> tuple[str, str]:
+    """Split a per-blob SAS URL into (container URL + that SAS, blob name) for an OutputFile.
+
+    Batch uploads to ``containerUrl/path`` with the SAS of ``containerUrl``; a blob-scoped SAS
+    keeps the node from writing anything but that one blob.
+    """
+    parts = urllib.parse.urlsplit(url)
+    segments = parts.path.lstrip("/").split("/")
+    host = parts.hostname or ""
+    # path-style endpoints (Azurite, IP addresses) carry the account as the first segment
+    first = 1 if host in ("localhost",) or re.fullmatch(r"[\d.]+", host) else 0
+    container = "/".join(segments[:first + 1])
+    blob = urllib.parse.unquote("/".join(segments[first + 1:]))
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, "/" + container, parts.query,
+                                    "")), blob
+
+
+def translate(err: Exception, what: str, *, service: str = "", target: str = "") -> Exception:
+    """One-line XTError (with the fix) for a Batch SDK error."""
+    from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, \
+        ServiceRequestError
+    if isinstance(err, ServiceRequestError):
+        return TargetError(f"cannot reach Batch service {service!r} to {what}: "
+                           f"{str(err).splitlines()[0]}",
+                           hint=f"check external-services.{service}.url and the network")
+    if not isinstance(err, HttpResponseError):
+        return TargetError(f"Batch {what} failed: {type(err).__name__}: {err}")
+    status = getattr(err, "status_code", None)
+    error = getattr(err, "error", None)
+    code = getattr(error, "code", None) or ""
+    message = (getattr(error, "message", None) or str(err)).splitlines()[0]
+    details = {d.code: d.message for d in (getattr(error, "details", None) or [])}
+    prop = details.get("PropertyName", "")
+    tkey = f"compute-targets.{target}"
+    if code == "AuthenticationFailed" or (status == 403 and "signature" in message.lower()):
+        return AuthError(f"Batch service {service!r} rejected the shared key "
+                         f"(403 AuthenticationFailed) while trying to {what}",
+                         hint=f"the key is wrong or was rotated: update the vault secret for "
+                              f"{service!r} (external-services.{service}.key), then %xt_login")
+    if isinstance(err, ClientAuthenticationError) or status == 401 or code in (
+            "AuthorizationFailed", "InsufficientAccountPermissions") or status == 403:
+        return AuthError(f"Batch service {service!r} refused the request to {what} "
+                         f"({status} {code or 'unauthorized'})",
+                         hint="run %xt_login again and check your role on the Batch account "
+                              "(Contributor), or configure a $vault shared key")
+    if prop.lower() == "vmsize":
+        return TargetError(f"Batch refused vm-size {details.get('PropertyValue')!r}",
+                           key=f"{tkey}.vm-size",
+                           hint="use a VM size offered in the account's region, e.g. "
+                                "Standard_D2s_v3 (az batch location list-skus)")
+    if prop.lower() in ("nodeagentskuid", "imagereference", "publisher", "offer", "sku") or \
+            "image" in code.lower():
+        return TargetError(f"Batch refused the pool image ({prop or code}: "
+                           f"{details.get('PropertyValue', message)!r})", key=f"{tkey}.azure-image",
+                           hint="check publisher/offer/sku/node-agent-sku-id in azure-batch-images "
+                                "(az batch pool supported-images list)")
+    if "quota" in code.lower():
+        return TargetError(f"Batch quota reached ({code}) while trying to {what}",
+                           hint=f"lower {tkey}.nodes, use low-pri nodes, delete idle pools "
+                                "(%xt_pools), or request more quota for the Batch account")
+    return TargetError(f"Batch {what} failed: {status} {code}: {message}")
+
+
+class BatchBackend(Backend):
+    """Runs each run as a task on an Azure Batch pool; see the module docstring for config."""
+
+    kind = "batch"
+    needs_remote_store = True
+
+    def __init__(self, name: str, target: dict, *, config, store, session=None):
+        super().__init__(name, target, config=config, store=store, session=session)
+        if getattr(store, "kind", "") == "file":
+            raise ConfigError(f"target {name!r} runs on Azure Batch, whose nodes cannot see the "
+                              "file store", key="xt-services.storage",
+                              hint="use an azure-blob storage service for batch targets")
+        self.service_name = target.get("service")
+        self.service = config.get(f"external-services.{self.service_name}") or {}
+        if not self.service.get("url"):
+            raise ConfigError("batch service has no url",
+                              key=f"external-services.{self.service_name}.url",
+                              hint="https://NAME.REGION.batch.azure.com")
+        self._client = None
+
+    # -- connection -----------------------------------------------------------------------------
+    @property
+    def account(self) -> str:
+        host = urllib.parse.urlsplit(self.service["url"]).hostname or ""
+        return self.service.get("name") or host.split(".")[0]
+
+    def client(self):
+        """The BatchClient (shared key from the vault/config, or the login credential)."""
+        if self._client is None:
+            from azure.batch import BatchClient
+            key = self.service.get("key")
+            if key:
+                from azure.core.credentials import AzureNamedKeyCredential
+                from ..auth import vault
+                secret = vault.resolve_secret(self.session, self.config,
+                                              f"external-services.{self.service_name}.key")
+                credential = AzureNamedKeyCredential(self.account, secret)
+            else:
+                from ..auth.service import credential as login_credential
+                credential = login_credential(self.session)
+            self._client = BatchClient(self.service["url"].rstrip("/"), credential)
+        return self._client
+
+    def _call(self, what: str, fn, *args, **kw):
+        try:
+            return fn(*args, **kw)
+        except Exception as err:
+            from azure.core.exceptions import AzureError
+            if isinstance(err, AzureError):
+                raise translate(err, what, service=self.service_name, target=self.name) \
+                    from None
+            raise
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    # -- pools --------------------------------------------------------------------------------
+    def node_counts(self) -> tuple[int, int]:
+        """(dedicated, low-priority) node counts from ``nodes``, ``low-pri``, ``dedicated``."""
+        t = self.target
+        nodes = int(t.get("nodes") or 1)
+        low = t.get("low-pri", False)
+        if isinstance(low, bool):
+            return (0, nodes) if low else (nodes, 0)
+        low = int(low)
+        return int(t.get("dedicated", max(nodes - low, 0))), low
+
+    def pool_spec(self) -> dict:
+        """What the pool is made of: its id is a hash of this, so jobs alike share a pool."""
+        t = self.target
+        image_name = t.get("azure-image")
+        image = self.config.get(f"azure-batch-images.{image_name}") if image_name else None
+        if not isinstance(image, dict):
+            raise ConfigError(f"target {self.name!r} needs an azure-image defined in "
+                              "azure-batch-images", key=f"compute-targets.{self.name}.azure-image")
+        docker = None
+        if t.get("docker"):
+            entry = self.config.get(f"dockers.{t['docker']}") or {}
+            docker = entry.get("image") or t["docker"]
+            if entry.get("registry"):
+                docker = f"{entry['registry'].rstrip('/')}/{docker}"
+        dedicated, low = self.node_counts()
+        return {"vm-size": t.get("vm-size", "Standard_D2s_v3"), "image": dict(image),
+                "dedicated": dedicated, "low": low, "slots": int(t.get("max-runs") or 1),
+                "docker": docker}
+
+    def pool_id(self) -> str:
+        if self.target.get("pool"):
+            return self.target["pool"]
+        spec = json.dumps(self.pool_spec(), sort_keys=True).encode()
+        return _safe_id(f"xt-{self.name}")[:50] + "-" + hashlib.sha256(spec).hexdigest()[:8]
+
+    def ensure_pool(self) -> str:
+        """The pool's id, creating it (nodes allocate in the background) if it is missing."""
+        from azure.batch import models as m
+        from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+        pool_id = self.pool_id()
+        client = self.client()
+        self.reap_idle_pools()
+        try:
+            self._call("look up the pool", client.get_pool, pool_id)
+            return pool_id
+        except TargetError as err:
+            if not isinstance(err.__context__, ResourceNotFoundError):
+                raise
+        if self.target.get("pool"):
+            raise TargetError(f"Batch pool {pool_id!r} does not exist",
+                              key=f"compute-targets.{self.name}.pool",
+                              hint="create it, or remove `pool` to let xt_magic manage one")
+        spec = self.pool_spec()
+        img = spec["image"]
+        vmc = m.VirtualMachineConfiguration(
+            image_reference=m.BatchVmImageReference(
+                publisher=img.get("publisher"), offer=img.get("offer"), sku=img.get("sku"),
+                version=str(img.get("version") or "latest")),
+            node_agent_sku_id=img.get("node-agent-sku-id"))
+        if spec["docker"]:
+            vmc.container_configuration = m.BatchContainerConfiguration(
+                type="dockerCompatible", container_image_names=[spec["docker"]])
+        options = m.BatchPoolCreateOptions(
+            id=pool_id, vm_size=spec["vm-size"], virtual_machine_configuration=vmc,
+            target_dedicated_nodes=spec["dedicated"], target_low_priority_nodes=spec["low"],
+            task_slots_per_node=spec["slots"],
+            enable_inter_node_communication=bool(self.distributed()),
+            metadata=[m.BatchMetadataItem(name="xt-target", value=self.name),
+                      m.BatchMetadataItem(name="xt-owned", value="true")])
+        try:
+            self._call("create the pool", client.create_pool, options)
+        except TargetError as err:
+            if not isinstance(err.__context__, ResourceExistsError):  # a parallel submit won
+                raise
+        return pool_id
+
+    def reap_idle_pools(self) -> list[str]:
+        """Delete pools this target created that have had no active job for ``pool-keep-alive``
+        minutes. Returns the ids deleted."""
+        keep = float(self.target.get("pool-keep-alive") or 0) * 60
+        client = self.client()
+        deleted = []
+        pools = [p for p in self._call("list pools", lambda: list(client.list_pools()))
+                 if {i.name: i.value for i in p.metadata or []}.get("xt-target") == self.name]
+        if not pools:
+            return deleted
+        jobs = self._call("list jobs", lambda: list(client.list_jobs()))
+        for pool in pools:
+            mine = [j for j in jobs if j.pool_info and j.pool_info.pool_id == pool.id]
+            if any(j.state not in ("completed", "deleting") for j in mine) or not mine:
+                continue
+            ends = [j.state_transition_time or j.creation_time for j in mine]
+            last = max((e for e in ends if e), default=None)
+            if last is None or (datetime.now(timezone.utc) - last) >= timedelta(seconds=keep):
+                self._delete_pool(pool.id)
+                deleted.append(pool.id)
+        return deleted
+
+    def _delete_pool(self, pool_id: str) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+        try:
+            self._call("delete the pool", self.client().begin_delete_pool, pool_id,
+                       polling_interval=1)
+        except TargetError as err:
+            if not isinstance(err.__context__, ResourceNotFoundError):
+                raise
+
+    def distributed(self) -> bool:
+        flag = self.target.get("distributed")
+        if flag is None:
+            flag = self.config.get("general.distributed", False)
+        return bool(flag) and int(self.target.get("nodes") or 1) > 1
+
+    # -- submit ---------------------------------------------------------------------------------
+    def _sas_seconds(self) -> int:
+        return int(float(self.target.get("sas-hours", 72)) * 3600)
+
+    def _command(self, *args: str, setup_only: bool = False) -> str:
+        python = self.target.get("python", "python3")
+        argv = [python, "runner.py"] + (["--setup-only"] if setup_only else []) + list(args)
+        return _shell(f"XT_HOME={NODE_XT_HOME} exec " + " ".join(shlex.quote(a) for a in argv))
+
+    def _resource_files(self, paths: dict[str, str]) -> list:
+        """ResourceFiles for {local name: store path}, each by a read-only SAS for that blob."""
+        from azure.batch import models as m
+        urls = self.store.runner_io(read=list(paths.values()), write=[], append=[],
+                                    expiry_seconds=self._sas_seconds())["urls"]
+        return [m.ResourceFile(http_url=urls[p], file_path=name) for name, p in paths.items()]
+
+    def _log_outputs(self, run_dir: str) -> list:
+        """Backstop upload of the node's stdout/stderr, each to its own write-only blob SAS."""
+        from azure.batch import models as m
+        paths = [f"{run_dir}/node/{name}" for name in LOG_FILES]
+        urls = self.store.runner_io(read=[], write=paths, append=[],
+                                    expiry_seconds=self._sas_seconds())["urls"]
+        outs = []
+        for name, path in zip(LOG_FILES, paths):
+            container_url, blob = _container_destination(urls[path])
+            outs.append(m.OutputFile(
+                file_pattern=f"../{name}",
+                destination=m.OutputFileDestination(container=m.OutputFileBlobContainerDestination(
+                    container_url=container_url, path=blob)),
+                upload_options=m.OutputFileUploadConfiguration(upload_condition="taskcompletion")))
+        return outs
+
+    def _rank_tickets(self, launch: Launch, n: int) -> dict[str, str]:
+        """Tickets for ranks 1..n-1 of a multi-node run: same bundle, their own
+        events/console/metrics/outputs under ``runs/RUN/rank{r}/`` so rank 0 alone reports the
+        run's state. Returns {local file name: store path}."""
+        ticket = launch.ticket
+        run_dir = ticket["paths"]["events"].rsplit("/", 1)[0]
+        out = {}
+        for r in range(1, n):
+            paths = {k: f"{run_dir}/rank{r}/{v.rsplit('/', 1)[-1]}"
+                     if k not in ("vars", "files") else f"{run_dir}/rank{r}/outputs/"
+                     f"{v.rsplit('/', 1)[-1]}" for k, v in ticket["paths"].items()}
+            io = dict(ticket["io"])
+            if io.get("kind") == "urls":
+                fresh = self.store.runner_io(
+                    read=[], write=[paths["vars"], paths["files"]],
+                    append=[paths["events"], paths["console"], paths["metrics"]],
+                    expiry_seconds=self._sas_seconds())["urls"]
+                io = {"kind": "urls", "urls": {**ticket["io"]["urls"], **fresh}}
+            rank_ticket = dict(ticket, paths=paths, io=io, env=dict(ticket.get("env") or {},
+                                                                   XT_RANK=str(r)))
+            path = f"{run_dir}/rank{r}/ticket.json"
+            self.store.write_bytes(path, json.dumps(rank_ticket, indent=1).encode())
+            out[f"rank{r}.json"] = path
+        return out
+
+    def _task(self, launch: Launch, pool_slots: int):
+        from azure.batch import models as m
+        run_dir = launch.ticket_path.rsplit("/", 1)[0]
+        env = [m.EnvironmentSetting(name="XT_RUN_ID", value=launch.run_id),
+               m.EnvironmentSetting(name="XT_JOB_ID", value=launch.ticket.get("job", ""))]
+        constraints = m.BatchTaskConstraints(max_task_retry_count=0)
+        if launch.max_seconds:
+            constraints.max_wall_clock_time = timedelta(seconds=int(launch.max_seconds))
+        files = {"runner.py": launch.runner_path, "ticket.json": launch.ticket_path}
+        task = m.BatchTaskCreateOptions(
+            id=task_id(launch.run_id), display_name=launch.run_id,
+            command_line=self._command("ticket.json"), environment_settings=env,
+            constraints=constraints, output_files=self._log_outputs(run_dir))
+        n = int(self.target.get("nodes") or 1)
+        if self.distributed():
+            files.update(self._rank_tickets(launch, n))
+            rank = _RANK.format(n=n)
+            python = shlex.quote(self.target.get("python", "python3"))
+            worker = (f'cd "$AZ_BATCH_TASK_SHARED_DIR" && XT_HOME={NODE_XT_HOME} nohup {python} '
+                      f'runner.py "rank$r.json" > "rank$r.log" 2>&1 &')
+            task.multi_instance_settings = m.MultiInstanceSettings(
+                number_of_instances=n, common_resource_files=self._resource_files(files),
+                coordination_command_line=_shell(rank + f'[ "$r" = 0 ] || {{ {worker} }}'))
+            task.command_line = _shell(
+                rank + f'cd "$AZ_BATCH_TASK_SHARED_DIR" && XT_HOME={NODE_XT_HOME} exec {python} '
+                       'runner.py ticket.json')
+        else:
+            task.resource_files = self._resource_files(files)
+            if pool_slots > 1:
+                task.required_slots = 1
+        if self.pool_spec()["docker"]:
+            task.container_settings = m.BatchTaskContainerSettings(
+                image_name=self.pool_spec()["docker"], container_run_options="--rm")
+        return task
+
+    def submit(self, job_id: str, launches: list[Launch]) -> None:
+        """One Batch job per xt job on the target's pool; one task per run, bulk-created."""
+        from azure.batch import models as m
+        from azure.core.exceptions import ResourceExistsError
+        if not launches:
+            return
+        client = self.client()
+        pool_id = self.ensure_pool()
+        first = launches[0]
+        bjob = batch_job_id(first.ticket.get("workspace", "ws"), job_id)
+        prep = None
+        if first.ticket.get("setup"):
+            # realise the setup once per node for this job, before any of its runs start there
+            prep = m.BatchJobPreparationTask(
+                command_line=self._command("ticket.json", setup_only=True),
+                resource_files=self._resource_files({"runner.py": first.runner_path,
+                                                     "ticket.json": first.ticket_path}),
+                wait_for_success=True, rerun_on_node_reboot_after_success=True)
+        options = m.BatchJobCreateOptions(
+            id=bjob, display_name=job_id, pool_info=m.BatchPoolInfo(pool_id=pool_id),
+            job_preparation_task=prep,
+            metadata=[m.BatchMetadataItem(name="xt-target", value=self.name)])
+        try:
+            self._call("create the job", client.create_job, options)
+        except TargetError as err:
+            if not isinstance(err.__context__, ResourceExistsError):
+                raise
+        slots = self.pool_spec()["slots"] if not self.target.get("pool") else 1
+        tasks = [self._task(launch, slots) for launch in launches]
+        try:
+            client.create_tasks(bjob, tasks, max_concurrency=4 if len(tasks) > 400 else 0)
+        except Exception as err:
+            failures = getattr(err, "failure_tasks", None)
+            if failures:
+                first_fail = failures[0]
+                code = getattr(first_fail.error, "code", "") if first_fail.error else ""
+                raise TargetError(f"Batch refused {len(failures)} of {len(tasks)} tasks "
+                                  f"(first: {first_fail.task_id}: {code})") from None
+            errors = getattr(err, "errors", None)
+            raise translate(errors[0] if errors else err, "create tasks",
+                            service=self.service_name, target=self.name) from None
+        for launch in launches:
+            self.store.append(launch.ticket["paths"]["events"], make_event(
+                QUEUED, backend_id=f"{bjob}/{task_id(launch.run_id)}", host=pool_id,
+                target=self.name))
+
+    # -- status ---------------------------------------------------------------------------------
+    def _run_paths(self, job_id: str, run_ids: list[str]) -> dict[str, str]:
+        """run id -> events path, from the job record when there is one."""
+        ws = self._workspace()
+        return {r: f"{ws}/runs/{r}/events.jsonl" for r in run_ids}
+
+    def _workspace(self) -> str:
+        return self.config.get("general.workspace") or "ws1"
+
+    def _events(self, path: str) -> list[dict]:
+        return parse_events(self.store.read_from(path, 0))
+
+    def _tasks(self, bjob: str) -> dict | None:
+        from azure.core.exceptions import ResourceNotFoundError
+        try:
+            return {t.id: t for t in self.client().list_tasks(bjob)}
+        except ResourceNotFoundError:
+            return None
+        except Exception as err:
+            raise translate(err, "list tasks", service=self.service_name, target=self.name) \
+                from None
+
+    def _stderr_tail(self, bjob: str, tid: str) -> str:
+        try:
+            data = b"".join(self.client().download_task_file(bjob, tid, "stderr.txt"))
+        except Exception:  # noqa: BLE001 - the tail is only a hint for the reason
+            return ""
+        lines = data.decode("utf-8", "replace").strip().splitlines()
+        return lines[-1][:300] if lines else ""
+
+    def _pool_problem(self, pool_id: str) -> str | None:
+        """A resize error that leaves the pool without nodes, as a one-line reason."""
+        try:
+            pool = self.client().get_pool(pool_id)
+        except Exception:  # noqa: BLE001
+            return None
+        if pool.allocation_state != "steady" or not pool.resize_errors:
+            return None
+        if (pool.current_dedicated_nodes or 0) + (pool.current_low_priority_nodes or 0) > 0:
+            return None
+        e = pool.resize_errors[0]
+        return str(translate_resize(e.code, e.message, self.name))
+
+    def poll(self, job_id: str, run_ids: list[str]) -> None:
+        """Reconcile runs from Batch task states (the runner's own events win)."""
+        if not run_ids:
+            return
+        bjob = batch_job_id(self._workspace(), job_id)
+        tasks = self._tasks(bjob)
+        paths = self._run_paths(job_id, run_ids)
+        allowed = int(self.target.get("requeue-preempted", 1))
+        pool_problem = None
+        for run in run_ids:
+            events = self._events(paths[run])   # read after the tasks: a finished task's own
+            info = fold(events)                  # final event is already there
+            if info["state"] in FINAL:
+                continue
+            task = (tasks or {}).get(task_id(run))
+            if task is None:
+                if info["state"] == QUEUED:  # submitted, yet gone
+                    self._fail(paths[run], "the Batch job or task is gone (deleted outside xt?)")
+                continue
+            exec_info = task.execution_info
+            requeues = (exec_info.requeue_count or 0) if exec_info else 0
+            seen = sum(1 for e in events if e.get("state") == QUEUED and e.get("preempted"))
+            if requeues > seen:
+                if seen < allowed:
+                    self.store.append(paths[run], make_event(
+                        QUEUED, preempted=requeues, reason="low-priority node preempted; "
+                        f"requeued ({requeues} of {allowed} allowed)"))
+                else:
+                    self._terminate(bjob, task.id)
+                    self._fail(paths[run], f"low-priority node preempted {requeues} time(s) "
+                               f"(requeue-preempted: {allowed}); use dedicated nodes or raise "
+                               "compute-targets." + self.name + ".requeue-preempted")
+                    continue
+            if task.state == "completed":
+                self._fail(paths[run], self._task_reason(bjob, task), exit_code=(
+                    exec_info.exit_code if exec_info else None))
+                continue
+            if task.state == "active":
+                if pool_problem is None:
+                    pool_problem = self._pool_problem(self.pool_id()) or ""
+                if pool_problem:
+                    self._terminate(bjob, task.id)
+                    self._fail(paths[run], pool_problem)
+        if tasks and all(t.state == "completed" for t in tasks.values()):
+            self._cleanup(bjob)
+
+    def _task_reason(self, bjob: str, task) -> str:
+        e = task.execution_info
+        if e and e.failure_info:
+            return f"Batch task failed: {e.failure_info.code}: {e.failure_info.message}"
+        tail = self._stderr_tail(bjob, task.id)
+        code = e.exit_code if e else None
+        return (f"runner exited with code {code} before recording a result"
+                + (f": {tail}" if tail else ""))
+
+    def _fail(self, events_path: str, reason: str, exit_code=None) -> None:
+        self.store.append(events_path, make_event(FAILED, reason=reason, exit_code=exit_code))
+
+    def _terminate(self, bjob: str, tid: str) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+        try:
+            self.client().terminate_task(bjob, tid)
+        except ResourceNotFoundError:
+            pass
+        except Exception as err:
+            raise translate(err, "terminate a task", service=self.service_name,
+                            target=self.name) from None
+
+    def _cleanup(self, bjob: str) -> None:
+        """Terminate the Batch job; delete the pool when nothing else uses it (keep-alive 0)."""
+        from azure.batch.models._models import BatchJobTerminateOptions
+        from azure.core.exceptions import ResourceNotFoundError
+        client = self.client()
+        try:
+            job = client.get_job(bjob)
+            if job.state == "active":
+                client.begin_terminate_job(bjob, BatchJobTerminateOptions(
+                    termination_reason="xt: all runs ended"), polling_interval=1)
+        except ResourceNotFoundError:
+            return
+        except Exception as err:
+            raise translate(err, "terminate the job", service=self.service_name,
+                            target=self.name) from None
+        if not self.target.get("pool"):
+            self.reap_idle_pools()
+
+    def cancel(self, job_id: str, run_ids: list[str]) -> None:
+        """Terminate the runs' tasks (and the job once none is left) and record ``cancelled``."""
+        bjob = batch_job_id(self._workspace(), job_id)
+        paths = self._run_paths(job_id, run_ids)
+        tasks = self._tasks(bjob) or {}
+        for run in run_ids:
+            tid = task_id(run)
+            if tid in tasks and tasks[tid].state != "completed":
+                self._terminate(bjob, tid)
+            if fold(self._events(paths[run]))["state"] not in FINAL:
+                self.store.append(paths[run], make_event(CANCELLED, reason="cancelled by user"))
+        tasks = self._tasks(bjob)
+        if tasks and all(t.state == "completed" for t in tasks.values()):
+            self._cleanup(bjob)
+
+    def describe(self) -> dict:
+        spec = self.pool_spec()
+        return {"target": self.name, "kind": self.kind, "service": self.service_name,
+                "pool": self.pool_id(), "vm-size": spec["vm-size"],
+                "dedicated": spec["dedicated"], "low-pri": spec["low"], "max-runs": spec["slots"]}
+
+
+def translate_resize(code: str, message: str, target: str) -> TargetError:
+    """A pool resize error as a run's failure reason / a one-line error."""
+    hint = "see %xt_pools"
+    if "quota" in (code or "").lower():
+        hint = (f"request more Batch quota, lower compute-targets.{target}.nodes, or switch "
+                "between low-pri and dedicated nodes")
+    elif "vmsize" in (code or "").lower() or "sku" in (code or "").lower():
+        hint = f"choose another compute-targets.{target}.vm-size"
+    return TargetError(f"Batch pool could not get nodes: {code}: {message}", hint=hint)
+
+
+# -- %xt_pools ----------------------------------------------------------------------------------
+class PoolTable(list):
+    """Rows (dicts) for %xt_pools; shows as a table in text and HTML."""
+
+    COLUMNS = ("target", "pool", "vm-size", "state", "allocation", "dedicated", "low-pri",
+               "nodes", "progress")
+
+    def _rows(self):
+        return [[str(row.get(c, "")) for c in self.COLUMNS] for row in self]
+
+    def __repr__(self) -> str:
+        if not self:
+            return "no Batch pools"
+        rows = [list(self.COLUMNS)] + self._rows()
+        widths = [max(len(r[i]) for r in rows) for i in range(len(self.COLUMNS))]
+        return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows)
+
+    def _repr_html_(self) -> str:
+        import html
+        head = "".join(f"<th>{c}</th>" for c in self.COLUMNS)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>"
+                       for r in self._rows())
+        return f"<table><tr>{head}</tr>{body}</table>" if self else "<i>no Batch pools</i>"
+
+
+def _progress(pool) -> str:
+    want = (pool.target_dedicated_nodes or 0) + (pool.target_low_priority_nodes or 0)
+    have = (pool.current_dedicated_nodes or 0) + (pool.current_low_priority_nodes or 0)
+    if pool.resize_errors:
+        e = pool.resize_errors[0]
+        return f"resize error {e.code}: {e.message}"
+    if pool.allocation_state == "resizing":
+        return f"resizing: {have}/{want} nodes"
+    return "ready" if have >= want else f"{have}/{want} nodes"
+
+
+def list_pools(session, target: str | None = None) -> PoolTable:
+    """Pools of every batch target (or just ``target``), with node counts and states."""
+    from . import backend_kind, get_backend
+    cfg = session.config()
+    targets = cfg.get("compute-targets") or {}
+    names = [target] if target else [n for n, t in targets.items() if isinstance(t, dict)
+                                     and _is_batch(cfg, n, t, backend_kind)]
+    table, seen = PoolTable(), set()
+    for name in names:
+        backend = get_backend(session, name, cfg)
+        if not isinstance(backend, BatchBackend):
+            raise ConfigError(f"target {name!r} is not an Azure Batch target",
+                              key=f"compute-targets.{name}")
+        if backend.service_name in seen:
+            continue
+        seen.add(backend.service_name)
+        client = backend.client()
+        pools = backend._call("list pools", lambda: list(client.list_pools()))
+        for pool in pools:
+            meta = {i.name: i.value for i in pool.metadata or []}
+            nodes = backend._call("list nodes", lambda: list(client.list_nodes(pool.id)))
+            states: dict[str, int] = {}
+            for node in nodes:
+                states[str(node.state)] = states.get(str(node.state), 0) + 1
+            table.append({
+                "target": meta.get("xt-target", ""), "pool": pool.id, "vm-size": pool.vm_size,
+                "state": str(pool.state), "allocation": str(pool.allocation_state),
+                "dedicated": f"{pool.current_dedicated_nodes or 0}/"
+                             f"{pool.target_dedicated_nodes or 0}",
+                "low-pri": f"{pool.current_low_priority_nodes or 0}/"
+                           f"{pool.target_low_priority_nodes or 0}",
+                "nodes": ", ".join(f"{k} {v}" for k, v in sorted(states.items())) or "-",
+                "progress": _progress(pool)})
+    return table
+
+
+def _is_batch(cfg, name, target, backend_kind) -> bool:
+    try:
+        return backend_kind(cfg, name, target) == "batch"
+    except ConfigError:
+        return False
+
+
+def wait_for_pool(backend: BatchBackend, timeout: float = 1800, progress=None) -> None:
+    """Block until the target's pool is steady, calling ``progress(text)`` on each change."""
+    client, pool_id, last = backend.client(), backend.pool_id(), None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pool = backend._call("get the pool", client.get_pool, pool_id)
+        text = _progress(pool)
+        if progress and text != last:
+            progress(text)
+        last = text
+        if pool.allocation_state == "steady":
+            if pool.resize_errors:
+                e = pool.resize_errors[0]
+                raise translate_resize(e.code, e.message, backend.name)
+            return
+        time.sleep(2)
+    raise TargetError(f"Batch pool {pool_id!r} still resizing after {timeout:.0f}s",
+                      hint="see %xt_pools")
