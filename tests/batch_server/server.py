@@ -142,6 +142,7 @@ class Job:
     def __init__(self, server: "BatchServer", spec: dict):
         self.server, self.spec, self.id = server, spec, spec["id"]
         self.state = "active"
+        self.created = self.changed = _now()
         self.tasks: dict[str, Task] = {}
 
     @property
@@ -150,7 +151,8 @@ class Job:
 
     def to_json(self) -> dict:
         out = dict(self.spec)
-        out.update({"url": f"/jobs/{self.id}", "state": self.state, "creationTime": _now()})
+        out.update({"url": f"/jobs/{self.id}", "state": self.state, "creationTime": self.created,
+                    "stateTransitionTime": self.changed})
         return out
 
 
@@ -340,7 +342,7 @@ class BatchServer:
             return 200, fh.read()
 
     def _terminate_job(self, job):
-        job.state = "completed"
+        job.state, job.changed = "completed", _now()
         for task in job.tasks.values():
             if task.state != "completed":
                 self._finish(task, exit_code=None, failure=None, terminated=True)

@@ -663,11 +663,19 @@ def main(argv):
     if len(argv) < 2:
         sys.stderr.write("usage: python runner.py TICKET.json\n")
         return EXIT_UNREPORTED
+    setup_only = "--setup-only" in argv  # batch job preparation: build the env once per node
+    argv = [a for a in argv if a != "--setup-only"]
     ticket_path = argv[1]
     with open(ticket_path, "rb") as fh:
         ticket = json.load(fh)
     io = make_io(ticket["io"])
     console = Console(io, ticket["paths"]["console"], mirror_fd=None)
+    if setup_only:
+        setup = ticket.get("setup") or {}
+        if setup.get("pip-packages") or setup.get("conda-packages"):
+            realise_env(setup, console)
+        console.tick(force=True)
+        return EXIT_OK
     try:
         if "--phase2" not in argv and ticket.get("setup"):
             setup_phase(ticket, ticket_path, console)
