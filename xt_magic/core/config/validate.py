@@ -31,7 +31,17 @@ def schema() -> dict:
 
 @functools.lru_cache(maxsize=1)
 def validator():
-    import jsonschema
+    # jsonschema imports rfc3987_syntax (when installed) for "iri" format checks, which builds a
+    # grammar for ~1.3 s; the schema uses no formats, so hide it during the import.
+    import sys
+    hide = "rfc3987_syntax" not in sys.modules
+    if hide:
+        sys.modules["rfc3987_syntax"] = None
+    try:
+        import jsonschema
+    finally:
+        if hide and sys.modules.get("rfc3987_syntax", 0) is None:
+            del sys.modules["rfc3987_syntax"]
     return jsonschema.Draft202012Validator(schema())
 
 
