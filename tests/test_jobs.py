@@ -1,0 +1,234 @@
+"""Client side of %%xt_run and the job verbs, over the file store and a synchronous test backend."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from xt_magic.core import api, registry
+from xt_magic.core.errors import JobError
+from xt_magic.core.jobs import service
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def sync_local(monkeypatch):
+    monkeypatch.setitem(registry.BACKENDS, "local", ("jobs_support:SyncBackend", ""))
+    import jobs_support
+    jobs_support.SyncBackend.submitted.clear()
+    return jobs_support.SyncBackend
+
+
+@pytest.fixture
+def null_local(monkeypatch):
+    monkeypatch.setitem(registry.BACKENDS, "local", ("jobs_support:NullBackend", ""))
+    import jobs_support
+    jobs_support.SyncBackend.submitted.clear()
+    return jobs_support.NullBackend
+
+
+def notebook_ns(code: str = "") -> dict:
+    """A namespace whose functions/classes are 'notebook-defined' (__module__ == '__main__')."""
+    ns = {"__name__": "__main__"}
+    exec(code, ns)
+    return ns
+
+
+def store_root(xt_home) -> str:
+    return str(xt_home / "file_store")
+
+
+def test_round_trip_inputs_outputs_and_notebook_functions(sync_local):
+    ns = notebook_ns(
+        "import math\n"
+        "class Scaler:\n"
+        "    def __init__(self, k): self.k = k\n"
+        "    def __call__(self, x): return x * self.k\n"
+        "def square(x):\n    return x * x\n"
+        "data = [1, 2, 3]\nscale = Scaler(10)\nunused = object()\n")
+    job = api.run_cell("total = sum(scale(square(v)) for v in data)\nroot = math.sqrt(total)\n"
+                       "print('total', total)\n", ns, outputs=["total", "root"])
+    assert job.id == "job1" and job.runs == ["run1.1"]
+    assert job.record.inputs == ["data", "math", "scale", "square"]  # 'unused' not sent
+    job.refresh()
+    assert job.state("run1.1") == "completed", api.logs("run1.1") or job.info("run1.1")
+    into: dict = {}
+    res = api.results("job1", into=into)
+    assert res["total"] == 140 and into["total"] == 140 and abs(into["root"] - 140 ** 0.5) < 1e-9
+    assert "completed" in repr(job) and "job1" in job._repr_html_()
+
+
+def test_exception_reraised_with_remote_traceback(sync_local):
+    source = "def inner():\n    raise ValueError('bad value 42')\n\ninner()\n"
+    api.run_cell(source, notebook_ns())
+    res = api.results("job1")
+    assert res["run1.1"].state == "failed"
+    with pytest.raises(service.RunFailed) as info:
+        api.results("job1", raise_errors=True)
+    err = info.value
+    assert err.remote_type == "ValueError" and "bad value 42" in str(err)
+    assert "inner()" in err.remote_traceback and "line 2" in err.remote_traceback
+    assert any("Remote traceback" in line for line in err._render_traceback_())
+
+
+def test_unpicklable_input_named(sync_local, tmp_path):
+    import threading
+    ns = notebook_ns()
+    ns["lock"] = threading.Lock()
+    with pytest.raises(JobError, match=r"input variable 'lock' \(lock\) cannot be sent") as info:
+        api.run_cell("print(lock)", ns)
+    assert "\n" not in str(info.value)
+    assert list(os.listdir(tmp_path / "xt_home")) in ([], ["file_store"])
+    assert not sync_local.submitted
+
+
+@pytest.mark.parametrize("kwargs, msg", [
+    ({"hp": ["lr=[0.1"]}, "closing"),
+    ({"hp": ["1x=[1]"]}, "bad hyperparameter name"),
+    ({"outputs": ["not-a-name"]}, "bad output name"),
+    ({"inputs": ["class"]}, "bad input name"),
+    ({"inputs": ["nope"]}, "not defined"),
+    ({"env": {"A B": "1"}}, "bad environment variable name"),
+])
+def test_bad_options_are_one_line_errors(sync_local, kwargs, msg):
+    with pytest.raises(JobError, match=msg) as info:
+        api.run_cell("x = 1", notebook_ns(), **kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_syntax_error_and_magic_lines(sync_local):
+    with pytest.raises(JobError, match="cell line 2") as info:
+        api.run_cell("x = 1\n!ls\n", notebook_ns())
+    assert "magics" in str(info.value)
+
+
+def test_sweep_runs_get_hparams(sync_local):
+    job = api.run_cell("import xt_magic\nresult = lr * layers\nxt_magic.log(step=1, acc=result)\n",
+                       notebook_ns(), hp=["lr=[0.1,0.2]", "layers=[2,4,8]"], outputs=["result"])
+    assert len(job.runs) == 6 and job.record.search == "grid"
+    res = job.results()
+    assert [r["result"] for r in res] == pytest.approx([0.2, 0.4, 0.8, 0.4, 0.8, 1.6])
+    df = api.metrics("job1")
+    assert len(df) == 6 and set(df.columns) >= {"run", "step", "acc", "hp.lr", "hp.layers"}
+    fig = api.plot("job1", "acc")
+    assert len(fig.axes[0].lines) == 6
+    with pytest.raises(JobError, match="no metric 'loss'"):
+        api.plot("job1", "loss")
+
+
+def test_ticket_matches_contract(null_local, xt_home):
+    job = api.run_cell("y = x + 1", notebook_ns("x = 1"), outputs=["y"], env={"MODE": "fast"},
+                       hp=["lr=[0.5]"], max_seconds=30)
+    root = store_root(xt_home)
+    with open(os.path.join(root, "ws1/runs/run1.1/ticket.json")) as fh:
+        ticket = json.load(fh)
+    assert ticket["io"] == {"kind": "file", "root": root}
+    assert ticket["bundle"]["inputs"] == "ws1/jobs/job1/bundle/inputs.pkl"
+    assert ticket["hparams"] == {"lr": 0.5} and ticket["outputs"] == ["y"]
+    assert ticket["env"] == {"MODE": "fast"} and ticket["max_seconds"] == 30
+    assert ticket["paths"]["events"] == "ws1/runs/run1.1/events.jsonl"
+    for name in ("cell.py", "inputs.pkl", "cloudpickle.zip", "runner.py"):
+        assert os.path.isfile(os.path.join(root, "ws1/jobs/job1/bundle", name))
+    assert job.state("run1.1") == "queued"
+    # a new session (kernel restart) lists and re-attaches
+    from xt_magic.core import session
+    session.reset_session()
+    df = api.jobs()
+    assert list(df["job"]) == ["job1"] and df["status"][0] == "queued"
+    assert api.job("1").runs == ["run1.1"]
+    assert api.status("run1.1")["state"] == "queued"
+    api.cancel("job1")
+    assert api.status("job1").state("run1.1") == "cancelled"
+    assert api.jobs(status="cancelled")["job"].tolist() == ["job1"]
+    assert api.jobs(status="running").empty
+
+
+def test_dry_run_submits_nothing(null_local, xt_home, tmp_path):
+    (tmp_path / "work" / "train.py").write_text("print(1)\n")
+    preview = api.run_cell("print(a)", notebook_ns("a = 1"), dry_run=True, hp=["k=[1,2]"])
+    text = repr(preview)
+    assert "2 run(s)" in text and "train.py" in text and "inputs: a" in text
+    assert not null_local.submitted and not os.path.exists(xt_home / "file_store" / "ws1")
+
+
+def test_unchanged_snapshot_stores_no_new_bytes(null_local, xt_home, tmp_path):
+    (tmp_path / "work" / "lib.py").write_text("K = 1\n")
+    api.run_cell("import lib", notebook_ns())
+    snaps = xt_home / "file_store" / "snapshots"
+    before = {p.name: p.stat().st_size for p in snaps.iterdir()}
+    api.run_cell("import lib", notebook_ns())
+    after = {p.name: p.stat().st_size for p in snaps.iterdir()}
+    assert before == after and len(after) == 1
+
+
+def test_unsafe_output_zip_refused(tmp_path):
+    import io
+    import zipfile
+    for name in ("../evil.txt", "/abs.txt", "a/../../b"):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr(name, "x")
+        with pytest.raises(JobError, match="unsafe path"):
+            service.safe_extract(buf.getvalue(), str(tmp_path / "dest"))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        info = zipfile.ZipInfo("link")
+        info.external_attr = 0o120777 << 16
+        zf.writestr(info, "/etc/passwd")
+    with pytest.raises(JobError, match="unsafe path"):
+        service.safe_extract(buf.getvalue(), str(tmp_path / "dest"))
+
+
+def test_tampered_outputs_not_loaded(sync_local, xt_home):
+    api.run_cell("v = 1", notebook_ns(), outputs=["v"])
+    path = xt_home / "file_store" / "ws1/runs/run1.1/outputs/vars.pkl"
+    import cloudpickle
+    path.write_bytes(cloudpickle.dumps({"v": 2}))
+    with pytest.raises(JobError, match="does not match the checksum"):
+        api.results("job1")
+
+
+def _submit_many(n: int, home: str, cwd: str) -> list[str]:
+    os.environ["XT_HOME"] = home
+    os.environ["XT_USER_CONFIG"] = os.path.join(home, "xt_config.yaml")
+    os.chdir(cwd)
+    from xt_magic.core import registry as reg
+    reg.BACKENDS["local"] = ("jobs_support:NullBackend", "")
+    out = []
+    for _ in range(n):
+        out.append(api.run_cell("x = 1", {}).id)
+    return out
+
+
+def test_concurrent_submissions_unique_ids(null_local, xt_home, tmp_path):
+    import concurrent.futures as cf
+    import multiprocessing as mp
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    with cf.ProcessPoolExecutor(4, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(_submit_many, 50, str(xt_home), str(tmp_path / "work"))
+                   for _ in range(4)]
+        got = [i for f in futures for i in f.result(timeout=300)]
+    assert len(got) == 200 and len(set(got)) == 200
+    df = api.jobs()
+    assert len(df) == 200 and set(df["job"]) == set(got)
+    assert (df["runs"] == 1).all()
+
+
+def test_magic_submits_and_lists(ip, sync_local):
+    ip.run_cell("def f(x):\n    return x + 1\nseed = 41")
+    job = ip.run_cell_magic("xt_run", "--outputs answer --name demo", "answer = f(seed)")
+    assert job.record.name == "demo"
+    ip.run_line_magic("xt_results", "job1 --into-namespace")
+    assert ip.user_ns["answer"] == 42
+    out = ip.run_line_magic("xt_jobs", "--last 5")
+    assert list(out["job"]) == ["job1"]
+
+
+def test_no_sys_exit_in_kernel_on_bad_magic_args(ip, sync_local):
+    from xt_magic.core.errors import XTError
+    with pytest.raises(XTError):
+        ip.run_cell_magic("xt_run", "--runs notanumber", "x = 1")
