@@ -73,3 +73,10 @@ def test_plan_lists_files(tree):
 def test_missing_code_dir(tmp_path):
     with pytest.raises(JobError, match="not a directory"):
         snapshot.collect(["nope/**"], [], str(tmp_path))
+
+
+def test_store_and_xt_home_never_snapshotted(tree, tmp_path):
+    store = FileStore(str(tree / "home" / "file_store"))
+    store.write_bytes("snapshots/old.zip", b"z" * 100)
+    names = [n for n, _ in snapshot.collect(["."], [], str(tree), skip_dirs=(str(tree / "home"),))]
+    assert not any(n.startswith("home/") for n in names) and "train.py" in names

@@ -87,15 +87,20 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
     code_dirs = code_dir or (cfg.get("code.code-dirs") if cfg.get("code.code-upload", True) else None)
     omit = cfg.get("code.code-omit") or []
     cwd = session.cwd or os.getcwd()
+    # never snapshot the store itself or XT_HOME (envs, caches) when they sit under a code dir
+    skip = (getattr(ctx.store, "root", None),
+            os.environ.get("XT_HOME") or os.path.expanduser("~/.xt"))
     if dry_run:
         return Preview(backend.name, points, sorted(input_values), outputs,
-                       snapshot.plan(code_dirs, omit, cwd) if code_dirs else None, setup_ticket)
+                       snapshot.plan(code_dirs, omit, cwd, skip) if code_dirs else None,
+                       setup_ticket)
 
     inputs_pkl = packaging.pickle_inputs(input_values, cwd) if input_values else None
     limit = cfg.get("code.max-snapshot-mb")
     snap = snapshot.build(ctx.store, code_dirs, omit, cwd,
                           max_bytes=None if limit is None else int(float(limit) * 2**20),
-                          zip_mode=cfg.get("code.code-zip") or "fast") if code_dirs else None
+                          zip_mode=cfg.get("code.code-zip") or "fast", skip_dirs=skip
+                          ) if code_dirs else None
 
     store, lay = ctx.store, ctx.layout
     job_id = ids.allocate_job_id(store, ctx.ws)

@@ -57,9 +57,12 @@ def _dir_of(pattern: str, cwd: str) -> tuple[str, bool]:
     return path, recursive
 
 
-def collect(code_dirs: list[str], omit: list[str], cwd: str) -> list[tuple[str, str]]:
-    """(archive name, absolute file) pairs, sorted; .gitignore files are honoured at every level."""
+def collect(code_dirs: list[str], omit: list[str], cwd: str,
+            skip_dirs: tuple = ()) -> list[tuple[str, str]]:
+    """(archive name, absolute file) pairs, sorted; .gitignore files are honoured at every level.
+    ``skip_dirs``: absolute directories never included (the store, XT_HOME)."""
     import pathspec
+    skip = {os.path.realpath(d) for d in skip_dirs if d}
     omit_spec = pathspec.GitIgnoreSpec.from_lines(list(omit or []) + [".git"])
     chosen: dict[str, str] = {}
     for entry in code_dirs or []:
@@ -83,7 +86,8 @@ def collect(code_dirs: list[str], omit: list[str], cwd: str) -> list[tuple[str, 
                            for base, spec in ignores.items())
 
             dirs[:] = sorted(d for d in dirs if recursive and not ignored(rel_dir + d, True)
-                             and not os.path.islink(os.path.join(folder, d)))
+                             and not os.path.islink(os.path.join(folder, d))
+                             and os.path.realpath(os.path.join(folder, d)) not in skip)
             for name in files:
                 full = os.path.join(folder, name)
                 rel = rel_dir + name
@@ -93,15 +97,16 @@ def collect(code_dirs: list[str], omit: list[str], cwd: str) -> list[tuple[str, 
     return sorted(chosen.items())
 
 
-def plan(code_dirs, omit, cwd: str) -> Snapshot:
+def plan(code_dirs, omit, cwd: str, skip_dirs: tuple = ()) -> Snapshot:
     """The file list and sizes, without building anything (``--dry-run``)."""
-    return Snapshot(files=[(name, os.path.getsize(full)) for name, full in collect(code_dirs, omit, cwd)])
+    return Snapshot(files=[(name, os.path.getsize(full))
+                           for name, full in collect(code_dirs, omit, cwd, skip_dirs)])
 
 
 def build(store, code_dirs, omit, cwd: str, *, max_bytes: int | None = None,
-          zip_mode: str = "fast") -> Snapshot | None:
+          zip_mode: str = "fast", skip_dirs: tuple = ()) -> Snapshot | None:
     """Zip the tree and store it at ``snapshots/{sha}.zip`` unless already there; None if empty."""
-    pairs = collect(code_dirs, omit, cwd)
+    pairs = collect(code_dirs, omit, cwd, skip_dirs)
     snap = Snapshot(files=[(name, os.path.getsize(full)) for name, full in pairs])
     if not pairs:
         return None
