@@ -25,12 +25,19 @@ def _parse(func, line: str):
 def _split_assignments(words: list[str]) -> tuple[list[str], dict[str, str]]:
     plain, assigned = [], {}
     for word in words:
+        word = _unquote(word)  # magic_arguments splits non-POSIX: quotes stay in the words
         key, eq, value = word.partition("=")
         if eq and key and " " not in key:
-            assigned[key] = value
+            assigned[key] = _unquote(value)
         else:
             plain.append(word)
     return plain, assigned
+
+
+def _unquote(text: str) -> str:
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text
 
 
 @magics_class
@@ -91,6 +98,7 @@ class XTMagics(Magics):
     @argument("--search", choices=["grid", "random", "bayesian"], help="search type")
     @argument("--runs", type=int, help="number of runs for random search")
     @argument("--repeat", type=int, help="repeat each sweep point N times")
+    @argument("--seed", type=int, help="random seed for sweep sampling (default 0: reproducible)")
     @argument("--env", nargs="+", action="append", metavar="K=V", help="environment variables")
     @argument("--code-dir", action="append", help="code directory to snapshot (repeatable)")
     @argument("--tag", nargs="+", action="append", metavar="K=V", help="tags for the job")
@@ -113,7 +121,7 @@ class XTMagics(Magics):
             inputs=_csv(args.inputs), outputs=_csv(args.outputs), hp=flat(args.hp),
             hp_config=args.hp_config, search=args.search, runs=args.runs, repeat=args.repeat,
             env=_kv(flat(args.env), "--env"), code_dir=args.code_dir, tags=_kv(flat(args.tag), "--tag"),
-            max_seconds=args.max_seconds, wait=args.wait, dry_run=args.dry_run,
+            max_seconds=args.max_seconds, wait=args.wait, dry_run=args.dry_run, seed=args.seed,
         )
         return api.run_cell(cell or "", self.shell.user_ns, **options)
 
