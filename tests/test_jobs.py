@@ -232,3 +232,30 @@ def test_no_sys_exit_in_kernel_on_bad_magic_args(ip, sync_local):
     from xt_magic.core.errors import XTError
     with pytest.raises(XTError):
         ip.run_cell_magic("xt_run", "--runs notanumber", "x = 1")
+
+
+CANARY = "CANARY-s3cr3t-7f1e9a"
+
+
+def test_canary_secret_never_in_store_or_bundle(sync_local, xt_home, monkeypatch, tmp_path):
+    user_cfg = tmp_path / "user_config.yaml"  # outside XT_HOME, which is scanned below
+    monkeypatch.setenv("XT_USER_CONFIG", str(user_cfg))
+    user_cfg.write_text(
+        "external-services:\n"
+        f"  filestorage: {{type: storage, provider: store-file, key: \"{CANARY}-key\"}}\n")
+    monkeypatch.setenv("XT_TEST_SECRET_TOKEN", CANARY + "-env")
+    (tmp_path / "work" / "code.py").write_text("A = 1\n")
+    ns = notebook_ns("def g():\n    return 5\nx = 2\n")
+    api.run_cell("import code\ny = g() * x\nprint('y', y)\n", ns, outputs=["y"],
+                 hp=["lr=[0.1,0.2]"], env={"MODE": "m"})
+    api.run_cell("raise RuntimeError('boom')", ns)
+    assert api.results("job1")["run1.1"]["y"] == 10
+    found = []
+    for folder, _, files in os.walk(xt_home):
+        for name in files:
+            with open(os.path.join(folder, name), "rb") as fh:
+                data = fh.read()
+            if CANARY.encode() in data:
+                found.append(os.path.join(folder, name))
+    assert not found
+    assert os.path.isdir(xt_home / "file_store" / "ws1" / "jobs" / "job2" / "bundle")
