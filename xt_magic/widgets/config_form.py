@@ -1,0 +1,369 @@
+"""ConfigForm: an editor for the resolved XT config, generated from the config schema.
+
+One tab per schema section; named-entry sections (compute-targets, setups, boxes, ...) get an entry
+picker with add / rename / delete. A key added to ``core/config/schema.yaml`` appears here with no
+widget code. Edits are pending until "Apply to session" (``api.config_set``) or "Save to
+xt_config.yaml" (apply, then ``api.config_save``, which keeps the file's comments). Every edit is
+validated at once; problems show next to the field with the key path. Secret values (``x-secret``)
+never enter widget state: the field is a password box showing only whether a value is set.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ._common import WidgetView, note, safe
+
+# Fields whose value names an entry of another section: shown as dropdowns of existing names.
+# (record or section, field) -> section it refers to.
+REFERENCES = {
+    ("target", "setup"): "setups", ("target", "docker"): "dockers",
+    ("target", "azure-image"): "azure-batch-images", ("target", "service"): "external-services",
+    ("target", "boxes"): "boxes", ("box", "setup"): "setups", ("docker", "registry"): "external-services",
+    ("xt-services", "storage"): "external-services", ("xt-services", "vault"): "external-services",
+    ("xt-services", "mongo"): "external-services", ("xt-services", "target"): "compute-targets",
+}
+UNSET = "(unset)"
+LABEL_W, EDIT_W = "190px", "340px"
+
+
+def _key_prefix(problem_key: str) -> str:
+    """``compute-targets.x.boxes[0]`` -> ``compute-targets.x.boxes`` (a field's key)."""
+    return (problem_key or "").split("[", 1)[0]
+
+
+class ConfigForm(WidgetView):
+    """The config editor widget (``%xt_config --form``)."""
+
+    def __init__(self, session=None):
+        import ipywidgets as w
+        from ..core.session import get_session
+        self.w = w
+        self.session = session or get_session()
+        self.pending: dict[str, Any] = {}      # dotted key -> typed value (None unsets)
+        self.errors: dict[str, Any] = {}       # dotted key -> HTML widget for its message
+        self.origins: dict[str, Any] = {}      # dotted key -> HTML widget for its provenance
+        self.out = w.Output(layout=w.Layout(max_height="160px", overflow="auto"))
+        self.message = w.HTML()
+        self.problems = w.HTML()
+        self.apply_button = w.Button(description="Apply to session", icon="check",
+                                     tooltip="set the pending values for this kernel session")
+        self.save_button = w.Button(description="Save to xt_config.yaml", icon="save",
+                                    button_style="primary",
+                                    tooltip="apply, then write the session values into ./xt_config.yaml")
+        self.apply_button.on_click(self._on_apply)
+        self.save_button.on_click(self._on_save)
+        self.tabs = w.Tab()
+        self.widget = w.VBox([self.tabs, w.HBox([self.apply_button, self.save_button]),
+                              self.message, self.problems, self.out],
+                             layout=w.Layout(width="100%"))
+        self.widget.add_class("xt-config-form")
+        self.entry_editors: dict[str, EntryEditor] = {}
+        self.refresh()
+
+    # -- model ------------------------------------------------------------------------------------
+    def config(self):
+        return self.session.config()
+
+    def value(self, key: str) -> Any:
+        if key in self.pending:
+            return self.pending[key]
+        from ..core.config import split_key
+        cfg = self.config()
+        node = cfg.data
+        for seg in split_key(key, cfg.data):
+            if not isinstance(node, dict) or seg not in node:
+                return None
+            node = node[seg]
+        return node
+
+    def names(self, section: str) -> list[str]:
+        data = self.config().data.get(section) or {}
+        names = [n for n, v in data.items() if isinstance(v, dict)]
+        for key, value in self.pending.items():
+            parts = key.split(".")
+            if parts[0] == section and len(parts) == 2:
+                if value is None and parts[1] in names:
+                    names.remove(parts[1])
+                elif isinstance(value, dict) and parts[1] not in names:
+                    names.append(parts[1])
+        return names
+
+    def provenance(self, key: str) -> str:
+        if key in self.pending:
+            return "pending (not applied)"
+        from ..core.config.service import short_origin
+        cfg = self.config()
+        return short_origin(cfg.origin(key)) if key in cfg else "unset"
+
+    # -- building ---------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Rebuild every tab from the schema and the current resolved config."""
+        from ..core.config.validate import schema
+        selected = self.tabs.selected_index
+        self.errors.clear()
+        self.origins.clear()
+        children, titles = [], []
+        for section, node in schema()["properties"].items():
+            if node.get("x-unused"):
+                continue
+            if isinstance(node.get("additionalProperties"), dict) and "$ref" in node["additionalProperties"]:
+                record = node["additionalProperties"]["$ref"].rsplit("/", 1)[1]
+                editor = self.entry_editors.get(section) or EntryEditor(self, section, record)
+                self.entry_editors[section] = editor
+                editor.rebuild()
+                children.append(editor.widget)
+            elif node.get("properties"):
+                rows = [self.field(f"{section}.{k}", sub, (section, k))
+                        for k, sub in node["properties"].items() if not sub.get("x-unused")]
+                children.append(self.w.VBox([self.w.HTML(note(node.get("description", "")))] + rows))
+            else:
+                continue
+            titles.append(section)
+        self.tabs.children = children
+        self.tabs.titles = titles
+        if selected is not None and selected < len(children):
+            self.tabs.selected_index = selected
+        self.validate()
+
+    def field(self, key: str, node: dict, ref_key: tuple) -> Any:
+        """One row: label, editor (by schema type), provenance, inline error."""
+        from ..core.config.validate import resolve_ref, secret_keys
+        w = self.w
+        node = resolve_ref(node)
+        name = ref_key[1]
+        value = self.value(key)
+        refers = REFERENCES.get(ref_key)
+        if name in secret_keys():
+            editor = self._secret_editor(value)
+        elif refers and node.get("type") == "array":
+            options = self.names(refers)
+            options += [v for v in (value or []) if v not in options]
+            editor = w.SelectMultiple(options=options, value=tuple(value or ()), rows=min(4, max(2, len(options))))
+        elif refers:
+            options = self.names(refers)
+            if refers == "external-services" and ref_key[0] == "target":
+                from ..core.config.validate import BUILTIN_SERVICES
+                options = list(BUILTIN_SERVICES) + options
+            if value not in (None, "") and value not in options:
+                options.append(value)
+            editor = w.Dropdown(options=[UNSET] + options, value=value if value else UNSET)
+        elif "enum" in node:
+            options = [str(c) for c in node["enum"]]
+            editor = w.Dropdown(options=[UNSET] + options, value=str(value) if value is not None else UNSET)
+        elif node.get("type") == "boolean":
+            editor = w.Checkbox(value=bool(value), indent=False)
+        elif node.get("type") == "object":
+            from ..core.config.service import fmt, mask
+            editor = w.Text(value=fmt(mask(value or {})) if value else "", placeholder="{KEY: VALUE}")
+        else:
+            from ..core.config.service import fmt
+            shown = "" if value is None else (
+                ", ".join(map(str, value)) if isinstance(value, list) else
+                (value if isinstance(value, str) else fmt(value)))
+            editor = w.Text(value=shown, placeholder=str(node.get("type", "")))
+        editor.layout.width = EDIT_W
+        editor.add_class("xt-field-" + key.replace(".", "--"))
+        origin = w.HTML(note(self.provenance(key)))
+        error = w.HTML()
+        self.origins[key], self.errors[key] = origin, error
+        editor.observe(lambda change, k=key, n=node, s=name in secret_keys():
+                       self._on_edit(k, n, change["new"], s), names="value")
+        label = w.Label(name, tooltip=node.get("description", ""), layout=w.Layout(width=LABEL_W))
+        return w.HBox([label, editor, origin, error])
+
+    def _secret_editor(self, value):
+        from ..core.config import VaultRef
+        w = self.w
+        if isinstance(value, VaultRef) or value == "$vault":
+            hint = "$vault (read from the team's vault)"
+        elif value:
+            hint = "•••• set — type to replace"
+        else:
+            hint = "not set"
+        return w.Password(value="", placeholder=hint)
+
+    # -- editing ----------------------------------------------------------------------------------
+    @safe
+    def _on_edit(self, key: str, node: dict, new: Any, secret: bool) -> None:
+        from ..core.config.service import typed
+        if new == UNSET or (new == "" and not secret):
+            value = None
+        elif isinstance(new, tuple):
+            value = list(new)
+        elif isinstance(new, str):
+            value = typed(new, node)
+        else:
+            value = new
+        if secret and new == "":
+            self.pending.pop(key, None)  # an empty password box keeps the current secret
+        else:
+            self.pending[key] = value
+        if key in self.origins:
+            self.origins[key].value = note(self.provenance(key), "#a60")
+        self.validate()
+
+    def set_entry(self, section: str, name: str, value: dict | None) -> None:
+        """Pending add (dict) or delete (None) of a whole named entry."""
+        prefix = f"{section}.{name}."
+        for key in [k for k in self.pending if k.startswith(prefix)]:
+            if value is None:
+                del self.pending[key]
+        self.pending[f"{section}.{name}"] = value
+
+    def merged_session(self) -> dict:
+        return {**self.session.values, **self.pending}
+
+    def validate(self) -> list:
+        """Validate the config with the pending values; show each problem at its field."""
+        from ..core.config import load_config
+        from ..core.errors import ConfigError
+        for error in self.errors.values():
+            error.value = ""
+        try:
+            load_config(cwd=self.session.cwd or os.getcwd(), session=self.merged_session())
+            problems = []
+        except ConfigError as err:
+            problems = err.problems or [err]
+        loose = []
+        for problem in problems:
+            key = _key_prefix(getattr(problem, "key", None) or "")
+            text = getattr(problem, "message", None) or str(problem)
+            hint = getattr(problem, "hint", None)
+            line = f"{key}: {text}" + (f" ({hint})" if hint else "")
+            if key in self.errors:
+                self.errors[key].value = note(line, "#b00020")
+            loose.append(line)
+        self.problems.value = "".join(
+            f"<div>{note('⚠ ' + p, '#b00020')}</div>" for p in loose)
+        self.save_button.disabled = self.apply_button.disabled = bool(problems)
+        return problems
+
+    # -- actions ----------------------------------------------------------------------------------
+    @safe
+    def apply(self, _=None) -> str:
+        """Set the pending values as session values (validated by the config service)."""
+        from ..core import api
+        if not self.pending:
+            self.message.value = note("nothing to apply")
+            return "nothing to apply"
+        result = str(api.config_set(dict(self.pending)))
+        self.pending.clear()
+        self.refresh()
+        self.message.value = note(result, "#070")
+        return result
+
+    @safe
+    def save(self, _=None, path: str | None = None) -> str:
+        """Apply, then write all session values into ./xt_config.yaml (comments kept)."""
+        from ..core import api
+        if self.pending:
+            from ..core.errors import XTError
+            if self.validate():
+                raise XTError("fix the problems shown before saving")
+            api.config_set(dict(self.pending))
+            self.pending.clear()
+        result = str(api.config_save(path))
+        self.refresh()
+        self.message.value = note(result, "#070")
+        return result
+
+    _on_apply = apply
+    _on_save = save
+
+
+class EntryEditor:
+    """A named-entry section: entry dropdown, add / rename / delete, the entry's fields."""
+
+    def __init__(self, form: ConfigForm, section: str, record: str):
+        w = form.w
+        self.form, self.section, self.record = form, section, record
+        self.picker = w.Dropdown(description="entry", layout=w.Layout(width="320px"))
+        self.name = w.Text(placeholder="new name", layout=w.Layout(width="180px"))
+        self.add_button = w.Button(description="Add", icon="plus", layout=w.Layout(width="90px"))
+        self.rename_button = w.Button(description="Rename", icon="i-cursor", layout=w.Layout(width="100px"))
+        self.delete_button = w.Button(description="Delete", icon="trash", button_style="danger",
+                                      layout=w.Layout(width="100px"))
+        self.out, self.message = form.out, form.message
+        self.add_button.on_click(self.add)
+        self.rename_button.on_click(self.rename)
+        self.delete_button.on_click(self.delete)
+        self.picker.observe(lambda c: self.show(), names="value")
+        self.fields = w.VBox()
+        from ..core.config.validate import schema
+        description = schema()["properties"][section].get("description", "")
+        self.widget = w.VBox([w.HTML(note(description)),
+                              w.HBox([self.picker, self.name, self.add_button, self.rename_button,
+                                      self.delete_button]), self.fields])
+        self.widget.add_class("xt-entries-" + section)
+
+    def rebuild(self, select: str | None = None) -> None:
+        names = self.form.names(self.section)
+        current = select or self.picker.value
+        self.picker.unobserve_all("value")
+        self.picker.options = names
+        self.picker.value = current if current in names else (names[0] if names else None)
+        self.picker.observe(lambda c: self.show(), names="value")
+        self.show()
+
+    @safe
+    def show(self) -> None:
+        from ..core.config.validate import schema
+        name = self.picker.value
+        if name is None:
+            self.fields.children = [self.form.w.HTML(note(f"no {self.section} entries: add one"))]
+            return
+        props = schema()["$defs"][self.record]["properties"]
+        entry = self.form.value(f"{self.section}.{name}") or {}
+        rows = [self.form.field(f"{self.section}.{name}.{k}", sub, (self.record, k))
+                for k, sub in props.items() if not sub.get("x-unused") or k in entry]
+        self.fields.children = rows
+        self.form.validate()
+
+    def _new_name(self) -> str:
+        from ..core.errors import ConfigError
+        new = self.name.value.strip()
+        if not new or "." in new or " " in new:
+            raise ConfigError(f"{self.section}: entry name {new!r}: use letters, digits, - or _")
+        if new in self.form.names(self.section):
+            raise ConfigError(f"{self.section}.{new} already exists")
+        return new
+
+    @safe
+    def add(self, _=None) -> None:
+        new = self._new_name()
+        from ..core.config.validate import schema
+        required = schema()["$defs"][self.record].get("required") or []
+        # A new entry starts with its required keys (validation then says what else is needed).
+        first = {"target": {"service": "pool"}, "service": {"type": "storage", "provider": "store-file"}}
+        self.form.set_entry(self.section, new, dict(first.get(self.record, {k: "" for k in required})))
+        self.name.value = ""
+        self.rebuild(select=new)
+
+    @safe
+    def rename(self, _=None) -> None:
+        old = self.picker.value
+        if old is None:
+            return
+        new = self._new_name()
+        entry = self.form.value(f"{self.section}.{old}") or {}
+        # Pending edits under the old name move with it.
+        moved = {k: v for k, v in self.form.pending.items() if k.startswith(f"{self.section}.{old}.")}
+        from ..core.config.service import _plain_for_yaml
+        self.form.set_entry(self.section, new, _plain_for_yaml(dict(entry)))
+        self.form.set_entry(self.section, old, None)
+        for key, value in moved.items():
+            self.form.pending[f"{self.section}.{new}." + key.split(".", 2)[2]] = value
+        self.name.value = ""
+        self.rebuild(select=new)
+
+    @safe
+    def delete(self, _=None) -> None:
+        old = self.picker.value
+        if old is None:
+            return
+        self.form.set_entry(self.section, old, None)
+        self.rebuild()
+
+
+__all__ = ["ConfigForm"]
