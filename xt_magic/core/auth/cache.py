@@ -94,6 +94,7 @@ class AuthCache:
         self.method = method
         self.tenant = tenant
         self.who = who
+        self.object_id: str | None = None              # the user's AAD object id (oid claim)
         self.secrets = Secrets()
         self.xt_keys: dict[str, Any] | None = None   # XT's single JSON "xt-keys" secret, parsed
         self.vault_url: str | None = None

@@ -173,6 +173,8 @@ def login(session, method: str | None = None, tenant: str | None = None, out=Non
         cache = AuthCache(credential, name if method == "auto" else method,
                           claims.get("tid") or tenant, identity_from_claims(claims))
         cache.credential._tokens[((LOGIN_SCOPE,), None, None)] = token
+        if "upn" in claims or "preferred_username" in claims:  # a user, not an app
+            cache.object_id = claims.get("oid")
         with session.lock:
             session.auth = cache
         from . import vault
