@@ -54,7 +54,7 @@ class Box:
     max_runs: int = 1
     setup: str | None = None
     python: str = "python3"
-    work_dir: str = ".xt_magic"     # relative paths are relative to the remote home directory
+    work_dir: str = ".xt/work"      # relative paths are relative to the remote home directory
     connect_timeout: float = 10.0
 
     @property
@@ -81,7 +81,7 @@ def parse_address(address: str) -> tuple[str | None, str, int]:
     return user or None, host, port
 
 
-def box_from_config(cfg, name: str) -> Box:
+def box_from_config(cfg, name: str, default_max_runs: int = 1) -> Box:
     """The Box for ``boxes.NAME`` (ConfigError naming the key when it is missing or wrong)."""
     entry = cfg.get(f"boxes.{name}") if isinstance(name, str) else None
     if not isinstance(entry, dict) or not entry.get("address"):
@@ -94,12 +94,16 @@ def box_from_config(cfg, name: str) -> Box:
         raise ConfigError(str(err), key=f"boxes.{name}.address",
                           hint="use user@host or user@host:port") from None
     key_file = entry.get("key-file")
-    return Box(name=name, host=host, port=port, user=user or getpass.getuser(),
+    work_dir = str(entry.get("work-dir") or ".xt/work")
+    if work_dir.startswith("~/"):  # quoted paths get no tilde expansion: relative = from home
+        work_dir = work_dir[2:]
+    return Box(name=name, host=host, port=int(entry.get("port") or port),
+               user=user or getpass.getuser(),
                key_file=os.path.expanduser(key_file) if key_file else None,
-               host_key=entry.get("host-key"), max_runs=int(entry.get("max-runs") or 1),
+               host_key=entry.get("host-key"),
+               max_runs=int(entry.get("max-runs") or default_max_runs),
                setup=entry.get("setup"), python=str(entry.get("python") or "python3"),
-               work_dir=str(entry.get("work-dir") or ".xt_magic"),
-               connect_timeout=float(entry.get("connect-timeout") or 10))
+               work_dir=work_dir)
 
 
 @dataclass

@@ -1,0 +1,229 @@
+"""PoolBackend against real sshd boxes on loopback, with the real runner and the file store."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import yaml
+
+import runner_helpers as rh
+from xt_magic.core import session as session_mod
+from xt_magic.core.compute import get_backend, ssh
+from xt_magic.core.compute.base import Launch
+from xt_magic.core.errors import TargetError
+
+pytestmark = pytest.mark.sshd
+
+
+@pytest.fixture(autouse=True)
+def _close_connections():
+    yield
+    ssh.close()
+
+
+def configure(xt_home, servers, *, max_runs=2, trust=True, target_extra=None) -> dict:
+    boxes = {f"b{i + 1}": s.box(**{"max-runs": max_runs}) for i, s in enumerate(servers)}
+    config = {"boxes": boxes,
+              "compute-targets": {"pool": {"service": "pool", "boxes": list(boxes),
+                                           **(target_extra or {})}}}
+    with open(os.environ["XT_USER_CONFIG"], "w") as fh:
+        yaml.safe_dump(config, fh)
+    if trust:
+        for s in servers:
+            s.trust(xt_home)
+    return boxes
+
+
+def backend():
+    return get_backend(session_mod.get_session(), "pool")
+
+
+def launches_for(store, cell, **kw):
+    made = rh.make_job(store.root, cell, **kw)
+    job = made[0][2]["job"]
+    return job, [Launch(run_id=r, ticket=t, ticket_path=f"ws1/runs/{r}/ticket.json",
+                        runner_path=f"ws1/jobs/{job}/bundle/runner.py") for r, _p, t in made]
+
+
+def state_of(be, run_id):
+    return be._state(run_id)
+
+
+def box_of(be, run_id):
+    return be._placement(state_of(be, run_id))[0]
+
+
+def pgid_of(be, run_id):
+    return be._placement(state_of(be, run_id))[1]
+
+
+def wait_states(be, job, runs, want=("completed", "failed", "cancelled"), timeout=60):
+    def done():
+        be.poll(job, runs)
+        states = {r: state_of(be, r)["state"] for r in runs}
+        return states if all(s in want for s in states.values()) else None
+    return rh.wait_for(done, timeout, f"runs {runs} to reach {want}")
+
+
+def test_job_runs_and_results_return(sshd_factory, xt_home):
+    configure(xt_home, [sshd_factory()])
+    be = backend()
+    assert type(be).__name__ == "PoolBackend"
+    job, launches = launches_for(be.store, "y = x * 2\nprint('hello from box')", inputs={"x": 21},
+                                 outputs=["y"])
+    be.submit(job, launches)
+    assert box_of(be, launches[0].run_id) == "b1"
+    assert isinstance(pgid_of(be, launches[0].run_id), int)
+    states = wait_states(be, job, [launches[0].run_id])
+    assert states == {launches[0].run_id: "completed"}
+    console = rh.read(be.store.root, launches[0].ticket["paths"]["console"]).decode()
+    assert "hello from box" in console
+    import cloudpickle
+    assert cloudpickle.loads(rh.read(be.store.root, launches[0].ticket["paths"]["vars"]))["y"] == 42
+
+
+def test_sweep_across_two_boxes_respects_max_runs_with_queue(sshd_factory, xt_home):
+    configure(xt_home, [sshd_factory(), sshd_factory()], max_runs=1)
+    be = backend()
+    job, launches = launches_for(be.store, "import time\ntime.sleep(0.5)\nout = lr",
+                                 runs=4, hparams=[{"lr": i} for i in range(4)], outputs=["out"])
+    runs = [la.run_id for la in launches]
+    be.submit(job, launches)
+    hosts = [box_of(be, r) for r in runs]
+    assert sorted(h for h in hosts if h) == ["b1", "b2"]       # one per box ...
+    assert hosts.count(None) == 2                                # ... the rest wait in the queue
+    assert wait_states(be, job, runs) == {r: "completed" for r in runs}
+    used = {box_of(be, r) for r in runs}
+    assert used == {"b1", "b2"}
+
+
+def test_box_down_fails_its_runs_while_other_box_completes(sshd_factory, xt_home):
+    one, two = sshd_factory(), sshd_factory()
+    configure(xt_home, [one, two], max_runs=1)
+    be = backend()
+    job, launches = launches_for(be.store, "import time\ntime.sleep(3)", runs=2)
+    runs = [la.run_id for la in launches]
+    be.submit(job, launches)
+    by_host = {box_of(be, r): r for r in runs}
+    one.stop()
+    ssh.close()
+    states = wait_states(be, job, runs)
+    assert states[by_host["b2"]] == "completed"
+    lost = state_of(be, by_host["b1"])
+    assert lost["state"] == "failed" and "box 'b1' lost" in lost["reason"]
+    assert "unreachable" in lost["reason"]
+
+
+def test_cancel_kills_remote_process_group(sshd_factory, xt_home, tmp_path):
+    configure(xt_home, [sshd_factory()])
+    be = backend()
+    marker = tmp_path / "child.pid"
+    cell = (f"import subprocess, time\np = subprocess.Popen(['sleep', '300'])\n"
+            f"open({str(marker)!r}, 'w').write(str(p.pid))\ntime.sleep(300)")
+    job, launches = launches_for(be.store, cell)
+    run = launches[0].run_id
+    be.submit(job, launches)
+    rh.wait_for(lambda: marker.exists() and marker.read_text(), 30, "cell to start its child")
+    child = int(marker.read_text())
+    be.cancel(job, [run])
+    assert state_of(be, run)["state"] == "cancelled"
+    rh.wait_for(lambda: not _alive(child), 15, "the cell's child process to die")
+    be.poll(job, [run])
+    assert state_of(be, run)["state"] == "cancelled"
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return "\nState:\tZ" not in fh.read()
+    except FileNotFoundError:
+        return False
+
+
+def test_remote_process_killed_mid_run_is_reconciled(sshd_factory, xt_home):
+    configure(xt_home, [sshd_factory()])
+    be = backend()
+    job, launches = launches_for(be.store, "import time\ntime.sleep(300)")
+    run = launches[0].run_id
+    be.submit(job, launches)
+    rh.wait_for(lambda: state_of(be, run)["state"] == "running", 30, "running")
+    pgid = pgid_of(be, run)
+    os.killpg(pgid, 9)  # SIGKILL the whole group: no exit file, nothing reported
+    info = wait_states(be, job, [run])
+    assert info[run] == "failed"
+    assert "gone without an exit code" in state_of(be, run)["reason"]
+
+
+def test_runner_exit_without_report_is_reconciled(sshd_factory, xt_home):
+    configure(xt_home, [sshd_factory()])
+    be = backend()
+    job, launches = launches_for(be.store, "import os\nos._exit(7)")
+    run = launches[0].run_id
+    be.submit(job, launches)
+    wait_states(be, job, [run])
+    info = state_of(be, run)
+    assert info["state"] == "failed" and info["exit_code"] == 7
+    assert "exited with code 7" in info["reason"]
+
+
+def test_sshd_killed_mid_run_then_poll_from_fresh_backend(sshd_factory, xt_home):
+    """Disconnect mid-run: the box's sshd dies; a new backend (kernel restart) reconciles."""
+    server = sshd_factory()
+    configure(xt_home, [server])
+    be = backend()
+    job, launches = launches_for(be.store, "import time\ntime.sleep(300)")
+    run = launches[0].run_id
+    be.submit(job, launches)
+    rh.wait_for(lambda: state_of(be, run)["state"] == "running", 30, "running")
+    pgid = pgid_of(be, run)
+    server.stop()
+    session_mod.reset_session()
+    ssh.close()
+    fresh = backend()
+    assert fresh is not be
+    fresh.poll(job, [run])
+    info = state_of(fresh, run)
+    assert info["state"] == "failed" and "lost" in info["reason"]
+    os.killpg(pgid, 9)
+
+
+def test_unknown_host_fails_submit_with_trust_hint(sshd_factory, xt_home):
+    configure(xt_home, [sshd_factory()], trust=False)
+    be = backend()
+    job, launches = launches_for(be.store, "pass")
+    be.submit(job, launches)
+    info = state_of(be, launches[0].run_id)
+    assert info["state"] == "failed" and "reachable" in info["reason"]
+    with pytest.raises(TargetError, match="--trust b1"):
+        ssh.run(be.boxes["b1"], ["true"])
+
+
+def test_box_that_cannot_see_file_store_is_refused(sshd_factory, xt_home):
+    configure(xt_home, [sshd_factory()])
+    be = backend()
+    job, launches = launches_for(be.store, "pass")
+    launches[0].ticket["io"] = {"kind": "file", "root": "/nonexistent/store"}
+    be.submit(job, launches)
+    info = state_of(be, launches[0].run_id)
+    assert info["state"] == "failed" and "cannot see the file store" in info["reason"]
+
+
+def test_list_boxes_and_trust(sshd_factory, xt_home):
+    server = sshd_factory()
+    configure(xt_home, [server], trust=False)
+    with open(os.environ["XT_USER_CONFIG"]) as fh:
+        cfg = yaml.safe_load(fh)
+    cfg["boxes"]["down"] = {"address": "root@127.0.0.1:1"}
+    with open(os.environ["XT_USER_CONFIG"], "w") as fh:
+        yaml.safe_dump(cfg, fh)
+    from xt_magic.core import api
+    rows = {r["box"]: r for r in api.boxes()}
+    assert rows["b1"]["reachable"] is False and "--trust b1" in rows["b1"]["error"]
+    shown = api.boxes(trust="b1")
+    assert shown[0]["fingerprint"].startswith("SHA256:") and "fingerprint" in str(shown)
+    rows = {r["box"]: r for r in api.boxes()}
+    assert rows["b1"]["reachable"] is True and rows["b1"]["cores"] == os.cpu_count()
+    assert rows["b1"]["gpus"] == 0 and rows["b1"]["running"] == 0
+    assert rows["down"]["reachable"] is False
+    assert "<table>" in api.boxes()._repr_html_()

@@ -1,0 +1,391 @@
+"""PoolBackend: runs spread over SSH boxes (``service: pool`` with non-localhost boxes).
+
+On each box a run gets a directory ``{work-dir}/runs/{run}`` holding ``pid``, ``exit`` and
+``runner.log``. The runner is started detached (``setsid nohup sh -c '...; echo $? > exit'``) so
+the SSH session can close at once; the process group id is the recorded ``pid``.
+
+Store access from the box (the choice made here): the box runs the runner straight from the
+store when it can see it — a file store at the same path (loopback, NFS) is checked by reading the
+run's ticket back over SFTP — and otherwise gets ``runner.py`` and the ticket uploaded next to the
+run and reaches the store through the ticket's SAS URLs (blob store). A file store the box cannot
+see is refused with a TargetError telling to use a blob store: outputs are never copied back by
+hand, so every target writes events/console/outputs the same way.
+
+Queue: when every box is at ``max-runs`` a run is recorded ``queued`` without a host, and started
+by a later :meth:`poll` when a slot frees. Live slot counts come from the boxes themselves (live
+run directories), so several kernels share the boxes correctly.
+"""
+from __future__ import annotations
+
+import json
+import posixpath
+import shlex
+
+from ..errors import TargetError, XTError
+from ..jobs.states import CANCELLED, FAILED, FINAL, QUEUED, fold, make_event, parse_events
+from . import ssh
+from .base import Backend, Launch
+
+q = shlex.quote
+
+
+def run_dir(box: ssh.Box, run_id: str) -> str:
+    return posixpath.join(box.work_dir, "runs", ssh.check_name(run_id, "run id"))
+
+
+def start_script(directory: str, argv: list[str]) -> str:
+    """sh script: start ``argv`` detached in ``directory`` (own session = own process group) with
+    output to runner.log; its exit code lands in ``exit``; prints the pid (= process group id).
+
+    ``cd DIR;`` rather than ``cd DIR && ... &``: the latter keeps the channel open until the job
+    ends (local_components.md)."""
+    inner = f"{ssh.join(argv)}; echo $? > exit.tmp; mv exit.tmp exit"
+    return (f"mkdir -p {q(directory)} && cd {q(directory)} || exit 97; rm -f exit exit.tmp pid; "
+            f"setsid nohup sh -c {q(inner)} > runner.log 2>&1 < /dev/null & "
+            "echo $! > pid; echo $!")
+
+
+def status_script(work_dir: str, run_ids: list[str]) -> str:
+    """sh script printing ``RUN exit N`` / ``RUN alive`` / ``RUN gone`` per run, then
+    ``live N`` (live runs under work_dir, for slot counting). A zombie counts as gone: PID 1
+    here reaps orphans late."""
+    runs = " ".join(q(ssh.check_name(r, "run id")) for r in run_ids)
+    alive = ('[ -f "$d/pid" ] && p=$(cat "$d/pid") && kill -0 "$p" 2>/dev/null && '
+             '! grep -qs "^State:[[:space:]]*Z" "/proc/$p/status"')
+    return (f"w={q(work_dir)}; for r in {runs}; do d=\"$w/runs/$r\"; "
+            f"if [ -f \"$d/exit\" ]; then echo \"$r exit $(cat \"$d/exit\")\"; "
+            f"elif {alive}; then echo \"$r alive\"; "
+            f"elif [ -f \"$d/exit\" ]; then echo \"$r exit $(cat \"$d/exit\")\"; "
+            f"else echo \"$r gone\"; fi; done; "
+            f"n=0; for d in \"$w\"/runs/*; do if [ ! -f \"$d/exit\" ] && {alive}; then n=$((n+1)); fi; "
+            "done; echo \"live $n\"")
+
+
+def kill_script(directory: str) -> str:
+    """sh script: TERM the run's process group, give it 3 s, then KILL it. (dash's kill takes no
+    ``--``; zombies, which PID 1 reaps late here, do not count as alive.)"""
+    return (f"d={q(directory)}; [ -f \"$d/pid\" ] || exit 0; [ -f \"$d/exit\" ] && exit 0; "
+            "p=$(cat \"$d/pid\"); kill -TERM \"-$p\" 2>/dev/null; i=0; "
+            "while ps -o stat= -s \"$p\" 2>/dev/null | grep -q '^[^Z]' && [ $i -lt 30 ]; do "
+            "sleep 0.1; i=$((i+1)); done; kill -KILL \"-$p\" 2>/dev/null; exit 0")
+
+
+class StoreAccess:
+    """Decides how a node reaches the store and what must be uploaded (see module docstring)."""
+
+    def __init__(self, store, sees):
+        self.store, self.sees, self._seen = store, sees, {}
+
+    def stage(self, launch: Launch, remote_dir: str, where: str) -> tuple[dict, str, str]:
+        """(uploads {remote path: bytes}, runner path, ticket path) for one run."""
+        io = launch.ticket.get("io") or {}
+        ticket_bytes = self.store.read_bytes(launch.ticket_path)
+        if io.get("kind") == "file":
+            root = io["root"]
+            ticket = posixpath.join(root, launch.ticket_path)
+            if root not in self._seen:
+                self._seen[root] = self.sees(ticket, ticket_bytes)
+            if not self._seen[root]:
+                raise TargetError(f"{where} cannot see the file store at {root}",
+                                  hint="use a blob store (xt-services.storage naming an "
+                                       "azure-blob service) or mount the store at the same path")
+            return {}, posixpath.join(root, launch.runner_path), ticket
+        runner = posixpath.join(remote_dir, "runner.py")
+        ticket = posixpath.join(remote_dir, "ticket.json")
+        return ({runner: self.store.read_bytes(launch.runner_path), ticket: ticket_bytes},
+                runner, ticket)
+
+
+class PoolBackend(Backend):
+    """Runs on a pool of SSH boxes (``compute-targets.X.boxes``)."""
+
+    kind = "pool"
+    needs_remote_store = False  # decided per box at submit (StoreAccess)
+
+    def __init__(self, name, target, *, config, store, session=None):
+        super().__init__(name, target, config=config, store=store, session=session)
+        names = target.get("boxes") or []
+        if not names:
+            raise TargetError(f"target {name!r} has no boxes",
+                              hint=f"set compute-targets.{name}.boxes")
+        self.boxes = {n: box_for(config, n, target) for n in names}
+        self._access = {n: StoreAccess(store, self._sees_fn(b)) for n, b in self.boxes.items()}
+        self._ws = (config.get("general.workspace") if config is not None else None) or "ws1"
+
+    # -- helpers ------------------------------------------------------------------------------
+    @staticmethod
+    def _sees_fn(box):
+        def sees(path, data):
+            try:
+                return ssh.get_file(box, path) == data
+            except TargetError:
+                raise
+            except Exception:
+                return False
+        return sees
+
+    def _events_path(self, run_id: str) -> str:
+        return f"{self._ws}/runs/{run_id}/events.jsonl"
+
+    def _state(self, run_id: str) -> dict:
+        try:
+            data = self.store.read_bytes(self._events_path(run_id))
+        except XTError:
+            data = b""
+        return fold(parse_events(data))
+
+    @staticmethod
+    def _placement(info: dict) -> tuple[str | None, int | None]:
+        """(box name, process group id) from ``backend_id`` ("BOX:PGID"); the runner's own
+        ``running`` event overwrites ``host``/``pid`` with the node's hostname and its pid."""
+        box, _, pgid = str(info.get("backend_id") or "").rpartition(":")
+        return (box, int(pgid)) if box and pgid.isdigit() else (None, None)
+
+    def _event(self, run_id: str, state: str, **fields) -> None:
+        self.store.append(self._events_path(run_id), make_event(state, **fields))
+
+    def _fail_unless_final(self, run_id: str, reason: str, **fields) -> None:
+        if self._state(run_id)["state"] not in FINAL:
+            self._event(run_id, FAILED, reason=reason, **fields)
+
+    def _live_counts(self, names) -> dict:
+        counts = {}
+        for n in names:
+            box = self.boxes[n]
+            try:
+                out = ssh.run_script(box, status_script(box.work_dir, []), timeout=30).stdout
+                counts[n] = int(out.split()[-1])
+            except (TargetError, ValueError, IndexError):
+                counts[n] = None  # unreachable: no slots
+        return counts
+
+    def _start(self, box: ssh.Box, launch: Launch, job_id: str) -> None:
+        directory = run_dir(box, launch.run_id)
+        uploads, runner, ticket = self._access[box.name].stage(
+            launch, directory, f"box {box.name!r}")
+        if uploads:
+            ssh.put_files(box, uploads)
+        out = ssh.run_script(box, start_script(directory, box.python_argv() + [runner, ticket]),
+                             timeout=30).stdout.strip()
+        if not out.isdigit():
+            raise TargetError(f"box {box.name!r}: runner did not start (got {out[:200]!r})")
+        pid = int(out)
+        self._event(launch.run_id, QUEUED, host=box.name, pid=pid,
+                    backend_id=f"{box.name}:{pid}", job=job_id)
+
+    def _place(self, job_id: str, launches: list[Launch], counts: dict) -> list[Launch]:
+        """Start launches on boxes with free slots; return those still waiting."""
+        waiting = []
+        for launch in launches:
+            started = False
+            for n, box in self.boxes.items():
+                live = counts.get(n)
+                if live is None or live >= box.max_runs:
+                    continue
+                try:
+                    self._start(box, launch, job_id)
+                except TargetError as err:
+                    if "cannot see the file store" in err.message:
+                        self._fail_unless_final(launch.run_id, str(err))
+                        started = True
+                        break
+                    counts[n] = None  # box went away: try the next one
+                    continue
+                counts[n] = live + 1
+                started = True
+                break
+            if not started:
+                waiting.append(launch)
+        return waiting
+
+    def _launch_from_store(self, job_id: str, run_id: str) -> Launch:
+        ticket_path = f"{self._ws}/runs/{run_id}/ticket.json"
+        ticket = json.loads(self.store.read_bytes(ticket_path))
+        return Launch(run_id=run_id, ticket=ticket, ticket_path=ticket_path,
+                      runner_path=f"{self._ws}/jobs/{job_id}/bundle/runner.py")
+
+    # -- Backend API --------------------------------------------------------------------------
+    def submit(self, job_id: str, launches: list[Launch]) -> None:
+        """Start what fits now; the rest is recorded ``queued`` (no host) for :meth:`poll`."""
+        ssh.check_name(job_id, "job id")
+        for launch in launches:
+            ssh.check_name(launch.run_id, "run id")
+        counts = self._live_counts(self.boxes)
+        if all(c is None for c in counts.values()):
+            reason = "no box of target {!r} is reachable: {}".format(
+                self.name, ", ".join(self.boxes))
+            for launch in launches:
+                self._event(launch.run_id, FAILED, reason=reason)
+            return
+        for launch in self._place(job_id, launches, counts):
+            self._event(launch.run_id, QUEUED, reason="waiting for a free box slot", job=job_id)
+
+    def poll(self, job_id: str, run_ids: list[str]) -> None:
+        """Reconcile started runs from their boxes; start waiting runs whose turn has come."""
+        by_box: dict[str, list[str]] = {}
+        waiting = []
+        for run_id in run_ids:
+            info = self._state(run_id)
+            if info["state"] in FINAL:
+                continue
+            host = self._placement(info)[0]
+            if host in self.boxes:
+                by_box.setdefault(host, []).append(run_id)
+            elif info["state"] == QUEUED:
+                waiting.append(run_id)
+        counts: dict = {}
+        for n, box in self.boxes.items():
+            runs = by_box.get(n, [])
+            if not runs and not waiting:
+                continue
+            try:
+                out = ssh.run_script(box, status_script(box.work_dir, runs), timeout=30).stdout
+            except TargetError as err:
+                counts[n] = None
+                for run_id in runs:
+                    self._fail_unless_final(run_id, f"box {n!r} lost: {err.message}")
+                continue
+            for line in out.splitlines():
+                parts = line.split()
+                if parts[:1] == ["live"]:
+                    counts[n] = int(parts[1])
+                elif len(parts) >= 2 and parts[0] in runs:
+                    self._reconcile(n, parts[0], parts[1:])
+        if waiting:
+            launches = [self._launch_from_store(job_id, r) for r in waiting]
+            if all(counts.get(n) is None for n in self.boxes):
+                for launch in launches:
+                    self._fail_unless_final(launch.run_id, "no box of target "
+                                            f"{self.name!r} is reachable")
+            else:
+                self._place(job_id, launches, counts)
+
+    def _reconcile(self, box_name: str, run_id: str, status: list[str]) -> None:
+        if status[0] == "exit":
+            code = int(status[1]) if len(status) > 1 and status[1].lstrip("-").isdigit() else None
+            self._fail_unless_final(
+                run_id, f"runner exited with code {code} on box {box_name!r} without reporting "
+                        "a result", exit_code=code)
+        elif status[0] == "gone":
+            self._fail_unless_final(
+                run_id, f"runner process on box {box_name!r} is gone without an exit code "
+                        "(killed, or the box restarted)")
+
+    def cancel(self, job_id: str, run_ids: list[str]) -> None:
+        """Kill each run's remote process group (TERM, then KILL) and record ``cancelled``."""
+        errors = []
+        for run_id in run_ids:
+            info = self._state(run_id)
+            if info["state"] in FINAL:
+                continue
+            box = self.boxes.get(self._placement(info)[0] or "")
+            if box is not None:
+                try:
+                    ssh.run_script(box, kill_script(run_dir(box, run_id)), timeout=30)
+                except TargetError as err:
+                    errors.append(err.message)
+            self._event(run_id, CANCELLED, reason="cancelled by user" + (
+                f" (box unreachable; the process may still run: {errors[-1]})"
+                if box is not None and errors else ""))
+
+    def describe(self) -> dict:
+        return {"target": self.name, "kind": self.kind, "boxes": list(self.boxes)}
+
+    def close(self) -> None:
+        for box in self.boxes.values():
+            ssh.close(box)
+
+
+def box_for(cfg, name: str, target: dict | None = None) -> ssh.Box:
+    """The Box for a ``boxes:`` name (or a bare ``user@host[:port]`` address in a target)."""
+    entry = cfg.get(f"boxes.{name}") if cfg is not None else None
+    if isinstance(entry, dict):
+        box = ssh.box_from_config(cfg, name, int((target or {}).get("max-runs") or 1))
+    else:
+        try:
+            user, host, port = ssh.parse_address(name)
+        except ValueError as err:
+            raise TargetError(f"{err}", hint="name a boxes: entry or use user@host[:port]") from None
+        import getpass
+        box = ssh.Box(name=name, host=host, port=port, user=user or getpass.getuser(),
+                      max_runs=int((target or {}).get("max-runs") or 1))
+    return box
+
+
+# ---- %xt_boxes ------------------------------------------------------------------------------
+
+_FACTS = ("echo cores $(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN); "
+          "if command -v nvidia-smi >/dev/null 2>&1; then "
+          "echo gpus $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | wc -l); "
+          "else echo gpus 0; fi")
+
+
+def list_boxes(session, trust: str | None = None):
+    """Rows for ``%xt_boxes``: each box with reachability, cores, GPUs and live runs.
+
+    With ``trust=BOX`` fetch that box's host key, show its fingerprint and record it.
+    """
+    cfg = session.config()
+    boxes = cfg.get("boxes") or {}
+    if trust:
+        if trust not in boxes:
+            raise TargetError(f"no box {trust!r}", hint="known boxes: " + ", ".join(sorted(boxes)))
+        info = ssh.trust(ssh.box_from_config(cfg, trust))
+        return BoxTable([info], ["box", "address", "key_type", "fingerprint", "recorded"])
+    rows = []
+    for name, entry in sorted(boxes.items()):
+        address = (entry or {}).get("address", "") if isinstance(entry, dict) else ""
+        row = {"box": name, "address": address, "reachable": True, "cores": None, "gpus": None,
+               "running": None, "max-runs": (entry or {}).get("max-runs"), "error": ""}
+        if address in ("", "localhost"):
+            import os
+            row.update(cores=os.cpu_count(), address="localhost")
+            rows.append(row)
+            continue
+        try:
+            box = ssh.box_from_config(cfg, name)
+            out = ssh.run_script(box, _FACTS + "; " + status_script(box.work_dir, []),
+                                 timeout=box.connect_timeout + 20).stdout
+            facts = dict(line.split(None, 1) for line in out.splitlines() if " " in line)
+            row.update(cores=_int(facts.get("cores")), gpus=_int(facts.get("gpus")),
+                       running=_int(facts.get("live")))
+        except XTError as err:
+            row.update(reachable=False, error=str(err))
+        rows.append(row)
+    return BoxTable(rows, ["box", "address", "reachable", "cores", "gpus", "running", "max-runs",
+                           "error"])
+
+
+def _int(text):
+    try:
+        return int(str(text).strip())
+    except (TypeError, ValueError):
+        return None
+
+
+class BoxTable(list):
+    """A list of row dicts that prints as a table (and as HTML in notebooks)."""
+
+    def __init__(self, rows, columns):
+        super().__init__(rows)
+        self.columns = columns
+
+    def _cells(self):
+        return [[("" if r.get(c) is None else str(r.get(c))) for c in self.columns] for r in self]
+
+    def __str__(self):
+        cells = self._cells()
+        widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(self.columns)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(self.columns, widths))]
+        lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return str(self)
+
+    def _repr_html_(self):
+        import html
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>"
+                       for row in self._cells())
+        return f"<table><tr>{head}</tr>{body}</table>"
