@@ -666,10 +666,14 @@ def main(argv):
     setup_only = "--setup-only" in argv  # batch job preparation: build the env once per node
     argv = [a for a in argv if a != "--setup-only"]
     ticket_path = argv[1]
-    with open(ticket_path, "rb") as fh:
-        ticket = json.load(fh)
-    io = make_io(ticket["io"])
-    console = Console(io, ticket["paths"]["console"], mirror_fd=None)
+    try:
+        with open(ticket_path, "rb") as fh:
+            ticket = json.load(fh)
+        io = make_io(ticket["io"])
+        console = Console(io, ticket["paths"]["console"], mirror_fd=None)
+    except Exception as err:  # nowhere to report to
+        sys.stderr.write(f"xt runner: unusable ticket {ticket_path}: {type(err).__name__}: {err}\n")
+        return EXIT_UNREPORTED
     if setup_only:
         setup = ticket.get("setup") or {}
         if setup.get("pip-packages") or setup.get("conda-packages"):

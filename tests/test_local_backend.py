@@ -1,0 +1,234 @@
+"""LocalBackend: detached runs, the max-runs box limit across jobs, reconcile, cancel, time limit."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from runner_helpers import ROOT, events, make_job, read, state, wait_for
+from xt_magic.core.compute.base import Launch
+from xt_magic.core.compute.local import LocalBackend, local_root
+
+
+class Cfg:
+    """The slice of ResolvedConfig the backend reads."""
+
+    def __init__(self, data=None):
+        self.data = data or {}
+
+    def get(self, key, default=None):
+        node = self.data
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return default
+            node = node[part]
+        return node
+
+
+def backend(max_runs=None, cfg=None, **target):
+    target = {"service": "pool", "boxes": ["localhost"], **target}
+    if max_runs is not None:
+        target["max-runs"] = max_runs
+    return LocalBackend("local", target, config=cfg or Cfg(), store=None)
+
+
+def launches(runs, max_seconds=None):
+    return [Launch(run_id=r, ticket=t, ticket_path=t["paths"]["events"].rsplit("/", 1)[0]
+                   + "/ticket.json", runner_path="", max_seconds=max_seconds)
+            for r, _, t in runs]
+
+
+def states_of(root, runs):
+    return [state(root, t)["state"] for _, _, t in runs]
+
+
+def all_final(root, runs):
+    return all(s in ("completed", "failed", "cancelled") for s in states_of(root, runs))
+
+
+def _pid_alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def kill_leftovers(xt_home):
+    """Never leak a supervisor or a sleeping run into other tests."""
+    yield
+    base = os.path.join(local_root(), "jobs")
+    for dirpath, dirs, files in os.walk(base):
+        for name in ("pid", "supervisor"):
+            if name in files:
+                try:
+                    pid = int(open(os.path.join(dirpath, name)).read().split()[0])
+                    os.killpg(pid, signal.SIGKILL) if name == "pid" else os.kill(pid, signal.SIGKILL)
+                except (OSError, ValueError):
+                    pass
+
+
+def max_overlap(evlists):
+    """Most runs simultaneously between their running and final events."""
+    points = []
+    for evs in evlists:
+        start = next(e["ts"] for e in evs if e["state"] == "running")
+        end = next(e["ts"] for e in evs if e["state"] in ("completed", "failed"))
+        points += [(start, 1), (end, -1)]
+    cur = best = 0
+    for _, d in sorted(points, key=lambda p: (p[0], p[1])):
+        cur += d
+        best = max(best, cur)
+    return best
+
+
+def test_trivial_job_completes_with_events(tmp_path):
+    root = tmp_path / "store"
+    runs = make_job(root, "print('hi from local')\nres = 5\n", outputs=["res"])
+    backend().submit("job1", launches(runs))
+    wait_for(lambda: all_final(root, runs), what="completion")
+    t = runs[0][2]
+    assert [e["state"] for e in events(root, t)] == ["created", "queued", "running", "completed"]
+    queued = events(root, t)[1]
+    assert queued["backend_id"].startswith("local:") and queued["token"]
+    assert "hi from local" in read(root, t["paths"]["console"]).decode()
+
+
+def test_max_runs_respected_across_jobs(tmp_path):
+    root = tmp_path / "store"
+    cell = "import time\ntime.sleep(0.4)\n"
+    a = make_job(root, cell, job="job1", runs=4)
+    b = make_job(root, cell, job="job2", runs=3)
+    be = backend(max_runs=2)
+    be.submit("job1", launches(a))
+    be.submit("job2", launches(b))
+    wait_for(lambda: all_final(root, a + b), timeout=60, what="all runs")
+    assert states_of(root, a + b) == ["completed"] * 7
+    overlap = max_overlap([events(root, t) for _, _, t in a + b])
+    assert 1 <= overlap <= 2
+
+
+def test_max_runs_from_box_config_and_default_cores():
+    cfg = Cfg({"boxes": {"local": {"address": "localhost", "max-runs": 3}}})
+    assert backend(cfg=cfg, boxes=["local"]).max_runs() == 3
+    assert backend().max_runs() == (os.cpu_count() or 1)
+
+
+SUBMITTER = """
+import json, sys
+sys.path.insert(0, {tests!r})
+from runner_helpers import make_job
+from test_local_backend import backend, launches
+runs = make_job({root!r}, "import time\\ntime.sleep(0.3)\\n", runs=3)
+backend(max_runs=1).submit("job1", launches(runs))
+print(json.dumps([t for _, _, t in runs]))
+"""
+
+
+def test_queued_runs_start_after_submitter_exits(tmp_path):
+    root = str(tmp_path / "store")
+    code = SUBMITTER.format(tests=os.path.join(ROOT, "tests"), root=root)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60, cwd=ROOT)
+    tickets = json.loads(out.stdout.strip().splitlines()[-1])
+    runs = [(t["run"], None, t) for t in tickets]
+    # the submitter is gone; the last run cannot have started before it exited (max-runs 1)
+    wait_for(lambda: all_final(root, runs), timeout=60, what="all runs")
+    assert states_of(root, runs) == ["completed"] * 3
+    assert max_overlap([events(root, t) for t in tickets]) == 1
+
+
+def _running_pid(root, t):
+    return wait_for(lambda: next((e["pid"] for e in events(root, t) if e["state"] == "running"),
+                                 None), what="running event")
+
+
+def test_kill_minus_9_is_failed_with_signal(tmp_path):
+    root = tmp_path / "store"
+    runs = make_job(root, "import time\ntime.sleep(60)\n")
+    backend().submit("job1", launches(runs))
+    t = runs[0][2]
+    os.kill(_running_pid(root, t), signal.SIGKILL)
+    wait_for(lambda: all_final(root, runs), what="failed event")
+    info = state(root, t)
+    assert info["state"] == "failed" and info["reason"] == "killed by SIGKILL"
+    assert info["exit_code"] == -9
+
+
+def test_reconcile_when_supervisor_is_gone_too(tmp_path):
+    root = tmp_path / "store"
+    runs = make_job(root, "import time\ntime.sleep(60)\n", runs=2)
+    backend(max_runs=1).submit("job1", launches(runs))
+    t1, t2 = runs[0][2], runs[1][2]
+    pid = _running_pid(root, t1)
+    jobdir = os.path.join(local_root(), "jobs", "ws1", "job1")
+    sup_pid = int(open(os.path.join(jobdir, "supervisor")).read().split()[0])
+    os.kill(sup_pid, signal.SIGKILL)
+    wait_for(lambda: not _pid_alive(sup_pid), what="supervisor gone")
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not _pid_alive(pid), what="run gone")
+    fresh = backend(max_runs=1)  # as from a brand-new kernel
+    fresh.poll("job1", ["run1.1", "run1.2"])
+    info = state(root, t1)
+    assert info["state"] == "failed" and "process gone" in info["reason"]
+    # the never-started run gets a new supervisor
+    _running_pid(root, t2)
+    fresh.cancel("job1", ["run1.2"])
+    assert state(root, t2)["state"] == "cancelled"
+
+
+CANCEL_CELL = """\
+import subprocess, time
+child = subprocess.Popen(["sleep", "60"])
+open(CHILD_FILE, "w").write(str(child.pid))
+time.sleep(60)
+"""
+
+
+def test_cancel_running_and_queued_kills_process_group(tmp_path):
+    root = tmp_path / "store"
+    child_file = str(tmp_path / "child.pid")
+    runs = make_job(root, CANCEL_CELL, runs=3, inputs={"CHILD_FILE": child_file})
+    be = backend(max_runs=1)
+    be.submit("job1", launches(runs))
+    pid = _running_pid(root, runs[0][2])
+    child = int(wait_for(lambda: os.path.exists(child_file) and open(child_file).read(),
+                         what="grandchild"))
+    backend(max_runs=1).cancel("job1", [])
+    assert states_of(root, runs) == ["cancelled"] * 3
+    wait_for(lambda: not _pid_alive(pid) and not _pid_alive(child), what="group killed")
+    for _, _, t in runs[1:]:
+        assert "running" not in [e["state"] for e in events(root, t)]
+    be.poll("job1", [])
+    assert states_of(root, runs) == ["cancelled"] * 3
+
+
+def test_time_limit(tmp_path):
+    root = tmp_path / "store"
+    runs = make_job(root, "import time\nprint('start', flush=True)\ntime.sleep(60)\n")
+    backend().submit("job1", launches(runs, max_seconds=1))
+    wait_for(lambda: all_final(root, runs), what="time limit")
+    info = state(root, runs[0][2])
+    assert info["state"] == "failed" and info["reason"] == "time limit"
+
+
+def test_runner_crash_before_reporting_is_failed(tmp_path):
+    root = tmp_path / "store"
+    runs = make_job(root, "print(1)\n")
+    t = runs[0][2]
+    t["io"] = {"kind": "nope"}  # the runner cannot even build its io: exits 2, unreported
+    tp = runs[0][1]
+    with open(tp, "w") as fh:
+        json.dump(t, fh)
+    t_report = dict(t, io={"kind": "file", "root": str(root)})
+    be = backend()
+    ls = launches([(runs[0][0], tp, t_report)])
+    be.submit("job1", ls)
+    wait_for(lambda: all_final(root, runs), what="failed")
+    info = state(root, t_report)
+    assert info["state"] == "failed" and "exit code 2" in info["reason"]

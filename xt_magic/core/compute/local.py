@@ -1,0 +1,297 @@
+"""LocalBackend: the ``local`` target (a pool whose boxes are all localhost).
+
+``submit`` writes the job's launches to ``$XT_HOME/local/jobs/{ws}/{job}/`` and starts ONE detached
+supervisor process for the job (``local_supervisor.py``, stdlib only, own session, so it and its
+runs survive the kernel exiting). The supervisor starts runs as box slots free up: at most
+``max-runs`` at once per box (``boxes.<box>.max-runs``, or the target's ``max-runs``; null = the
+number of cores), counted ACROSS jobs and kernels through ``flock``-ed slot files under
+``$XT_HOME/local/slots/``. A 1,000-run sweep is one supervisor plus at most max-runs runners.
+
+``poll`` and ``cancel`` work from any process using only the store and that directory: while the
+supervisor is alive it reports exits (signal names, exit codes) and time limits itself; when it is
+gone, ``poll`` reports runs whose process is gone (a zombie counts as gone: PID 1 may reap late),
+and restarts a supervisor for runs that never started.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+
+from ..errors import TargetError
+from ..jobs import states
+from .base import Backend, Launch
+from . import local_supervisor as sup
+
+RUNNER = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__)))), "runner", "runner.py")
+CANCEL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
+
+
+def local_root() -> str:
+    home = os.environ.get("XT_HOME") or os.path.join(os.path.expanduser("~"), ".xt")
+    return os.path.join(home, "local")
+
+
+class LocalBackend(Backend):
+    """Runs on this machine as detached background processes."""
+
+    kind = "local"
+    needs_remote_store = False
+
+    # ------------------------------------------------------------------------------ helpers
+    def max_runs(self) -> int:
+        """Concurrent runs allowed on the box (null / absent = cores)."""
+        value = self.target.get("max-runs")
+        if value is None and self.config is not None:
+            for box in self.target.get("boxes") or ["localhost"]:
+                entry = self.config.get(f"boxes.{box}")
+                if isinstance(entry, dict) and entry.get("max-runs") is not None:
+                    value = entry["max-runs"]
+                    break
+        if value is None:
+            return os.cpu_count() or 1
+        try:
+            value = int(value)
+            if value < 1:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise TargetError(f"max-runs must be a positive integer, not {value!r}",
+                              key=f"compute-targets.{self.name}.max-runs") from None
+        return value
+
+    def _jobdir(self, job_id: str, ws: str | None = None) -> str | None:
+        base = os.path.join(local_root(), "jobs")
+        if ws:
+            return os.path.join(base, ws, job_id)
+        try:
+            hits = [os.path.join(base, w, job_id) for w in os.listdir(base)
+                    if os.path.exists(os.path.join(base, w, job_id, "job.json"))]
+        except FileNotFoundError:
+            return None
+        if len(hits) > 1 and self.config is not None:
+            want = self.config.get("general.workspace")
+            hits = [h for h in hits if os.path.basename(os.path.dirname(h)) == want] or hits
+        return hits[0] if hits else None
+
+    @staticmethod
+    def _io(ticket: dict):
+        from ...runner import runner  # stdlib-only: the same io code the runner uses
+        return runner.make_io(ticket["io"])
+
+    def _read_events(self, ticket: dict) -> list[dict]:
+        path = ticket["paths"]["events"]
+        try:
+            data = self.store.read_bytes(path) if self.store is not None else \
+                self._io(ticket).get(path)
+        except Exception:
+            return []
+        return states.parse_events(data)
+
+    def _append(self, ticket: dict, state: str, **fields) -> None:
+        data = states.make_event(state, **fields)
+        path = ticket["paths"]["events"]
+        try:
+            if self.store is not None:
+                self.store.append(path, data)
+            else:
+                self._io(ticket).append(path, data)
+        except Exception as err:
+            raise TargetError(f"could not record {state!r} for run {ticket.get('run')}: "
+                              f"{err}") from err
+
+    def _spawn_supervisor(self, jobdir: str) -> int:
+        log = os.path.join(jobdir, "supervisor.log")
+        script = sup.__file__
+        return os.posix_spawn(sys.executable, [sys.executable, "-I", "-S", script, jobdir],
+                              os.environ, setsid=True, file_actions=[
+                                  (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+                                  (os.POSIX_SPAWN_OPEN, 1, log,
+                                   os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
+                                  (os.POSIX_SPAWN_DUP2, 1, 2)])
+
+    @staticmethod
+    def _load(jobdir: str) -> dict:
+        with open(os.path.join(jobdir, "job.json")) as fh:
+            return json.load(fh)
+
+    @staticmethod
+    def _supervisor_alive(jobdir: str) -> bool:
+        fd = sup.try_lock(os.path.join(jobdir, "supervisor.lock"))
+        if fd is None:
+            return True
+        os.close(fd)
+        return False
+
+    # ------------------------------------------------------------------------------ Backend API
+    def submit(self, job_id: str, launches: list[Launch]) -> None:
+        """Queue every launch and start the job's supervisor (returns at once)."""
+        if not launches:
+            return
+        ws = launches[0].ticket.get("workspace") or "ws"
+        jobdir = self._jobdir(job_id, ws)
+        os.makedirs(os.path.join(jobdir, "runs"), exist_ok=True)
+        setup = launches[0].ticket.get("setup") or {}
+        python = setup.get("python") or sys.executable
+        token = secrets.token_hex(8)
+        entries = []
+        for launch in launches:
+            io = launch.ticket.get("io") or {}
+            ticket_file = None
+            if io.get("kind") == "file":
+                ticket_file = os.path.join(io["root"], *launch.ticket_path.split("/"))
+            limit = launch.max_seconds or launch.ticket.get("max_seconds") \
+                or self.target.get("max-seconds")
+            entries.append({"run": launch.run_id, "ticket": launch.ticket,
+                            "ticket_file": ticket_file, "max_seconds": limit})
+        spec = {"launches": entries, "python": python, "runner": RUNNER, "token": token,
+                "slots": os.path.join(local_root(), "slots", "localhost"),
+                "max_runs": self.max_runs(), "grace": self.target.get("kill-grace", CANCEL_GRACE)}
+        sup.write_text(os.path.join(jobdir, "job.json"), json.dumps(spec))
+        host = socket.gethostname()
+        for launch in launches:  # queued before the supervisor can write running
+            self._append(launch.ticket, states.QUEUED, backend_id=f"local:{host}:{ws}/{job_id}",
+                         host=host, token=token)
+        try:
+            self._spawn_supervisor(jobdir)
+        except OSError as err:
+            raise TargetError(f"could not start the local job supervisor: {err}") from err
+
+    def poll(self, job_id: str, run_ids: list[str]) -> None:
+        """Report runs whose process is gone; restart the supervisor for runs never started."""
+        jobdir = self._jobdir(job_id)
+        if jobdir is None:
+            return
+        spec = self._load(jobdir)
+        if self._supervisor_alive(jobdir):
+            return  # it reaps its runs and reports exits and time limits itself
+        wanted = set(run_ids) if run_ids else None
+        unstarted = False
+        for launch in spec["launches"]:
+            run, ticket = launch["run"], launch["ticket"]
+            if wanted is not None and run not in wanted:
+                continue
+            info = states.fold(self._read_events(ticket))
+            if info["state"] in states.FINAL:
+                continue
+            rundir = os.path.join(jobdir, "runs", run)
+            if os.path.exists(os.path.join(rundir, "cancel")):
+                self._append(ticket, states.CANCELLED, reason="cancelled")
+                continue
+            pid, pstart = _read_pid(rundir)
+            exit_code = _read_int(os.path.join(rundir, "exit"))
+            if exit_code is not None:  # reaped, but its supervisor died before reporting
+                self._append(ticket, states.FAILED, exit_code=exit_code,
+                             reason=sup.exit_reason(exit_code))
+            elif pid is not None:
+                if sup.proc_alive(pid, pstart):
+                    self._check_time_limit(launch, ticket, info, pid, rundir)
+                else:
+                    self._append(ticket, states.FAILED, reason="process gone without a result "
+                                 "(exit status unknown: its supervisor was gone too)")
+            else:
+                unstarted = True
+        if unstarted:
+            self._spawn_supervisor(jobdir)
+
+    def _check_time_limit(self, launch, ticket, info, pid, rundir) -> None:
+        limit = launch.get("max_seconds")
+        started = next((e.get("ts") for e in info["events"] if e.get("state") == states.RUNNING),
+                       None)
+        if limit and started and time.time() - started > float(limit):
+            sup.write_text(os.path.join(rundir, "timeout"), str(limit))
+            _kill_groups([pid], CANCEL_GRACE)
+            self._append(ticket, states.FAILED, reason="time limit", max_seconds=limit)
+
+    def cancel(self, job_id: str, run_ids: list[str]) -> None:
+        """Stop runs (whole process group: SIGTERM, then SIGKILL) and append ``cancelled``;
+        queued runs are cancelled before they start."""
+        jobdir = self._jobdir(job_id)
+        if jobdir is None:
+            raise TargetError(f"job {job_id} is not known to the local target on this machine")
+        spec = self._load(jobdir)
+        wanted = set(run_ids) if run_ids else None
+        targets, pids = [], []
+        for launch in spec["launches"]:
+            run, ticket = launch["run"], launch["ticket"]
+            if wanted is not None and run not in wanted:
+                continue
+            if states.fold(self._read_events(ticket))["state"] in states.FINAL:
+                continue
+            rundir = os.path.join(jobdir, "runs", run)
+            os.makedirs(rundir, exist_ok=True)
+            with sup.JobLock(jobdir):  # the supervisor starts runs under the same lock
+                sup.write_text(os.path.join(rundir, "cancel"), "")
+                pid, pstart = _read_pid(rundir)
+            if pid is not None and sup.proc_start(pid) is not None and (
+                    pstart is None or sup.proc_start(pid) == pstart):
+                pids.append(pid)
+            targets.append(ticket)
+        _kill_groups(pids, float(spec.get("grace", CANCEL_GRACE)))
+        for ticket in targets:
+            self._append(ticket, states.CANCELLED, reason="cancelled by user")
+
+    def describe(self) -> dict:
+        return {"target": self.name, "kind": self.kind, "max-runs": self.max_runs(),
+                "host": socket.gethostname()}
+
+
+def _read_int(path):
+    try:
+        with open(path) as fh:
+            return int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _read_pid(rundir):
+    try:
+        with open(os.path.join(rundir, "pid")) as fh:
+            parts = fh.read().split()
+        return int(parts[0]), (int(parts[1]) if len(parts) > 1 and parts[1] != "None" else None)
+    except (OSError, ValueError, IndexError):
+        return None, None
+
+
+def _kill_groups(pgids, grace):
+    """SIGTERM each process group, wait up to ``grace`` s, then SIGKILL what is left."""
+    live = []
+    for pgid in pgids:
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+            live.append(pgid)
+        except (ProcessLookupError, PermissionError):
+            pass
+    deadline = time.monotonic() + grace
+    while live and time.monotonic() < deadline:
+        live = [p for p in live if _group_alive(p)]
+        if live:
+            time.sleep(0.02)
+    for pgid in live:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _group_alive(pgid) -> bool:
+    """Any non-zombie process left in the group (the leader may be a zombie awaiting reaping)."""
+    if sup.proc_alive(pgid, None):
+        return True
+    try:
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                try:
+                    with open(f"/proc/{name}/stat", "rb") as fh:
+                        fields = fh.read().rsplit(b")", 1)[1].split()
+                except OSError:
+                    continue
+                if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+                    return True
+    except OSError:
+        return False
+    return False

@@ -1,0 +1,249 @@
+"""Detached supervisor of one local job: ``python -I -S local_supervisor.py JOBDIR``.
+
+Standard library only and run without ``site`` so it starts in a few ms. One per job (never one
+process per waiting run): it starts the job's runs as box slots free up, reaps them, records their
+exit status, enforces max-seconds, and reports a run that died without a final event as ``failed``
+with the reason. It survives the kernel exiting (own session), and holds ``JOBDIR/supervisor.lock``
+for its whole life, which is how other processes tell whether it is alive.
+
+Box slots are ``SLOTS/slot{i}.lock`` files (i < max-runs) shared by every job and kernel using the
+box: a run holds its slot with ``flock`` on a descriptor inherited by the runner process, so the
+slot frees exactly when that process exits, whoever launched it.
+
+JOBDIR layout (written by local.py's LocalBackend.submit)::
+
+    job.json               {"launches": [{"run", "ticket", "ticket_file", "max_seconds"}], "python",
+                            "runner", "slots", "max_runs", "grace", "token"}
+    lock                   job lock: start-vs-cancel decisions are taken under it
+    supervisor.lock        held by the live supervisor
+    runs/{run}/pid         "pid pstart" of the runner (its process group id is pid)
+    runs/{run}/exit        exit code (negative: killed by that signal)
+    runs/{run}/cancel      marker: cancelled, never start it / report nothing on its exit
+    runs/{run}/timeout     marker: killed for its time limit (already reported)
+    runs/{run}/runner.log  the runner's own stdout/stderr
+"""
+import fcntl
+import json
+import os
+import select
+import signal
+import sys
+import time
+
+
+def proc_start(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return int(fh.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def proc_alive(pid, pstart):
+    """True if ``pid`` is the same process (start time) and not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return False
+    if fields[0] in (b"Z", b"X"):
+        return False  # exited; PID 1 here reaps orphans late
+    return pstart is None or int(fields[19]) == int(pstart)
+
+
+def try_lock(path):
+    """An fd holding an exclusive flock on ``path``, or None if someone else holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+class JobLock:
+    def __init__(self, jobdir):
+        self.path = os.path.join(jobdir, "lock")
+
+    def __enter__(self):
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+
+
+def write_text(path, text):
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def exit_reason(code):
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    if code == 2:
+        return "the runner could not report its result (exit code 2); see runner.log"
+    return f"exited with code {code} without reporting a result"
+
+
+def report(runner_path, ticket, state, **fields):
+    """Append an event through the ticket's io (the runner's own code does the writing)."""
+    folder = os.path.dirname(runner_path)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    import runner
+    runner.append_event(runner.make_io(ticket["io"]), ticket, state, **fields)
+
+
+def final_reported(ticket):
+    """Whether the run's events already hold a final state (file io only; None if unknown)."""
+    io = ticket.get("io") or {}
+    if io.get("kind") != "file":
+        return None
+    try:
+        with open(os.path.join(io["root"], *ticket["paths"]["events"].split("/")), "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    return any(f'"state": "{s}"'.encode() in data for s in ("completed", "failed", "cancelled"))
+
+
+def handle_exit(jobdir, spec, launch, code):
+    """Record a reaped run's exit code and report it if the runner did not."""
+    rundir = os.path.join(jobdir, "runs", launch["run"])
+    write_text(os.path.join(rundir, "exit"), str(code))
+    if os.path.exists(os.path.join(rundir, "cancel")) or os.path.exists(
+            os.path.join(rundir, "timeout")):
+        return
+    if code in (0, 1) and final_reported(launch["ticket"]) is not False:
+        return  # the runner wrote completed / failed
+    report(spec["runner"], launch["ticket"], "failed", exit_code=code, reason=exit_reason(code),
+           signal=signal.Signals(-code).name if code < 0 and -code in signal.valid_signals()
+           else None)
+
+
+def start_run(jobdir, spec, launch, slot_fd):
+    """Spawn the runner holding ``slot_fd``; None if the run was cancelled meanwhile."""
+    run = launch["run"]
+    rundir = os.path.join(jobdir, "runs", run)
+    os.makedirs(rundir, exist_ok=True)
+    ticket_file = launch.get("ticket_file")
+    if not ticket_file or not os.path.exists(ticket_file):
+        ticket_file = os.path.join(rundir, "ticket.json")
+        write_text(ticket_file, json.dumps(launch["ticket"]))
+    python = spec["python"]
+    with JobLock(jobdir):
+        if os.path.exists(os.path.join(rundir, "cancel")) or os.path.exists(
+                os.path.join(rundir, "pid")):
+            return None
+        os.set_inheritable(slot_fd, True)
+        log = os.path.join(rundir, "runner.log")
+        pid = os.posix_spawn(python, [python, spec["runner"], ticket_file], os.environ, setsid=True,
+                             file_actions=[
+                                 (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+                                 (os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_CREAT
+                                  | os.O_APPEND, 0o644),
+                                 (os.POSIX_SPAWN_DUP2, 1, 2)])
+        write_text(os.path.join(rundir, "pid"), f"{pid} {proc_start(pid)}")
+    return pid
+
+
+class Slots:
+    def __init__(self, folder, count):
+        self.folder, self.count = folder, max(1, int(count))
+        os.makedirs(folder, exist_ok=True)
+
+    def acquire(self):
+        for i in range(self.count):
+            fd = try_lock(os.path.join(self.folder, f"slot{i}.lock"))
+            if fd is not None:
+                return fd
+        return None
+
+
+def supervise(jobdir):
+    me = try_lock(os.path.join(jobdir, "supervisor.lock"))
+    if me is None:
+        return 0  # another supervisor already runs this job
+    with open(os.path.join(jobdir, "job.json")) as fh:
+        spec = json.load(fh)
+    write_text(os.path.join(jobdir, "supervisor"), f"{os.getpid()} {proc_start(os.getpid())}")
+    slots = Slots(spec["slots"], spec["max_runs"])
+    grace = float(spec.get("grace", 5))
+    pending = []
+    for launch in spec["launches"]:
+        rundir = os.path.join(jobdir, "runs", launch["run"])
+        if not (os.path.exists(os.path.join(rundir, "pid"))
+                or os.path.exists(os.path.join(rundir, "cancel"))):
+            pending.append(launch)
+    pending.reverse()  # pop() from the end keeps submission order
+    running = {}  # pid -> [launch, started, kill_at]
+    rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wfd)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a cancel kills runs, never the supervisor
+
+    while pending or running:
+        while pending:
+            fd = slots.acquire()
+            if fd is None:
+                break
+            launch = pending.pop()
+            try:
+                pid = start_run(jobdir, spec, launch, fd)
+            except OSError as err:
+                pid = None
+                report(spec["runner"], launch["ticket"], "failed",
+                       reason=f"could not start the runner: {err}")
+            finally:
+                os.close(fd)  # the runner holds the slot now
+            if pid:
+                running[pid] = [launch, time.monotonic(), None]
+        while running:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            entry = running.pop(pid, None)
+            if entry:
+                handle_exit(jobdir, spec, entry[0], os.waitstatus_to_exitcode(status))
+        now = time.monotonic()
+        for pid, entry in running.items():
+            launch, started, kill_at = entry
+            limit = launch.get("max_seconds")
+            if kill_at is None and limit and now - started > float(limit):
+                rundir = os.path.join(jobdir, "runs", launch["run"])
+                write_text(os.path.join(rundir, "timeout"), str(limit))
+                _killpg(pid, signal.SIGTERM)
+                report(spec["runner"], launch["ticket"], "failed", reason="time limit",
+                       max_seconds=limit)
+                entry[2] = now + grace
+            elif kill_at is not None and now > kill_at:
+                _killpg(pid, signal.SIGKILL)
+                entry[2] = now + 3600
+        timeout = 0.05 if pending else 0.5
+        try:
+            select.select([rfd], [], [], timeout)
+            os.read(rfd, 4096)
+        except (BlockingIOError, InterruptedError):
+            pass
+    return 0
+
+
+def _killpg(pgid, sig):
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(supervise(sys.argv[1]))
