@@ -1,0 +1,108 @@
+"""End to end on the real local target: %%xt_run -> LocalBackend -> runner -> results/verbs."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from xt_magic.core import api, session
+from xt_magic.core.errors import JobError
+from xt_magic.core.jobs import service
+
+
+def until(pred, timeout=60.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_magic_round_trip_with_wait(ip):
+    ip.run_cell("import math\n"
+                "def area(r):\n    return math.pi * r * r\n"
+                "class Box:\n    def __init__(self, v): self.v = v\n"
+                "radius = 2\nbox = Box(3)\n")
+    res = ip.run_cell_magic("xt_run", "--outputs a,b,box2 --wait",
+                            "import os\na = area(radius)\nb = box.v * 2\nbox2 = Box(b)\n"
+                            "open(os.path.join(os.environ['XT_OUTPUT_DIR'], 'note.txt'), 'w')"
+                            ".write('hi')\nprint('done', a)\n")
+    assert isinstance(res, service.Results)
+    run = res["run1.1"]
+    assert run.state == "completed" and abs(res["a"] - 4 * 3.141592653589793) < 1e-9
+    assert res["b"] == 6 and res["box2"].v == 6
+    assert open(os.path.join(run.files_dir, "note.txt")).read() == "hi"
+    ip.run_line_magic("xt_results", "job1 --into-namespace")
+    assert ip.user_ns["b"] == 6
+
+
+def test_exception_reraised_from_local_run():
+    job = api.run_cell("x = 1\nraise KeyError('missing-key')\n", {"__name__": "__main__"})
+    job.wait(timeout=60, progress=False)
+    assert job.state("run1.1") == "failed"
+    with pytest.raises(service.RunFailed) as info:
+        job.results(raise_errors=True)
+    assert info.value.remote_type == "KeyError" and "line 2" in info.value.remote_traceback
+
+
+def test_cancel_and_kernel_restart(capsys):
+    ns = {"__name__": "__main__"}
+    slow = api.run_cell("import time\nprint('started', flush=True)\ntime.sleep(120)\n", ns)
+    quick = api.run_cell("v = 41 + 1\n", ns, outputs=["v"])
+    until(lambda: "started" in _console("run1.1"), what="run1.1 printing")
+    job = api.cancel("job1")
+    assert job.state("run1.1") == "cancelled"
+    quick.wait(timeout=60, progress=False)
+    # a new kernel: nothing in memory, everything from the store
+    session.reset_session()
+    df = api.jobs()
+    assert list(df["job"]) == ["job1", "job2"]
+    assert list(df["status"]) == ["cancelled", "completed"]
+    assert api.results("job2")["v"] == 42
+    api.logs("run1.1")
+    assert "started" in capsys.readouterr().out
+
+
+def _console(run: str) -> str:
+    import io
+    buf = io.StringIO()
+    api.logs(run, out=buf)
+    return buf.getvalue()
+
+
+def test_kill_9_is_failed_with_signal():
+    api.run_cell("import time\ntime.sleep(120)\n", {"__name__": "__main__"})
+    info = until(lambda: (lambda s: s if s["state"] == "running" and s.get("pid") else None)(
+        api.status("run1.1")), what="running with pid")
+    os.kill(info["pid"], signal.SIGKILL)
+    final = until(lambda: (lambda s: s if s["state"] == "failed" else None)(api.status("run1.1")),
+                  what="failed")
+    assert "SIGKILL" in str(final.get("reason")) or "signal" in str(final.get("reason")).lower()
+
+
+def test_sweep_of_six_with_metrics_and_follow(capsys):
+    job = api.run_cell("import xt_magic\nfor step in range(3):\n"
+                       "    xt_magic.log(step=step, loss=lr / (step + 1))\nprint('lr', lr)\n",
+                       {"__name__": "__main__"}, hp=["lr=[0.1,0.2,0.3]"], repeat=2)
+    assert len(job.runs) == 6
+    api.logs("run1.6", follow=True)
+    assert "lr 0.3" in capsys.readouterr().out
+    job.wait(timeout=120, progress=False)
+    assert job.status == "completed"
+    df = api.metrics("job1")
+    assert len(df) == 18 and sorted(df["hp.lr"].unique()) == [0.1, 0.2, 0.3]
+    assert len(api.plot("job1", "loss").axes[0].lines) == 6
+
+
+def test_bad_names_one_line(ip):
+    from xt_magic.core.errors import XTError
+    for line in ("--hp 1lr=[1]", "--outputs a-b", "--hp lr=[0.1"):
+        with pytest.raises(XTError) as info:
+            ip.run_cell_magic("xt_run", line, "x = 1")
+        assert "\n" not in str(info.value)
+    with pytest.raises(JobError):
+        api.status("nonsense")
