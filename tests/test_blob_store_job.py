@@ -1,0 +1,66 @@
+"""The whole local-target flow with the Azure blob store (Azurite) as storage: %%xt_run, a sweep,
+results, metrics and logs, the runner reaching the store only through per-blob SAS URLs, the
+account key coming from the vault ($vault, through the real SecretClient)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from xt_magic.core import api
+from xt_magic.core.session import get_session
+
+pytestmark = pytest.mark.azurite
+
+
+def setup_blob_config(aad_vault, monkeypatch, azurite, container):
+    aad_vault.env(monkeypatch)
+    aad_vault.secrets["xt-keys"] = json.dumps({"teamstore": azurite.key})
+    with open("xt_config.yaml", "w") as fh:
+        fh.write("external-services:\n"
+                 "  teamvault: {type: vault, url: 'https://xtteamvault.vault.azure.net/'}\n"
+                 f"  teamstore: {{type: storage, provider: azure-blob-21, name: {azurite.account},"
+                 f" url: '{azurite.blob_endpoint}', container: {container}, key: $vault}}\n"
+                 "xt-services: {storage: teamstore, vault: teamvault, target: local}\n")
+    status = api.login(method="service-principal")
+    assert status.secrets == ["xt-keys"]
+
+
+def test_local_job_with_blob_store(aad_vault, monkeypatch, azurite, azurite_container, ip,
+                                   capsys):
+    setup_blob_config(aad_vault, monkeypatch, azurite, azurite_container)
+    ip.run_cell("base = 10\n")
+    res = ip.run_cell_magic(
+        "xt_run", "--hp lr=[1,2] --outputs score --wait",
+        "import os, xt_magic\n"
+        "for step in range(3):\n    xt_magic.log(step=step, loss=lr * step)\n"
+        "score = base + lr\n"
+        "open(os.path.join(os.environ['XT_OUTPUT_DIR'], 'm.txt'), 'w').write('w')\n"
+        "print('trained', lr)\n")
+    assert sorted(r.variables["score"] for r in res) == [11, 12]
+    assert all(r.state == "completed" for r in res)
+    df = api.metrics("job1")
+    assert len(df) == 6 and sorted(df["loss"].tolist()) == [0, 0, 1, 2, 2, 4]
+    api.logs("run1.2")
+    assert "trained 2" in capsys.readouterr().out
+    from xt_magic.core.storage import get_store
+    store = get_store(get_session())
+    assert type(store).__name__ == "AzureBlobStore"
+    ticket = json.loads(store.read_bytes("ws1/runs/run1.1/ticket.json"))
+    assert ticket["io"]["kind"] == "urls"
+    for path, url in ticket["io"]["urls"].items():
+        assert url.startswith(azurite.blob_endpoint) and "sig=" in url
+    text = json.dumps(ticket)
+    assert azurite.key not in text and "AccountKey" not in text
+    names = set(store.list("ws1/runs/run1.1"))
+    assert {"ws1/runs/run1.1/events.jsonl", "ws1/runs/run1.1/console.txt",
+            "ws1/runs/run1.1/metrics.jsonl", "ws1/runs/run1.1/outputs/vars.pkl"} <= names
+
+
+def test_failed_run_with_blob_store(aad_vault, monkeypatch, azurite, azurite_container):
+    setup_blob_config(aad_vault, monkeypatch, azurite, azurite_container)
+    job = api.run_cell("raise ValueError('bad lr')\n", {"__name__": "__main__"})
+    job.wait(timeout=120, progress=False)
+    assert job.state("run1.1") == "failed"
+    err = job.results().errors["run1.1"]
+    assert "bad lr" in str(err)
