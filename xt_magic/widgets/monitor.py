@@ -1,0 +1,350 @@
+"""JobMonitor: a live view of a job (``%xt_monitor [JOB]``).
+
+Table of runs (state, duration, hparams, latest metrics), a progress bar, the selected run's log tail
+(follows), a small live metrics chart (inline SVG, no plotting library), cancel buttons for the job
+and the selected run, and a notification line when the job ends.
+
+Polling is cheap: each tick reads only the bytes appended since the last tick to each live run's
+``events.jsonl`` / ``metrics.jsonl`` and the selected run's ``console.txt`` (``Store.read_from``).
+It runs on a daemon thread (the kernel stays free), backs off while nothing changes, asks the backend
+to reconcile now and then (a dead process becomes ``failed``), and stops when every run is final.
+Everything is in the store, so after a kernel restart ``%xt_monitor JOB`` picks the job up again.
+"""
+from __future__ import annotations
+
+import html
+import json
+import threading
+import time
+from datetime import datetime
+
+from ._common import WidgetView, note, safe
+
+STATE_COLORS = {"created": "#888", "queued": "#a60", "running": "#06c", "completed": "#070",
+                "failed": "#b00020", "cancelled": "#666"}
+TAIL_CHARS = 6000
+MAX_POINTS = 400
+
+
+class _Tail:
+    """Incremental reader of one append-only store object: returns only complete new lines."""
+
+    def __init__(self, path: str):
+        self.path, self.offset, self.partial = path, 0, b""
+
+    def read(self, store) -> bytes:
+        chunk = store.read_from(self.path, self.offset)
+        self.offset += len(chunk)
+        data = self.partial + chunk
+        cut = data.rfind(b"\n") + 1
+        self.partial = data[cut:]
+        return data[:cut]
+
+    def raw(self, store) -> bytes:
+        chunk = store.read_from(self.path, self.offset)
+        self.offset += len(chunk)
+        return chunk
+
+
+class _RunView:
+    """What the monitor knows about one run, built up from incremental reads."""
+
+    def __init__(self, run: str, hparams: dict, layout):
+        self.run, self.hparams = run, hparams or {}
+        self.events = _Tail(layout.run(run, "events.jsonl"))
+        self.metrics = _Tail(layout.run(run, "metrics.jsonl"))
+        self.console = _Tail(layout.run(run, "console.txt"))
+        self.event_list: list[dict] = []
+        self.info: dict = {"state": "created"}
+        self.latest: dict = {}
+        self.series: dict[str, list[tuple[float, float]]] = {}
+        self.log = ""
+
+
+def _parse_time(text):
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+def _duration(info: dict) -> str:
+    start = _parse_time(info.get("started"))
+    if start is None:
+        return ""
+    end = _parse_time(info.get("ended")) or time.time()
+    secs = max(0, int(end - start))
+    return f"{secs // 60}:{secs % 60:02d}" if secs < 3600 else f"{secs // 3600}h{secs % 3600 // 60:02d}m"
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def svg_chart(series: dict[str, list[tuple[float, float]]], width: int = 360, height: int = 150) -> str:
+    """A tiny line chart, one polyline per run (no plotting library: cheap to redraw each tick)."""
+    points = [p for pts in series.values() for p in pts]
+    if not points:
+        return note("no metrics logged yet")
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+    x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
+    pad = 28
+    colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+    lines = []
+    for i, (run, pts) in enumerate(series.items()):
+        coords = " ".join(f"{pad + (x - x0) / (x1 - x0) * (width - pad - 6):.1f},"
+                          f"{height - pad + 10 - (y - y0) / (y1 - y0) * (height - pad):.1f}" for x, y in pts)
+        color = colors[i % len(colors)]
+        lines.append(f"<polyline fill='none' stroke='{color}' stroke-width='1.5' points='{coords}'>"
+                     f"<title>{html.escape(run)}</title></polyline>")
+    axes = (f"<text x='2' y='12' font-size='10'>{_fmt(y1)}</text>"
+            f"<text x='2' y='{height - pad + 10}' font-size='10'>{_fmt(y0)}</text>"
+            f"<text x='{pad}' y='{height - 2}' font-size='10'>{_fmt(x0)}</text>"
+            f"<text x='{width - 40}' y='{height - 2}' font-size='10'>{_fmt(x1)}</text>")
+    return (f"<svg class='xt-chart' width='{width}' height='{height}' "
+            f"style='border:1px solid #ddd;background:#fff'>{axes}{''.join(lines)}</svg>")
+
+
+class JobMonitor(WidgetView):
+    """Live monitor of one job. ``JobMonitor("job3")``; ``None`` = the workspace's last job."""
+
+    def __init__(self, job=None, session=None, start: bool = True,
+                 min_interval: float = 0.3, max_interval: float = 5.0, reconcile_every: float = 5.0):
+        import ipywidgets as w
+        from ..core.jobs.records import Layout
+        from ..core.session import get_session
+        from ..core.storage import get_store
+        self.session = session or get_session()
+        self.job = self._resolve(job)
+        self.id = self.job.id
+        cfg = self.session.config()
+        self.store = get_store(self.session, cfg)
+        layout = Layout(self.job.record.workspace)
+        hps = self.job.record.hparams or [{}] * len(self.job.record.runs)
+        self.runs = {r: _RunView(r, hp, layout) for r, hp in zip(self.job.record.runs, hps)}
+        self.step_name = str(cfg.get("general.step-name") or "step")
+        self.primary_metric = cfg.get("general.primary-metric")
+        self.min_interval, self.max_interval = min_interval, max_interval
+        self.reconcile_every = reconcile_every
+        self.interval = min_interval
+        self.ticks = 0
+        self.bytes_read = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_reconcile = 0.0
+        self._lock = threading.Lock()
+
+        self.header = w.HTML()
+        self.progress = w.IntProgress(min=0, max=max(1, len(self.runs)), value=0,
+                                      layout=w.Layout(width="360px"))
+        self.progress_text = w.HTML()
+        self.table = w.HTML()
+        self.run_picker = w.Dropdown(options=list(self.runs), description="run",
+                                     layout=w.Layout(width="220px"))
+        self.metric_picker = w.Dropdown(options=[], description="metric", layout=w.Layout(width="220px"))
+        self.cancel_job_button = w.Button(description="Cancel job", icon="stop", button_style="danger")
+        self.cancel_run_button = w.Button(description="Cancel run", icon="stop", button_style="warning")
+        self.log = w.Textarea(value="", disabled=True, layout=w.Layout(width="100%", height="160px"))
+        self.chart = w.HTML()
+        self.message = w.HTML()
+        self.notification = w.HTML()
+        self.out = w.Output(layout=w.Layout(max_height="120px", overflow="auto"))
+        self.cancel_job_button.on_click(self.cancel_job)
+        self.cancel_run_button.on_click(self.cancel_run)
+        self.run_picker.observe(self._on_pick, names="value")
+        self.metric_picker.observe(lambda c: self.render(), names="value")
+        self.widget = w.VBox([
+            self.header, w.HBox([self.progress, self.progress_text, self.cancel_job_button]),
+            self.table, self.notification,
+            w.HBox([self.run_picker, self.cancel_run_button, self.metric_picker]),
+            w.HBox([w.VBox([self.log], layout=w.Layout(width="60%")), self.chart]),
+            self.message, self.out])
+        self.widget.add_class("xt-monitor")
+        self.render()
+        if start:
+            self.start()
+
+    def _resolve(self, job):
+        from ..core import api
+        from ..core.errors import JobError
+        if job is not None and not isinstance(job, str):
+            return job  # a Job object
+        if job is None:
+            rows = api.jobs(last=1)
+            rows = rows.to_dict("records") if hasattr(rows, "to_dict") else list(rows)
+            if not rows:
+                raise JobError("no jobs in this workspace yet", hint="submit one with %%xt_run")
+            job = rows[-1]["job"]
+        return api.job(job)
+
+    # -- polling ----------------------------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        from ..core.jobs.states import FINAL
+        return all(v.info["state"] in FINAL for v in self.runs.values())
+
+    def tick(self) -> bool:
+        """Read what was appended since the last tick; True if anything changed."""
+        from ..core.jobs.states import FINAL, fold, parse_events
+        changed = False
+        with self._lock:
+            self.ticks += 1
+            now = time.monotonic()
+            live = [r for r, v in self.runs.items() if v.info["state"] not in FINAL]
+            if live and now - self._last_reconcile >= self.reconcile_every and self.ticks > 1:
+                self._last_reconcile = now
+                self.job.refresh()  # the backend marks runs whose process is gone as failed
+            for view in self.runs.values():
+                new = view.events.read(self.store) if view.info["state"] not in FINAL else b""
+                if new:
+                    self.bytes_read += len(new)
+                    view.event_list.extend(parse_events(new))
+                    view.info = fold(view.event_list)
+                    changed = True
+                new = view.metrics.read(self.store)
+                if new:
+                    self.bytes_read += len(new)
+                    changed = True
+                    for rec in parse_events(new):
+                        if rec.get("kind", "metrics") != "metrics":
+                            continue  # the runner's hparams record: shown from the job record
+                        values = rec.get("values") or {}
+                        view.latest.update(values)
+                        x = rec.get("step", rec.get(self.step_name))
+                        for name, value in values.items():
+                            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                                pts = view.series.setdefault(name, [])
+                                pts.append((x if isinstance(x, (int, float)) else len(pts), value))
+                                del pts[:-MAX_POINTS]
+            view = self.runs.get(self.run_picker.value)
+            if view is not None:
+                new = view.console.raw(self.store)  # partial lines too: a progress line shows at once
+                if new:
+                    self.bytes_read += len(new)
+                    view.log = (view.log + new.decode("utf-8", "replace"))[-TAIL_CHARS:]
+                    changed = True
+        if changed:
+            self.render()
+        return changed
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                changed = self.tick()
+            except Exception as err:  # noqa: BLE001 - show it, keep polling (store may come back)
+                self._show_error(err)
+                changed = False
+            if self.done:
+                self.tick()  # the last metrics / console lines written with the final event
+                self.render()
+                break
+            self.interval = self.min_interval if changed else min(self.interval * 1.6, self.max_interval)
+            self._stop.wait(self.interval)
+        self._thread = None
+
+    @safe
+    def _show_error(self, err) -> None:
+        raise err
+
+    def start(self) -> None:
+        """Start polling on a daemon thread (no-op if already polling)."""
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name=f"xt-monitor-{self.id}", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def polling(self) -> bool:
+        return self._thread is not None
+
+    # -- rendering --------------------------------------------------------------------------------
+    def render(self) -> None:
+        from collections import Counter
+        from ..core.jobs.states import FINAL
+        views = list(self.runs.values())
+        counts = Counter(v.info["state"] for v in views)
+        final = sum(counts[s] for s in FINAL)
+        record = self.job.record
+        summary = ", ".join(f"{n} {s}" for s, n in counts.items())
+        self.header.value = (f"<b>{html.escape(self.id)}</b> {html.escape(record.name or '')} on "
+                             f"<code>{html.escape(record.target)}</code> — {len(views)} run(s): "
+                             f"<span class='xt-summary'>{html.escape(summary)}</span>")
+        self.progress.value = final
+        self.progress.bar_style = ("success" if counts.get("completed") == len(views) else
+                                   "danger" if final == len(views) and counts.get("failed") else "info")
+        self.progress_text.value = f"&nbsp;{final}/{len(views)} done"
+        metric_names = sorted({k for v in views for k in v.latest})
+        hp_names = sorted({k for v in views for k in v.hparams})
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in
+                       ["run", "state", "duration"] + hp_names + metric_names)
+        body = []
+        for v in views[:200]:
+            state = v.info["state"]
+            why = v.info.get("reason") or (v.info.get("error") or {}).get("type") or ""
+            cells = [f"<td>{html.escape(v.run)}</td>",
+                     f"<td class='xt-state' style='color:{STATE_COLORS.get(state, '#000')}'>"
+                     f"{html.escape(state)}{' (' + html.escape(str(why)) + ')' if why else ''}</td>",
+                     f"<td>{_duration(v.info)}</td>"]
+            cells += [f"<td>{html.escape(_fmt(v.hparams.get(h, '')))}</td>" for h in hp_names]
+            cells += [f"<td>{html.escape(_fmt(v.latest.get(m, '')))}</td>" for m in metric_names]
+            body.append(f"<tr data-run='{html.escape(v.run)}'>{''.join(cells)}</tr>")
+        more = f"<tr><td>... {len(views) - 200} more runs</td></tr>" if len(views) > 200 else ""
+        self.table.value = (f"<table class='xt-runs' style='border-collapse:collapse'><tr>{head}</tr>"
+                            f"{''.join(body)}{more}</table>")
+        if list(self.metric_picker.options) != metric_names:
+            keep = self.metric_picker.value
+            self.metric_picker.options = metric_names
+            preferred = [keep, self.primary_metric] + metric_names
+            self.metric_picker.value = next((m for m in preferred if m in metric_names), None)
+        metric = self.metric_picker.value
+        self.chart.value = svg_chart({v.run: v.series.get(metric, []) for v in views if metric in v.series})
+        view = self.runs.get(self.run_picker.value)
+        if view is not None and self.log.value != view.log:
+            self.log.value = view.log
+        self.cancel_job_button.disabled = final == len(views)
+        self.cancel_run_button.disabled = view is None or view.info["state"] in FINAL
+        if final == len(views):
+            self.notification.value = (
+                f"<b class='xt-done'>🔔 {html.escape(self.id)} finished: {html.escape(summary)}</b>")
+
+    # -- actions ----------------------------------------------------------------------------------
+    @safe
+    def _on_pick(self, change) -> None:
+        self.render()
+        if not self.polling:
+            self.tick()  # a finished job: show the picked run's log once
+
+    @safe
+    def cancel_job(self, _=None) -> None:
+        """Cancel every live run of the job."""
+        from ..core import api
+        api.cancel(self.id)
+        self.message.value = note(f"cancel requested for {self.id}")
+        self.tick()
+        self.start()
+
+    @safe
+    def cancel_run(self, _=None) -> None:
+        """Cancel the run selected in the run dropdown."""
+        from ..core import api
+        run = self.run_picker.value
+        if run:
+            api.cancel(run)
+            self.message.value = note(f"cancel requested for {run}")
+            self.tick()
+            self.start()
+
+    def states(self) -> dict:
+        return {r: v.info["state"] for r, v in self.runs.items()}
+
+    def __repr__(self) -> str:
+        return f"JobMonitor({self.id}: {json.dumps(self.states())})"
+
+
+__all__ = ["JobMonitor", "svg_chart"]
