@@ -227,3 +227,14 @@ def test_docs_cover_every_section():
                     "hyperparameter-search", "early-stopping", "dockers", "azure-batch-images"):
         assert f"## {section}\n" in text
     assert "| `sbatch-directives` |" in text and "`managed-identity`" in text
+
+
+def test_notes_for_vault_without_vault_service_and_unset_env():
+    path = write("xt_config.yaml", "external-services:\n  s: {type: storage, provider: azure-blob-21, key: $vault}\n"
+                                   "data:\n  data-local: ${XT_TEST_UNSET_VAR}\n")
+    notes = load_config(os.getcwd()).notes
+    assert f"{path}:2: external-services.s.key: $vault needs xt-services.vault" in "\n".join(notes)
+    assert f"{path}:4: data.data-local: '${{XT_TEST_UNSET_VAR}}': environment variable not set" in notes
+    assert not any("$vault" in n for n in load_config(os.getcwd(), session={
+        "external-services.v": {"type": "vault", "url": "https://v.vault.azure.net/"},
+        "xt-services.vault": "v"}).notes)

@@ -117,6 +117,12 @@ def problem(origins: dict, path: tuple, message: str, hint: str | None = None) -
     return Problem(message, file=file, line=origin.line, key=key_of(path) or None, hint=hint)
 
 
+def place(origins: dict, path: tuple) -> str:
+    """``file:line: key`` of the value at ``path``."""
+    p = problem(origins, path, "")
+    return ": ".join(x for x in (p.location(), p.key) if x)
+
+
 def shown(value: Any, path: tuple) -> str:
     """A value for a message: secrets and $vault never appear."""
     if isinstance(value, VaultRef) or (path and path[-1] in secret_keys()):
@@ -271,4 +277,25 @@ def check(data: dict, origins: dict, layers) -> list[str]:
     if found:
         head = str(found[0]) if len(found) == 1 else f"{len(found)} problems in the config"
         raise ConfigError(head, problems=found, hint=None)
-    return unused_notes(layers)
+    return unused_notes(layers) + substitution_notes(data, origins)
+
+
+def substitution_notes(data: dict, origins: dict) -> list[str]:
+    """Notes for ``$vault`` with no xt-services.vault set, and ``${VAR}`` left unset."""
+    import re
+    xts = data.get("xt-services") if isinstance(data.get("xt-services"), dict) else {}
+    notes = []
+
+    def walk(value, path):
+        if isinstance(value, dict):
+            for key, sub in value.items():
+                walk(sub, path + (key,))
+        elif isinstance(value, list):
+            for i, sub in enumerate(value):
+                walk(sub, path + (i,))
+        elif isinstance(value, VaultRef) and not xts.get("vault"):
+            notes.append(f"{place(origins, path)}: $vault needs xt-services.vault (a service of type vault) to be resolved")
+        elif isinstance(value, str) and re.search(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}", value):
+            notes.append(f"{place(origins, path)}: {value!r}: environment variable not set")
+    walk(data, ())
+    return notes
