@@ -96,7 +96,31 @@ class StoreAccess:
                 runner, ticket)
 
 
-class PoolBackend(Backend):
+class StoreEvents:
+    """Reading a run's state and appending events, from the store alone (``self._ws``)."""
+
+    store = None
+    _ws = "ws1"
+
+    def _events_path(self, run_id: str) -> str:
+        return f"{self._ws}/runs/{run_id}/events.jsonl"
+
+    def _state(self, run_id: str) -> dict:
+        try:
+            data = self.store.read_bytes(self._events_path(run_id))
+        except XTError:
+            data = b""
+        return fold(parse_events(data))
+
+    def _event(self, run_id: str, state: str, **fields) -> None:
+        self.store.append(self._events_path(run_id), make_event(state, **fields))
+
+    def _fail_unless_final(self, run_id: str, reason: str, **fields) -> None:
+        if self._state(run_id)["state"] not in FINAL:
+            self._event(run_id, FAILED, reason=reason, **fields)
+
+
+class PoolBackend(StoreEvents, Backend):
     """Runs on a pool of SSH boxes (``compute-targets.X.boxes``)."""
 
     kind = "pool"
@@ -114,6 +138,13 @@ class PoolBackend(Backend):
 
     # -- helpers ------------------------------------------------------------------------------
     @staticmethod
+    def _placement(info: dict) -> tuple[str | None, int | None]:
+        """(box name, process group id) from ``backend_id`` ("BOX:PGID"); the runner's own
+        ``running`` event overwrites ``host``/``pid`` with the node's hostname and its pid."""
+        box, _, pgid = str(info.get("backend_id") or "").rpartition(":")
+        return (box, int(pgid)) if box and pgid.isdigit() else (None, None)
+
+    @staticmethod
     def _sees_fn(box):
         def sees(path, data):
             try:
@@ -123,30 +154,6 @@ class PoolBackend(Backend):
             except Exception:
                 return False
         return sees
-
-    def _events_path(self, run_id: str) -> str:
-        return f"{self._ws}/runs/{run_id}/events.jsonl"
-
-    def _state(self, run_id: str) -> dict:
-        try:
-            data = self.store.read_bytes(self._events_path(run_id))
-        except XTError:
-            data = b""
-        return fold(parse_events(data))
-
-    @staticmethod
-    def _placement(info: dict) -> tuple[str | None, int | None]:
-        """(box name, process group id) from ``backend_id`` ("BOX:PGID"); the runner's own
-        ``running`` event overwrites ``host``/``pid`` with the node's hostname and its pid."""
-        box, _, pgid = str(info.get("backend_id") or "").rpartition(":")
-        return (box, int(pgid)) if box and pgid.isdigit() else (None, None)
-
-    def _event(self, run_id: str, state: str, **fields) -> None:
-        self.store.append(self._events_path(run_id), make_event(state, **fields))
-
-    def _fail_unless_final(self, run_id: str, reason: str, **fields) -> None:
-        if self._state(run_id)["state"] not in FINAL:
-            self._event(run_id, FAILED, reason=reason, **fields)
 
     def _live_counts(self, names) -> dict:
         counts = {}

@@ -1,0 +1,181 @@
+"""SlurmBackend against a real single-node Slurm (and over SSH to a "login node")."""
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+import yaml
+
+import runner_helpers as rh
+from xt_magic.core import session as session_mod
+from xt_magic.core.compute import get_backend, ssh
+from xt_magic.core.compute.base import Launch
+from xt_magic.core.compute.slurm import batch_script, outcome, parse_scontrol, sbatch_args
+from xt_magic.core.errors import ConfigError
+
+
+def configure(target: dict, boxes: dict | None = None) -> None:
+    config = {"compute-targets": {"cluster": {"service": "slurm", **target}}}
+    if boxes:
+        config["boxes"] = boxes
+    with open(os.environ["XT_USER_CONFIG"], "w") as fh:
+        yaml.safe_dump(config, fh)
+
+
+def backend():
+    return get_backend(session_mod.get_session(), "cluster")
+
+
+def launches_for(store, cell, **kw):
+    made = rh.make_job(store.root, cell, **kw)
+    job = made[0][2]["job"]
+    return job, [Launch(run_id=r, ticket=t, ticket_path=f"ws1/runs/{r}/ticket.json",
+                        runner_path=f"ws1/jobs/{job}/bundle/runner.py") for r, _p, t in made]
+
+
+def wait_final(be, job, runs, timeout=60):
+    def done():
+        be.poll(job, runs)
+        states = {r: be._state(r) for r in runs}
+        ok = all(s["state"] in ("completed", "failed", "cancelled") for s in states.values())
+        return states if ok else None
+    return rh.wait_for(done, timeout, f"{runs} to finish")
+
+
+# ---- script building and parsing (no Slurm needed) -------------------------------------------
+
+def test_sbatch_args_are_argv_and_validated():
+    target = {"partition": "gpu", "nodes": 2, "cpus-per-task": 4, "gpus": "a100:1", "mem": "8G",
+              "account": "proj x", "qos": "high", "sbatch-directives": ["#SBATCH --exclusive",
+                                                                      "--constraint 'a b'"]}
+    args = sbatch_args(target, "job3", 4, "/w/jobs/job3", max_seconds=61)
+    assert "--array=0-3" in args and "--output=/w/jobs/job3/slurm-%A_%a.out" in args
+    assert "--account=proj x" in args and "--time=2" in args and "--gpus=a100:1" in args
+    assert args[-3:] == ["--exclusive", "--constraint", "a b"]
+    assert "--export=PATH,HOME,USER,LANG,XT_HOME" in args
+    for bad in ({"partition": "a\n#SBATCH --uid=0"}, {"sbatch-directives": ["rm -rf /"]}):
+        with pytest.raises(ConfigError):
+            sbatch_args(bad, "job3", 1, "/w")
+
+
+def test_batch_script_quotes_paths(tmp_path):
+    weird = str(tmp_path / "d i r$(touch canary);'\"")
+    script = batch_script("job1", ["echo"], [weird + "/a", weird + "/b"], ["r1", "r 2"],
+                          ["t1", "t;2"])
+    path = tmp_path / "job.sh"
+    path.write_text(script)
+    out = subprocess.run(["bash", str(path)], env={**os.environ, "SLURM_ARRAY_TASK_ID": "1"},
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.stdout == "r 2 t;2\n"
+    assert os.path.isdir(weird + "/b") and not (tmp_path / "canary").exists()
+
+
+def test_parse_scontrol_and_outcomes():
+    text = ("JobId=5 ArrayJobId=5 ArrayTaskId=2-3 JobName=x JobState=PENDING Reason=Resources "
+            "ExitCode=0:0 TimeLimit=UNLIMITED\n"
+            "JobId=6 ArrayJobId=5 ArrayTaskId=1 JobState=TIMEOUT Reason=TimeLimit ExitCode=0:15 "
+            "TimeLimit=00:01:00\n"
+            "JobId=7 ArrayJobId=5 ArrayTaskId=0 JobState=FAILED Reason=NonZeroExitCode "
+            "ExitCode=3:0 TimeLimit=UNLIMITED Command=/a b/c\n")
+    recs = parse_scontrol(text)
+    from xt_magic.core.compute.slurm import _task_state
+    assert outcome(_task_state(recs, "5_3"), "5_3") is None
+    state, reason, code = outcome(_task_state(recs, "5_1"), "5_1")
+    assert state == "failed" and "time limit 00:01:00 reached" in reason
+    assert outcome(_task_state(recs, "5_0"), "5_0")[::2] == ("failed", 3)
+    assert outcome(None, "9")[0] == "failed"
+
+
+# ---- real Slurm ------------------------------------------------------------------------------
+
+
+@pytest.mark.slurm
+def test_job_runs_and_results_return(slurm):
+    configure({"partition": "debug"})
+    be = backend()
+    job, launches = launches_for(be.store, "y = x + 1\nprint('on slurm', y)", inputs={"x": 1},
+                                 outputs=["y"])
+    run = launches[0].run_id
+    be.submit(job, launches)
+    assert be._state(run)["backend_id"].isdigit()
+    states = wait_final(be, job, [run])
+    assert states[run]["state"] == "completed", states[run]
+    assert "on slurm 2" in rh.read(be.store.root, launches[0].ticket["paths"]["console"]).decode()
+
+
+@pytest.mark.slurm
+def test_sweep_is_one_job_array(slurm):
+    configure({})
+    be = backend()
+    job, launches = launches_for(be.store, "out = lr * 10", runs=3,
+                                 hparams=[{"lr": i} for i in range(3)], outputs=["out"])
+    runs = [la.run_id for la in launches]
+    be.submit(job, launches)
+    ids = [be._state(r)["backend_id"] for r in runs]
+    base = ids[0].split("_")[0]
+    assert ids == [f"{base}_{i}" for i in range(3)]
+    states = wait_final(be, job, runs)
+    assert all(s["state"] == "completed" for s in states.values()), states
+    import cloudpickle
+    outs = [cloudpickle.loads(rh.read(be.store.root, la.ticket["paths"]["vars"]))["out"]
+            for la in launches]
+    assert outs == [0, 10, 20]
+
+
+@pytest.mark.slurm
+def test_failure_exit_code(slurm):
+    configure({})
+    be = backend()
+    job, launches = launches_for(be.store, "import os\nos._exit(3)")
+    run = launches[0].run_id
+    be.submit(job, launches)
+    info = wait_final(be, job, [run])[run]
+    assert info["state"] == "failed" and info["exit_code"] == 3
+    assert "exit code 3" in info["reason"]
+
+
+@pytest.mark.slurm
+def test_cancel(slurm):
+    configure({})
+    be = backend()
+    job, launches = launches_for(be.store, "import time\ntime.sleep(300)")
+    run = launches[0].run_id
+    be.submit(job, launches)
+    rh.wait_for(lambda: be._state(run)["state"] == "running", 60, "running")
+    be.cancel(job, [run])
+    assert be._state(run)["state"] == "cancelled"
+    slurm_id = be._state(run)["backend_id"]
+
+    def slurm_state():
+        out = subprocess.run(["scontrol", "-o", "show", "job", slurm_id], capture_output=True,
+                             text=True).stdout
+        return "JobState=CANCELLED" in out
+    rh.wait_for(slurm_state, 30, "slurm to show CANCELLED")
+
+
+@pytest.mark.slurm
+def test_time_limit_is_failed_with_reason(slurm):
+    configure({"time": 1})  # one minute: Slurm's smallest; it checks limits every ~30 s
+    be = backend()
+    job, launches = launches_for(be.store, "import time\ntime.sleep(600)")
+    run = launches[0].run_id
+    be.submit(job, launches)
+    info = wait_final(be, job, [run], timeout=180)[run]
+    assert info["state"] == "failed" and "time limit" in info["reason"], info
+
+
+@pytest.mark.slurm
+@pytest.mark.sshd
+def test_login_node_over_ssh(slurm, sshd_factory, xt_home):
+    server = sshd_factory(env={"SLURM_CONF": slurm.conf, "XT_HOME": str(xt_home)})
+    server.trust(xt_home)
+    configure({"login": "login1"}, boxes={"login1": server.box()})
+    be = backend()
+    assert be.exec.label == "login1"
+    job, launches = launches_for(be.store, "print('via login node')", runs=2)
+    runs = [la.run_id for la in launches]
+    be.submit(job, launches)
+    states = wait_final(be, job, runs)
+    assert all(s["state"] == "completed" for s in states.values()), states
+    ssh.close()

@@ -1,0 +1,274 @@
+"""SlurmBackend (``service: slurm``): runs as Slurm batch jobs; a sweep is one job array.
+
+sbatch runs here when the kernel is on a login node (``login`` unset), or on a login node over the
+SSH layer (``login: BOX`` naming a ``boxes:`` entry, or ``user@host[:port]``). Resource options
+(partition, nodes, cpus-per-task, gpus, mem, time, account, qos, sbatch-directives) are passed as
+sbatch *arguments* (an argv list, shell-quoted when it goes over SSH) rather than ``#SBATCH`` lines,
+so no value can smuggle in a directive; the script body only holds shell-quoted paths.
+
+The job's environment is limited to ``--export=PATH,HOME,USER,LANG,XT_HOME`` so nothing from the
+kernel's environment (credentials included) leaks into jobs; the runner sets the job's own env vars
+from its ticket. Store access works as on the pool (see pool.StoreAccess): a file store must be
+visible at the same path on the cluster (checked on the login node), else use a blob store.
+
+Status comes from ``scontrol show job`` (``sacct`` needs slurmdbd, absent on many small clusters);
+finished jobs stay visible for slurm.conf's MinJobAge (default 300 s). Time limit, failure exit
+codes, node failures and cancellations seen by Slurm become ``failed``/``cancelled`` events with
+the reason when the runner could not report them itself.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+
+from ..errors import ConfigError, TargetError
+from ..jobs.states import CANCELLED, FAILED, FINAL, QUEUED
+from . import ssh
+from .base import Backend, Launch
+from .pool import StoreAccess, StoreEvents, box_for
+
+q = shlex.quote
+ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED",
+          "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED",
+          "RESV_DEL_HOLD", "SPECIAL_EXIT"}
+EXPORT = "--export=PATH,HOME,USER,LANG,XT_HOME"
+_FIELDS = re.compile(r"(?:^|\s)(JobId|ArrayJobId|ArrayTaskId|JobState|ExitCode|Reason|TimeLimit)"
+                     r"=(\S*)")
+_OPTIONS = ("partition", "nodes", "cpus-per-task", "gpus", "mem", "time", "account", "qos")
+
+
+class LocalExec:
+    """Runs Slurm commands on this machine (the kernel is on a login node)."""
+
+    label = "localhost"
+
+    def run(self, argv: list[str], check: bool = True, timeout: float = 60) -> ssh.Result:
+        try:
+            res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        except FileNotFoundError as err:
+            raise TargetError(f"{argv[0]} not found: is this a Slurm login node?",
+                              hint="set the target's login: to a boxes entry of a login node") from err
+        except subprocess.TimeoutExpired as err:
+            raise TargetError(f"{argv[0]} gave no answer within {timeout:g}s") from err
+        result = ssh.Result(res.returncode, res.stdout, res.stderr)
+        if check and res.returncode:
+            tail = (res.stderr.strip().splitlines() or [""])[-1]
+            raise TargetError(f"{argv[0]} exited with {res.returncode}: {tail}")
+        return result
+
+    def put_files(self, files: dict[str, bytes]) -> None:
+        for path, data in files.items():
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as fh:
+                fh.write(data)
+
+    def read(self, path: str) -> bytes | None:
+        try:
+            with open(path, "rb") as fh:
+                return fh.read()
+        except OSError:
+            return None
+
+
+class SSHExec:
+    """Runs Slurm commands on a login node over the SSH layer."""
+
+    def __init__(self, box: ssh.Box):
+        self.box, self.label = box, box.name
+
+    def run(self, argv, check=True, timeout=60):
+        return ssh.run(self.box, argv, check=check, timeout=timeout)
+
+    def put_files(self, files):
+        ssh.put_files(self.box, files)
+
+    def read(self, path):
+        return ssh.get_file(self.box, path)
+
+
+def _value(name: str, value) -> str:
+    text = str(value)
+    if not text or "\n" in text or "\r" in text or "\0" in text:
+        raise ConfigError(f"bad value {text!r}", key=f"compute-targets.*.{name}")
+    return text
+
+
+def sbatch_args(target: dict, job_id: str, count: int, out_dir: str,
+                max_seconds: int | None = None) -> list[str]:
+    """sbatch's arguments (without the script) for a job of ``count`` runs (>1: a job array)."""
+    args = ["--parsable", f"--job-name=xt-{job_id}", EXPORT]
+    array = count > 1
+    args.append(f"--output={out_dir}/slurm-{'%A_%a' if array else '%j'}.out")
+    if array:
+        args.append(f"--array=0-{count - 1}")
+    for name in _OPTIONS:
+        value = target.get(name)
+        if value is None and name == "time" and max_seconds:
+            value = max(1, -(-int(max_seconds) // 60))  # whole minutes, rounded up
+        if value not in (None, ""):
+            args.append(f"--{name}={_value(name, value)}")
+    for directive in target.get("sbatch-directives") or []:
+        text = _value("sbatch-directives", directive).strip()
+        if text.startswith("#SBATCH"):
+            text = text[len("#SBATCH"):].strip()
+        words = shlex.split(text)
+        if not words or not words[0].startswith("-"):
+            raise ConfigError(f"sbatch directive {directive!r} is not an option",
+                              key="sbatch-directives", hint="e.g. --exclusive or --constraint=a100")
+        args += words
+    return args
+
+
+def batch_script(job_id: str, python: list[str], run_dirs: list[str], runners: list[str],
+                 tickets: list[str]) -> str:
+    """The bash script sbatch runs: task i (``SLURM_ARRAY_TASK_ID``, 0 for a single job) runs
+    ``python runner.py ticket`` in its run directory. Every value is shell-quoted."""
+    def arr(values):
+        return "(" + " ".join(q(v) for v in values) + ")"
+    return "\n".join([
+        "#!/bin/bash",
+        f"# xt_magic job {ssh.check_name(job_id, 'job id')} (generated)",
+        f"DIRS={arr(run_dirs)}",
+        f"RUNNERS={arr(runners)}",
+        f"TICKETS={arr(tickets)}",
+        'i="${SLURM_ARRAY_TASK_ID:-0}"',
+        'mkdir -p "${DIRS[$i]}" && cd "${DIRS[$i]}" || exit 97',
+        f'exec {ssh.join(python)} "${{RUNNERS[$i]}}" "${{TICKETS[$i]}}"',
+        "",
+    ])
+
+
+def parse_scontrol(text: str) -> list[dict]:
+    """Records of ``scontrol -o show job`` (one line each) with the fields we use."""
+    return [dict(_FIELDS.findall(line)) for line in text.splitlines() if "JobId=" in line]
+
+
+def _task_state(records: list[dict], slurm_id: str) -> dict | None:
+    job, _, task = slurm_id.partition("_")
+    for rec in records:
+        if task and rec.get("ArrayJobId") == job and rec.get("ArrayTaskId") == task:
+            return rec
+        if not task and rec.get("JobId") == job:
+            return rec
+    if task:  # not started yet: folded into one pending record "ArrayTaskId=3-7%2"
+        for rec in records:
+            if rec.get("ArrayJobId") == job and not rec.get("ArrayTaskId", "").isdigit():
+                return rec
+    return None
+
+
+def outcome(rec: dict | None, slurm_id: str) -> tuple[str, str, int | None] | None:
+    """(state, reason, exit code) for a run Slurm sees as finished; None while it is active."""
+    if rec is None:
+        return (FAILED, f"slurm job {slurm_id} is no longer known to Slurm (it ended without "
+                        "the runner reporting, or MinJobAge passed)", None)
+    state = (rec.get("JobState") or "").split("+")[0]
+    if state in ACTIVE or not state:
+        return None
+    code_text, _, signal_text = (rec.get("ExitCode") or "").partition(":")
+    code = int(code_text) if code_text.isdigit() else None
+    reason = rec.get("Reason") or ""
+    if state == "TIMEOUT":
+        return FAILED, f"time limit {rec.get('TimeLimit', '')} reached (slurm job {slurm_id})", code
+    if state == "CANCELLED":
+        return CANCELLED, f"cancelled in Slurm (slurm job {slurm_id})", code
+    if state == "FAILED":
+        return FAILED, f"slurm job {slurm_id} failed with exit code {code} ({reason})", code
+    if state == "COMPLETED":
+        return FAILED, f"slurm job {slurm_id} ended without the runner reporting a result", code
+    return FAILED, f"slurm job {slurm_id} ended {state} ({reason})", code
+
+
+class SlurmBackend(StoreEvents, Backend):
+    """Runs on a Slurm cluster (``compute-targets.X.service: slurm``)."""
+
+    kind = "slurm"
+    needs_remote_store = False  # a file store is fine when the cluster mounts it (checked)
+
+    def __init__(self, name, target, *, config, store, session=None):
+        super().__init__(name, target, config=config, store=store, session=session)
+        login = target.get("login")
+        if login:
+            box = box_for(config, login, target)
+            self.exec = SSHExec(box)
+            self.work_dir, self.python = box.work_dir, box.python_argv()
+        else:
+            self.exec = LocalExec()
+            home = os.path.expanduser(os.environ.get("XT_HOME") or "~/.xt")
+            self.work_dir = os.path.join(home, "slurm")
+            self.python = shlex.split(str(target.get("python") or "python3"))
+        self.work_dir = str(target.get("work-dir") or self.work_dir)
+        self._access = StoreAccess(store, lambda path, data: self.exec.read(path) == data)
+        self._ws = (config.get("general.workspace") if config is not None else None) or "ws1"
+
+    def submit(self, job_id: str, launches: list[Launch]) -> None:
+        """One sbatch per call: a single job, or a job array with one task per launch."""
+        ssh.check_name(job_id, "job id")
+        job_dir = f"{self.work_dir}/jobs/{job_id}"
+        uploads, dirs, runners, tickets = {}, [], [], []
+        for launch in launches:
+            directory = f"{self.work_dir}/runs/{ssh.check_name(launch.run_id, 'run id')}"
+            up, runner, ticket = self._access.stage(launch, directory,
+                                                    f"slurm login {self.exec.label!r}")
+            uploads.update(up)
+            dirs.append(directory)
+            runners.append(runner)
+            tickets.append(ticket)
+        script_path = f"{job_dir}/job.sh"
+        uploads[script_path] = batch_script(job_id, self.python, dirs, runners,
+                                            tickets).encode()
+        self.exec.put_files(uploads)
+        self.exec.run(["mkdir", "-p", job_dir])
+        max_seconds = max((la.max_seconds or 0 for la in launches), default=0) or None
+        argv = ["sbatch"] + sbatch_args(self.target, job_id, len(launches), job_dir,
+                                        max_seconds) + [script_path]
+        out = self.exec.run(argv).stdout.strip()
+        slurm_job = out.split(";")[0]
+        if not slurm_job.isdigit():
+            raise TargetError(f"sbatch gave no job id (got {out[:200]!r})")
+        for i, launch in enumerate(launches):
+            slurm_id = f"{slurm_job}_{i}" if len(launches) > 1 else slurm_job
+            self._event(launch.run_id, QUEUED, host=self.exec.label, backend_id=slurm_id,
+                        job=job_id)
+
+    def poll(self, job_id: str, run_ids: list[str]) -> None:
+        """Ask ``scontrol show job`` about each non-final run; record what Slurm saw end."""
+        pending: dict[str, list[tuple[str, str]]] = {}
+        for run_id in run_ids:
+            info = self._state(run_id)
+            slurm_id = str(info.get("backend_id") or "")
+            if info["state"] in FINAL or not re.fullmatch(r"\d+(_\d+)?", slurm_id):
+                continue
+            pending.setdefault(slurm_id.partition("_")[0], []).append((run_id, slurm_id))
+        for slurm_job, runs in pending.items():
+            res = self.exec.run(["scontrol", "-o", "show", "job", slurm_job], check=False)
+            if res.exit_status and "Invalid job id" not in res.stderr:
+                raise TargetError(f"scontrol show job {slurm_job} exited with "
+                                  f"{res.exit_status}: {res.stderr.strip()[:300]}")
+            records = parse_scontrol(res.stdout) if res.exit_status == 0 else []
+            for run_id, slurm_id in runs:
+                result = outcome(_task_state(records, slurm_id), slurm_id)
+                if result and self._state(run_id)["state"] not in FINAL:
+                    state, reason, code = result
+                    self._event(run_id, state, reason=reason, exit_code=code)
+
+    def cancel(self, job_id: str, run_ids: list[str]) -> None:
+        """scancel each run's Slurm job (array task) and record ``cancelled``."""
+        for run_id in run_ids:
+            info = self._state(run_id)
+            if info["state"] in FINAL:
+                continue
+            slurm_id = str(info.get("backend_id") or "")
+            if re.fullmatch(r"\d+(_\d+)?", slurm_id):
+                self.exec.run(["scancel", slurm_id])
+            self._event(run_id, CANCELLED, reason="cancelled by user")
+
+    def describe(self) -> dict:
+        return {"target": self.name, "kind": self.kind, "login": self.exec.label,
+                "partition": self.target.get("partition")}
+
+    def close(self) -> None:
+        if isinstance(self.exec, SSHExec):
+            ssh.close(self.exec.box)
