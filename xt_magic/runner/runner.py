@@ -87,13 +87,16 @@ class FileIO:
             fh.write(data)
         os.replace(tmp, full)
 
-    def append(self, path, data):
+    def open_append(self, path):
         full = self._full(path)
         try:
-            fd = os.open(full, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            return os.open(full, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except FileNotFoundError:
             os.makedirs(os.path.dirname(full), exist_ok=True)
-            fd = os.open(full, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            return os.open(full, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def append(self, path, data):
+        fd = self.open_append(path)
         try:
             os.write(fd, data)  # one write with O_APPEND: concurrent appenders do not interleave
         finally:
@@ -223,6 +226,8 @@ class Metrics:
         if step is not None:
             rec["step"] = _jsonable(step)
         self.pending.append(json.dumps(rec) + "\n")  # list.append is atomic: no lock needed
+        if time.monotonic() - self.last >= FLUSH_SECONDS:
+            self.tick()
 
     def log(self, step=None, **values):
         self._add("metrics", step, values)
@@ -239,18 +244,24 @@ class Metrics:
 
 
 class Capture:
-    """Tee fds 1 and 2 (so subprocesses and C code are captured too) into the console."""
+    """Send fds 1 and 2 (so subprocesses and C code are captured too) to the console.
+
+    File io: both fds append straight to console.txt (no thread, nothing buffered). Urls io: a
+    pipe and a pump thread that tees to the original stdout and batches appends."""
 
     def __init__(self, console, ticks):
-        self.console, self.ticks = console, ticks
+        self.console, self.ticks, self.thread = console, ticks, None
 
     def start(self):
-        import threading
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         self.saved = (os.dup(1), os.dup(2))
-        self.console.mirror_fd = self.saved[0]
-        self.read_fd, w = os.pipe()
+        if self.console.buffered:
+            import threading
+            self.console.mirror_fd = self.saved[0]
+            self.read_fd, w = os.pipe()
+        else:
+            w = self.console.io.open_append(self.console.path)
         os.dup2(w, 1)
         os.dup2(w, 2)
         os.close(w)
@@ -259,9 +270,10 @@ class Capture:
                 stream.reconfigure(line_buffering=True)
             except (AttributeError, ValueError):
                 pass
-        self.stopping = False
-        self.thread = threading.Thread(target=self._pump, name="xt-console", daemon=True)
-        self.thread.start()
+        if self.console.buffered:
+            self.stopping = False
+            self.thread = threading.Thread(target=self._pump, name="xt-console", daemon=True)
+            self.thread.start()
 
     def _pump(self):
         import select
@@ -288,8 +300,9 @@ class Capture:
                 pass
         os.dup2(self.saved[0], 1)
         os.dup2(self.saved[1], 2)
-        self.stopping = True  # the pump ends at EOF, or when idle if a child still holds the pipe
-        self.thread.join(10)
+        if self.thread is not None:
+            self.stopping = True  # the pump ends at EOF, or when idle if a child holds the pipe
+            self.thread.join(10)
         self.console.tick(force=True)
 
 
@@ -510,22 +523,30 @@ def _zip_dir(folder):
 
 def install_sinks(metrics):
     """Make ``xt_magic.log`` reach this run's metrics, with or without xt_magic installed."""
-    import importlib.util
-    import types
-    sink = types.ModuleType(SINK_MODULE)
+    module_type = type(sys)
+    sink = module_type(SINK_MODULE)
     sink.log, sink.log_hparams = metrics.log, metrics.log_hparams
     sys.modules[SINK_MODULE] = sink
-    if importlib.util.find_spec("xt_magic") is None:
-        standin = types.ModuleType("xt_magic")
+    # what importlib.util.find_spec does, without importing it (startup time)
+    if not any(getattr(f, "find_spec", None) and f.find_spec("xt_magic", None)
+               for f in sys.meta_path):
+        standin = module_type("xt_magic")
         standin.__doc__ = "Stand-in provided by the xt_magic runner (xt_magic is not installed)."
         standin.log, standin.log_hparams = metrics.log, metrics.log_hparams
         standin.__xt_standin__ = True
         sys.modules["xt_magic"] = standin
 
 
+_CELL = []  # the cell source, given to linecache only when a traceback needs it (saves imports)
+
+
 def _cell_traceback(err):
     """Traceback text starting at the cell (runner frames dropped)."""
+    import linecache
     import traceback
+    if _CELL:
+        linecache.cache[CELL_FILENAME] = (len(_CELL[0]), None, _CELL[0].splitlines(True),
+                                          CELL_FILENAME)
     tb = err.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename != CELL_FILENAME:
         tb = tb.tb_next
@@ -537,8 +558,8 @@ def _on_sigterm(signum, frame):
 
 
 def run_phase(ticket, io, console):
-    import signal
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    import _signal  # the C module: `signal` builds enums at import, which costs startup time
+    _signal.signal(_signal.SIGTERM, _on_sigterm)
     paths, bundle = ticket["paths"], ticket.get("bundle") or {}
     pid = os.getpid()
     append_event(io, ticket, "running", host=os.uname().nodename, pid=pid, pgid=os.getpgrp(),
@@ -558,7 +579,7 @@ def run_phase(ticket, io, console):
         try:
             os.makedirs(outdir, exist_ok=True)
             cell = io.get(bundle["cell"]).decode("utf-8")
-            if bundle.get("cloudpickle"):
+            if bundle.get("cloudpickle") and (bundle.get("inputs") or ticket.get("outputs")):
                 cp = _fetch_checked(io, bundle["cloudpickle"], bundle.get("cloudpickle_sha256"),
                                     "cloudpickle.zip")
                 cp_path = os.path.join(workdir, ".xt-cloudpickle.zip")
@@ -582,8 +603,7 @@ def run_phase(ticket, io, console):
             os.environ["XT_RUN_ID"], os.environ["XT_JOB_ID"] = ticket["run"], ticket["job"]
             os.chdir(workdir)
             sys.path.insert(0, os.path.abspath(workdir))
-            import linecache
-            linecache.cache[CELL_FILENAME] = (len(cell), None, cell.splitlines(True), CELL_FILENAME)
+            _CELL.append(cell)
             code = compile(cell, CELL_FILENAME, "exec")
         except Cancelled:
             raise
@@ -621,7 +641,11 @@ def run_phase(ticket, io, console):
     duration = round(time.time() - t0, 3)
     if own_workdir:
         os.chdir("/")
-        _remove(workdir)
+        try:  # the usual case: nothing left but an empty output dir (no shutil import)
+            os.rmdir(outdir)
+            os.rmdir(workdir)
+        except OSError:
+            _remove(workdir)
     if "error" in result:
         append_event(io, ticket, "failed", exit_code=EXIT_FAILED, error=result["error"],
                      reason=f"{result['error']['type']}: {result['error']['message']}"[:500],
