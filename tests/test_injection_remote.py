@@ -1,0 +1,107 @@
+"""Shell-injection fuzz for the remote targets: names, paths, hp and env values with quotes,
+semicolons, newlines and ``$()`` reach their destination intact and never execute anything
+(a canary file is never created)."""
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import runner_helpers as rh
+from xt_magic.core import session as session_mod
+from xt_magic.core.compute import get_backend, ssh
+from xt_magic.core.compute.base import Launch
+from xt_magic.core.compute.pool import kill_script, start_script, status_script
+from xt_magic.core.compute.slurm import batch_script
+from xt_magic.core.errors import TargetError
+
+CANARY_DIR = "/tmp/xt_injection_canary"
+NASTY = [
+    f"$(touch {CANARY_DIR}/a)", f"`touch {CANARY_DIR}/b`", f"x; touch {CANARY_DIR}/c",
+    f"x\ntouch {CANARY_DIR}/d", f"'; touch {CANARY_DIR}/e; '", f'"; touch {CANARY_DIR}/f; "',
+    f"x && touch {CANARY_DIR}/g", f"x | touch {CANARY_DIR}/h", "${IFS}*?[a]~", "-rf", "%s%n",
+]
+# Text that shell metacharacters and the canary command are drawn from.
+nasty_text = st.lists(st.sampled_from(NASTY) | st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00/"),
+    max_size=12), min_size=1, max_size=4).map("".join)
+
+
+@pytest.fixture(autouse=True)
+def canary():
+    os.makedirs(CANARY_DIR, exist_ok=True)
+    for f in os.listdir(CANARY_DIR):
+        os.unlink(os.path.join(CANARY_DIR, f))
+    yield
+    assert os.listdir(CANARY_DIR) == [], "an injected command ran"
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(segment=nasty_text, arg=nasty_text)
+def test_pool_scripts_quote_everything(tmp_path, segment, arg):
+    """start/status/kill scripts run by a real sh with hostile dir names and arguments."""
+    directory = str(tmp_path / segment.replace("\0", ""))
+    pid = subprocess.run(["sh", "-c", start_script(directory, ["printf", "%s", arg])],
+                         capture_output=True, text=True, cwd=tmp_path).stdout.strip()
+    assert pid.isdigit()
+    rh.wait_for(lambda: os.path.exists(os.path.join(directory, "exit")), 10, "exit file")
+    with open(os.path.join(directory, "runner.log"), encoding="utf-8", errors="surrogateescape",
+              newline="") as fh:
+        assert fh.read() == arg
+    work = os.path.dirname(directory)
+    out = subprocess.run(["sh", "-c", status_script(work, [])], capture_output=True, text=True)
+    assert out.stdout.strip().startswith("live")
+    assert subprocess.run(["sh", "-c", kill_script(directory)]).returncode == 0
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.lists(nasty_text, min_size=3, max_size=3))
+def test_slurm_batch_script_quotes_everything(tmp_path, values):
+    run_dir, runner, ticket = (str(tmp_path / "runs" / values[0].replace("\0", "")),
+                               values[1], values[2])
+    script = batch_script("job1", ["printf", "%s|%s"], [run_dir], [runner], [ticket])
+    out = subprocess.run(["bash", "-c", script], capture_output=True, cwd=tmp_path,
+                         env={**os.environ, "SLURM_ARRAY_TASK_ID": "0"})
+    assert out.stdout.decode("utf-8", "surrogateescape") == f"{runner}|{ticket}"
+
+
+@pytest.mark.parametrize("bad", NASTY + ["run1/../../etc", "", ".hidden"])
+def test_unsafe_ids_are_refused(bad):
+    with pytest.raises(TargetError):
+        ssh.check_name(bad, "run id")
+
+
+@pytest.mark.sshd
+def test_pool_end_to_end_with_hostile_names_and_values(sshd, xt_home):
+    """Box name, work-dir, hp and env values full of shell syntax: a real run over SSH."""
+    box_name = "b;touch /tmp/xt_injection_canary/box"
+    entry = sshd.box(**{"work-dir": f"work $(touch {CANARY_DIR}/wd); x"})
+    with open(os.environ["XT_USER_CONFIG"], "w") as fh:
+        yaml.safe_dump({"boxes": {box_name: entry},
+                        "compute-targets": {"pool": {"service": "pool", "boxes": [box_name]}}}, fh)
+    sshd.trust(xt_home)
+    be = get_backend(session_mod.get_session(), "pool")
+    hp = {"lr": NASTY[0], "name": NASTY[3]}
+    env = {"XT_EVIL": NASTY[4] + NASTY[2]}
+    made = rh.make_job(be.store.root, "import os\nres = (lr, name, os.environ['XT_EVIL'])",
+                       hparams=hp, env=env, outputs=["res"])
+    run, _p, ticket = made[0]
+    launch = Launch(run_id=run, ticket=ticket, ticket_path=f"ws1/runs/{run}/ticket.json",
+                    runner_path="ws1/jobs/job1/bundle/runner.py")
+    be.submit("job1", [launch])
+
+    def done():
+        be.poll("job1", [run])
+        return be._state(run)["state"] in ("completed", "failed")
+    rh.wait_for(done, 60, "run to finish")
+    assert be._state(run)["state"] == "completed", be._state(run)
+    import cloudpickle
+    res = cloudpickle.loads(rh.read(be.store.root, ticket["paths"]["vars"]))["res"]
+    assert res == (hp["lr"], hp["name"], env["XT_EVIL"])
+    home = os.path.expanduser("~")
+    assert os.path.isdir(os.path.join(home, entry["work-dir"], "runs", run))  # literal name
+    ssh.close()
