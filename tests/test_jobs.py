@@ -259,3 +259,13 @@ def test_canary_secret_never_in_store_or_bundle(sync_local, xt_home, monkeypatch
                 found.append(os.path.join(folder, name))
     assert not found
     assert os.path.isdir(xt_home / "file_store" / "ws1" / "jobs" / "job2" / "bundle")
+
+
+def test_preview_line_magic_and_dry_run_cell(ip, null_local, tmp_path):
+    (tmp_path / "work" / "model.py").write_text("W = 1\n")
+    preview = ip.run_line_magic("xt_run", "--preview")
+    assert "model.py" in repr(preview) and "1 run(s)" in repr(preview)
+    ip.run_cell("base = 3")
+    preview = ip.run_cell_magic("xt_run", "--dry-run --hp k=[1,2,3] --repeat 2", "y = base * k")
+    assert "6 run(s)" in repr(preview) and "inputs: base" in repr(preview)
+    assert not null_local.submitted
