@@ -227,3 +227,20 @@ def test_list_boxes_and_trust(sshd_factory, xt_home):
     assert rows["b1"]["gpus"] == 0 and rows["b1"]["running"] == 0
     assert rows["down"]["reachable"] is False
     assert "<table>" in api.boxes()._repr_html_()
+
+
+def test_magic_sweep_on_two_boxes_end_to_end(ip, sshd_factory, xt_home):
+    """%%xt_run through the real client: packaging, pool, runner, results."""
+    configure(xt_home, [sshd_factory(), sshd_factory()], max_runs=1)
+    ip.run_cell("base = 100")
+    res = ip.run_cell_magic("xt_run", "--target pool --hp lr=[1,2,3] --outputs y --wait",
+                            "import socket\ny = base + lr\nprint('box says', y)\n")
+    assert sorted(r.state for r in res) == ["completed"] * 3
+    assert sorted(res["y"].values()) == [101, 102, 103]
+    be = backend()
+    assert {box_of(be, r.run) for r in res} == {"b1", "b2"}
+    import io
+    from xt_magic.core import api
+    buf = io.StringIO()
+    api.logs(res.runs_list[0].run, out=buf)
+    assert "box says 10" in buf.getvalue()

@@ -179,3 +179,16 @@ def test_login_node_over_ssh(slurm, sshd_factory, xt_home):
     states = wait_final(be, job, runs)
     assert all(s["state"] == "completed" for s in states.values()), states
     ssh.close()
+
+
+@pytest.mark.slurm
+def test_run_cell_sweep_end_to_end(slurm):
+    """api.run_cell (the %%xt_run path) on Slurm: a 2-point sweep as one array, results back."""
+    from xt_magic.core import api
+    configure({"partition": "debug"})
+    job = api.run_cell("z = k * 3\n", {"__name__": "__main__"}, target="cluster",
+                       hp=["k=[1,2]"], outputs=["z"])
+    job.wait(timeout=90, progress=False)
+    res = job.results()
+    assert sorted(res["z"].values()) == [3, 6]
+    assert len({backend()._state(r.run)["backend_id"].split("_")[0] for r in res}) == 1
