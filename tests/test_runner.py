@@ -359,3 +359,16 @@ def test_urls_io_round_trip_and_no_sas_leak(tmp_path, blob_server):
         if ("/c/" + sp) in handler.blobs:
             assert b"SECRET" not in blob(sp)
     assert "SECRET" not in p.stdout + p.stderr
+
+
+def test_no_env_value_or_secret_written(tmp_path, monkeypatch):
+    monkeypatch.setenv("XT_CANARY_SECRET", "canary-9f3e1d")
+    root = tmp_path / "store"
+    cell = ("import os\nassert os.environ['MY_TOKEN'] == 'tok-77ab'\n"
+            "raise RuntimeError('failing on purpose')\n")
+    [(run, tp, t)] = make_job(root, cell, env={"MY_TOKEN": "tok-77ab"})
+    assert run_ticket(tp).returncode == 1
+    assert state(root, t)["error"]["message"] == "failing on purpose"
+    for key in ("events", "console", "metrics"):
+        data = read(root, t["paths"][key])
+        assert b"canary-9f3e1d" not in data and b"tok-77ab" not in data

@@ -560,6 +560,12 @@ def _on_sigterm(signum, frame):
 def run_phase(ticket, io, console):
     import _signal  # the C module: `signal` builds enums at import, which costs startup time
     _signal.signal(_signal.SIGTERM, _on_sigterm)
+    slot = os.environ.pop("XT_SLOT_FD", None)
+    if slot:  # a local box slot held by this process: the cell's children must not inherit it
+        try:
+            os.set_inheritable(int(slot), False)
+        except (OSError, ValueError):
+            pass
     paths, bundle = ticket["paths"], ticket.get("bundle") or {}
     pid = os.getpid()
     append_event(io, ticket, "running", host=os.uname().nodename, pid=pid, pgid=os.getpgrp(),

@@ -144,7 +144,8 @@ def start_run(jobdir, spec, launch, slot_fd):
             return None
         os.set_inheritable(slot_fd, True)
         log = os.path.join(rundir, "runner.log")
-        pid = os.posix_spawn(python, [python, spec["runner"], ticket_file], os.environ, setsid=True,
+        env = dict(os.environ, XT_SLOT_FD=str(slot_fd))  # the runner keeps it from its children
+        pid = os.posix_spawnp(python, [python, spec["runner"], ticket_file], env, setsid=True,
                              file_actions=[
                                  (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
                                  (os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_CREAT
