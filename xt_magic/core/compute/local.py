@@ -107,8 +107,9 @@ class LocalBackend(Backend):
     def _spawn_supervisor(self, jobdir: str) -> int:
         log = os.path.join(jobdir, "supervisor.log")
         script = sup.__file__
+        from ..auth.jobenv import job_environ  # jobs never inherit the kernel's credentials
         return os.posix_spawn(sys.executable, [sys.executable, "-I", "-S", script, jobdir],
-                              os.environ, setsid=True, file_actions=[
+                              job_environ(), setsid=True, file_actions=[
                                   (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
                                   (os.POSIX_SPAWN_OPEN, 1, log,
                                    os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
