@@ -372,3 +372,17 @@ def test_no_env_value_or_secret_written(tmp_path, monkeypatch):
     for key in ("events", "console", "metrics"):
         data = read(root, t["paths"][key])
         assert b"canary-9f3e1d" not in data and b"tok-77ab" not in data
+
+
+def test_concurrent_runs_build_a_setup_env_once(tmp_path, xt_home):
+    wheel = build_wheel(str(tmp_path))
+    setup = {"name": "tiny", "hash": "p" * 16, "pip-packages": [wheel]}
+    root = tmp_path / "store"
+    runs = make_job(root, "import tinypkg_xt\nprint('got', tinypkg_xt.VALUE)\n", runs=3,
+                    setup=setup)
+    procs = [subprocess.Popen([sys.executable, RUNNER, tp], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for _, tp, _ in runs]
+    assert [p.wait(300) for p in procs] == [0, 0, 0]
+    consoles = [read(root, t["paths"]["console"]).decode() for _, _, t in runs]
+    assert all("got tiny-ok" in c for c in consoles)
+    assert sum(c.count("building environment") for c in consoles) == 1
