@@ -60,6 +60,7 @@ class Node:
         self.root = os.path.join(pool.server.root, "nodes", self.id)
         self.running: dict[str, subprocess.Popen] = {}   # task key -> process
         self.prepared_jobs: set[str] = set()
+        self.prep_lock = threading.Lock()   # the job preparation task runs once per node
         self.preempted_until = 0.0
         for sub in ("shared", "startup", "workitems"):
             os.makedirs(os.path.join(self.root, sub), exist_ok=True)
@@ -144,15 +145,19 @@ class Job:
         self.state = "active"
         self.created = self.changed = _now()
         self.tasks: dict[str, Task] = {}
+        self.auto_pool: str | None = None   # id of the pool made from autoPoolSpecification
 
     @property
     def pool_id(self) -> str:
-        return (self.spec.get("poolInfo") or {}).get("poolId", "")
+        return self.auto_pool or (self.spec.get("poolInfo") or {}).get("poolId", "")
 
     def to_json(self) -> dict:
         out = dict(self.spec)
+        info = {"startTime": self.created, "poolId": self.pool_id}
+        if self.state == "completed":
+            info["endTime"] = self.changed
         out.update({"url": f"/jobs/{self.id}", "state": self.state, "creationTime": self.created,
-                    "stateTransitionTime": self.changed})
+                    "stateTransitionTime": self.changed, "executionInfo": info})
         return out
 
 
@@ -254,9 +259,16 @@ class BatchServer:
             if method == "POST":
                 if body["id"] in self.jobs:
                     raise ServiceError(409, "JobExists", "The specified job already exists.")
-                if (body.get("poolInfo") or {}).get("poolId") not in self.pools:
+                info = body.get("poolInfo") or {}
+                auto = info.get("autoPoolSpecification")
+                if auto:   # (the service validates the pool spec later; here at once)
+                    spec = dict(auto["pool"], id=f"{auto.get('autoPoolIdPrefix', 'auto')}_"
+                                f"{os.urandom(6).hex()}")
+                    self._create_pool(spec)
+                elif info.get("poolId") not in self.pools:
                     raise ServiceError(409, "PoolNotFound", "The specified pool does not exist.")
-                self.jobs[body["id"]] = Job(self, body)
+                job = self.jobs[body["id"]] = Job(self, body)
+                job.auto_pool = auto and spec["id"]
                 return 201, None
             return 200, {"value": [j.to_json() for j in self.jobs.values()]}
         if parts and parts[0] == "jobs":
@@ -266,6 +278,9 @@ class BatchServer:
             rest = parts[2:]
             if not rest and method == "GET":
                 return 200, job.to_json()
+            if not rest and method == "PATCH":
+                job.spec.update(body)
+                return 200, None
             if not rest and method == "DELETE":
                 self._terminate_job(job)
                 del self.jobs[job.id]
@@ -346,6 +361,13 @@ class BatchServer:
         for task in job.tasks.values():
             if task.state != "completed":
                 self._finish(task, exit_code=None, failure=None, terminated=True)
+        auto = ((job.spec.get("poolInfo") or {}).get("autoPoolSpecification") or {})
+        if job.auto_pool in self.pools and auto.get("poolLifetimeOption") == "job" and \
+                not auto.get("keepAlive"):
+            for node in self.pools[job.auto_pool].nodes:
+                for proc in node.running.values():
+                    _kill(proc)
+            del self.pools[job.auto_pool]
 
     # -- scheduling -------------------------------------------------------------------------------
     def _schedule_loop(self):
@@ -364,7 +386,10 @@ class BatchServer:
             for node in pool.nodes:
                 if node.state == "preempted" and now >= node.preempted_until:
                     node.state = "idle"
-        for job in self.jobs.values():
+        for job in list(self.jobs.values()):
+            if job.state == "active" and job.spec.get("onAllTasksComplete") == "terminatejob" \
+                    and job.tasks and all(t.state == "completed" for t in job.tasks.values()):
+                self._terminate_job(job)
             if job.state != "active" or job.pool_id not in self.pools:
                 continue
             pool = self.pools[job.pool_id]
@@ -399,7 +424,8 @@ class BatchServer:
     def _process(self, node, key, command, task_dir, wd, env):
         """Start one command line like Batch on Linux: split into argv, no shell."""
         os.makedirs(wd, exist_ok=True)
-        self.task_envs.append({"node": node.id, "task": key, "command": command, "env": env})
+        self.task_envs.append({"node": node.id, "task": key, "command": command, "env": env,
+                               "start": time.time()})
         out = open(os.path.join(task_dir, "stdout.txt"), "ab")
         err = open(os.path.join(task_dir, "stderr.txt"), "ab")
         try:
@@ -432,8 +458,14 @@ class BatchServer:
     def _prepare(self, node: Node, job: Job) -> str | None:
         """Run the job preparation task once per node per job; an error message if it failed."""
         prep = job.spec.get("jobPreparationTask")
-        if not prep or job.id in node.prepared_jobs:
+        if not prep:
             return None
+        with node.prep_lock:
+            if job.id in node.prepared_jobs:
+                return None
+            return self._run_prep(node, job, prep)
+
+    def _run_prep(self, node: Node, job: Job, prep: dict) -> str | None:
         task_dir = os.path.join(node.root, "workitems", job.id, "jobpreparation")
         wd = os.path.join(task_dir, "wd")
         os.makedirs(wd, exist_ok=True)

@@ -11,7 +11,9 @@ Config::
         # low-pri: true|false (all nodes) or a count, with ``dedicated: N``; ``docker: NAME``
         # (a ``dockers`` entry); ``pool: ID`` to use an existing pool; ``distributed: true`` with
         # nodes > 1 gives each run a multi-instance task over ``nodes`` nodes;
-        # ``pool-keep-alive: MINUTES`` (default 0: delete the pool when its last job ends);
+        # ``pool-keep-alive: MINUTES``: 0 (default) gives each job its own auto pool that Batch
+        # deletes when the job ends; > 0 shares one pool per target spec, deleted once idle that
+        # long (checked on later submits and when jobs end);
         # ``requeue-preempted: N`` (default 1) low-priority preemptions a run may survive;
         # ``python: python3``; ``sas-hours: 72``.
     azure-batch-images:
@@ -49,7 +51,7 @@ LOG_FILES = ("stdout.txt", "stderr.txt")
 _RANK = ('ip="${XT_NODE_IP:-$(hostname -I 2>/dev/null | cut -d" " -f1)}"; r=0; '
          'for h in $(echo "$AZ_BATCH_HOST_LIST" | tr "," " "); do [ "$h" = "$ip" ] && break; '
          'r=$((r+1)); done; export RANK=$r NODE_RANK=$r LOCAL_RANK=0 WORLD_SIZE={n} '
-         'MASTER_ADDR="${{AZ_BATCH_MASTER_NODE%:*}}" MASTER_PORT="${{AZ_BATCH_MASTER_NODE##*:}}"; ')
+         'MASTER_ADDR="${AZ_BATCH_MASTER_NODE%:*}" MASTER_PORT="${AZ_BATCH_MASTER_NODE##*:}"; ')
 
 
 def _shell(script: str) -> str:
@@ -244,6 +246,17 @@ class BatchBackend(Backend):
             raise TargetError(f"Batch pool {pool_id!r} does not exist",
                               key=f"compute-targets.{self.name}.pool",
                               hint="create it, or remove `pool` to let xt_magic manage one")
+        options = m.BatchPoolCreateOptions(id=pool_id, **self._pool_fields())
+        try:
+            self._call("create the pool", client.create_pool, options)
+        except TargetError as err:
+            if not isinstance(err.__context__, ResourceExistsError):  # a parallel submit won
+                raise
+        return pool_id
+
+    def _pool_fields(self) -> dict:
+        """Pool properties shared by a named pool and a per-job auto pool."""
+        from azure.batch import models as m
         spec = self.pool_spec()
         img = spec["image"]
         vmc = m.VirtualMachineConfiguration(
@@ -254,19 +267,21 @@ class BatchBackend(Backend):
         if spec["docker"]:
             vmc.container_configuration = m.BatchContainerConfiguration(
                 type="dockerCompatible", container_image_names=[spec["docker"]])
-        options = m.BatchPoolCreateOptions(
-            id=pool_id, vm_size=spec["vm-size"], virtual_machine_configuration=vmc,
-            target_dedicated_nodes=spec["dedicated"], target_low_priority_nodes=spec["low"],
-            task_slots_per_node=spec["slots"],
-            enable_inter_node_communication=bool(self.distributed()),
-            metadata=[m.BatchMetadataItem(name="xt-target", value=self.name),
-                      m.BatchMetadataItem(name="xt-owned", value="true")])
-        try:
-            self._call("create the pool", client.create_pool, options)
-        except TargetError as err:
-            if not isinstance(err.__context__, ResourceExistsError):  # a parallel submit won
-                raise
-        return pool_id
+        return dict(vm_size=spec["vm-size"], virtual_machine_configuration=vmc,
+                    target_dedicated_nodes=spec["dedicated"], target_low_priority_nodes=spec["low"],
+                    task_slots_per_node=spec["slots"],
+                    enable_inter_node_communication=bool(self.distributed()),
+                    metadata=[m.BatchMetadataItem(name="xt-target", value=self.name)])
+
+    def _pool_info(self):
+        """An existing pool, the shared pool (``pool-keep-alive`` > 0), or a pool per job that
+        Batch deletes when the job ends."""
+        from azure.batch import models as m
+        if self.target.get("pool") or float(self.target.get("pool-keep-alive") or 0) > 0:
+            return m.BatchPoolInfo(pool_id=self.ensure_pool())
+        return m.BatchPoolInfo(auto_pool_specification=m.BatchAutoPoolSpecification(
+            auto_pool_id_prefix=_safe_id(f"xt-{self.name}")[:20], pool_lifetime_option="job",
+            keep_alive=False, pool=m.BatchPoolSpecification(**self._pool_fields())))
 
     def reap_idle_pools(self) -> list[str]:
         """Delete pools this target created that have had no active job for ``pool-keep-alive``
@@ -378,7 +393,7 @@ class BatchBackend(Backend):
         n = int(self.target.get("nodes") or 1)
         if self.distributed():
             files.update(self._rank_tickets(launch, n))
-            rank = _RANK.format(n=n)
+            rank = _RANK.replace("{n}", str(n))
             python = shlex.quote(self.target.get("python", "python3"))
             worker = (f'cd "$AZ_BATCH_TASK_SHARED_DIR" && XT_HOME={NODE_XT_HOME} nohup {python} '
                       f'runner.py "rank$r.json" > "rank$r.log" 2>&1 &')
@@ -404,7 +419,7 @@ class BatchBackend(Backend):
         if not launches:
             return
         client = self.client()
-        pool_id = self.ensure_pool()
+        pool_info = self._pool_info()
         first = launches[0]
         bjob = batch_job_id(first.ticket.get("workspace", "ws"), job_id)
         prep = None
@@ -416,7 +431,7 @@ class BatchBackend(Backend):
                                                      "ticket.json": first.ticket_path}),
                 wait_for_success=True, rerun_on_node_reboot_after_success=True)
         options = m.BatchJobCreateOptions(
-            id=bjob, display_name=job_id, pool_info=m.BatchPoolInfo(pool_id=pool_id),
+            id=bjob, display_name=job_id, pool_info=pool_info,
             job_preparation_task=prep,
             metadata=[m.BatchMetadataItem(name="xt-target", value=self.name)])
         try:
@@ -425,7 +440,11 @@ class BatchBackend(Backend):
             if not isinstance(err.__context__, ResourceExistsError):
                 raise
         slots = self.pool_spec()["slots"] if not self.target.get("pool") else 1
-        tasks = [self._task(launch, slots) for launch in launches]
+        # SAS signing and the queued events are per run: fan out (a sweep has hundreds)
+        from concurrent.futures import ThreadPoolExecutor
+        pool = ThreadPoolExecutor(max_workers=min(16, len(launches)))
+        with pool:
+            tasks = list(pool.map(lambda launch: self._task(launch, slots), launches))
         try:
             client.create_tasks(bjob, tasks, max_concurrency=4 if len(tasks) > 400 else 0)
         except Exception as err:
@@ -438,10 +457,15 @@ class BatchBackend(Backend):
             errors = getattr(err, "errors", None)
             raise translate(errors[0] if errors else err, "create tasks",
                             service=self.service_name, target=self.name) from None
-        for launch in launches:
-            self.store.append(launch.ticket["paths"]["events"], make_event(
-                QUEUED, backend_id=f"{bjob}/{task_id(launch.run_id)}", host=pool_id,
-                target=self.name))
+        # now that the tasks are in, Batch ends the job (and a per-job pool) after the last one
+        self._call("update the job", client.update_job, bjob,
+                   m.BatchJobUpdateOptions(all_tasks_complete_mode="terminatejob"))
+        host = pool_info.pool_id or "auto-pool"
+        with ThreadPoolExecutor(max_workers=min(16, len(launches))) as pool:
+            list(pool.map(lambda launch: self.store.append(
+                launch.ticket["paths"]["events"], make_event(
+                    QUEUED, backend_id=f"{bjob}/{task_id(launch.run_id)}", host=host,
+                    target=self.name)), launches))
 
     # -- status ---------------------------------------------------------------------------------
     def _run_paths(self, job_id: str, run_ids: list[str]) -> dict[str, str]:
@@ -473,11 +497,20 @@ class BatchBackend(Backend):
         lines = data.decode("utf-8", "replace").strip().splitlines()
         return lines[-1][:300] if lines else ""
 
-    def _pool_problem(self, pool_id: str) -> str | None:
-        """A resize error that leaves the pool without nodes, as a one-line reason."""
+    def _pool_problem(self, bjob: str) -> str | None:
+        """Why the job's tasks cannot start (scheduling error, a resize error that leaves the
+        pool without nodes), as a one-line reason; None if there is no such problem."""
         try:
-            pool = self.client().get_pool(pool_id)
-        except Exception:  # noqa: BLE001
+            job = self.client().get_job(bjob)
+            info = job.execution_info
+            if info and info.scheduling_error:
+                e = info.scheduling_error
+                return f"Batch cannot schedule the job: {e.code}: {e.message}"
+            pool_id = (info and info.pool_id) or (job.pool_info and job.pool_info.pool_id)
+            pool = self.client().get_pool(pool_id) if pool_id else None
+        except Exception:  # noqa: BLE001 - only a better reason; the next poll tries again
+            return None
+        if pool is None:
             return None
         if pool.allocation_state != "steady" or not pool.resize_errors:
             return None
@@ -496,17 +529,24 @@ class BatchBackend(Backend):
         allowed = int(self.target.get("requeue-preempted", 1))
         pool_problem = None
         for run in run_ids:
+            task = (tasks or {}).get(task_id(run))
+            exec_info = task.execution_info if task is not None else None
+            requeues = (exec_info.requeue_count or 0) if exec_info else 0
+            if task is not None and not requeues and task.state != "completed":
+                if task.state != "active":
+                    continue  # preparing/running: the runner reports for itself
+                if pool_problem is None:
+                    pool_problem = self._pool_problem(bjob) or ""
+                if not pool_problem:
+                    continue  # waiting for a node
             events = self._events(paths[run])   # read after the tasks: a finished task's own
             info = fold(events)                  # final event is already there
             if info["state"] in FINAL:
                 continue
-            task = (tasks or {}).get(task_id(run))
             if task is None:
                 if info["state"] == QUEUED:  # submitted, yet gone
                     self._fail(paths[run], "the Batch job or task is gone (deleted outside xt?)")
                 continue
-            exec_info = task.execution_info
-            requeues = (exec_info.requeue_count or 0) if exec_info else 0
             seen = sum(1 for e in events if e.get("state") == QUEUED and e.get("preempted"))
             if requeues > seen:
                 if seen < allowed:
@@ -522,13 +562,9 @@ class BatchBackend(Backend):
             if task.state == "completed":
                 self._fail(paths[run], self._task_reason(bjob, task), exit_code=(
                     exec_info.exit_code if exec_info else None))
-                continue
-            if task.state == "active":
-                if pool_problem is None:
-                    pool_problem = self._pool_problem(self.pool_id()) or ""
-                if pool_problem:
-                    self._terminate(bjob, task.id)
-                    self._fail(paths[run], pool_problem)
+            elif task.state == "active" and pool_problem:
+                self._terminate(bjob, task.id)
+                self._fail(paths[run], pool_problem)
         if tasks and all(t.state == "completed" for t in tasks.values()):
             self._cleanup(bjob)
 
@@ -682,23 +718,3 @@ def _is_batch(cfg, name, target, backend_kind) -> bool:
         return backend_kind(cfg, name, target) == "batch"
     except ConfigError:
         return False
-
-
-def wait_for_pool(backend: BatchBackend, timeout: float = 1800, progress=None) -> None:
-    """Block until the target's pool is steady, calling ``progress(text)`` on each change."""
-    client, pool_id, last = backend.client(), backend.pool_id(), None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pool = backend._call("get the pool", client.get_pool, pool_id)
-        text = _progress(pool)
-        if progress and text != last:
-            progress(text)
-        last = text
-        if pool.allocation_state == "steady":
-            if pool.resize_errors:
-                e = pool.resize_errors[0]
-                raise translate_resize(e.code, e.message, backend.name)
-            return
-        time.sleep(2)
-    raise TargetError(f"Batch pool {pool_id!r} still resizing after {timeout:.0f}s",
-                      hint="see %xt_pools")
