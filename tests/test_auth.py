@@ -159,3 +159,10 @@ def test_magics_login_logout(ip, aad_vault, monkeypatch):
     assert status.logged_in and "logged in as app" in str(status)
     assert ip.run_line_magic("xt_logout", "").startswith("logged out app")
     assert get_session().auth is None
+
+
+def test_magic_status_flag(ip):
+    status = ip.run_line_magic("xt_login", "--status")
+    assert not status.logged_in and "not logged in" in str(status)
+    with pytest.raises(Exception, match="xt_login"):
+        ip.run_line_magic("xt_login", "--method")  # usage error: one line, no SystemExit

@@ -204,10 +204,13 @@ class XTMagics(Magics):
     @argument("--method", help="auto, browser, device-code, cli, service-principal, managed-identity")
     @argument("--tenant", help="Azure AD tenant id (default: general.azure-tenant-id)")
     @argument("--form", action="store_true", help="open the login panel widget")
+    @argument("--status", action="store_true", help="only show who is logged in")
     @line_magic
     def xt_login(self, line=""):
         """Log in to Azure for this kernel session and load the team's vault secrets."""
         args = _parse(self.xt_login, line)
+        if args.status:
+            return api.whoami()
         if args.form:
             from .widgets.login_panel import LoginPanel
             return LoginPanel()

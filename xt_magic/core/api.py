@@ -117,9 +117,13 @@ def plot(job_id: str, metric: str, step: str | None = None):
 # --- auth (core/auth/service.py) ----------------------------------------------------------------
 
 
-def login(method: str | None = None, tenant: str | None = None, out=None):
+def login(method: str | None = None, tenant: str | None = None, out=None,
+          device_code_callback=None):
+    """Log in to Azure for this session; returns a LoginStatus (who, tenant, vault, secret names).
+    ``device_code_callback(uri, code, expires_on)`` shows a device code (default: print it)."""
     from .auth import service
-    return service.login(get_session(), method=method, tenant=tenant, out=out)
+    return service.login(get_session(), method=method, tenant=tenant, out=out,
+                         device_code_callback=device_code_callback)
 
 
 def logout():
