@@ -198,7 +198,9 @@ class SlurmBackend(StoreEvents, Backend):
             self.exec = LocalExec()
             home = os.path.expanduser(os.environ.get("XT_HOME") or "~/.xt")
             self.work_dir = os.path.join(home, "slurm")
-            self.python = shlex.split(str(target.get("python") or "python3"))
+            self.python = ["python3"]
+        if target.get("python"):
+            self.python = shlex.split(str(target["python"]))
         self.work_dir = str(target.get("work-dir") or self.work_dir)
         self._access = StoreAccess(store, lambda path, data: self.exec.read(path) == data)
         self._ws = (config.get("general.workspace") if config is not None else None) or "ws1"
