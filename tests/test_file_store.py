@@ -1,7 +1,6 @@
 """FileStore: atomic writes, exclusive create, appends, listing, path checks."""
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 
 import pytest
@@ -69,20 +68,21 @@ def test_runner_io_and_from_config(tmp_path, xt_home):
     assert default.root == str(xt_home / "file_store")
 
 
-def _appender(root, n):
-    store = FileStore(root)
-    for i in range(n):
-        store.append("r/log", f"{os.getpid()}:{i}:{'x' * 200}\n".encode())
+APPENDER = """
+import os, sys
+from xt_magic.core.storage.file import FileStore
+store = FileStore(sys.argv[1])
+for i in range(int(sys.argv[2])):
+    store.append("r/log", f"{os.getpid()}:{i}:{'x' * 200}\\n".encode())
+"""
 
 
 def test_concurrent_appends_do_not_interleave(tmp_path):
+    import subprocess
+    import sys
     root = str(tmp_path / "fs")
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_appender, args=(root, 200)) for _ in range(4)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
+    procs = [subprocess.Popen([sys.executable, "-c", APPENDER, root, "200"]) for _ in range(4)]
+    assert [p.wait(120) for p in procs] == [0, 0, 0, 0]
     lines = FileStore(root).read_bytes("r/log").decode().splitlines()
     assert len(lines) == 800
     assert all(line.endswith("x" * 200) and line.count(":") == 2 for line in lines)

@@ -192,26 +192,22 @@ def test_tampered_outputs_not_loaded(sync_local, xt_home):
         api.results("job1")
 
 
-def _submit_many(n: int, home: str, cwd: str) -> list[str]:
-    os.environ["XT_HOME"] = home
-    os.environ["XT_USER_CONFIG"] = os.path.join(home, "xt_config.yaml")
-    os.chdir(cwd)
-    from xt_magic.core import registry as reg
-    reg.BACKENDS["local"] = ("jobs_support:NullBackend", "")
-    out = []
-    for _ in range(n):
-        out.append(api.run_cell("x = 1", {}).id)
-    return out
+SUBMITTER = """
+import sys
+sys.path.insert(0, sys.argv[2])
+from xt_magic.core import api, registry
+registry.BACKENDS["local"] = ("jobs_support:NullBackend", "")
+print(" ".join(api.run_cell("x = 1", {}).id for _ in range(int(sys.argv[1]))))
+"""
 
 
 def test_concurrent_submissions_unique_ids(null_local, xt_home, tmp_path):
-    import concurrent.futures as cf
-    import multiprocessing as mp
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
-    with cf.ProcessPoolExecutor(4, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(_submit_many, 50, str(xt_home), str(tmp_path / "work"))
-                   for _ in range(4)]
-        got = [i for f in futures for i in f.result(timeout=300)]
+    # 4 processes x 50 submissions at once into one store
+    procs = [subprocess.Popen([sys.executable, "-c", SUBMITTER, "50", os.path.join(ROOT, "tests")],
+                              stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0]
+    got = [i for out in outs for i in out.split()]
     assert len(got) == 200 and len(set(got)) == 200
     df = api.jobs()
     assert len(df) == 200 and set(df["job"]) == set(got)

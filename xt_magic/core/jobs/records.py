@@ -59,7 +59,7 @@ class JobRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), indent=1, sort_keys=True).encode()
+        return json.dumps(asdict(self), indent=1).encode()  # keeps hparams in the order given
 
     @classmethod
     def from_json(cls, data: bytes) -> "JobRecord":
