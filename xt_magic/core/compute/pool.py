@@ -47,8 +47,8 @@ def start_script(directory: str, argv: list[str]) -> str:
 
 def status_script(work_dir: str, run_ids: list[str]) -> str:
     """sh script printing ``RUN exit N`` / ``RUN alive`` / ``RUN gone`` per run, then
-    ``live N`` (live runs under work_dir, for slot counting). A zombie counts as gone: PID 1
-    here reaps orphans late."""
+    ``live N`` (live runs under work_dir, for slot counting) and ``cores N``. A zombie counts as
+    gone: PID 1 here reaps orphans late."""
     runs = " ".join(q(ssh.check_name(r, "run id")) for r in run_ids)
     alive = ('[ -f "$d/pid" ] && p=$(cat "$d/pid") && kill -0 "$p" 2>/dev/null && '
              '! grep -qs "^State:[[:space:]]*Z" "/proc/$p/status"')
@@ -58,7 +58,7 @@ def status_script(work_dir: str, run_ids: list[str]) -> str:
             f"elif [ -f \"$d/exit\" ]; then echo \"$r exit $(cat \"$d/exit\")\"; "
             f"else echo \"$r gone\"; fi; done; "
             f"n=0; for d in \"$w\"/runs/*; do if [ ! -f \"$d/exit\" ] && {alive}; then n=$((n+1)); fi; "
-            "done; echo \"live $n\"")
+            "done; echo \"live $n\"; echo \"cores $(nproc 2>/dev/null || echo 1)\"")
 
 
 def kill_script(directory: str) -> str:
@@ -135,6 +135,7 @@ class PoolBackend(StoreEvents, Backend):
         self.boxes = {n: box_for(config, n, target) for n in names}
         self._access = {n: StoreAccess(store, self._sees_fn(b)) for n, b in self.boxes.items()}
         self._ws = (config.get("general.workspace") if config is not None else None) or "ws1"
+        self._cores: dict[str, int] = {}  # default max-runs of a box: its cores
 
     # -- helpers ------------------------------------------------------------------------------
     @staticmethod
@@ -161,8 +162,10 @@ class PoolBackend(StoreEvents, Backend):
             box = self.boxes[n]
             try:
                 out = ssh.run_script(box, status_script(box.work_dir, []), timeout=30).stdout
-                counts[n] = int(out.split()[-1])
-            except (TargetError, ValueError, IndexError):
+                facts = dict(line.split(None, 1) for line in out.splitlines() if " " in line)
+                counts[n] = int(facts["live"])
+                self._cores[n] = int(facts["cores"])
+            except (TargetError, ValueError, KeyError):
                 counts[n] = None  # unreachable: no slots
         return counts
 
@@ -187,7 +190,7 @@ class PoolBackend(StoreEvents, Backend):
             started = False
             for n, box in self.boxes.items():
                 live = counts.get(n)
-                if live is None or live >= box.max_runs:
+                if live is None or live >= (box.max_runs or self._cores.get(n, 1)):
                     continue
                 try:
                     self._start(box, launch, job_id)
@@ -256,6 +259,8 @@ class PoolBackend(StoreEvents, Backend):
                 parts = line.split()
                 if parts[:1] == ["live"]:
                     counts[n] = int(parts[1])
+                elif parts[:1] == ["cores"]:
+                    self._cores[n] = int(parts[1])
                 elif len(parts) >= 2 and parts[0] in runs:
                     self._reconcile(n, parts[0], parts[1:])
         if waiting:
@@ -307,7 +312,7 @@ def box_for(cfg, name: str, target: dict | None = None) -> ssh.Box:
     """The Box for a ``boxes:`` name (or a bare ``user@host[:port]`` address in a target)."""
     entry = cfg.get(f"boxes.{name}") if cfg is not None else None
     if isinstance(entry, dict):
-        box = ssh.box_from_config(cfg, name, int((target or {}).get("max-runs") or 1))
+        box = ssh.box_from_config(cfg, name, (target or {}).get("max-runs"))
     else:
         try:
             user, host, port = ssh.parse_address(name)
@@ -315,7 +320,7 @@ def box_for(cfg, name: str, target: dict | None = None) -> ssh.Box:
             raise TargetError(f"{err}", hint="name a boxes: entry or use user@host[:port]") from None
         import getpass
         box = ssh.Box(name=name, host=host, port=port, user=user or getpass.getuser(),
-                      max_runs=int((target or {}).get("max-runs") or 1))
+                      max_runs=(target or {}).get("max-runs"))
     return box
 
 

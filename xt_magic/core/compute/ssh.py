@@ -51,7 +51,7 @@ class Box:
     user: str | None = None
     key_file: str | None = None
     host_key: str | None = None      # pinned public key: "ssh-ed25519 AAAA..."
-    max_runs: int = 1
+    max_runs: int | None = None      # None: the box's cores
     setup: str | None = None
     python: str = "python3"
     work_dir: str = ".xt/work"      # relative paths are relative to the remote home directory
@@ -81,7 +81,7 @@ def parse_address(address: str) -> tuple[str | None, str, int]:
     return user or None, host, port
 
 
-def box_from_config(cfg, name: str, default_max_runs: int = 1) -> Box:
+def box_from_config(cfg, name: str, default_max_runs: int | None = None) -> Box:
     """The Box for ``boxes.NAME`` (ConfigError naming the key when it is missing or wrong)."""
     entry = cfg.get(f"boxes.{name}") if isinstance(name, str) else None
     if not isinstance(entry, dict) or not entry.get("address"):
@@ -101,7 +101,7 @@ def box_from_config(cfg, name: str, default_max_runs: int = 1) -> Box:
                user=user or getpass.getuser(),
                key_file=os.path.expanduser(key_file) if key_file else None,
                host_key=entry.get("host-key"),
-               max_runs=int(entry.get("max-runs") or default_max_runs),
+               max_runs=entry.get("max-runs") or default_max_runs,
                setup=entry.get("setup"), python=str(entry.get("python") or "python3"),
                work_dir=work_dir)
 
