@@ -559,13 +559,15 @@ class Results:
         return len(self.runs_list)
 
     def __repr__(self) -> str:
+        more = len(self.runs_list) - 50
         return "\n".join([f"Results of {self.job.id} ({_summary(self.job.states())})"]
-                         + [f"  {r!r}" for r in self.runs_list])
+                         + [f"  {r!r}" for r in self.runs_list[:50]]
+                         + ([f"  ... {more} more runs"] if more > 0 else []))
 
     def _repr_html_(self) -> str:
         from html import escape
         rows = []
-        for r in self.runs_list:
+        for r in self.runs_list[:50]:
             variables = ", ".join(f"{k}={_short(v)}" for k, v in r.variables.items())
             err = f"{r.error.get('type')}: {r.error.get('message')}" if r.error else (r.reason or "")
             rows.append(f"<tr><td>{escape(r.run)}</td><td>{escape(r.state)}</td>"
