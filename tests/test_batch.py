@@ -13,22 +13,13 @@ import pytest
 from xt_magic.core.errors import AuthError, ConfigError, TargetError
 from xt_magic.core.jobs import service, states
 from xt_magic.core.session import get_session
+from runner_helpers import wait_for
 
 pytestmark = pytest.mark.azurite
 
 
 def submit(source, namespace=None, **kw):
     return service.run_cell(get_session(), source, dict(namespace or {}), **kw)
-
-
-def wait_for(pred, timeout=60, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def wait_state(job, run, want, timeout=60):
@@ -118,7 +109,7 @@ def test_sweep_of_50_runs_bulk_created_through_throttling(batch_config):
 
 
 def test_more_than_100_tasks_go_in_chunks_of_100(batch_config):
-    """Bulk creation itself (no runs executed): 201 tasks -> 3 addtaskcollection calls."""
+    """Bulk creation itself (no runs executed): 101 tasks -> 2 addtaskcollection calls."""
     from xt_magic.core.compute import get_backend
     from xt_magic.core.compute.base import Launch
     server = batch_config["server"]
@@ -128,7 +119,7 @@ def test_more_than_100_tasks_go_in_chunks_of_100(batch_config):
     st = store()
     st.write_bytes("ws1/jobs/job9/bundle/runner.py", b"")
     launches = []
-    for i in range(1, 202):
+    for i in range(1, 102):
         path = f"ws1/runs/run9.{i}/ticket.json"   # never read: no node ever comes up
         ticket = {"job": "job9", "run": f"run9.{i}", "workspace": "ws1",
                   "paths": {"events": f"ws1/runs/run9.{i}/events.jsonl"}, "setup": None}
@@ -136,8 +127,9 @@ def test_more_than_100_tasks_go_in_chunks_of_100(batch_config):
     backend.submit("job9", launches)
     calls = [json.loads(r["body"])["value"] for r in server.received
              if r["path"].split("?")[0].endswith("/addtaskcollection")]
-    assert sorted(len(c) for c in calls) == [1, 100, 100]
-    assert len(server.jobs["xt-ws1-job9"].tasks) == 201
+    assert sorted(len(c) for c in calls) == [1, 100]
+    (bjob,) = server.jobs.values()
+    assert bjob.id.startswith("xt-ws1-job9-") and len(bjob.tasks) == 101
 
 
 def test_multi_node_run_sees_rank_world_size_and_master(batch_config):
@@ -160,6 +152,8 @@ def test_multi_node_run_sees_rank_world_size_and_master(batch_config):
     # rank 1 reports to its own paths, so the run's state is rank 0's alone
     events = states.parse_events(st.read_bytes(f"ws1/runs/{run}/events.jsonl"))
     assert [e["state"] for e in events].count("completed") == 1
+    from fixtures.azurite import ACCOUNT_KEY
+    assert_no_secrets(server, [server.key, ACCOUNT_KEY])
 
 
 @pytest.mark.parametrize("allowed,final", [(1, "completed"), (0, "failed")])
@@ -186,7 +180,7 @@ def test_cancel_terminates_task_and_job(batch_config):
     t0 = time.monotonic()
     service.cancel(get_session(), job.id)
     assert job.refresh().state(run) == "cancelled"
-    bjob = server.jobs[f"xt-ws1-{job.id}"]
+    (bjob,) = server.jobs.values()
     assert bjob.tasks[run.replace(".", "-")].state == "completed"
     assert bjob.state == "completed"
     node = server.pools and list(server.pools.values())[0].nodes[0]
@@ -213,6 +207,17 @@ def test_wrong_shared_key_is_one_line_with_the_fix(batch_config):
     assert "rejected the shared key" in text and "403 AuthenticationFailed" in text
     assert "vault secret" in text and "xtbatch" in text
     assert err.value._render_traceback_() == [f"AuthError: {text}"]
+
+
+def test_login_credential_path_needs_a_login(batch_config):
+    cfg = batch_config["write"]()
+    del cfg["external-services"]["xtbatch"]["key"]   # no key: the %xt_login (AAD) credential
+    import yaml
+    with open("xt_config.yaml", "w") as fh:
+        yaml.safe_dump(cfg, fh)
+    get_session().invalidate()
+    with pytest.raises(AuthError, match="not logged in to Azure — run %xt_login first"):
+        submit("x = 1")
 
 
 def test_bad_vm_size_and_quota_errors_name_the_fix(batch_config):

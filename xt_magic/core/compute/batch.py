@@ -68,8 +68,11 @@ def task_id(run_id: str) -> str:
     return _safe_id(run_id)
 
 
-def batch_job_id(workspace: str, job_id: str) -> str:
-    return _safe_id(f"xt-{workspace}-{job_id}")
+def batch_job_id(workspace: str, job_id: str, store=None) -> str:
+    """``xt-WS-JOB-HASH``: the hash of the store's description keeps two stores that share a
+    Batch account (same workspace and job numbers) apart."""
+    tag = hashlib.sha256(str(store.describe() if store else "").encode()).hexdigest()[:6]
+    return _safe_id(f"xt-{workspace}-{job_id}"[:57] + f"-{tag}")
 
 
 def _container_destination(url: str) -> tuple[str, str]:
@@ -421,7 +424,7 @@ class BatchBackend(Backend):
         client = self.client()
         pool_info = self._pool_info()
         first = launches[0]
-        bjob = batch_job_id(first.ticket.get("workspace", "ws"), job_id)
+        bjob = batch_job_id(first.ticket.get("workspace", "ws"), job_id, self.store)
         prep = None
         if first.ticket.get("setup"):
             # realise the setup once per node for this job, before any of its runs start there
@@ -437,8 +440,11 @@ class BatchBackend(Backend):
         try:
             self._call("create the job", client.create_job, options)
         except TargetError as err:
-            if not isinstance(err.__context__, ResourceExistsError):
-                raise
+            if isinstance(err.__context__, ResourceExistsError):
+                raise TargetError(f"Batch job {bjob!r} already exists", hint="a job id is "
+                                  "reused: check that general.workspace and the store are the "
+                                  "ones this job was allocated in") from None
+            raise
         slots = self.pool_spec()["slots"] if not self.target.get("pool") else 1
         # SAS signing and the queued events are per run: fan out (a sweep has hundreds)
         from concurrent.futures import ThreadPoolExecutor
@@ -523,7 +529,7 @@ class BatchBackend(Backend):
         """Reconcile runs from Batch task states (the runner's own events win)."""
         if not run_ids:
             return
-        bjob = batch_job_id(self._workspace(), job_id)
+        bjob = batch_job_id(self._workspace(), job_id, self.store)
         tasks = self._tasks(bjob)
         paths = self._run_paths(job_id, run_ids)
         allowed = int(self.target.get("requeue-preempted", 1))
@@ -610,7 +616,7 @@ class BatchBackend(Backend):
 
     def cancel(self, job_id: str, run_ids: list[str]) -> None:
         """Terminate the runs' tasks (and the job once none is left) and record ``cancelled``."""
-        bjob = batch_job_id(self._workspace(), job_id)
+        bjob = batch_job_id(self._workspace(), job_id, self.store)
         paths = self._run_paths(job_id, run_ids)
         tasks = self._tasks(bjob) or {}
         for run in run_ids:
