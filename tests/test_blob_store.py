@@ -145,3 +145,19 @@ def test_parallel_upload_200mb_with_progress(store, tmp_path):
         for piece in iter(lambda: fh.read(1 << 20), b""):
             back.update(piece)
     assert back.hexdigest() == digest.hexdigest()
+
+
+def test_wrong_key_is_an_auth_error_without_the_key(azurite, azurite_container):
+    import base64
+    from xt_magic.core.errors import AuthError, XTError
+    from xt_magic.core.session import get_session
+    from xt_magic.core.storage.azure_blob import AzureBlobStore
+    bad = base64.b64encode(b"definitely-not-the-key-0123456789").decode()
+    store = AzureBlobStore.from_config("s", {
+        "name": azurite.account, "url": azurite.blob_endpoint, "key": bad,
+        "container": azurite_container}, get_session())
+    with pytest.raises(XTError) as info:
+        store.write_bytes("ws1/x", b"x")
+    assert isinstance(info.value, (AuthError, StoreError)) and "HTTP 4" in str(info.value) \
+        or isinstance(info.value, AuthError)
+    assert bad not in str(info.value) and "\n" not in str(info.value)

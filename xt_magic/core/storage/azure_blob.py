@@ -49,6 +49,7 @@ def _translate(err, what: str, path: str = ""):
                               "'Storage Blob Data Contributor'")
     if isinstance(err, HttpResponseError):
         code = getattr(err, "error_code", None) or ""
+        code = getattr(code, "value", code)  # StorageErrorCode enum -> "AuthenticationFailed"
         return StoreError(f"blob store: {what}{where} failed: HTTP {err.status_code} {code}".strip())
     return StoreError(f"blob store: {what}{where} failed: {type(err).__name__}")
 
