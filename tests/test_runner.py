@@ -324,26 +324,30 @@ def blob_server():
     server.shutdown()
 
 
+def _serve_from(handler, root, t, tp, server):
+    """Upload the store dir to the blob server and rewrite the ticket to per-path SAS URLs."""
+    base = f"http://127.0.0.1:{server.server_address[1]}/c/"
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            full = os.path.join(dirpath, f)
+            sp = os.path.relpath(full, root).replace(os.sep, "/")
+            kind = "append" if sp.endswith(".jsonl") else "block"
+            handler.blobs["/c/" + sp] = (kind, bytearray(open(full, "rb").read()))
+    urls = {sp: base + sp + "?sv=2021&sig=SECRET"
+            for sp in list(t["paths"].values()) + [v for k, v in t["bundle"].items()
+                                                   if v and not k.endswith("sha256")]}
+    t["io"] = {"kind": "urls", "urls": urls}
+    with open(tp, "w") as fh:
+        json.dump(t, fh)
+
+
 def test_urls_io_round_trip_and_no_sas_leak(tmp_path, blob_server):
     import cloudpickle
     server, handler = blob_server
     root = tmp_path / "store"
     cell = "import xt_magic\nprint('via-urls', a)\nxt_magic.log(step=0, m=1)\nout = a + 1\n"
     [(run, tp, t)] = make_job(root, cell, inputs={"a": 1}, outputs=["out"])
-    base = f"http://127.0.0.1:{server.server_address[1]}/c/"
-    urls = {}
-    for dirpath, _, files in os.walk(root):  # upload what the client would have written
-        for f in files:
-            full = os.path.join(dirpath, f)
-            sp = os.path.relpath(full, root).replace(os.sep, "/")
-            kind = "append" if sp.endswith(".jsonl") else "block"
-            handler.blobs["/c/" + sp] = (kind, bytearray(open(full, "rb").read()))
-    for sp in list(t["paths"].values()) + [v for k, v in t["bundle"].items()
-                                           if v and not k.endswith("sha256")]:
-        urls[sp] = base + sp + "?sv=2021&sig=SECRET"
-    t["io"] = {"kind": "urls", "urls": urls}
-    with open(tp, "w") as fh:
-        json.dump(t, fh)
+    _serve_from(handler, root, t, tp, server)
     p = run_ticket(tp)
     assert p.returncode == 0, p.stderr
     blob = lambda sp: bytes(handler.blobs["/c/" + sp][1])  # noqa: E731
@@ -386,3 +390,37 @@ def test_concurrent_runs_build_a_setup_env_once(tmp_path, xt_home):
     consoles = [read(root, t["paths"]["console"]).decode() for _, _, t in runs]
     assert all("got tiny-ok" in c for c in consoles)
     assert sum(c.count("building environment") for c in consoles) == 1
+
+
+INCREMENTAL_CELL = """\
+import os, time, xt_magic
+print('first line', flush=True)
+xt_magic.log(step=0, early=1.0)
+deadline = time.time() + 60
+while not os.path.exists(FLAG) and time.time() < deadline:
+    time.sleep(0.05)
+print('last line')
+"""
+
+
+@pytest.mark.parametrize("kind", ["file", "urls"])
+def test_console_and_metrics_flushed_while_running(tmp_path, kind, blob_server):
+    server, handler = blob_server
+    root = tmp_path / "store"
+    flag = tmp_path / "flag"
+    [(run, tp, t)] = make_job(root, INCREMENTAL_CELL, inputs={"FLAG": str(flag)})
+    if kind == "urls":
+        _serve_from(handler, root, t, tp, server)
+        get = lambda key: bytes(handler.blobs.get("/c/" + t["paths"][key], ("", b""))[1])  # noqa
+    else:
+        get = lambda key: read(root, t["paths"][key])  # noqa: E731
+    proc = subprocess.Popen([sys.executable, RUNNER, tp], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: b"first line" in get("console"), what="console while running")
+        wait_for(lambda: b'"early": 1.0' in get("metrics"), what="metrics while running")
+        assert b"last line" not in get("console") and proc.poll() is None
+    finally:
+        flag.write_text("go")
+    assert proc.wait(60) == 0
+    assert b"last line" in get("console")

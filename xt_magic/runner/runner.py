@@ -215,32 +215,49 @@ def _jsonable(value):
 
 
 class Metrics:
-    """Buffered metrics.jsonl records: ``{"kind": "metrics"|"hparams", "step", "ts", "values"}``."""
+    """Buffered metrics.jsonl records: ``{"kind": "metrics"|"hparams", "step", "ts", "values"}``.
+
+    ``log`` only appends to a list; a daemon thread (started by the first ``log``) and exit flush.
+    """
 
     def __init__(self, io, path):
+        import _thread
         self.io, self.path, self.pending, self.last = io, path, [], time.monotonic()
+        self.lock, self.flusher = _thread.allocate_lock(), False
 
     def _add(self, kind, step, values):
         rec = {"kind": kind, "ts": time.time(), "values": {str(k): _jsonable(v)
                                                            for k, v in values.items()}}
         if step is not None:
             rec["step"] = _jsonable(step)
-        self.pending.append(json.dumps(rec) + "\n")  # list.append is atomic: no lock needed
-        if time.monotonic() - self.last >= FLUSH_SECONDS:
-            self.tick()
+        self.pending.append(json.dumps(rec) + "\n")  # list.append is atomic
 
     def log(self, step=None, **values):
         self._add("metrics", step, values)
+        if not self.flusher:
+            self.flusher = True
+            import _thread
+            _thread.start_new_thread(self._flush_loop, ())
 
     def log_hparams(self, **values):
         self._add("hparams", None, values)
 
+    def _flush_loop(self):
+        while True:
+            time.sleep(FLUSH_SECONDS)
+            try:
+                self.tick()
+            except Exception as err:  # a transient store error: keep buffering, retry later
+                sys.__stderr__.write(f"[xt] metrics flush failed: {err}\n")
+
     def tick(self, force=False):
-        if self.pending and (force or time.monotonic() - self.last >= FLUSH_SECONDS):
-            n = len(self.pending)
-            data, self.pending[:n] = "".join(self.pending[:n]), []
-            self.last = time.monotonic()
-            self.io.append(self.path, data.encode())
+        with self.lock:
+            if self.pending and (force or time.monotonic() - self.last >= FLUSH_SECONDS):
+                n = len(self.pending)
+                data = "".join(self.pending[:n])
+                self.io.append(self.path, data.encode())
+                del self.pending[:n]  # only once written: a failed append loses nothing
+                self.last = time.monotonic()
 
 
 class Capture:
