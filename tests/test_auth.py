@@ -166,3 +166,30 @@ def test_magic_status_flag(ip):
     assert not status.logged_in and "not logged in" in str(status)
     with pytest.raises(Exception, match="xt_login"):
         ip.run_line_magic("xt_login", "--method")  # usage error: one line, no SystemExit
+
+
+def test_service_principal_with_certificate(aad_vault, monkeypatch, tmp_path):
+    import datetime as dt
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "xt-sp")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1).not_valid_before(now)
+            .not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256()))
+    pem = tmp_path / "sp.pem"
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption())
+                    + cert.public_bytes(serialization.Encoding.PEM))
+    aad_vault.env(monkeypatch)
+    monkeypatch.delenv("AZURE_CLIENT_SECRET")
+    monkeypatch.setenv("AZURE_CLIENT_CERTIFICATE_PATH", str(pem))
+    status = service.login(get_session(), method="service-principal")
+    assert status.who == f"app {aad_vault.client_id}"
+    assert any(r.get("client_assertion_type", "").endswith("jwt-bearer")
+               for r in aad_vault.token_requests)
+    assert type(get_session().auth.credential._credential).__name__ == "CertificateCredential"

@@ -118,3 +118,10 @@ def test_blob_store_with_vault_account_key(aad_vault, monkeypatch, azurite, azur
     assert azurite.key not in repr(store) + store.describe()
     io = store.runner_io(read=["ws1/a.txt"], write=[], append=[], expiry_seconds=60)
     assert azurite.key not in json.dumps(io)
+
+
+def test_vault_ref_without_a_vault_service(aad_vault, monkeypatch):
+    login(aad_vault, monkeypatch)  # no xt_config.yaml: xt-services.vault is null
+    assert service.whoami(get_session()).vault is None
+    with pytest.raises(AuthError, match="no vault configured"):
+        vault.resolve(get_session(), "teamstore")
