@@ -161,3 +161,11 @@ def test_wrong_key_is_an_auth_error_without_the_key(azurite, azurite_container):
     assert isinstance(info.value, (AuthError, StoreError)) and "HTTP 4" in str(info.value) \
         or isinstance(info.value, AuthError)
     assert bad not in str(info.value) and "\n" not in str(info.value)
+
+
+def test_default_progress_bar_for_big_uploads(store, tmp_path, capsys):
+    src = tmp_path / "mid.bin"
+    src.write_bytes(os.urandom(17 * 1024 * 1024))
+    store.upload_file("snapshots/mid.zip", str(src))
+    assert "mid.bin" in capsys.readouterr().err  # the tqdm.auto bar, labelled with the file
+    assert store.read_bytes("snapshots/mid.zip") == src.read_bytes()
