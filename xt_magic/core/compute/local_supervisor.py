@@ -185,6 +185,7 @@ def supervise(jobdir):
             pending.append(launch)
     pending.reverse()  # pop() from the end keeps submission order
     running = {}  # pid -> [launch, started, kill_at]
+    wait = 0.05   # slot poll period while blocked; backs off so many waiting jobs stay cheap
     rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wfd)
     signal.signal(signal.SIGCHLD, lambda *_: None)
@@ -206,6 +207,7 @@ def supervise(jobdir):
                 os.close(fd)  # the runner holds the slot now
             if pid:
                 running[pid] = [launch, time.monotonic(), None]
+            wait = 0.05
         while running:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -230,10 +232,12 @@ def supervise(jobdir):
             elif kill_at is not None and now > kill_at:
                 _killpg(pid, signal.SIGKILL)
                 entry[2] = now + 3600
-        timeout = 0.05 if pending else 0.5
+        if pending:  # our own runs' exits wake us at once (SIGCHLD); other jobs' are polled
+            wait = min(wait * 1.5, 0.5)
         try:
-            select.select([rfd], [], [], timeout)
-            os.read(rfd, 4096)
+            if select.select([rfd], [], [], wait if pending else 0.5)[0]:
+                os.read(rfd, 4096)
+                wait = 0.05
         except (BlockingIOError, InterruptedError):
             pass
     return 0
