@@ -27,6 +27,14 @@ UNSET = "(unset)"
 LABEL_W, EDIT_W = "190px", "340px"
 
 
+def _record_of(node: dict) -> str | None:
+    """The $defs record name of a named-entry section (compute-targets -> target), else None."""
+    extra = node.get("additionalProperties")
+    if isinstance(extra, dict) and "$ref" in extra:
+        return extra["$ref"].rsplit("/", 1)[1]
+    return None
+
+
 def _key_prefix(problem_key: str) -> str:
     """``compute-targets.x.boxes[0]`` -> ``compute-targets.x.boxes`` (a field's key)."""
     return (problem_key or "").split("[", 1)[0]
@@ -98,33 +106,48 @@ class ConfigForm(WidgetView):
 
     # -- building ---------------------------------------------------------------------------------
     def refresh(self) -> None:
-        """Rebuild every tab from the schema and the current resolved config."""
+        """Rebuild from the schema and the current resolved config. Tabs are built when first
+        shown (a form of every section at once is ~900 widgets, seconds to create)."""
         from ..core.config.validate import schema
-        selected = self.tabs.selected_index
+        selected = self.tabs.selected_index or 0
         self.errors.clear()
         self.origins.clear()
-        children, titles = [], []
-        for section, node in schema()["properties"].items():
-            if node.get("x-unused"):
-                continue
-            if isinstance(node.get("additionalProperties"), dict) and "$ref" in node["additionalProperties"]:
-                record = node["additionalProperties"]["$ref"].rsplit("/", 1)[1]
-                editor = self.entry_editors.get(section) or EntryEditor(self, section, record)
-                self.entry_editors[section] = editor
-                editor.rebuild()
-                children.append(editor.widget)
-            elif node.get("properties"):
-                rows = [self.field(f"{section}.{k}", sub, (section, k))
-                        for k, sub in node["properties"].items() if not sub.get("x-unused")]
-                children.append(self.w.VBox([self.w.HTML(note(node.get("description", "")))] + rows))
-            else:
-                continue
-            titles.append(section)
-        self.tabs.children = children
-        self.tabs.titles = titles
-        if selected is not None and selected < len(children):
-            self.tabs.selected_index = selected
+        self.sections = [(name, node) for name, node in schema()["properties"].items()
+                         if not node.get("x-unused") and (node.get("properties") or _record_of(node))]
+        self.built: set[str] = set()
+        self.tabs.unobserve_all("selected_index")
+        self.tabs.children = [self.w.VBox() for _ in self.sections]
+        self.tabs.titles = [name for name, _ in self.sections]
+        self.tabs.selected_index = min(selected, len(self.sections) - 1)
+        self.tabs.observe(lambda change: self.build_tab(change["new"]), names="selected_index")
+        self.build_tab(self.tabs.selected_index, validate=False)
         self.validate()
+
+    @safe
+    def build_tab(self, index: int | None, validate: bool = True) -> None:
+        if index is None or self.sections[index][0] in self.built:
+            return
+        section, node = self.sections[index]
+        self.built.add(section)
+        record = _record_of(node)
+        if record:
+            editor = self.entry_editors.get(section) or EntryEditor(self, section, record)
+            self.entry_editors[section] = editor
+            editor.rebuild(validate=False)
+            content = [editor.widget]
+        else:
+            content = [self.w.HTML(note(node.get("description", "")))] + [
+                self.field(f"{section}.{k}", sub, (section, k))
+                for k, sub in node["properties"].items() if not sub.get("x-unused")]
+        self.tabs.children[index].children = content
+        if validate:
+            self.validate()
+
+    def section(self, name: str):
+        """The content of section ``name``'s tab (built now if it was not yet)."""
+        index = [n for n, _ in self.sections].index(name)
+        self.build_tab(index)
+        return self.entry_editors.get(name) or self.tabs.children[index]
 
     def field(self, key: str, node: dict, ref_key: tuple) -> Any:
         """One row: label, editor (by schema type), provenance, inline error."""
@@ -297,17 +320,17 @@ class EntryEditor:
                                       self.delete_button]), self.fields])
         self.widget.add_class("xt-entries-" + section)
 
-    def rebuild(self, select: str | None = None) -> None:
+    def rebuild(self, select: str | None = None, validate: bool = True) -> None:
         names = self.form.names(self.section)
         current = select or self.picker.value
         self.picker.unobserve_all("value")
         self.picker.options = names
         self.picker.value = current if current in names else (names[0] if names else None)
         self.picker.observe(lambda c: self.show(), names="value")
-        self.show()
+        self.show(validate=validate)
 
     @safe
-    def show(self) -> None:
+    def show(self, validate: bool = True) -> None:
         from ..core.config.validate import schema
         name = self.picker.value
         if name is None:
@@ -318,7 +341,8 @@ class EntryEditor:
         rows = [self.form.field(f"{self.section}.{name}.{k}", sub, (self.record, k))
                 for k, sub in props.items() if not sub.get("x-unused") or k in entry]
         self.fields.children = rows
-        self.form.validate()
+        if validate:
+            self.form.validate()
 
     def _new_name(self) -> str:
         from ..core.errors import ConfigError

@@ -1,0 +1,275 @@
+"""Widget logic without a browser (ipywidgets with no kernel uses its dummy comm)."""
+from __future__ import annotations
+
+import time
+import types
+
+import pytest
+
+pytest.importorskip("ipywidgets")
+
+from xt_magic.core import api  # noqa: E402
+from xt_magic.core.config import validate  # noqa: E402
+
+LOCAL = """\
+# team config: keep this comment
+compute-targets:
+  gpu:            # the GPU box
+    service: pool
+    boxes: [localhost]
+    setup: local
+setups:
+  extra:
+    pip-packages: [numpy]
+external-services:
+  canarystore:
+    type: storage
+    provider: azure-blob
+    connection-string: CANARY-SECRET-7f3e9a
+"""
+
+
+def all_widget_state(root) -> str:
+    """Every synced trait of every widget under ``root`` (what the browser would receive)."""
+    import ipywidgets as w
+    seen, out, todo = set(), [], [root]
+    while todo:
+        node = todo.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        out.append(repr(node.get_state()))
+        for value in node.get_state().values():
+            items = value if isinstance(value, (list, tuple)) else [value]
+            todo.extend(v for v in items if isinstance(v, w.Widget))
+        todo.extend(getattr(node, "children", ()))
+    return "\n".join(out)
+
+
+def rows_by_label(box) -> dict:
+    return {row.children[0].value: row for row in box.children if hasattr(row, "children")
+            and row.children and hasattr(row.children[0], "value")}
+
+
+@pytest.fixture
+def form(tmp_path):
+    (tmp_path / "work" / "xt_config.yaml").write_text(LOCAL)
+    from xt_magic.widgets.config_form import ConfigForm
+    return ConfigForm()
+
+
+def test_form_has_a_tab_per_section_and_a_new_schema_key_appears(form, monkeypatch):
+    assert {"compute-targets", "setups", "boxes", "external-services", "general", "code"} <= set(form.tabs.titles)
+    assert "run-reports" not in form.tabs.titles  # x-unused sections are not edited here
+    import copy
+    schema = copy.deepcopy(validate.schema())
+    schema["properties"]["general"]["properties"]["brand-new-key"] = {"type": "string", "description": "x"}
+    schema["$defs"]["target"]["properties"]["brand-new-target-key"] = {"type": "integer"}
+    monkeypatch.setattr(validate, "schema", lambda: schema)
+    from xt_magic.widgets.config_form import ConfigForm
+    fresh = ConfigForm()
+    assert "brand-new-key" in rows_by_label(fresh.section("general"))
+    assert "brand-new-target-key" in rows_by_label(fresh.section("compute-targets").fields)
+
+
+def test_edit_target_then_save_keeps_comments_and_shows_provenance(form, tmp_path):
+    editor = form.section("compute-targets")
+    editor.picker.value = "gpu"
+    rows = rows_by_label(editor.fields)
+    assert "local" in rows["boxes"].children[2].value and "xt_config.yaml:5" in rows["boxes"].children[2].value
+    assert "defaults" in rows["max-seconds"].children[2].value or "unset" in rows["max-seconds"].children[2].value
+    rows["max-runs"].children[1].value = "3"
+    assert "pending" in rows["max-runs"].children[2].value
+    rows["setup"].children[1].value = "extra"  # a reference: dropdown of existing setups
+    assert set(rows["setup"].children[1].options) >= {"local", "extra"}
+    assert "saved 2 values" in form.save()
+    text = (tmp_path / "work" / "xt_config.yaml").read_text()
+    assert "# team config: keep this comment" in text and "# the GPU box" in text
+    assert "max-runs: 3" in text and "setup: extra" in text
+    assert api.config_get("compute-targets.gpu.max-runs") == 3
+    rows = rows_by_label(form.section("compute-targets").fields)
+    assert "local" in rows["max-runs"].children[2].value  # provenance now the local file
+
+
+def test_inline_validation_names_the_key_path_and_blocks_apply(form):
+    editor = form.section("compute-targets")
+    editor.picker.value = "gpu"
+    rows = rows_by_label(editor.fields)
+    rows["max-runs"].children[1].value = "many"
+    assert "compute-targets.gpu.max-runs" in rows["max-runs"].children[3].value
+    assert "integer" in rows["max-runs"].children[3].value
+    assert form.apply_button.disabled and form.save_button.disabled
+    rows["max-runs"].children[1].value = "2"
+    assert rows["max-runs"].children[3].value == "" and not form.apply_button.disabled
+    assert form.apply() and api.config_get("compute-targets.gpu.max-runs") == 2
+
+
+def test_add_rename_delete_entries_and_reference_dropdowns(form):
+    setups = form.section("setups")
+    setups.name.value = "gpu-env"
+    setups.add()
+    assert setups.picker.value == "gpu-env"
+    form.apply()
+    targets = form.section("compute-targets")
+    targets.picker.value = "gpu"
+    assert "gpu-env" in rows_by_label(targets.fields)["setup"].children[1].options
+    targets.name.value = "big"
+    targets.rename()
+    assert targets.picker.value == "big" and "gpu" not in targets.picker.options
+    form.apply()
+    assert api.config_get("compute-targets.big.boxes") == ["localhost"]
+    assert "gpu" not in api.config_get("compute-targets")
+    targets.delete()
+    form.apply()
+    assert "big" not in api.config_get("compute-targets")
+    # a callback error (a duplicate name) shows in the widget and never raises into the comm
+    targets.name.value = "local"
+    targets.add()
+    assert "already exists" in form.message.value
+
+
+def test_secrets_never_enter_widget_state(form):
+    services = form.section("external-services")
+    services.picker.value = "canarystore"
+    rows = rows_by_label(services.fields)
+    assert rows["connection-string"].children[1].placeholder.startswith("••••")
+    assert "CANARY-SECRET-7f3e9a" not in all_widget_state(form.widget)
+    rows["connection-string"].children[1].value = "NEW-CANARY-99"  # typing replaces it...
+    form.apply()
+    assert "NEW-CANARY-99" not in all_widget_state(form.widget)  # ...and it is not echoed back
+
+
+# ---- monitor -----------------------------------------------------------------------------------
+
+SWEEP = ("import time, xt_magic\nfor step in range(4):\n    xt_magic.log(step=step, loss=lr / (step + 1))\n"
+         "    print('step', step, flush=True)\n    time.sleep(0.05)\n")
+
+
+def until(pred, timeout=90.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def test_monitor_follows_a_sweep_to_the_end_with_incremental_reads(xt_home):
+    from xt_magic.widgets.monitor import JobMonitor
+    job = api.run_cell(SWEEP, {"__name__": "__main__"}, hp=["lr=[0.1,0.2,0.4]"])
+    mon = JobMonitor(job.id)
+    until(lambda: not mon.polling)
+    assert set(mon.states().values()) == {"completed"}
+    assert mon.progress.value == 3 and "3 completed" in mon.notification.value
+    assert "<th>lr</th>" in mon.table.value and "<th>loss</th>" in mon.table.value
+    assert "0.4" in mon.table.value and "polyline" in mon.chart.value
+    assert "step 3" in mon.log.value  # the selected run's console tail
+    assert mon.cancel_job_button.disabled
+    # each byte of each append-only file was read once: the sum equals the files' sizes
+    store = xt_home / "file_store" / "ws1" / "runs"
+    total = sum((store / r / n).stat().st_size for r in job.runs for n in ("events.jsonl", "metrics.jsonl"))
+    total += (store / job.runs[0] / "console.txt").stat().st_size
+    assert mon.bytes_read == total
+    assert mon.tick() is False  # nothing new: a tick reads nothing
+
+
+def test_monitor_resumes_in_a_fresh_session_and_backs_off(xt_home):
+    from xt_magic.core import session
+    from xt_magic.widgets.monitor import JobMonitor
+    job = api.run_cell("print('hi')\n", {"__name__": "__main__"}).wait(timeout=60, progress=False)
+    session.reset_session()  # as after a kernel restart: only the store knows the job
+    mon = JobMonitor(None, start=False)  # None: the workspace's last job
+    assert mon.id == job.id
+    assert mon.tick() and mon.states() == {job.runs[0]: "completed"}
+    mon2 = JobMonitor(job.id, start=False, min_interval=0.1, max_interval=0.4)
+    mon2.runs[job.runs[0]].info["state"] = "running"  # pretend it is live: nothing new to read
+    mon2.runs[job.runs[0]].events.offset = 10 ** 9
+    intervals = []
+    mon2._stop.wait = lambda t: intervals.append(t) or (len(intervals) >= 5 and mon2._stop.set())
+    mon2._loop()
+    assert intervals == sorted(intervals) and intervals[-1] == 0.4 and intervals[1] > intervals[0]
+
+
+def test_monitor_cancel_buttons(xt_home):
+    from xt_magic.widgets.monitor import JobMonitor
+    job = api.run_cell("import time\ntime.sleep(60)\n", {"__name__": "__main__"}, hp=["k=[1,2]"])
+    mon = JobMonitor(job.id, min_interval=0.1)
+    until(lambda: list(mon.states().values()).count("running") == 2)
+    mon.run_picker.value = job.runs[0]
+    mon.cancel_run_button.click()
+    until(lambda: mon.states()[job.runs[0]] == "cancelled")
+    assert mon.states()[job.runs[1]] == "running"
+    mon.cancel_job_button.click()
+    until(lambda: not mon.polling)
+    assert set(mon.states().values()) == {"cancelled"} and "cancelled" in mon.notification.value
+
+
+def test_monitor_errors_show_in_the_widget(xt_home):
+    from xt_magic.core.errors import JobError
+    from xt_magic.widgets.monitor import JobMonitor
+    with pytest.raises(JobError):
+        JobMonitor("job99")  # constructing for a missing job is a normal one-line error
+    job = api.run_cell("print(1)\n", {"__name__": "__main__"}).wait(timeout=60, progress=False)
+    mon = JobMonitor(job.id, start=False)
+    mon.run_picker.value = job.runs[0]
+    mon.store = types.SimpleNamespace(read_from=lambda p, o: (_ for _ in ()).throw(OSError("disk gone")))
+    mon._on_pick(None)  # a callback: must not raise
+    assert "disk gone" in mon.message.value
+
+
+# ---- login panel ---------------------------------------------------------------------------------
+
+def test_login_panel_device_code_status_and_logout(monkeypatch):
+    from xt_magic.core.auth import service as auth
+    from xt_magic.widgets.login_panel import LoginPanel
+    calls = []
+
+    class FakeCache:
+        who, tenant, method, vault_url, vault_error = "ana@contoso", "t-1", "device-code", "https://v/", None
+        vault_names = ["storage-key", "batch-key"]
+
+        def clear(self):
+            calls.append("clear")
+
+    def fake_login(session, method=None, tenant=None, out=None, device_code_callback=None):
+        calls.append((method, tenant))
+        device_code_callback("https://microsoft.com/devicelogin", "ABCD-1234", None)
+        assert "ABCD-1234" in panel.device.value and "href='https://microsoft.com/devicelogin'" in panel.device.value
+        session.auth = FakeCache()
+
+    monkeypatch.setattr(auth, "login", fake_login)
+    panel = LoginPanel()
+    assert "not logged in" in panel.status.value and panel.logout_button.disabled
+    panel.method.value, panel.tenant.value = "device-code", "t-1"
+    panel.login(wait=True)
+    assert calls[0] == ("device-code", "t-1")
+    assert "ana@contoso" in panel.status.value and "batch-key, storage-key" in panel.status.value
+    assert panel.login_button.disabled and not panel.logout_button.disabled
+    panel.logout_button.click()
+    assert "clear" in calls and "not logged in" in panel.status.value
+
+
+def test_login_panel_failure_shows_in_panel(monkeypatch):
+    from xt_magic.core.auth import service as auth
+    from xt_magic.core.errors import AuthError
+    from xt_magic.widgets.login_panel import LoginPanel
+
+    def failing(*a, **k):
+        raise AuthError("login failed; tried cli")
+
+    monkeypatch.setattr(auth, "login", failing)
+    panel = LoginPanel()
+    panel.login(wait=True)
+    assert "login failed; tried cli" in panel.message.value and not panel.login_button.disabled
+
+
+def test_magics_open_the_widgets(ip, tmp_path):
+    from xt_magic.widgets.config_form import ConfigForm
+    from xt_magic.widgets.login_panel import LoginPanel
+    from xt_magic.widgets.monitor import JobMonitor
+    assert isinstance(ip.run_line_magic("xt_config", "--form"), ConfigForm)
+    assert isinstance(ip.run_line_magic("xt_login", "--form"), LoginPanel)
+    job = api.run_cell("print(1)\n", {"__name__": "__main__"}).wait(timeout=60, progress=False)
+    mon = ip.run_line_magic("xt_monitor", job.id)
+    assert isinstance(mon, JobMonitor) and mon.id == job.id
+    assert "application/vnd.jupyter.widget-view+json" in mon._repr_mimebundle_()
