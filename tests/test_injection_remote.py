@@ -79,7 +79,7 @@ def test_unsafe_ids_are_refused(bad):
 def test_pool_end_to_end_with_hostile_names_and_values(sshd, xt_home):
     """Box name, work-dir, hp and env values full of shell syntax: a real run over SSH."""
     box_name = "b;touch /tmp/xt_injection_canary/box"
-    entry = sshd.box(**{"work-dir": f"work $(touch {CANARY_DIR}/wd); x"})
+    entry = sshd.box(**{"work-dir": os.path.join(sshd.dir, f"work $(touch {CANARY_DIR}/wd); x")})
     with open(os.environ["XT_USER_CONFIG"], "w") as fh:
         yaml.safe_dump({"boxes": {box_name: entry},
                         "compute-targets": {"pool": {"service": "pool", "boxes": [box_name]}}}, fh)
@@ -102,6 +102,5 @@ def test_pool_end_to_end_with_hostile_names_and_values(sshd, xt_home):
     import cloudpickle
     res = cloudpickle.loads(rh.read(be.store.root, ticket["paths"]["vars"]))["res"]
     assert res == (hp["lr"], hp["name"], env["XT_EVIL"])
-    home = os.path.expanduser("~")
-    assert os.path.isdir(os.path.join(home, entry["work-dir"], "runs", run))  # literal name
+    assert os.path.isdir(os.path.join(entry["work-dir"], "runs", run))  # the literal name
     ssh.close()

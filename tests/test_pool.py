@@ -244,3 +244,25 @@ def test_magic_sweep_on_two_boxes_end_to_end(ip, sshd_factory, xt_home):
     buf = io.StringIO()
     api.logs(res.runs_list[0].run, out=buf)
     assert "box says 10" in buf.getvalue()
+
+
+@pytest.mark.azurite
+def test_pool_with_blob_store_uploads_runner_and_ticket(sshd, xt_home, azurite, azurite_container,
+                                                        ip):
+    """Blob store: the box gets runner.py + ticket over SFTP and reaches the store only through
+    the ticket's SAS URLs."""
+    configure(xt_home, [sshd])
+    with open("xt_config.yaml", "w") as fh:
+        fh.write("external-services:\n"
+                 f"  teamstore: {{type: storage, provider: azure-blob-21, name: {azurite.account},"
+                 f" url: '{azurite.blob_endpoint}', container: {azurite_container},"
+                 f" key: '{azurite.key}'}}\n"
+                 "xt-services: {storage: teamstore}\n")
+    res = ip.run_cell_magic("xt_run", "--target pool --outputs y --wait", "y = 6 * 7\n")
+    assert res.runs_list[0].state == "completed", (res.runs_list[0].reason, res.errors)
+    assert res["y"] == 42
+    remote = os.path.join(sshd.dir, "work", "runs", "run1.1")
+    ticket = open(os.path.join(remote, "ticket.json")).read()
+    assert '"kind": "urls"' in ticket.replace('"kind":"urls"', '"kind": "urls"')
+    assert azurite.key not in ticket and "AccountKey" not in ticket
+    assert os.path.exists(os.path.join(remote, "runner.py"))

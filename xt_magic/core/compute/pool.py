@@ -77,7 +77,8 @@ class StoreAccess:
         self.store, self.sees, self._seen = store, sees, {}
 
     def stage(self, launch: Launch, remote_dir: str, where: str) -> tuple[dict, str, str]:
-        """(uploads {remote path: bytes}, runner path, ticket path) for one run."""
+        """(uploads {remote path: bytes}, runner path, ticket path) for one run; the paths are
+        absolute, or relative to ``remote_dir`` (where the runner is started)."""
         io = launch.ticket.get("io") or {}
         ticket_bytes = self.store.read_bytes(launch.ticket_path)
         if io.get("kind") == "file":
@@ -90,10 +91,10 @@ class StoreAccess:
                                   hint="use a blob store (xt-services.storage naming an "
                                        "azure-blob service) or mount the store at the same path")
             return {}, posixpath.join(root, launch.runner_path), ticket
-        runner = posixpath.join(remote_dir, "runner.py")
-        ticket = posixpath.join(remote_dir, "ticket.json")
-        return ({runner: self.store.read_bytes(launch.runner_path), ticket: ticket_bytes},
-                runner, ticket)
+        # uploaded next to the run; the start command runs in remote_dir, so plain names do
+        return ({posixpath.join(remote_dir, "runner.py"): self.store.read_bytes(launch.runner_path),
+                 posixpath.join(remote_dir, "ticket.json"): ticket_bytes},
+                "runner.py", "ticket.json")
 
 
 class StoreEvents:
