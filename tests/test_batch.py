@@ -102,6 +102,7 @@ def test_sweep_of_50_runs_bulk_created_through_throttling(batch_config):
     assert len(job.runs) == 50
     calls = [r for r in server.received if r["path"].split("?")[0].endswith("/addtaskcollection")]
     assert len(calls) == 1 and len(json.loads(calls[0]["body"])["value"]) == 50
+    assert server.faults["throttle"] == 0, "the 429s were answered and retried"
     job.wait(timeout=120, progress=False)
     assert job.states() == {"completed": 50}
     res = job.results()

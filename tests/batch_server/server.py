@@ -9,7 +9,8 @@ Tasks really run: each node is a directory, each task a local process started WI
 Batch on Linux), in its own working directory, after its resource files were downloaded from their
 SAS URLs; environment settings and the ``AZ_BATCH_*`` variables are set; on completion OutputFiles
 are uploaded to their SAS destinations. Multi-instance tasks run their coordination command on every
-node, then the application command on the primary. A job preparation task runs once per node per job.
+node, then the application command on the primary. A job preparation task runs once per node
+per job.
 
 Faults (``server.faults``): ``throttle`` (n requests answered 429 + Retry-After), ``resize_error``
 (a code: new pools get no nodes and that resize error), ``fail_tasks`` (set of task ids that exit 1
@@ -66,7 +67,8 @@ class Node:
             os.makedirs(os.path.join(self.root, sub), exist_ok=True)
 
     def free_slots(self) -> int:
-        if self.state in ("preempted", "starting", "unusable") or time.time() < self.preempted_until:
+        if self.state in ("preempted", "starting", "unusable") or \
+                time.time() < self.preempted_until:
             return 0
         return self.pool.slots - len(self.running)
 
@@ -109,7 +111,8 @@ class Pool:
                     "allocationState": self.allocation_state, "creationTime": _now(),
                     "currentDedicatedNodes": dedicated,
                     "currentLowPriorityNodes": len(self.nodes) - dedicated,
-                    "targetDedicatedNodes": self.target[0], "targetLowPriorityNodes": self.target[1]})
+                    "targetDedicatedNodes": self.target[0],
+                    "targetLowPriorityNodes": self.target[1]})
         if self.resize_errors:
             out["resizeErrors"] = self.resize_errors
         return out

@@ -33,7 +33,6 @@ import hashlib
 import json
 import re
 import shlex
-import time
 import urllib.parse
 from datetime import datetime, timedelta, timezone
 
@@ -703,6 +702,8 @@ def list_pools(session, target: str | None = None) -> PoolTable:
         pools = backend._call("list pools", lambda: list(client.list_pools()))
         for pool in pools:
             meta = {i.name: i.value for i in pool.metadata or []}
+            if target and pool.id != backend.target.get("pool") and meta.get("xt-target") != target:
+                continue
             nodes = backend._call("list nodes", lambda: list(client.list_nodes(pool.id)))
             states: dict[str, int] = {}
             for node in nodes:
