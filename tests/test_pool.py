@@ -266,3 +266,11 @@ def test_pool_with_blob_store_uploads_runner_and_ticket(sshd, xt_home, azurite, 
     assert '"kind": "urls"' in ticket.replace('"kind":"urls"', '"kind": "urls"')
     assert azurite.key not in ticket and "AccountKey" not in ticket
     assert os.path.exists(os.path.join(remote, "runner.py"))
+
+
+def test_xt_boxes_magic_trust_then_list(ip, sshd, xt_home):
+    configure(xt_home, [sshd], trust=False)
+    shown = ip.run_line_magic("xt_boxes", "--trust b1")
+    assert shown[0]["box"] == "b1" and shown[0]["fingerprint"].startswith("SHA256:")
+    listed = ip.run_line_magic("xt_boxes", "")
+    assert [r["reachable"] for r in listed] == [True]

@@ -192,3 +192,21 @@ def test_run_cell_sweep_end_to_end(slurm):
     res = job.results()
     assert sorted(res["z"].values()) == [3, 6]
     assert len({backend()._state(r.run)["backend_id"].split("_")[0] for r in res}) == 1
+
+
+@pytest.mark.slurm
+def test_kernel_environment_does_not_reach_the_job(slurm, monkeypatch):
+    """--export whitelist: a secret in the kernel's environment is not in the job's."""
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", "canary-secret-1234")
+    configure({})
+    be = backend()
+    job, launches = launches_for(be.store, "import os\nseen = sorted(os.environ)\n",
+                                 outputs=["seen"], env={"MINE": "1"})
+    run = launches[0].run_id
+    be.submit(job, launches)
+    assert wait_final(be, job, [run])[run]["state"] == "completed"
+    import cloudpickle
+    seen = cloudpickle.loads(rh.read(be.store.root, launches[0].ticket["paths"]["vars"]))["seen"]
+    assert "AZURE_CLIENT_SECRET" not in seen and "MINE" in seen and "XT_HOME" in seen
+    script = open(os.path.join(be.work_dir, "jobs", job, "job.sh")).read()
+    assert "canary-secret-1234" not in script
