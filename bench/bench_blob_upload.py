@@ -62,7 +62,9 @@ def main() -> None:
                 print(f"{k:6s} {args.mb} MB: " + ", ".join(f"{x:.0f}" for x in mbs[k]) +
                       f" MB/s (median {statistics.median(mbs[k]):.0f})")
             ratio = statistics.median(mbs["store"]) / statistics.median(mbs["raw"])
-            print(f"store/raw throughput: {ratio:.0%} (target >= 90%)")
+            best = max(mbs["store"]) / max(mbs["raw"])
+            print(f"store/raw throughput: median {ratio:.0%}, best {best:.0%} (target >= 90%; "
+                  f"on a loaded machine compare best-of)")
         finally:
             stop(proc)
 
