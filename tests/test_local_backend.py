@@ -124,7 +124,8 @@ import json, sys
 sys.path.insert(0, {tests!r})
 from runner_helpers import make_job
 from test_local_backend import backend, launches
-runs = make_job({root!r}, "import time\\ntime.sleep(0.3)\\n", runs=3)
+cell = "import os, time\\nwhile not os.path.exists(FLAG):\\n    time.sleep(0.02)\\n"
+runs = make_job({root!r}, cell, runs=3, inputs={{"FLAG": {flag!r}}})
 backend(max_runs=1).submit("job1", launches(runs))
 print(json.dumps([t for _, _, t in runs]))
 """
@@ -132,15 +133,22 @@ print(json.dumps([t for _, _, t in runs]))
 
 def test_queued_runs_start_after_submitter_exits(tmp_path):
     root = str(tmp_path / "store")
-    code = SUBMITTER.format(tests=os.path.join(ROOT, "tests"), root=root)
+    flag = tmp_path / "flag"
+    code = SUBMITTER.format(tests=os.path.join(ROOT, "tests"), root=root, flag=str(flag))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60, cwd=ROOT)
     tickets = json.loads(out.stdout.strip().splitlines()[-1])
     runs = [(t["run"], None, t) for t in tickets]
-    # the submitter is gone; the last run cannot have started before it exited (max-runs 1)
+    # the submitter has exited; every run waits for the flag, so with max-runs 1 runs 2 and 3
+    # can only start after it exists, i.e. after the submitter is gone
+    wait_for(lambda: state(root, tickets[0])["state"] == "running", what="first run")
+    flag.write_text("go")
     wait_for(lambda: all_final(root, runs), timeout=60, what="all runs")
     assert states_of(root, runs) == ["completed"] * 3
     assert max_overlap([events(root, t) for t in tickets]) == 1
+    made = flag.stat().st_mtime
+    for t in tickets[1:]:
+        assert next(e["ts"] for e in events(root, t) if e["state"] == "running") >= made
 
 
 def _running_pid(root, t):
