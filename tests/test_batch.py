@@ -196,6 +196,13 @@ def test_task_failure_before_runner_reports_gives_reason(batch_config):
     info = wait_state(job, job.runs[0], states.FINAL, timeout=30)
     assert info["state"] == "failed"
     assert "runner exited with code" in info["reason"] and "/no/such/python3" in info["reason"]
+    # injected task failure: the node's process exits 1 before the runner ever starts
+    batch_config["write"]()
+    server.faults["fail_tasks"].add("run2-1")
+    job = submit("x = 1")
+    info = wait_state(job, job.runs[0], states.FINAL, timeout=30)
+    assert job.runs[0] == "run2.1" and info["state"] == "failed"
+    assert info["reason"].startswith("runner exited with code 1") and info["exit_code"] == 1
 
 
 def test_wrong_shared_key_is_one_line_with_the_fix(batch_config):

@@ -1,0 +1,93 @@
+"""Azure Batch target against the local Batch server + Azurite (the test components).
+
+    python bench/bench_batch.py [--runs 50]
+
+Measures, for a sweep of ``--runs`` trivial runs (``score = lr * 10``) on one 10-slot node:
+submit time (the whole ``run_cell``, and the backend's share), REST requests the backend sends per
+run at submit, time until every run is completed, and what one ``poll`` of the live job costs
+(REST requests to Batch). The nodes are local processes, so run times measure this machine, not
+Azure; request counts are what carries over.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(HERE), os.path.join(os.path.dirname(HERE), "tests")]
+
+import yaml  # noqa: E402
+
+from batch_server.server import BatchServer  # noqa: E402
+from fixtures.azurite import start_azurite, stop  # noqa: E402
+from fixtures.batch_server import IMAGE  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=50)
+    args = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="bench_batch_")
+    os.environ["XT_HOME"] = os.path.join(work, "home")
+    os.environ["XT_USER_CONFIG"] = os.path.join(work, "home", "xt_config.yaml")
+    os.makedirs(os.environ["XT_HOME"])
+    os.chdir(work)
+    proc, azurite = start_azurite(work)
+    server = BatchServer(os.path.join(work, "nodes")).start()
+    try:
+        cfg = {
+            "external-services": {
+                "teamstore": {"type": "storage", "provider": "azure-blob", "container": "bench",
+                              "connection-string": azurite.connection_string},
+                "xtbatch": {"type": "batch", "url": server.url, "name": server.account,
+                            "key": server.key}},
+            "xt-services": {"storage": "teamstore", "target": "batch"},
+            "azure-batch-images": {"ubuntu": IMAGE},
+            "compute-targets": {"batch": {"service": "xtbatch", "vm-size": "Standard_D2s_v3",
+                                          "azure-image": "ubuntu", "max-runs": 10,
+                                          "python": sys.executable}},
+            "code": {"code-upload": False}}
+        with open("xt_config.yaml", "w") as fh:
+            yaml.safe_dump(cfg, fh)
+        from xt_magic.core.compute import batch
+        from xt_magic.core.jobs import service
+        from xt_magic.core.session import get_session
+        spent = []
+        submit = batch.BatchBackend.submit
+
+        def timed(self, job_id, launches):
+            t = time.perf_counter()
+            try:
+                return submit(self, job_id, launches)
+            finally:
+                spent.append(time.perf_counter() - t)
+
+        batch.BatchBackend.submit = timed
+        values = ",".join(str(i) for i in range(args.runs))
+        t0 = time.perf_counter()
+        job = service.run_cell(get_session(), "score = lr * 10", {}, hp=[f"lr=[{values}]"],
+                               outputs=["score"])
+        t1 = time.perf_counter()
+        sent = len(server.received)
+        time.sleep(0.5)
+        before = len(server.received)
+        job._backend().poll(job.id, job.runs)
+        per_poll = len(server.received) - before
+        job.wait(timeout=600, progress=False)
+        t2 = time.perf_counter()
+        assert job.states() == {"completed": args.runs}, job.states()
+        print(f"runs: {args.runs} (1 node, 10 slots)")
+        print(f"run_cell submit: {t1 - t0:.2f}s, of which BatchBackend.submit {spent[0]:.2f}s")
+        print(f"Batch REST requests at submit: {sent} ({sent / args.runs:.2f} per run)")
+        print(f"one poll of the live job: {per_poll} Batch requests")
+        print(f"submit -> all completed: {t2 - t1:.2f}s")
+    finally:
+        server.stop()
+        stop(proc)
+
+
+if __name__ == "__main__":
+    main()
