@@ -125,3 +125,19 @@ def test_vault_ref_without_a_vault_service(aad_vault, monkeypatch):
     assert service.whoami(get_session()).vault is None
     with pytest.raises(AuthError, match="no vault configured"):
         vault.resolve(get_session(), "teamstore")
+
+
+def test_xt_keys_read_on_first_use_when_listing_was_refused(aad_vault, monkeypatch):
+    aad_vault.secrets["xt-keys"] = json.dumps({"teamstore": {"key": STORE_KEY}})
+    write_config()
+    aad_vault.env(monkeypatch)
+    real = aad_vault.httpd.RequestHandlerClass._vault
+
+    def no_list(handler, method, parts, body):  # "get" but no "list" permission
+        if method == "GET" and len(parts) == 1:
+            return handler._send(403, {"error": {"code": "Forbidden", "message": "no list"}})
+        return real(handler, method, parts, body)
+    monkeypatch.setattr(aad_vault.httpd.RequestHandlerClass, "_vault", no_list)
+    status = service.login(get_session(), method="service-principal")
+    assert "HTTP 403" in status.vault_error
+    assert vault.resolve(get_session(), "teamstore") == STORE_KEY

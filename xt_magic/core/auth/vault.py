@@ -88,6 +88,8 @@ def load(session, cfg) -> None:
                                    if p.enabled is not False)
         if XT_KEYS in cache.vault_names:
             _load_xt_keys(cache, client)
+        else:
+            cache.xt_keys = {}  # known absent: no need to ask for it later
     except AuthError as err:
         cache.vault_error = str(err)
     except Exception as err:  # noqa: BLE001 - SDK errors translated
@@ -95,7 +97,12 @@ def load(session, cfg) -> None:
 
 
 def _load_xt_keys(cache, client) -> None:
-    value = client.get_secret(XT_KEYS).value or "{}"
+    from azure.core.exceptions import ResourceNotFoundError
+    try:
+        value = client.get_secret(XT_KEYS).value or "{}"
+    except ResourceNotFoundError:
+        cache.xt_keys = {}
+        return
     try:
         cache.xt_keys = json.loads(value)
     except ValueError:
@@ -113,8 +120,11 @@ def resolve(session, service: str, field: str | None = "key", cfg=None) -> str:
                         hint="run %xt_login first")
     cache = session.auth
     client = _client(session, cfg)
-    if cache.xt_keys is None and XT_KEYS in cache.vault_names:
-        _load_xt_keys(cache, client)
+    if cache.xt_keys is None:  # not read at login (e.g. listing was refused): ask once now
+        try:
+            _load_xt_keys(cache, client)
+        except Exception as err:  # noqa: BLE001
+            raise _fail(err, f"reading secret {XT_KEYS}") from None
     entry = (cache.xt_keys or {}).get(service)
     if isinstance(entry, dict):
         entry = entry.get(field or "key")

@@ -87,7 +87,7 @@ class AzureBlobStore(Store):
         url = service_cfg.get("url") or (account and f"https://{account}.blob.core.windows.net")
         concurrency = int(service_cfg.get("max-concurrency") or 8)
         opts = dict(max_block_size=BLOCK_SIZE, max_single_put_size=SINGLE_PUT,
-                    retry_total=int(service_cfg.get("retries", 5)))
+                    retry_total=5)
         secret = None
         for field in ("connection-string", "key"):
             if service_cfg.get(field):
