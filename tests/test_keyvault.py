@@ -110,6 +110,8 @@ def test_blob_store_with_vault_account_key(aad_vault, monkeypatch, azurite, azur
     from xt_magic.core.storage import get_store
     aad_vault.secrets["xt-keys"] = json.dumps({"teamstore": azurite.key})
     write_config(azurite, azurite_container)
+    with pytest.raises(AuthError, match="needs a login"):
+        get_store(get_session())
     login(aad_vault, monkeypatch)
     store = get_store(get_session())
     assert type(store).__name__ == "AzureBlobStore"
@@ -118,6 +120,9 @@ def test_blob_store_with_vault_account_key(aad_vault, monkeypatch, azurite, azur
     assert azurite.key not in repr(store) + store.describe()
     io = store.runner_io(read=["ws1/a.txt"], write=[], append=[], expiry_seconds=60)
     assert azurite.key not in json.dumps(io)
+    service.logout(get_session())  # drops the store built with the vault key
+    with pytest.raises(AuthError, match="needs a login"):
+        get_store(get_session())
 
 
 def test_vault_ref_without_a_vault_service(aad_vault, monkeypatch):
