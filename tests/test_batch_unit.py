@@ -1,0 +1,88 @@
+"""Batch backend pieces that need no service: command-line quoting, ids, node counts, OutputFile
+destinations from per-blob SAS URLs."""
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from xt_magic.core.compute import batch
+
+
+class _Cfg:
+    def __init__(self, data):
+        self.data = data
+
+    def get(self, key, default=None):
+        node = self.data
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return default
+            node = node[part]
+        return node
+
+
+class _Store:
+    kind = "azure-blob"
+
+    def describe(self):
+        return "azure-blob acct/cont"
+
+
+def backend(**target):
+    cfg = _Cfg({"external-services": {"b": {"type": "batch",
+                                            "url": "https://acct.westus.batch.azure.com"}}})
+    return batch.BatchBackend("t", dict({"service": "b"}, **target), config=cfg, store=_Store())
+
+
+def test_command_line_is_quoted_for_the_shell():
+    hostile = "py thon'; rm -rf / #"
+    cmd = backend(python=hostile)._command("ticket.json")
+    argv = shlex.split(cmd)
+    assert argv[:2] == ["/bin/sh", "-c"] and len(argv) == 3
+    inner = shlex.split(argv[2])
+    assert inner[0].startswith("XT_HOME=") and inner[1] == "exec"
+    assert inner[2:] == [hostile, "runner.py", "ticket.json"]
+    assert shlex.split(backend()._command("ticket.json", setup_only=True))[2].endswith(
+        "python3 runner.py --setup-only ticket.json")
+
+
+def test_ids_and_account():
+    b = backend()
+    assert b.account == "acct"
+    assert batch.task_id("run3.12") == "run3-12"
+    jid = batch.batch_job_id("my ws!", "job3", _Store())
+    assert jid.startswith("xt-my-ws--job3-") and len(jid) <= 64
+    assert batch.batch_job_id("ws", "job3", _Store()) != batch.batch_job_id("ws", "job3", None)
+
+
+@pytest.mark.parametrize("target,counts", [
+    ({"nodes": 3}, (3, 0)), ({"nodes": 3, "low-pri": True}, (0, 3)),
+    ({"nodes": 4, "low-pri": 1}, (3, 1)), ({"nodes": 4, "low-pri": 2, "dedicated": 1}, (1, 2)),
+])
+def test_node_counts(target, counts):
+    assert backend(**target).node_counts() == counts
+
+
+def test_output_destination_is_the_one_blob_sas():
+    url, blob = batch._container_destination(
+        "http://127.0.0.1:10000/devstoreaccount1/c1/ws1/runs/run1.1/node/stdout.txt?sp=cw&sr=b")
+    assert url == "http://127.0.0.1:10000/devstoreaccount1/c1?sp=cw&sr=b"
+    assert blob == "ws1/runs/run1.1/node/stdout.txt"
+    url, blob = batch._container_destination(
+        "https://acct.blob.core.windows.net/c1/ws1/a%20b.txt?sig=x")
+    assert (url, blob) == ("https://acct.blob.core.windows.net/c1?sig=x", "ws1/a b.txt")
+
+
+def test_file_store_and_missing_url_are_config_errors():
+    from xt_magic.core.errors import ConfigError
+
+    class FileStore(_Store):
+        kind = "file"
+
+    with pytest.raises(ConfigError, match="file store"):
+        batch.BatchBackend("t", {"service": "b"}, config=_Cfg({"external-services": {
+            "b": {"url": "https://x"}}}), store=FileStore())
+    with pytest.raises(ConfigError, match="no url"):
+        batch.BatchBackend("t", {"service": "b"}, config=_Cfg({}), store=_Store())
+    assert batch.BatchBackend.needs_remote_store is True
