@@ -56,9 +56,13 @@ def xt_home(tmp_path, monkeypatch):
 def ip():
     """An IPython shell with xt_magic loaded; run magics with ip.run_line_magic/run_cell_magic."""
     from IPython.core.interactiveshell import InteractiveShell
+    real_main = sys.modules["__main__"]
     shell = InteractiveShell.instance()
     shell.user_ns.clear()
     shell.user_ns.update({"__name__": "__main__"})
     shell.extension_manager.load_extension("xt_magic")
     yield shell
     shell.extension_manager.unload_extension("xt_magic")
+    # InteractiveShell installs its user module as __main__; multiprocessing's spawn (used by
+    # other tests) needs the real one back.
+    sys.modules["__main__"] = real_main
