@@ -67,7 +67,7 @@ def run_cell(source: str, namespace: dict | None = None, **options: Any):
     """Submit a cell as a job; returns a Job at once (``wait=True`` blocks with progress).
 
     Options: target, setup, name, inputs, outputs, hp, hp_config, search, runs, repeat, env,
-    code_dir, wait, tags, dry_run, max_seconds.
+    code_dir, wait, tags, dry_run, max_seconds, seed. See docs/jobs.md.
     """
     from .jobs import service
     return service.run_cell(get_session(), source, namespace or {}, **options)

@@ -232,6 +232,10 @@ class Job:
     def runs(self) -> list[str]:
         return list(self.record.runs)
 
+    @property
+    def target(self) -> str:
+        return self.record.target
+
     def refresh(self) -> "Job":
         """Reconcile with the backend (dead processes become failed) and re-read the states."""
         self._read()
