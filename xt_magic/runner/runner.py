@@ -28,6 +28,16 @@ FLUSH_SECONDS = 1.0                 # console (urls) and metrics flush period
 SINK_MODULE = "_xt_runner_sink"     # what xt_magic.log() looks for (core/jobs/metrics_log.py)
 CELL_FILENAME = "<xt_run cell>"
 EXIT_OK, EXIT_FAILED, EXIT_UNREPORTED, EXIT_CANCELLED = 0, 1, 2, 143
+# `python runner.py T` compiles this file on every start (a script is never cached); importing it
+# as a module uses __pycache__: `python -c BOOTSTRAP RUNNER_DIR T` does the same, 10-30 ms sooner.
+BOOTSTRAP = ("import sys; sys.path.insert(0, sys.argv[1]); import runner; "
+             "sys.exit(runner.main(sys.argv[1:]))")
+
+
+def command(python, ticket_path, *extra):
+    """argv that starts this runner (through the bytecode cache) on ``ticket_path``."""
+    return [python, "-c", BOOTSTRAP, os.path.dirname(os.path.abspath(__file__)), ticket_path,
+            *extra]
 
 
 class RunnerError(Exception):
@@ -479,7 +489,7 @@ def setup_phase(ticket, ticket_path, console):
         return
     console.tick(force=True)
     sys.stdout.flush()
-    os.execve(python, [python, os.path.abspath(__file__), ticket_path, "--phase2"],
+    os.execve(python, command(python, ticket_path, "--phase2"),
               env if env is not None else os.environ)
 
 

@@ -92,12 +92,18 @@ def exit_reason(code):
     return f"exited with code {code} without reporting a result"
 
 
-def report(runner_path, ticket, state, **fields):
-    """Append an event through the ticket's io (the runner's own code does the writing)."""
+def load_runner(runner_path):
+    """The runner module (stdlib only): its io code writes our events, its command starts runs."""
     folder = os.path.dirname(runner_path)
     if folder not in sys.path:
         sys.path.insert(0, folder)
     import runner
+    return runner
+
+
+def report(runner_path, ticket, state, **fields):
+    """Append an event through the ticket's io (the runner's own code does the writing)."""
+    runner = load_runner(runner_path)
     runner.append_event(runner.make_io(ticket["io"]), ticket, state, **fields)
 
 
@@ -145,7 +151,8 @@ def start_run(jobdir, spec, launch, slot_fd):
         os.set_inheritable(slot_fd, True)
         log = os.path.join(rundir, "runner.log")
         env = dict(os.environ, XT_SLOT_FD=str(slot_fd))  # the runner keeps it from its children
-        pid = os.posix_spawnp(python, [python, spec["runner"], ticket_file], env, setsid=True,
+        argv = load_runner(spec["runner"]).command(python, ticket_file)
+        pid = os.posix_spawnp(python, argv, env, setsid=True,
                              file_actions=[
                                  (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
                                  (os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_CREAT
