@@ -309,3 +309,27 @@ def test_xt_pools_lists_pools_with_progress(batch_config, ip):
     job2 = submit("x = 2")
     assert len(server.pools) == 1   # the same pool served the second job
     job2.wait(timeout=30, progress=False)
+
+
+def test_shared_key_from_the_vault_after_login(batch_config, aad_vault, monkeypatch):
+    """`key: $vault`: the Batch key is read from Key Vault with the login credential, used to
+    sign requests, and appears nowhere the service, the nodes or the store can see."""
+    import yaml
+    from xt_magic.core.auth import service as auth
+    server = batch_config["server"]
+    aad_vault.env(monkeypatch)
+    aad_vault.secrets["xtbatch"] = server.key
+    cfg = batch_config["write"](key="$vault")
+    cfg["external-services"]["teamvault"] = {"type": "vault", "url": aad_vault.vault_url}
+    cfg["xt-services"]["vault"] = "teamvault"
+    with open("xt_config.yaml", "w") as fh:
+        yaml.safe_dump(cfg, fh)
+    get_session().invalidate()
+    with pytest.raises(AuthError, match="needs a login"):
+        submit("x = 1")
+    auth.login(get_session(), method="service-principal")
+    job = submit("y = 7", outputs=["y"])
+    job.wait(timeout=60, progress=False)
+    assert job.results()["y"] == 7
+    from fixtures.azurite import ACCOUNT_KEY
+    assert_no_secrets(server, [server.key, ACCOUNT_KEY, aad_vault.client_secret])
