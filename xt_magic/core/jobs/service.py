@@ -643,6 +643,8 @@ def results(session, job_id: str, into: dict | None = None, raise_errors: bool =
     for run, hp in zip(job.record.runs, hps):
         if only and run != only:
             continue
+        if ids.job_of_run(run) != job.id:  # only this job's own run paths are ever loaded
+            raise JobError(f"{job.id}: job.json lists a foreign run {run!r}; not loaded")
         info = job.info(run)
         final = next((e for e in reversed(info["events"]) if e.get("state") == info["state"]), {})
         variables, files_dir = {}, None
