@@ -137,6 +137,7 @@ class PoolBackend(StoreEvents, Backend):
         self._access = {n: StoreAccess(store, self._sees_fn(b)) for n, b in self.boxes.items()}
         self._ws = (config.get("general.workspace") if config is not None else None) or "ws1"
         self._cores: dict[str, int] = {}  # default max-runs of a box: its cores
+        self._errors: dict[str, Exception] = {}  # why a box had no slots in the last count
 
     # -- helpers ------------------------------------------------------------------------------
     @staticmethod
@@ -158,7 +159,7 @@ class PoolBackend(StoreEvents, Backend):
         return sees
 
     def _live_counts(self, names) -> dict:
-        counts = {}
+        counts, self._errors = {}, {}
         for n in names:
             box = self.boxes[n]
             try:
@@ -166,8 +167,9 @@ class PoolBackend(StoreEvents, Backend):
                 facts = dict(line.split(None, 1) for line in out.splitlines() if " " in line)
                 counts[n] = int(facts["live"])
                 self._cores[n] = int(facts["cores"])
-            except (TargetError, ValueError, KeyError):
+            except (TargetError, ValueError, KeyError) as err:
                 counts[n] = None  # unreachable: no slots
+                self._errors[n] = err
         return counts
 
     def _start(self, box: ssh.Box, launch: Launch, job_id: str) -> None:
@@ -223,11 +225,14 @@ class PoolBackend(StoreEvents, Backend):
             ssh.check_name(launch.run_id, "run id")
         counts = self._live_counts(self.boxes)
         if all(c is None for c in counts.values()):
-            reason = "no box of target {!r} is reachable: {}".format(
-                self.name, ", ".join(self.boxes))
-            for launch in launches:
-                self._event(launch.run_id, FAILED, reason=reason)
-            return
+            # nothing started: raise, so %%xt_run shows why (e.g. the trust hint) and the
+            # client marks the runs failed with it
+            first = next(iter(self._errors.values()))
+            others = "; ".join(str(e) for e in list(self._errors.values())[1:])
+            raise TargetError(f"no box of target {self.name!r} is reachable: "
+                              f"{getattr(first, 'message', first)}"
+                              + (f"; {others}" if others else ""),
+                              hint=getattr(first, "hint", None))
         for launch in self._place(job_id, launches, counts):
             self._event(launch.run_id, QUEUED, reason="waiting for a free box slot", job=job_id)
 
