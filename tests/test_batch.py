@@ -304,7 +304,7 @@ def test_xt_pools_lists_pools_with_progress(batch_config, ip):
     assert row["dedicated"] == "2/2" and row["low-pri"] == "1/1"
     assert "ready" in repr(ip.run_line_magic("xt_pools", ""))
     job.wait(timeout=30, progress=False)
-    time.sleep(0.2)
+    wait_for(lambda: list(server.jobs.values())[0].state == "completed", 10, "job ended")
     assert server.pools, "pool-keep-alive keeps the idle pool for reuse"
     job2 = submit("x = 2")
     assert len(server.pools) == 1   # the same pool served the second job
