@@ -597,7 +597,10 @@ class BatchBackend(Backend):
 
     def _cleanup(self, bjob: str) -> None:
         """Terminate the Batch job; delete the pool when nothing else uses it (keep-alive 0)."""
-        from azure.batch.models._models import BatchJobTerminateOptions
+        try:
+            from azure.batch.models import BatchJobTerminateOptions
+        except ImportError:  # 15.1 keeps it private, yet terminating without it fails in the SDK
+            from azure.batch.models._models import BatchJobTerminateOptions
         from azure.core.exceptions import ResourceNotFoundError
         client = self.client()
         try:
