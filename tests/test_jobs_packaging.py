@@ -32,6 +32,11 @@ def test_free_names():
         assert bound not in names
 
 
+def test_names_read_by_their_own_assignment_are_inputs():
+    assert packaging.free_names("total = total + 1\ncount += 1\nfresh = 2\nfresh2: int = fresh\n"
+                                "a, b = b, a\n") == ["total", "count", "b", "a"]
+
+
 def test_choose_inputs_skips_builtins_private_and_hparams():
     ns = {"x": 1, "print": print, "_": 5, "In": [], "lr": 0.1, "scale": 2, "w": 3, "other": 9}
     got = packaging.choose_inputs(CELL, ns, None, exclude={"w"})

@@ -46,8 +46,26 @@ def _module_level_positions(tree: ast.Module) -> tuple[dict, dict]:
             table[name] = pos
 
     class Visitor(ast.NodeVisitor):
+        bind_at = None  # in ``x = f(x)`` the value is read before x is bound: bind at the end
+
         def visit_Name(self, node):
-            note(loads if isinstance(node.ctx, ast.Load) else stores, node.id, node)
+            if isinstance(node.ctx, ast.Load):
+                note(loads, node.id, node)
+            else:
+                note(stores, node.id, self.bind_at or node)
+
+        def visit_Assign(self, node):
+            if node.value is not None:
+                self.visit(node.value)
+            if isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
+                note(loads, node.target.id, node.target)  # x += 1 reads x first
+            self.bind_at = types.SimpleNamespace(lineno=node.end_lineno,
+                                                 col_offset=node.end_col_offset)
+            for target in getattr(node, "targets", None) or [node.target]:
+                self.visit(target)
+            self.bind_at = None
+
+        visit_AnnAssign = visit_AugAssign = visit_Assign
 
         def _def(self, node):  # bind the name; the body is another scope (symtable's)
             outer = list(getattr(node, "decorator_list", [])) + list(getattr(node, "bases", []))
