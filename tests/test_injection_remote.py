@@ -104,3 +104,41 @@ def test_pool_end_to_end_with_hostile_names_and_values(sshd, xt_home):
     assert res == (hp["lr"], hp["name"], env["XT_EVIL"])
     assert os.path.isdir(os.path.join(entry["work-dir"], "runs", run))  # the literal name
     ssh.close()
+
+
+@pytest.mark.slurm
+@pytest.mark.sshd
+def test_slurm_over_ssh_with_hostile_option_values(slurm, sshd_factory, xt_home):
+    """Option values full of shell syntax go to sbatch on the login node as single arguments."""
+    server = sshd_factory(env={"SLURM_CONF": slurm.conf, "XT_HOME": str(xt_home)})
+    server.trust(xt_home)
+    comment = f"$(touch {CANARY_DIR}/s); `touch {CANARY_DIR}/t` '\" x"
+    with open(os.environ["XT_USER_CONFIG"], "w") as fh:
+        yaml.safe_dump({"boxes": {"login1": server.box()},
+                        "compute-targets": {"cluster": {
+                            "service": "slurm", "login": "login1",
+                            "sbatch-directives": ["--comment=" + __import__("shlex").quote(comment)]}}},
+                       fh)
+    be = get_backend(session_mod.get_session(), "cluster")
+    made = rh.make_job(be.store.root, "x = 1", hparams={"lr": NASTY[2]})
+    run, _p, ticket = made[0]
+    be.submit("job1", [Launch(run_id=run, ticket=ticket, ticket_path=f"ws1/runs/{run}/ticket.json",
+                              runner_path="ws1/jobs/job1/bundle/runner.py")])
+    slurm_id = be._state(run)["backend_id"]
+    out = subprocess.run(["scontrol", "show", "job", slurm_id], capture_output=True, text=True)
+    assert f"Comment={comment}" in out.stdout
+
+    def done():
+        be.poll("job1", [run])
+        return be._state(run)["state"] in ("completed", "failed")
+    rh.wait_for(done, 60, "slurm run to finish")
+    assert be._state(run)["state"] == "completed"
+    ssh.close()
+
+
+def test_sbatch_directive_that_is_not_one_option_is_refused():
+    from xt_magic.core.compute.slurm import sbatch_args
+    from xt_magic.core.errors import ConfigError
+    for bad in ["--comment=$(touch x); y", "--a b c", "notanoption", "--x 'unterminated"]:
+        with pytest.raises(ConfigError):
+            sbatch_args({"sbatch-directives": [bad]}, "job1", 1, "/w")

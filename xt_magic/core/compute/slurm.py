@@ -113,10 +113,15 @@ def sbatch_args(target: dict, job_id: str, count: int, out_dir: str,
         text = _value("sbatch-directives", directive).strip()
         if text.startswith("#SBATCH"):
             text = text[len("#SBATCH"):].strip()
-        words = shlex.split(text)
-        if not words or not words[0].startswith("-"):
-            raise ConfigError(f"sbatch directive {directive!r} is not an option",
-                              key="sbatch-directives", hint="e.g. --exclusive or --constraint=a100")
+        try:
+            words = shlex.split(text)
+        except ValueError:
+            words = []
+        # one option, with at most one value: anything else would reach sbatch as the script
+        if not words or not words[0].startswith("-") or len(words) > 2:
+            raise ConfigError(f"sbatch directive {directive!r} is not one option",
+                              key="sbatch-directives",
+                              hint="e.g. --exclusive, --constraint=a100 or --comment 'two words'")
         args += words
     return args
 
