@@ -333,3 +333,16 @@ def test_shared_key_from_the_vault_after_login(batch_config, aad_vault, monkeypa
     assert job.results()["y"] == 7
     from fixtures.azurite import ACCOUNT_KEY
     assert_no_secrets(server, [server.key, ACCOUNT_KEY, aad_vault.client_secret])
+
+
+def test_shared_pool_is_reaped_after_its_idle_time(batch_config):
+    from xt_magic.core.compute import get_backend
+    server = batch_config["server"]
+    batch_config["write"](**{"pool-keep-alive": 0.01})   # 0.6 s
+    job = submit("x = 1")
+    (pool_id,) = server.pools
+    job.wait(timeout=30, progress=False)
+    backend = get_backend(get_session(), "batch")
+    assert backend.reap_idle_pools(spare=pool_id) == []     # the pool in use is spared
+    deleted = wait_for(backend.reap_idle_pools, 15, "idle pool reaped")
+    assert deleted == [pool_id] and not server.pools

@@ -237,7 +237,7 @@ class BatchBackend(Backend):
         from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
         pool_id = self.pool_id()
         client = self.client()
-        self.reap_idle_pools()
+        self.reap_idle_pools(spare=pool_id)   # never the pool this submit is about to use
         try:
             self._call("look up the pool", client.get_pool, pool_id)
             return pool_id
@@ -285,7 +285,7 @@ class BatchBackend(Backend):
             auto_pool_id_prefix=_safe_id(f"xt-{self.name}")[:20], pool_lifetime_option="job",
             keep_alive=False, pool=m.BatchPoolSpecification(**self._pool_fields())))
 
-    def reap_idle_pools(self) -> list[str]:
+    def reap_idle_pools(self, spare: str | None = None) -> list[str]:
         """Delete pools this target created that have had no active job for ``pool-keep-alive``
         minutes. Returns the ids deleted."""
         keep = float(self.target.get("pool-keep-alive") or 0) * 60
@@ -297,6 +297,8 @@ class BatchBackend(Backend):
             return deleted
         jobs = self._call("list jobs", lambda: list(client.list_jobs()))
         for pool in pools:
+            if pool.id == spare:
+                continue
             mine = [j for j in jobs if j.pool_info and j.pool_info.pool_id == pool.id]
             if any(j.state not in ("completed", "deleting") for j in mine) or not mine:
                 continue
