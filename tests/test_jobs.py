@@ -265,3 +265,24 @@ def test_preview_line_magic_and_dry_run_cell(ip, null_local, tmp_path):
     preview = ip.run_cell_magic("xt_run", "--dry-run --hp k=[1,2,3] --repeat 2", "y = base * k")
     assert "6 run(s)" in repr(preview) and "inputs: base" in repr(preview)
     assert not null_local.submitted
+
+
+def test_local_module_functions_go_by_value_without_snapshot(sync_local, tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    (work / "helpers_xt_test.py").write_text("def triple(v):\n    return 3 * v\n")
+    monkeypatch.syspath_prepend(str(work))
+    import helpers_xt_test
+    from xt_magic.core import session
+    session.get_session().values["code.code-upload"] = False  # node cannot import helpers
+    job = api.run_cell("y = triple(5)", {"triple": helpers_xt_test.triple}, outputs=["y"])
+    assert job.record.snapshot is None
+    assert api.results(job.id)["y"] == 15
+
+
+def test_missing_result_variable_says_why(sync_local):
+    api.run_cell("import nope_not_a_module\ny = 1", {}, outputs=["y"])
+    with pytest.raises(service.RunFailed, match="ModuleNotFoundError"):
+        api.results("job1")["y"]
+    api.run_cell("y = 1", {}, outputs=["y"])
+    with pytest.raises(JobError, match="no output variable 'z'"):
+        api.results("job2")["z"]

@@ -508,6 +508,12 @@ class RunResult:
         self.files_dir, self.error, self.reason = files_dir, error, reason
 
     def __getitem__(self, name):
+        if name not in self.variables:
+            self.raise_error()
+            if self.state != states.COMPLETED:
+                raise JobError(f"run {self.run} is {self.state}: no output variables yet")
+            raise JobError(f"run {self.run} has no output variable {name!r}",
+                           hint="declare it with --outputs")
         return self.variables[name]
 
     def raise_error(self) -> None:
@@ -553,7 +559,7 @@ class Results:
         if key in self.runs:
             return self.runs[key]
         if len(self.runs_list) == 1:
-            return self.runs_list[0].variables[key]
+            return self.runs_list[0][key]
         return {r.run: r.variables.get(key) for r in self.runs_list}
 
     def __iter__(self):
