@@ -235,6 +235,16 @@ def test_bad_vm_size_and_quota_errors_name_the_fix(batch_config):
     assert "vm-size 'Huge_9000'" in str(err.value) and "compute-targets.batch.vm-size" in str(
         err.value) and "\n" not in str(err.value)
 
+    cfg = batch_config["write"]()
+    cfg["azure-batch-images"]["ubuntu"]["node-agent-sku-id"] = "ubuntu 22.04"
+    import yaml
+    with open("xt_config.yaml", "w") as fh:
+        yaml.safe_dump(cfg, fh)
+    get_session().invalidate()
+    with pytest.raises(TargetError, match="compute-targets.batch.azure-image: Batch refused the "
+                                          "pool image .*supported-images"):
+        submit("x = 1")
+
     batch_config["server"].faults["resize_error"] = "AccountCoreQuotaReached"
     batch_config["write"]()
     job = submit("x = 1")
