@@ -271,3 +271,23 @@ def test_xt_boxes_magic_trust_then_list(ip, sshd, xt_home):
     assert shown[0]["box"] == "b1" and shown[0]["fingerprint"].startswith("SHA256:")
     listed = {r["box"]: r for r in ip.run_line_magic("xt_boxes", "")}
     assert listed["b1"]["reachable"] is True and listed["b1"]["running"] == 0
+
+
+def test_reused_pid_is_not_taken_for_the_run(tmp_path):
+    """A pid file whose PID now belongs to another process: the run is gone, and cancel does
+    not kill that process."""
+    import subprocess
+    from xt_magic.core.compute.pool import kill_script, status_script
+    other = subprocess.Popen(["sleep", "60"], cwd="/", start_new_session=True)
+    try:
+        run = tmp_path / "work" / "runs" / "run1.1"
+        run.mkdir(parents=True)
+        (run / "pid").write_text(str(other.pid))
+        out = subprocess.run(["sh", "-c", status_script(str(tmp_path / "work"), ["run1.1"])],
+                             capture_output=True, text=True).stdout
+        assert "run1.1 gone" in out and "live 0" in out
+        subprocess.run(["sh", "-c", kill_script(str(run))], check=True)
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()

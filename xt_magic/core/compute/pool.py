@@ -45,13 +45,18 @@ def start_script(directory: str, argv: list[str]) -> str:
             "echo $! > pid; echo $!")
 
 
+# With /proc: the process $p is still ours (its cwd is the run dir $d), not a reused PID.
+_OURS = ('{ [ ! -d "/proc/$p" ] || '
+         '[ "$(readlink "/proc/$p/cwd")" = "$(cd "$d" 2>/dev/null && pwd -P)" ]; }')
+
+
 def status_script(work_dir: str, run_ids: list[str]) -> str:
     """sh script printing ``RUN exit N`` / ``RUN alive`` / ``RUN gone`` per run, then
     ``live N`` (live runs under work_dir, for slot counting) and ``cores N``. A zombie counts as
     gone: PID 1 here reaps orphans late."""
     runs = " ".join(q(ssh.check_name(r, "run id")) for r in run_ids)
     alive = ('[ -f "$d/pid" ] && p=$(cat "$d/pid") && kill -0 "$p" 2>/dev/null && '
-             '! grep -qs "^State:[[:space:]]*Z" "/proc/$p/status"')
+             '! grep -qs "^State:[[:space:]]*Z" "/proc/$p/status" && ' + _OURS)
     return (f"w={q(work_dir)}; for r in {runs}; do d=\"$w/runs/$r\"; "
             f"if [ -f \"$d/exit\" ]; then echo \"$r exit $(cat \"$d/exit\")\"; "
             f"elif {alive}; then echo \"$r alive\"; "
@@ -62,10 +67,11 @@ def status_script(work_dir: str, run_ids: list[str]) -> str:
 
 
 def kill_script(directory: str) -> str:
-    """sh script: TERM the run's process group, give it 3 s, then KILL it. (dash's kill takes no
-    ``--``; zombies, which PID 1 reaps late here, do not count as alive.)"""
+    """sh script: TERM the run's process group, give it 3 s, then KILL it. A leader PID now used
+    by another process is left alone (a PID is never reused while its group still exists).
+    (dash's kill takes no ``--``; zombies, which PID 1 reaps late here, do not count as alive.)"""
     return (f"d={q(directory)}; [ -f \"$d/pid\" ] || exit 0; [ -f \"$d/exit\" ] && exit 0; "
-            "p=$(cat \"$d/pid\"); kill -TERM \"-$p\" 2>/dev/null; i=0; "
+            "p=$(cat \"$d/pid\"); " + _OURS + " || exit 0; kill -TERM \"-$p\" 2>/dev/null; i=0; "
             "while ps -o stat= -s \"$p\" 2>/dev/null | grep -q '^[^Z]' && [ $i -lt 30 ]; do "
             "sleep 0.1; i=$((i+1)); done; kill -KILL \"-$p\" 2>/dev/null; exit 0")
 
