@@ -240,3 +240,17 @@ def test_runner_crash_before_reporting_is_failed(tmp_path):
     wait_for(lambda: all_final(root, runs), what="failed")
     info = state(root, t_report)
     assert info["state"] == "failed" and "exit code 2" in info["reason"]
+
+
+def test_run_with_another_python_is_spawned(tmp_path):
+    base = getattr(sys, "_base_executable", None)
+    if not base or os.path.abspath(base) == os.path.abspath(sys.executable):
+        pytest.skip("no second interpreter")
+    root = tmp_path / "store"
+    cell = "import sys, xt_magic\nprint('exe', sys.executable)\nxt_magic.log(step=0, v=1)\n"
+    runs = make_job(root, cell, setup={"name": "other", "hash": "o" * 16, "python": base})
+    backend().submit("job1", launches(runs))
+    wait_for(lambda: all_final(root, runs), what="completion")
+    t = runs[0][2]
+    assert state(root, t)["state"] == "completed", read(root, t["paths"]["console"])
+    assert f"exe {base}" in read(root, t["paths"]["console"]).decode()

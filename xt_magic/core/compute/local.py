@@ -108,7 +108,8 @@ class LocalBackend(Backend):
         log = os.path.join(jobdir, "supervisor.log")
         script = sup.__file__
         from ..auth.jobenv import job_environ  # jobs never inherit the kernel's credentials
-        return os.posix_spawn(sys.executable, [sys.executable, "-I", "-S", script, jobdir],
+        # with site (not -I -S): it forks the runs, which need the interpreter's full sys.path
+        return os.posix_spawn(sys.executable, [sys.executable, script, jobdir],
                               job_environ(), setsid=True, file_actions=[
                                   (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
                                   (os.POSIX_SPAWN_OPEN, 1, log,

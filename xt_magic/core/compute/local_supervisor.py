@@ -1,9 +1,10 @@
-"""Detached supervisor of one local job: ``python -I -S local_supervisor.py JOBDIR``.
+"""Detached supervisor of one local job: ``python local_supervisor.py JOBDIR``.
 
-Standard library only and run without ``site`` so it starts in a few ms. One per job (never one
-process per waiting run): it starts the job's runs as box slots free up, reaps them, records their
-exit status, enforces max-seconds, and reports a run that died without a final event as ``failed``
-with the reason. It survives the kernel exiting (own session), and holds ``JOBDIR/supervisor.lock``
+Standard library only. One per job (never one process per waiting run): it starts the job's runs
+as box slots free up (a fork of itself running runner.main when the run uses this interpreter, so
+a run costs no interpreter start-up; a spawned ``python -c BOOTSTRAP`` otherwise), reaps them,
+records their exit status, enforces max-seconds, and reports a run that died without a final
+event as ``failed`` with the reason. It survives the kernel exiting (own session), and holds ``JOBDIR/supervisor.lock``
 for its whole life, which is how other processes tell whether it is alive.
 
 Box slots are ``SLOTS/slot{i}.lock`` files (i < max-runs) shared by every job and kernel using the
@@ -134,8 +135,15 @@ def handle_exit(jobdir, spec, launch, code):
            else None)
 
 
+# fds the supervisor holds that a forked run must not keep (supervisor.lock, wakeup pipe)
+_PRIVATE_FDS = []
+
+
 def start_run(jobdir, spec, launch, slot_fd):
-    """Spawn the runner holding ``slot_fd``; None if the run was cancelled meanwhile."""
+    """Start the runner holding ``slot_fd``; None if the run was cancelled meanwhile.
+
+    When the run uses this interpreter, the runner is a fork of this (already started, site
+    loaded) process: no interpreter start-up per run. Otherwise it is spawned."""
     run = launch["run"]
     rundir = os.path.join(jobdir, "runs", run)
     os.makedirs(rundir, exist_ok=True)
@@ -144,22 +152,67 @@ def start_run(jobdir, spec, launch, slot_fd):
         ticket_file = os.path.join(rundir, "ticket.json")
         write_text(ticket_file, json.dumps(launch["ticket"]))
     python = spec["python"]
-    with JobLock(jobdir):
+    runner = load_runner(spec["runner"])
+    log = os.path.join(rundir, "runner.log")
+    lock = JobLock(jobdir)
+    with lock:
         if os.path.exists(os.path.join(rundir, "cancel")) or os.path.exists(
                 os.path.join(rundir, "pid")):
             return None
         os.set_inheritable(slot_fd, True)
-        log = os.path.join(rundir, "runner.log")
-        env = dict(os.environ, XT_SLOT_FD=str(slot_fd))  # the runner keeps it from its children
-        argv = load_runner(spec["runner"]).command(python, ticket_file)
-        pid = os.posix_spawnp(python, argv, env, setsid=True,
-                             file_actions=[
-                                 (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-                                 (os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_CREAT
-                                  | os.O_APPEND, 0o644),
-                                 (os.POSIX_SPAWN_DUP2, 1, 2)])
+        if os.path.abspath(python) == os.path.abspath(sys.executable):  # not realpath: venvs
+            pid = os.fork()
+            if pid == 0:
+                _run_in_child(runner, ticket_file, log, slot_fd, [lock.fd] + _PRIVATE_FDS)
+        else:
+            env = dict(os.environ, XT_SLOT_FD=str(slot_fd))  # the runner hides it from children
+            pid = os.posix_spawnp(python, runner.command(python, ticket_file), env, setsid=True,
+                                  file_actions=[
+                                      (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+                                      (os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_CREAT
+                                       | os.O_APPEND, 0o644),
+                                      (os.POSIX_SPAWN_DUP2, 1, 2)])
         write_text(os.path.join(rundir, "pid"), f"{pid} {proc_start(pid)}")
     return pid
+
+
+def _run_in_child(runner, ticket_file, log, slot_fd, private_fds):
+    """The forked child: become a clean runner process, run, exit (never returns)."""
+    code = 2
+    try:
+        for fd in private_fds:  # else the job lock / supervisor.lock would stay held by the run
+            os.close(fd)
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        os.setsid()
+        null = os.open("/dev/null", os.O_RDONLY)
+        out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(null, 0)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.close(null)
+        os.close(out)
+        os.environ["XT_SLOT_FD"] = str(slot_fd)
+        here = os.path.dirname(os.path.abspath(__file__))
+        sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
+        sys.argv = [runner.__file__, ticket_file]
+        code = runner.main(sys.argv)
+    except SystemExit as err:
+        code = err.code if isinstance(err.code, int) else 1
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+    finally:
+        try:  # what interpreter exit would do: join threads, atexit, flush
+            if "threading" in sys.modules:
+                sys.modules["threading"]._shutdown()
+            import atexit
+            atexit._run_exitfuncs()
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+        finally:
+            os._exit(code)
 
 
 class Slots:
@@ -179,6 +232,7 @@ def supervise(jobdir):
     me = try_lock(os.path.join(jobdir, "supervisor.lock"))
     if me is None:
         return 0  # another supervisor already runs this job
+    _PRIVATE_FDS.append(me)
     with open(os.path.join(jobdir, "job.json")) as fh:
         spec = json.load(fh)
     write_text(os.path.join(jobdir, "supervisor"), f"{os.getpid()} {proc_start(os.getpid())}")
@@ -194,6 +248,7 @@ def supervise(jobdir):
     running = {}  # pid -> [launch, started, kill_at]
     wait = 0.05   # slot poll period while blocked; backs off so many waiting jobs stay cheap
     rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    _PRIVATE_FDS.extend((rfd, wfd))
     signal.set_wakeup_fd(wfd)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a cancel kills runs, never the supervisor
