@@ -47,8 +47,15 @@ def all_widget_state(root) -> str:
 
 
 def rows_by_label(box) -> dict:
-    return {row.children[0].value: row for row in box.children if hasattr(row, "children")
-            and row.children and hasattr(row.children[0], "value")}
+    """Field rows (HBox: label, editor, provenance, error) under ``box``, by key name."""
+    import ipywidgets as w
+    rows = {}
+    for child in getattr(box, "children", ()):
+        if isinstance(child, w.HBox) and child.children and isinstance(child.children[0], w.Label):
+            rows[child.children[0].value] = child
+        else:
+            rows.update(rows_by_label(child))
+    return rows
 
 
 @pytest.fixture

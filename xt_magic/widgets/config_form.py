@@ -62,7 +62,9 @@ class ConfigForm(WidgetView):
         self.apply_button.on_click(self._on_apply)
         self.save_button.on_click(self._on_save)
         self.tabs = w.Tab()
-        self.widget = w.VBox([self.tabs, w.HBox([self.apply_button, self.save_button]),
+        style = w.HTML("<style>.xt-config-form .lm-TabBar-content{flex-wrap:wrap}"
+                       ".xt-config-form .lm-TabBar-tab{flex:0 0 auto !important;max-width:none}</style>")
+        self.widget = w.VBox([style, self.tabs, w.HBox([self.apply_button, self.save_button]),
                               self.message, self.problems, self.out],
                              layout=w.Layout(width="100%"))
         self.widget.add_class("xt-config-form")
@@ -100,9 +102,12 @@ class ConfigForm(WidgetView):
     def provenance(self, key: str) -> str:
         if key in self.pending:
             return "pending (not applied)"
-        from ..core.config.service import short_origin
         cfg = self.config()
-        return short_origin(cfg.origin(key)) if key in cfg else "unset"
+        origin = cfg.origin(key) if key in cfg else None
+        if origin is None:
+            return "unset"
+        where = os.path.basename(origin.file) if origin.file else ""
+        return f"{origin.layer} {where}:{origin.line}" if origin.line else f"{origin.layer} {where}".strip()
 
     # -- building ---------------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -115,11 +120,15 @@ class ConfigForm(WidgetView):
         self.sections = [(name, node) for name, node in schema()["properties"].items()
                          if not node.get("x-unused") and (node.get("properties") or _record_of(node))]
         self.built: set[str] = set()
-        self.tabs.unobserve_all("selected_index")
-        self.tabs.children = [self.w.VBox() for _ in self.sections]
-        self.tabs.titles = [name for name, _ in self.sections]
-        self.tabs.selected_index = min(selected, len(self.sections) - 1)
-        self.tabs.observe(lambda change: self.build_tab(change["new"]), names="selected_index")
+        titles = [name for name, _ in self.sections]
+        if list(self.tabs.titles) != titles:  # first build: the tab boxes stay (front ends keep
+            self.tabs.unobserve_all("selected_index")  # the selected tab when only contents change)
+            self.tabs.children = [self.w.VBox() for _ in self.sections]
+            self.tabs.titles = titles
+            self.tabs.selected_index = min(selected, len(self.sections) - 1)
+            self.tabs.observe(lambda change: self.build_tab(change["new"]), names="selected_index")
+        for box in self.tabs.children:
+            box.children = []
         self.build_tab(self.tabs.selected_index, validate=False)
         self.validate()
 
@@ -184,10 +193,11 @@ class ConfigForm(WidgetView):
             shown = "" if value is None else (
                 ", ".join(map(str, value)) if isinstance(value, list) else
                 (value if isinstance(value, str) else fmt(value)))
-            editor = w.Text(value=shown, placeholder=str(node.get("type", "")))
+            kinds = node.get("type", "")
+            editor = w.Text(value=shown, placeholder=" or ".join(kinds) if isinstance(kinds, list) else kinds)
         editor.layout.width = EDIT_W
         editor.add_class("xt-field-" + key.replace(".", "--"))
-        origin = w.HTML(note(self.provenance(key)))
+        origin = w.HTML(note(self.provenance(key)), layout=w.Layout(width="230px"))
         error = w.HTML()
         self.origins[key], self.errors[key] = origin, error
         editor.observe(lambda change, k=key, n=node, s=name in secret_keys():
@@ -301,7 +311,7 @@ class EntryEditor:
     def __init__(self, form: ConfigForm, section: str, record: str):
         w = form.w
         self.form, self.section, self.record = form, section, record
-        self.picker = w.Dropdown(description="entry", layout=w.Layout(width="320px"))
+        self.picker = self._picker([], None)
         self.name = w.Text(placeholder="new name", layout=w.Layout(width="180px"))
         self.add_button = w.Button(description="Add", icon="plus", layout=w.Layout(width="90px"))
         self.rename_button = w.Button(description="Rename", icon="i-cursor", layout=w.Layout(width="100px"))
@@ -311,23 +321,29 @@ class EntryEditor:
         self.add_button.on_click(self.add)
         self.rename_button.on_click(self.rename)
         self.delete_button.on_click(self.delete)
-        self.picker.observe(lambda c: self.show(), names="value")
         self.fields = w.VBox()
         from ..core.config.validate import schema
         description = schema()["properties"][section].get("description", "")
-        self.widget = w.VBox([w.HTML(note(description)),
-                              w.HBox([self.picker, self.name, self.add_button, self.rename_button,
-                                      self.delete_button]), self.fields])
+        self.bar = w.HBox([self.picker, self.name, self.add_button, self.rename_button,
+                           self.delete_button])
+        self.widget = w.VBox([w.HTML(note(description)), self.bar, self.fields])
         self.widget.add_class("xt-entries-" + section)
 
     def rebuild(self, select: str | None = None, validate: bool = True) -> None:
         names = self.form.names(self.section)
         current = select or self.picker.value
-        self.picker.unobserve_all("value")
-        self.picker.options = names
-        self.picker.value = current if current in names else (names[0] if names else None)
-        self.picker.observe(lambda c: self.show(), names="value")
+        # A new dropdown rather than new options on the old one: front ends then always show
+        # the selected name (changing options and value together could leave it blank).
+        self.picker = self._picker(names, current if current in names else (names[0] if names else None))
+        self.bar.children = (self.picker,) + tuple(self.bar.children[1:])
         self.show(validate=validate)
+
+    def _picker(self, names, value):
+        w = self.form.w
+        picker = w.Dropdown(options=names, value=value, description="entry",
+                            layout=w.Layout(width="320px"))
+        picker.observe(lambda c: self.show(), names="value")
+        return picker
 
     @safe
     def show(self, validate: bool = True) -> None:
@@ -338,8 +354,16 @@ class EntryEditor:
             return
         props = schema()["$defs"][self.record]["properties"]
         entry = self.form.value(f"{self.section}.{name}") or {}
-        rows = [self.form.field(f"{self.section}.{name}.{k}", sub, (self.record, k))
-                for k, sub in props.items() if not sub.get("x-unused") or k in entry]
+        required = schema()["$defs"][self.record].get("required") or []
+        keys = [k for k, sub in props.items() if not sub.get("x-unused") or k in entry]
+        main = [k for k in keys if k in entry or k in required or (self.record, k) in REFERENCES]
+        rows = [self.form.field(f"{self.section}.{name}.{k}", props[k], (self.record, k)) for k in main]
+        rest = [self.form.field(f"{self.section}.{name}.{k}", props[k], (self.record, k))
+                for k in keys if k not in main]
+        if rest:
+            more = self.form.w.Accordion(children=[self.form.w.VBox(rest)], selected_index=None)
+            more.set_title(0, f"more keys ({len(rest)})")
+            rows.append(more)
         self.fields.children = rows
         if validate:
             self.form.validate()

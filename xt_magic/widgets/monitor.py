@@ -104,8 +104,11 @@ def svg_chart(series: dict[str, list[tuple[float, float]]], width: int = 360, he
             f"<text x='2' y='{height - pad + 10}' font-size='10'>{_fmt(y0)}</text>"
             f"<text x='{pad}' y='{height - 2}' font-size='10'>{_fmt(x0)}</text>"
             f"<text x='{width - 40}' y='{height - 2}' font-size='10'>{_fmt(x1)}</text>")
+    legend = " ".join(f"<span style='color:{colors[i % len(colors)]}'>━ {html.escape(run)}</span>"
+                      for i, run in enumerate(series))
     return (f"<svg class='xt-chart' width='{width}' height='{height}' "
-            f"style='border:1px solid #ddd;background:#fff'>{axes}{''.join(lines)}</svg>")
+            f"style='border:1px solid #ddd;background:#fff'>{axes}{''.join(lines)}</svg>"
+            f"<div style='font-size:85%'>{legend}</div>")
 
 
 class JobMonitor(WidgetView):
@@ -277,7 +280,8 @@ class JobMonitor(WidgetView):
                              f"<span class='xt-summary'>{html.escape(summary)}</span>")
         self.progress.value = final
         self.progress.bar_style = ("success" if counts.get("completed") == len(views) else
-                                   "danger" if final == len(views) and counts.get("failed") else "info")
+                                   "danger" if final == len(views) and counts.get("failed") else
+                                   "warning" if final == len(views) else "info")
         self.progress_text.value = f"&nbsp;{final}/{len(views)} done"
         metric_names = sorted({k for v in views for k in v.latest})
         hp_names = sorted({k for v in views for k in v.hparams})
@@ -295,7 +299,8 @@ class JobMonitor(WidgetView):
             cells += [f"<td>{html.escape(_fmt(v.latest.get(m, '')))}</td>" for m in metric_names]
             body.append(f"<tr data-run='{html.escape(v.run)}'>{''.join(cells)}</tr>")
         more = f"<tr><td>... {len(views) - 200} more runs</td></tr>" if len(views) > 200 else ""
-        self.table.value = (f"<table class='xt-runs' style='border-collapse:collapse'><tr>{head}</tr>"
+        self.table.value = (f"<style>.xt-runs td,.xt-runs th{{padding:1px 10px 1px 0;text-align:left}}</style>"
+                            f"<table class='xt-runs' style='border-collapse:collapse'><tr>{head}</tr>"
                             f"{''.join(body)}{more}</table>")
         if list(self.metric_picker.options) != metric_names:
             keep = self.metric_picker.value
@@ -311,7 +316,7 @@ class JobMonitor(WidgetView):
         self.cancel_run_button.disabled = view is None or view.info["state"] in FINAL
         if final == len(views):
             self.notification.value = (
-                f"<b class='xt-done'>🔔 {html.escape(self.id)} finished: {html.escape(summary)}</b>")
+                f"<b class='xt-done'>● {html.escape(self.id)} finished: {html.escape(summary)}</b>")
 
     # -- actions ----------------------------------------------------------------------------------
     @safe
