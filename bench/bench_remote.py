@@ -32,22 +32,13 @@ from xt_magic.core.compute import ssh  # noqa: E402
 from xt_magic.core.compute.base import Launch  # noqa: E402
 from xt_magic.core.compute.pool import PoolBackend  # noqa: E402
 from xt_magic.core.compute.slurm import SlurmBackend  # noqa: E402
+from xt_magic.core.config import ResolvedConfig  # noqa: E402
 from xt_magic.core.storage.file import FileStore  # noqa: E402
 
 
-class Cfg:
-    """The two config lookups the backends make."""
-
-    def __init__(self, data):
-        self.data = data
-
-    def get(self, key, default=None):
-        node = self.data
-        for part in key.split("."):
-            if not isinstance(node, dict) or part not in node:
-                return default
-            node = node[part]
-        return node
+def Cfg(data):
+    """A resolved config holding just ``data`` (no files, no layers)."""
+    return ResolvedConfig(data, {}, [])
 
 
 def _wait_completed(store, run, timeout=120):

@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 import runner_helpers as rh
+from remote_helpers import launches_for, wait_final
 from xt_magic.core import session as session_mod
 from xt_magic.core.compute import get_backend, ssh
-from xt_magic.core.compute.base import Launch
 from xt_magic.core.errors import TargetError
 
 pytestmark = pytest.mark.sshd
@@ -39,13 +39,6 @@ def backend():
     return get_backend(session_mod.get_session(), "pool")
 
 
-def launches_for(store, cell, **kw):
-    made = rh.make_job(store.root, cell, **kw)
-    job = made[0][2]["job"]
-    return job, [Launch(run_id=r, ticket=t, ticket_path=f"ws1/runs/{r}/ticket.json",
-                        runner_path=f"ws1/jobs/{job}/bundle/runner.py") for r, _p, t in made]
-
-
 def state_of(be, run_id):
     return be._state(run_id)
 
@@ -58,12 +51,17 @@ def pgid_of(be, run_id):
     return be._placement(state_of(be, run_id))[1]
 
 
-def wait_states(be, job, runs, want=("completed", "failed", "cancelled"), timeout=60):
-    def done():
-        be.poll(job, runs)
-        states = {r: state_of(be, r)["state"] for r in runs}
-        return states if all(s in want for s in states.values()) else None
-    return rh.wait_for(done, timeout, f"runs {runs} to reach {want}")
+def submit_one(xt_home, server, cell):
+    """Configure one box, submit a one-run job; returns (backend, job id, run id)."""
+    configure(xt_home, [server])
+    be = backend()
+    job, launches = launches_for(be.store, cell)
+    be.submit(job, launches)
+    return be, job, launches[0].run_id
+
+
+def wait_states(be, job, runs, timeout=60):
+    return {r: s["state"] for r, s in wait_final(be, job, runs, timeout).items()}
 
 
 def test_job_runs_and_results_return(sshd_factory, xt_home):
@@ -142,11 +140,7 @@ def _alive(pid):
 
 
 def test_remote_process_killed_mid_run_is_reconciled(sshd_factory, xt_home):
-    configure(xt_home, [sshd_factory()])
-    be = backend()
-    job, launches = launches_for(be.store, "import time\ntime.sleep(300)")
-    run = launches[0].run_id
-    be.submit(job, launches)
+    be, job, run = submit_one(xt_home, sshd_factory(), "import time\ntime.sleep(300)")
     rh.wait_for(lambda: state_of(be, run)["state"] == "running", 30, "running")
     pgid = pgid_of(be, run)
     os.killpg(pgid, 9)  # SIGKILL the whole group: no exit file, nothing reported
@@ -156,11 +150,7 @@ def test_remote_process_killed_mid_run_is_reconciled(sshd_factory, xt_home):
 
 
 def test_runner_exit_without_report_is_reconciled(sshd_factory, xt_home):
-    configure(xt_home, [sshd_factory()])
-    be = backend()
-    job, launches = launches_for(be.store, "import os\nos._exit(7)")
-    run = launches[0].run_id
-    be.submit(job, launches)
+    be, job, run = submit_one(xt_home, sshd_factory(), "import os\nos._exit(7)")
     wait_states(be, job, [run])
     info = state_of(be, run)
     assert info["state"] == "failed" and info["exit_code"] == 7
@@ -170,11 +160,7 @@ def test_runner_exit_without_report_is_reconciled(sshd_factory, xt_home):
 def test_sshd_killed_mid_run_then_poll_from_fresh_backend(sshd_factory, xt_home):
     """Disconnect mid-run: the box's sshd dies; a new backend (kernel restart) reconciles."""
     server = sshd_factory()
-    configure(xt_home, [server])
-    be = backend()
-    job, launches = launches_for(be.store, "import time\ntime.sleep(300)")
-    run = launches[0].run_id
-    be.submit(job, launches)
+    be, job, run = submit_one(xt_home, server, "import time\ntime.sleep(300)")
     rh.wait_for(lambda: state_of(be, run)["state"] == "running", 30, "running")
     pgid = pgid_of(be, run)
     server.stop()

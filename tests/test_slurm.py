@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 import runner_helpers as rh
+from remote_helpers import launches_for, wait_final
 from xt_magic.core import session as session_mod
 from xt_magic.core.compute import get_backend, ssh
-from xt_magic.core.compute.base import Launch
 from xt_magic.core.compute.slurm import batch_script, outcome, parse_scontrol, sbatch_args
 from xt_magic.core.errors import ConfigError
 
@@ -25,22 +25,6 @@ def configure(target: dict, boxes: dict | None = None) -> None:
 
 def backend():
     return get_backend(session_mod.get_session(), "cluster")
-
-
-def launches_for(store, cell, **kw):
-    made = rh.make_job(store.root, cell, **kw)
-    job = made[0][2]["job"]
-    return job, [Launch(run_id=r, ticket=t, ticket_path=f"ws1/runs/{r}/ticket.json",
-                        runner_path=f"ws1/jobs/{job}/bundle/runner.py") for r, _p, t in made]
-
-
-def wait_final(be, job, runs, timeout=60):
-    def done():
-        be.poll(job, runs)
-        states = {r: be._state(r) for r in runs}
-        ok = all(s["state"] in ("completed", "failed", "cancelled") for s in states.values())
-        return states if ok else None
-    return rh.wait_for(done, timeout, f"{runs} to finish")
 
 
 # ---- script building and parsing (no Slurm needed) -------------------------------------------
