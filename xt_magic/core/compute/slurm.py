@@ -45,8 +45,10 @@ class LocalExec:
     label = "localhost"
 
     def run(self, argv: list[str], check: bool = True, timeout: float = 60) -> ssh.Result:
-        try:
-            res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        from ..auth.jobenv import job_environ
+        try:  # belt and braces with --export: sbatch itself never sees credentials either
+            res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                                 env=job_environ())
         except FileNotFoundError as err:
             raise TargetError(f"{argv[0]} not found: is this a Slurm login node?",
                               hint="set the target's login: to a boxes entry of a login node") from err
