@@ -194,3 +194,22 @@ def test_kernel_environment_does_not_reach_the_job(slurm, monkeypatch):
     assert "AZURE_CLIENT_SECRET" not in seen and "MINE" in seen and "XT_HOME" in seen
     script = open(os.path.join(be.work_dir, "jobs", job, "job.sh")).read()
     assert "canary-secret-1234" not in script
+
+
+@pytest.mark.slurm
+@pytest.mark.azurite
+def test_slurm_with_blob_store(slurm, azurite, azurite_container, ip):
+    """Blob store: runner.py + ticket are copied next to the run; the job reaches the store only
+    through the ticket's SAS URLs."""
+    configure({})
+    with open("xt_config.yaml", "w") as fh:
+        fh.write("external-services:\n"
+                 f"  teamstore: {{type: storage, provider: azure-blob-21, name: {azurite.account},"
+                 f" url: '{azurite.blob_endpoint}', container: {azurite_container},"
+                 f" key: '{azurite.key}'}}\n"
+                 "xt-services: {storage: teamstore}\n")
+    res = ip.run_cell_magic("xt_run", "--target cluster --outputs y --wait", "y = 'blob ok'\n")
+    assert res.runs_list[0].state == "completed", res.runs_list[0].reason
+    assert res["y"] == "blob ok"
+    ticket = open(os.path.join(backend().work_dir, "runs", "run1.1", "ticket.json")).read()
+    assert azurite.key not in ticket and "sig=" in ticket
