@@ -148,7 +148,7 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
             "setup": setup_ticket, "python": python, "workdir": None, "max_seconds": max_seconds,
         }
         ticket_path = lay.run(run, "ticket.json")
-        store.write_bytes(ticket_path, json.dumps(ticket, indent=1).encode())
+        store.write_bytes(ticket_path, json.dumps(ticket).encode())  # compact: C encoder
         launches.append(Launch(run_id=run, ticket=ticket, ticket_path=ticket_path,
                                runner_path=bundle["runner"], max_seconds=max_seconds))
     try:

@@ -47,6 +47,15 @@ class FileStore(Store):
     def _mkparent(self, full: str) -> None:
         os.makedirs(os.path.dirname(full), exist_ok=True)
 
+    def _retry_in_new_dir(self, full: str, op):
+        """Run ``op()``; if the parent directory is missing, create it and run it again
+        (cheaper than a makedirs before every write when the directory usually exists)."""
+        try:
+            return op()
+        except FileNotFoundError:
+            self._mkparent(full)
+            return op()
+
     # -- Store API ---------------------------------------------------------------------------
     def read_bytes(self, path: str) -> bytes:
         try:
@@ -68,8 +77,8 @@ class FileStore(Store):
     def write_bytes(self, path: str, data: bytes) -> None:
         full = self._full(path)
         try:
-            self._mkparent(full)
-            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(full), prefix=".tmp-")
+            fd, tmp = self._retry_in_new_dir(full, lambda: tempfile.mkstemp(
+                dir=os.path.dirname(full), prefix=".tmp-"))
             try:
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(data)
@@ -83,8 +92,8 @@ class FileStore(Store):
     def create_exclusive(self, path: str, data: bytes) -> bool:
         full = self._full(path)
         try:
-            self._mkparent(full)
-            fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = self._retry_in_new_dir(full, lambda: os.open(
+                full, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
         except FileExistsError:
             return False
         except OSError as err:
@@ -96,8 +105,8 @@ class FileStore(Store):
     def append(self, path: str, data: bytes) -> None:
         full = self._full(path)
         try:
-            self._mkparent(full)
-            fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            fd = self._retry_in_new_dir(full, lambda: os.open(
+                full, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644))
             try:
                 os.write(fd, data)  # one write(2): concurrent appenders never interleave lines
             finally:
