@@ -254,3 +254,19 @@ def test_run_with_another_python_is_spawned(tmp_path):
     t = runs[0][2]
     assert state(root, t)["state"] == "completed", read(root, t["paths"]["console"])
     assert f"exe {base}" in read(root, t["paths"]["console"]).decode()
+
+
+def test_stale_local_state_from_an_earlier_store_is_replaced(tmp_path):
+    old_root, new_root = tmp_path / "old", tmp_path / "new"
+    old = make_job(old_root, "x = 1\n")
+    backend().submit("job1", launches(old))
+    wait_for(lambda: all_final(old_root, old), what="first store's job")
+    wait_for(lambda: not LocalBackend._supervisor_alive(
+        os.path.join(local_root(), "jobs", "ws1", "job1")), what="supervisor exit")
+    new = make_job(new_root, "x = 2\n")  # a new store: ids start again at job1
+    be = backend()
+    be.submit("job1", launches(new))
+    wait_for(lambda: all_final(new_root, new), what="second store's job")
+    assert states_of(new_root, new) == ["completed"]
+    be.poll("job1", [])  # the old store's run is not this job dir's to judge
+    assert [e["state"] for e in events(old_root, old[0][2])][-1] == "completed"

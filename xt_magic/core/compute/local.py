@@ -136,6 +136,14 @@ class LocalBackend(Backend):
             return
         ws = launches[0].ticket.get("workspace") or "ws"
         jobdir = self._jobdir(job_id, ws)
+        if os.path.exists(os.path.join(jobdir, "job.json")):
+            # same ws/job id from an earlier store (ids restart with a new store): stale unless
+            # its supervisor still runs
+            if self._supervisor_alive(jobdir):
+                raise TargetError(f"{ws}/{job_id} is still running locally for another store",
+                                  hint="use another workspace, or cancel that job first")
+            import shutil
+            shutil.rmtree(jobdir, ignore_errors=True)
         os.makedirs(os.path.join(jobdir, "runs"), exist_ok=True)
         setup = launches[0].ticket.get("setup") or {}
         python = setup.get("python") or sys.executable
@@ -178,7 +186,7 @@ class LocalBackend(Backend):
             if wanted is not None and run not in wanted:
                 continue
             info = states.fold(self._read_events(ticket))
-            if info["state"] in states.FINAL:
+            if info["state"] in states.FINAL or not _ours(info, spec):
                 continue
             rundir = os.path.join(jobdir, "runs", run)
             if os.path.exists(os.path.join(rundir, "cancel")):
@@ -240,6 +248,12 @@ class LocalBackend(Backend):
     def describe(self) -> dict:
         return {"target": self.name, "kind": self.kind, "max-runs": self.max_runs(),
                 "host": socket.gethostname()}
+
+
+def _ours(info: dict, spec: dict) -> bool:
+    """Whether the run's ``queued`` event came from the submission this job dir records."""
+    tokens = [e.get("token") for e in info["events"] if e.get("state") == states.QUEUED]
+    return not tokens or spec.get("token") in tokens
 
 
 def _read_int(path):

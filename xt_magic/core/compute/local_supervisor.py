@@ -163,7 +163,8 @@ def start_run(jobdir, spec, launch, slot_fd):
         if os.path.abspath(python) == os.path.abspath(sys.executable):  # not realpath: venvs
             pid = os.fork()
             if pid == 0:
-                _run_in_child(runner, ticket_file, log, slot_fd, [lock.fd] + _PRIVATE_FDS)
+                _run_in_child(runner, ticket_file, log, slot_fd, [lock.fd] + _PRIVATE_FDS,
+                              os.path.join(rundir, "pid"))
         else:
             env = dict(os.environ, XT_SLOT_FD=str(slot_fd))  # the runner hides it from children
             pid = os.posix_spawnp(python, runner.command(python, ticket_file), env, setsid=True,
@@ -176,10 +177,12 @@ def start_run(jobdir, spec, launch, slot_fd):
     return pid
 
 
-def _run_in_child(runner, ticket_file, log, slot_fd, private_fds):
+def _run_in_child(runner, ticket_file, log, slot_fd, private_fds, pid_file):
     """The forked child: become a clean runner process, run, exit (never returns)."""
     code = 2
     try:
+        # recorded before the run can write "running", even if the supervisor dies right now
+        write_text(pid_file, f"{os.getpid()} {proc_start(os.getpid())}")
         for fd in private_fds:  # else the job lock / supervisor.lock would stay held by the run
             os.close(fd)
         signal.set_wakeup_fd(-1)
