@@ -197,6 +197,8 @@ def _run_in_child(runner, ticket_file, log, slot_fd, private_fds, pid_file):
         os.close(null)
         os.close(out)
         os.environ["XT_SLOT_FD"] = str(slot_fd)
+        if "random" in sys.modules:  # never share a random state between forked runs
+            sys.modules["random"].seed()
         here = os.path.dirname(os.path.abspath(__file__))
         sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
         sys.argv = [runner.__file__, ticket_file]
