@@ -270,3 +270,13 @@ def test_stale_local_state_from_an_earlier_store_is_replaced(tmp_path):
     assert states_of(new_root, new) == ["completed"]
     be.poll("job1", [])  # the old store's run is not this job dir's to judge
     assert [e["state"] for e in events(old_root, old[0][2])][-1] == "completed"
+
+
+def test_hard_exit_reports_exit_code(tmp_path):
+    root = tmp_path / "store"
+    runs = make_job(root, "import os\nos._exit(7)\n")
+    backend().submit("job1", launches(runs))
+    wait_for(lambda: all_final(root, runs), what="failed event")
+    info = state(root, runs[0][2])
+    assert info["state"] == "failed" and info["exit_code"] == 7
+    assert info["reason"] == "exited with code 7 without reporting a result"
