@@ -138,7 +138,7 @@ class JobMonitor(WidgetView):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_reconcile = 0.0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # tick (poll thread) and render/callbacks (kernel thread)
 
         self.header = w.HTML()
         self.progress = w.IntProgress(min=0, max=max(1, len(self.runs)), value=0,
@@ -268,6 +268,10 @@ class JobMonitor(WidgetView):
 
     # -- rendering --------------------------------------------------------------------------------
     def render(self) -> None:
+        with self._lock:
+            self._render()
+
+    def _render(self) -> None:
         from collections import Counter
         from ..core.jobs.states import FINAL
         views = list(self.runs.values())
