@@ -88,6 +88,26 @@ def bench_sweep(root, n, cores):
     return ours, xargs, submit
 
 
+LOG_CELL = """\
+import time, xt_magic
+t0 = time.perf_counter()
+for i in range(100000):
+    xt_magic.log(step=i, loss=1.0 / (i + 1))
+print("per-call", (time.perf_counter() - t0) / 100000 * 1e6)
+"""
+
+
+def bench_log(root):
+    """Cost of xt_magic.log inside a job (the real package, buffered by the runner)."""
+    be = LocalBackend("local", {"service": "pool", "boxes": ["localhost"]}, config=None,
+                      store=None)
+    runs = make_job(root, LOG_CELL, job="job8")
+    be.submit("job8", _launches(runs))
+    _wait_done(root, runs)
+    console = os.path.join(root, *runs[0][2]["paths"]["console"].split("/"))
+    return float(open(console).read().split("per-call")[1].split()[0])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=1000, help="sweep size")
@@ -102,6 +122,7 @@ def main():
         print(f"trivial job: {job * 1000:.0f} ms vs bare python -c {bare * 1000:.0f} ms "
               f"(ratio {job / bare:.2f}x; target <= 1.5x bare + 100 ms = {limit * 1000:.0f} ms: "
               f"{'OK' if job <= limit else 'MISSED'})")
+        print(f"xt_magic.log inside a job: {bench_log(root):.2f} us per call (buffered)")
         ours, xargs, submit = bench_sweep(root, args.runs, cores)
         ratio = xargs / ours
         print(f"sweep of {args.runs} runs, max-runs {cores}: {args.runs / ours:.1f} runs/s vs "

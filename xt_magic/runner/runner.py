@@ -240,7 +240,7 @@ class Metrics:
                                                            for k, v in values.items()}}
         if step is not None:
             rec["step"] = _jsonable(step)
-        self.pending.append(json.dumps(rec) + "\n")  # list.append is atomic
+        self.pending.append(rec)  # list.append is atomic; json at flush time keeps log() cheap
 
     def log(self, step=None, **values):
         self._add("metrics", step, values)
@@ -264,7 +264,7 @@ class Metrics:
         with self.lock:
             if self.pending and (force or time.monotonic() - self.last >= FLUSH_SECONDS):
                 n = len(self.pending)
-                data = "".join(self.pending[:n])
+                data = "".join(json.dumps(rec) + "\n" for rec in self.pending[:n])
                 self.io.append(self.path, data.encode())
                 del self.pending[:n]  # only once written: a failed append loses nothing
                 self.last = time.monotonic()
