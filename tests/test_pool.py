@@ -277,3 +277,13 @@ def test_reused_pid_is_not_taken_for_the_run(tmp_path):
     finally:
         other.kill()
         other.wait()
+
+
+def test_max_seconds_is_failed_with_time_limit(sshd_factory, xt_home, tmp_path):
+    configure(xt_home, [sshd_factory()])
+    be = backend()
+    job, launches = launches_for(be.store, "import time\ntime.sleep(300)", max_seconds=2)
+    run = launches[0].run_id
+    be.submit(job, launches)
+    info = wait_final(be, job, [run], timeout=60)[run]
+    assert info["state"] == "failed" and "time limit" in info["reason"], info

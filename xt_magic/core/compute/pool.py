@@ -33,14 +33,25 @@ def run_dir(box: ssh.Box, run_id: str) -> str:
     return posixpath.join(box.work_dir, "runs", ssh.check_name(run_id, "run id"))
 
 
-def start_script(directory: str, argv: list[str]) -> str:
+def start_script(directory: str, argv: list[str], max_seconds: int | None = None) -> str:
     """sh script: start ``argv`` detached in ``directory`` (own session = own process group) with
     output to runner.log; its exit code lands in ``exit``; prints the pid (= process group id).
 
-    ``cd DIR;`` rather than ``cd DIR && ... &``: the latter keeps the channel open until the job
-    ends (local_components.md)."""
-    inner = f"{ssh.join(argv)}; echo $? > exit.tmp; mv exit.tmp exit"
-    return (f"mkdir -p {q(directory)} && cd {q(directory)} || exit 97; rm -f exit exit.tmp pid; "
+    With ``max_seconds`` the session leader watches the clock: past the limit it writes a
+    ``timeout`` marker and TERMs its group (it traps TERM itself so it can still write ``exit``),
+    then KILLs it 10 s later. ``cd DIR;`` rather than ``cd DIR && ... &``: the latter keeps the
+    channel open until the job ends (local_components.md)."""
+    if max_seconds:
+        n = int(max_seconds)
+        inner = (f"trap true TERM; {ssh.join(argv)} & r=$!; i=0; "
+                 "while kill -0 $r 2>/dev/null; do "
+                 f"if [ $i -ge {n} ]; then echo {n} > timeout; kill -TERM -$$ 2>/dev/null; fi; "
+                 f"if [ $i -ge {n + 10} ]; then kill -KILL -$$; fi; "
+                 "sleep 1; i=$((i+1)); done; wait $r; echo $? > exit.tmp; mv exit.tmp exit")
+    else:
+        inner = f"{ssh.join(argv)}; echo $? > exit.tmp; mv exit.tmp exit"
+    return (f"mkdir -p {q(directory)} && cd {q(directory)} || exit 97; "
+            "rm -f exit exit.tmp pid timeout; "
             f"setsid nohup sh -c {q(inner)} > runner.log 2>&1 < /dev/null & "
             "echo $! > pid; echo $!")
 
@@ -51,17 +62,19 @@ _OURS = ('{ [ ! -d "/proc/$p" ] || '
 
 
 def status_script(work_dir: str, run_ids: list[str]) -> str:
-    """sh script printing ``RUN exit N`` / ``RUN alive`` / ``RUN gone`` per run, then
+    """sh script printing ``RUN exit N`` / ``RUN alive`` / ``RUN gone -`` per run (plus
+    `` timeout`` when the run hit its time limit), then
     ``live N`` (live runs under work_dir, for slot counting) and ``cores N``. A zombie counts as
     gone: PID 1 here reaps orphans late."""
     runs = " ".join(q(ssh.check_name(r, "run id")) for r in run_ids)
     alive = ('[ -f "$d/pid" ] && p=$(cat "$d/pid") && kill -0 "$p" 2>/dev/null && '
              '! grep -qs "^State:[[:space:]]*Z" "/proc/$p/status" && ' + _OURS)
     return (f"w={q(work_dir)}; for r in {runs}; do d=\"$w/runs/$r\"; "
-            f"if [ -f \"$d/exit\" ]; then echo \"$r exit $(cat \"$d/exit\")\"; "
+            "t=; [ -f \"$d/timeout\" ] && t=\" timeout\"; "
+            f"if [ -f \"$d/exit\" ]; then echo \"$r exit $(cat \"$d/exit\")$t\"; "
             f"elif {alive}; then echo \"$r alive\"; "
-            f"elif [ -f \"$d/exit\" ]; then echo \"$r exit $(cat \"$d/exit\")\"; "
-            f"else echo \"$r gone\"; fi; done; "
+            f"elif [ -f \"$d/exit\" ]; then echo \"$r exit $(cat \"$d/exit\")$t\"; "
+            f"else echo \"$r gone - $t\"; fi; done; "
             f"n=0; for d in \"$w\"/runs/*; do if [ ! -f \"$d/exit\" ] && {alive}; then n=$((n+1)); fi; "
             "done; echo \"live $n\"; echo \"cores $(nproc 2>/dev/null || echo 1)\"")
 
@@ -184,13 +197,14 @@ class PoolBackend(StoreEvents, Backend):
             launch, directory, f"box {box.name!r}")
         if uploads:
             ssh.put_files(box, uploads)
-        out = ssh.run_script(box, start_script(directory, box.python_argv() + [runner, ticket]),
-                             timeout=30).stdout.strip()
+        limit = launch.max_seconds or launch.ticket.get("max_seconds")
+        out = ssh.run_script(box, start_script(directory, box.python_argv() + [runner, ticket],
+                                               limit), timeout=30).stdout.strip()
         if not out.isdigit():
             raise TargetError(f"box {box.name!r}: runner did not start (got {out[:200]!r})")
         pid = int(out)
         self._event(launch.run_id, QUEUED, host=box.name, pid=pid,
-                    backend_id=f"{box.name}:{pid}", job=job_id)
+                    backend_id=f"{box.name}:{pid}", job=job_id, max_seconds=limit)
 
     def _place(self, job_id: str, launches: list[Launch], counts: dict) -> list[Launch]:
         """Start launches on boxes with free slots; return those still waiting."""
@@ -285,8 +299,11 @@ class PoolBackend(StoreEvents, Backend):
                 self._place(job_id, launches, counts)
 
     def _reconcile(self, box_name: str, run_id: str, status: list[str]) -> None:
-        if status[0] == "exit":
-            code = int(status[1]) if len(status) > 1 and status[1].lstrip("-").isdigit() else None
+        code = int(status[1]) if len(status) > 1 and status[1].lstrip("-").isdigit() else None
+        if "timeout" in status:
+            self._fail_unless_final(run_id, f"time limit reached on box {box_name!r}",
+                                    exit_code=code)
+        elif status[0] == "exit":
             self._fail_unless_final(
                 run_id, f"runner exited with code {code} on box {box_name!r} without reporting "
                         "a result", exit_code=code)
