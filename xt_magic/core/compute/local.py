@@ -176,9 +176,9 @@ class LocalBackend(Backend):
         jobdir = self._jobdir(job_id)
         if jobdir is None:
             return
-        spec = self._load(jobdir)
         if self._supervisor_alive(jobdir):
             return  # it reaps its runs and reports exits and time limits itself
+        spec = self._load(jobdir)
         wanted = set(run_ids) if run_ids else None
         unstarted = False
         for launch in spec["launches"]:
