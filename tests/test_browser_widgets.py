@@ -70,14 +70,15 @@ def test_widgets_notebook_in_browser(app, jupyter_server, notebook_driver):
 
         # -- sweep monitor reaches all-completed ----------------------------------------------------
         monitors = page.locator(".xt-monitor")
-        sweep = monitors.nth(0)
+        sweep = monitors.filter(has_text="sweep-demo").last  # the %xt_monitor one
+        assert monitors.filter(has_text="sweep-demo").count() == 2  # the Job's display + %xt_monitor
         sweep.locator(".xt-done", has_text="3 completed").wait_for(timeout=120_000)
         assert sweep.locator(".xt-state").all_inner_texts() == ["completed"] * 3
         sweep.locator("svg.xt-chart polyline").first.wait_for()
         shot(page, sweep, f"monitor-sweep-{app}.png")
 
         # -- cancel the long job from its monitor ----------------------------------------------------
-        long = monitors.nth(1)
+        long = monitors.filter(has_text="long-job").first  # the long job's own display
         long.locator(".xt-state", has_text="running").wait_for(timeout=120_000)
         long.get_by_role("button", name="Cancel job").click()
         long.locator(".xt-state", has_text="cancelled").wait_for(timeout=60_000)

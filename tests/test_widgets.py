@@ -280,3 +280,21 @@ def test_magics_open_the_widgets(ip, tmp_path):
     mon = ip.run_line_magic("xt_monitor", job.id)
     assert isinstance(mon, JobMonitor) and mon.id == job.id
     assert "application/vnd.jupyter.widget-view+json" in mon._repr_mimebundle_()
+
+
+def test_a_job_displays_as_a_live_monitor_in_a_kernel(xt_home):
+    from xt_magic.widgets import job_bundle, register_job_display
+    job = api.run_cell("print(1)\n", {"__name__": "__main__"}).wait(timeout=60, progress=False)
+    bundle = job_bundle(job)
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert bundle["text/plain"] == repr(job) and "completed" in bundle["text/html"]
+    registered = []
+
+    class ZMQInteractiveShell:  # stands for ipykernel's shell: only its type name is checked
+        class display_formatter:
+            class mimebundle_formatter:
+                for_type_by_name = staticmethod(lambda *a: registered.append(a))
+    register_job_display(ZMQInteractiveShell())
+    assert registered == [("xt_magic.core.jobs.service", "Job", job_bundle)]
+    register_job_display(types.SimpleNamespace())  # terminal IPython: nothing registered
+    assert len(registered) == 1

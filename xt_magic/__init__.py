@@ -25,6 +25,8 @@ def log_hparams(**hparams):
 def load_ipython_extension(ipython):
     from .magics import XTMagics
     ipython.register_magics(XTMagics)
+    from .widgets import register_job_display  # light: ipywidgets loads when a Job is shown
+    register_job_display(ipython)
 
 
 def unload_ipython_extension(ipython):
