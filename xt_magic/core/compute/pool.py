@@ -197,7 +197,8 @@ class PoolBackend(StoreEvents, Backend):
             launch, directory, f"box {box.name!r}")
         if uploads:
             ssh.put_files(box, uploads)
-        limit = launch.max_seconds or launch.ticket.get("max_seconds")
+        limit = (launch.max_seconds or launch.ticket.get("max_seconds")
+                 or self.target.get("max-seconds"))
         out = ssh.run_script(box, start_script(directory, box.python_argv() + [runner, ticket],
                                                limit), timeout=30).stdout.strip()
         if not out.isdigit():

@@ -230,7 +230,8 @@ class SlurmBackend(StoreEvents, Backend):
                                             tickets).encode()
         self.exec.put_files(uploads)
         self.exec.run(["mkdir", "-p", job_dir])
-        max_seconds = max((la.max_seconds or 0 for la in launches), default=0) or None
+        max_seconds = (max((la.max_seconds or 0 for la in launches), default=0)
+                       or self.target.get("max-seconds"))
         argv = ["sbatch"] + sbatch_args(self.target, job_id, len(launches), job_dir,
                                         max_seconds) + [script_path]
         out = self.exec.run(argv).stdout.strip()
