@@ -298,3 +298,16 @@ def test_a_job_displays_as_a_live_monitor_in_a_kernel(xt_home):
     assert registered == [("xt_magic.core.jobs.service", "Job", job_bundle)]
     register_job_display(types.SimpleNamespace())  # terminal IPython: nothing registered
     assert len(registered) == 1
+
+
+@pytest.mark.azurite
+def test_monitor_over_the_blob_store_on_batch(batch_config):
+    """Incremental reads work the same over append blobs (ranged GETs): a Batch sweep with its
+    jobs in Azurite reaches all-completed in the monitor."""
+    from xt_magic.widgets.monitor import JobMonitor
+    job = api.run_cell(SWEEP, {"__name__": "__main__"}, hp=["lr=[0.1,0.2]"], target="batch")
+    mon = JobMonitor(job.id, min_interval=0.1)
+    until(lambda: not mon.polling, timeout=120)
+    assert set(mon.states().values()) == {"completed"}, mon.states()
+    assert "step 3" in mon.log.value and "polyline" in mon.chart.value
+    assert type(mon.store).__name__ == "AzureBlobStore"
