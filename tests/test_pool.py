@@ -287,3 +287,30 @@ def test_max_seconds_is_failed_with_time_limit(sshd_factory, xt_home, tmp_path):
     be.submit(job, launches)
     info = wait_final(be, job, [run], timeout=60)[run]
     assert info["state"] == "failed" and "time limit" in info["reason"], info
+
+
+def test_two_pollers_never_start_a_waiting_run_twice(sshd_factory, xt_home):
+    """Two kernels poll the same job: each waiting run is started exactly once."""
+    configure(xt_home, [sshd_factory()], max_runs=1)
+    be = backend()
+    job, launches = launches_for(be.store, "import time\ntime.sleep(0.3)", runs=3)
+    runs = [la.run_id for la in launches]
+    be.submit(job, launches)
+    session_mod.reset_session()
+    other = backend()
+    assert other is not be
+
+    import threading
+
+    def done():
+        threads = [threading.Thread(target=b.poll, args=(job, runs)) for b in (be, other)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return all(state_of(be, r)["state"] in ("completed", "failed") for r in runs)
+    rh.wait_for(done, 60, "runs to finish")
+    for r in runs:
+        events = rh.events(be.store.root, {"paths": {"events": f"ws1/runs/{r}/events.jsonl"}})
+        assert len([e for e in events if e.get("backend_id")]) == 1, events
+        assert state_of(be, r)["state"] == "completed"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import posixpath
 import shlex
+import time
 
 from ..errors import TargetError, XTError
 from ..jobs.states import CANCELLED, FAILED, FINAL, QUEUED, fold, make_event, parse_events
@@ -27,6 +28,7 @@ from . import ssh
 from .base import Backend, Launch
 
 q = shlex.quote
+CLAIM_STALE_SECONDS = 120
 
 
 def run_dir(box: ssh.Box, run_id: str) -> str:
@@ -291,13 +293,32 @@ class PoolBackend(StoreEvents, Backend):
                 elif len(parts) >= 2 and parts[0] in runs:
                     self._reconcile(n, parts[0], parts[1:])
         if waiting:
-            launches = [self._launch_from_store(job_id, r) for r in waiting]
             if all(counts.get(n) is None for n in self.boxes):
-                for launch in launches:
-                    self._fail_unless_final(launch.run_id, "no box of target "
+                for run_id in waiting:
+                    self._fail_unless_final(run_id, "no box of target "
                                             f"{self.name!r} is reachable")
-            else:
-                self._place(job_id, launches, counts)
+                return
+            # several kernels may poll the same job: only the one holding the claim starts it
+            launches = [self._launch_from_store(job_id, r) for r in waiting if self._claim(r)]
+            for launch in self._place(job_id, launches, counts):
+                self.store.delete(self._claim_path(launch.run_id))
+
+    def _claim_path(self, run_id: str) -> str:
+        return f"{self._ws}/runs/{run_id}/pool-start.claim"
+
+    def _claim(self, run_id: str) -> bool:
+        path = self._claim_path(run_id)
+        stamp = str(time.time()).encode()
+        if self.store.create_exclusive(path, stamp):
+            return True
+        try:
+            age = time.time() - float(self.store.read_bytes(path))
+        except (XTError, ValueError):
+            age = 0.0
+        if age > CLAIM_STALE_SECONDS:  # its holder died between claiming and starting
+            self.store.delete(path)
+            return self.store.create_exclusive(path, stamp)
+        return False
 
     def _reconcile(self, box_name: str, run_id: str, status: list[str]) -> None:
         code = int(status[1]) if len(status) > 1 and status[1].lstrip("-").isdigit() else None
