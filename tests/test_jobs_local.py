@@ -36,6 +36,8 @@ def test_magic_round_trip_with_wait(ip):
     assert run.state == "completed" and abs(res["a"] - 4 * 3.141592653589793) < 1e-9
     assert res["b"] == 6 and res["box2"].v == 6
     assert open(os.path.join(run.files_dir, "note.txt")).read() == "hi"
+    assert ip.user_ns["b"] == 6 and ip.user_ns["box2"].v == 6  # --wait --outputs fills the namespace
+    ip.user_ns["b"] = None
     ip.run_line_magic("xt_results", "job1 --into-namespace")
     assert ip.user_ns["b"] == 6
 
@@ -47,6 +49,8 @@ def test_exception_reraised_from_local_run():
     with pytest.raises(service.RunFailed) as info:
         job.results(raise_errors=True)
     assert info.value.remote_type == "KeyError" and "line 2" in info.value.remote_traceback
+    rendered = "\n".join(info.value._render_traceback_())
+    assert rendered.count("Remote traceback") == 1 and "missing-key" in rendered
 
 
 def test_cancel_and_kernel_restart(capsys):

@@ -163,7 +163,8 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
     job = Job(session, record)
     if wait:
         job.wait(out=out)
-        return job.results()
+        # the user declared --outputs and chose to wait: the values belong in the notebook
+        return job.results(into=namespace if outputs else None)
     return job
 
 
@@ -488,7 +489,7 @@ class RunFailed(JobError):
 
     def _render_traceback_(self):
         tb = self.remote_traceback.rstrip("\n")
-        lines = [f"{type(self).__name__}: {self}"]
+        lines = [f"{type(self).__name__}: {JobError.__str__(self)}"]
         if tb:
             lines += ["", f"Remote traceback (run {self.run}):"] + tb.splitlines()
         return lines
