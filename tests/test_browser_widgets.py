@@ -85,6 +85,15 @@ def test_widgets_notebook_in_browser(app, jupyter_server, notebook_driver):
         long.locator(".xt-done", has_text="cancelled").wait_for()
         shot(page, long, f"monitor-cancelled-{app}.png")
         assert api.status("job2").status == "cancelled"
+
+        # -- after a kernel restart, %xt_monitor JOB picks the job up again from the store -------
+        if app == "lab":
+            driver.restart_kernel()
+            driver.append_and_run("%load_ext xt_magic\n%xt_monitor job1")
+            resumed = page.locator(".jp-CodeCell").last.locator(".xt-monitor")
+            resumed.locator(".xt-done", has_text="3 completed").wait_for(timeout=60_000)
+            assert resumed.locator(".xt-state").all_inner_texts() == ["completed"] * 3
+            assert "[1]" in page.locator(".jp-CodeCell").last.locator(".jp-InputPrompt").inner_text()
     finally:
         for row in api.jobs().to_dict("records"):
             if row["status"] in ("created", "queued", "running"):
