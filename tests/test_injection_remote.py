@@ -41,11 +41,12 @@ def canary():
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(segment=nasty_text, arg=nasty_text, limit=st.sampled_from([None, 30]))
-def test_pool_scripts_quote_everything(tmp_path, segment, arg, limit):
+@given(segment=nasty_text, arg=nasty_text, limit=st.sampled_from([None, 30]),
+       slots=st.sampled_from([None, 50]))
+def test_pool_scripts_quote_everything(tmp_path, segment, arg, limit, slots):
     """start/status/kill scripts run by a real sh with hostile dir names and arguments."""
     directory = str(tmp_path / segment.replace("\0", ""))
-    pid = subprocess.run(["sh", "-c", start_script(directory, ["printf", "%s", arg], limit)],
+    pid = subprocess.run(["sh", "-c", start_script(directory, ["printf", "%s", arg], limit, slots)],
                          capture_output=True, text=True, cwd=tmp_path).stdout.strip()
     assert pid.isdigit()
     rh.wait_for(lambda: os.path.exists(os.path.join(directory, "exit")), 10, "exit file")

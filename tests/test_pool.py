@@ -314,3 +314,18 @@ def test_two_pollers_never_start_a_waiting_run_twice(sshd_factory, xt_home):
         events = rh.events(be.store.root, {"paths": {"events": f"ws1/runs/{r}/events.jsonl"}})
         assert len([e for e in events if e.get("backend_id")]) == 1, events
         assert state_of(be, r)["state"] == "completed"
+
+
+def test_start_script_refuses_past_max_runs(tmp_path):
+    """The slot count and the start happen under one lock on the box."""
+    import subprocess
+    from xt_magic.core.compute.pool import start_script
+    work = tmp_path / "work"
+    outs = [subprocess.run(["sh", "-c", start_script(str(work / "runs" / f"r{i}"), ["sleep", "30"],
+                                                     None, 2)],
+                           capture_output=True, text=True).stdout.strip() for i in range(3)]
+    try:
+        assert outs[0].isdigit() and outs[1].isdigit() and outs[2] == "full"
+    finally:
+        for out in outs[:2]:
+            os.killpg(int(out), 9)

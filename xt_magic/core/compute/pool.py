@@ -35,13 +35,15 @@ def run_dir(box: ssh.Box, run_id: str) -> str:
     return posixpath.join(box.work_dir, "runs", ssh.check_name(run_id, "run id"))
 
 
-def start_script(directory: str, argv: list[str], max_seconds: int | None = None) -> str:
+def start_script(directory: str, argv: list[str], max_seconds: int | None = None,
+                 max_runs: int | None = None) -> str:
     """sh script: start ``argv`` detached in ``directory`` (own session = own process group) with
     output to runner.log; its exit code lands in ``exit``; prints the pid (= process group id).
 
     With ``max_seconds`` the session leader watches the clock: past the limit it writes a
     ``timeout`` marker and TERMs its group (it traps TERM itself so it can still write ``exit``),
-    then KILLs it 10 s later. ``cd DIR;`` rather than ``cd DIR && ... &``: the latter keeps the
+    then KILLs it 10 s later. With ``max_runs`` it prints ``full`` instead of starting when that
+    many runs are live under the work dir (``DIR/../..``). ``cd DIR;`` rather than ``cd DIR && ... &``: the latter keeps the
     channel open until the job ends (local_components.md)."""
     if max_seconds:
         n = int(max_seconds)
@@ -52,15 +54,28 @@ def start_script(directory: str, argv: list[str], max_seconds: int | None = None
                  "sleep 1; i=$((i+1)); done; wait $r; echo $? > exit.tmp; mv exit.tmp exit")
     else:
         inner = f"{ssh.join(argv)}; echo $? > exit.tmp; mv exit.tmp exit"
-    return (f"mkdir -p {q(directory)} && cd {q(directory)} || exit 97; "
-            "rm -f exit exit.tmp pid timeout; "
-            f"setsid nohup sh -c {q(inner)} > runner.log 2>&1 < /dev/null & "
-            "echo $! > pid; echo $!")
+    start = (f"mkdir -p {q(directory)} && cd {q(directory)} || exit 97; "
+             "rm -f exit exit.tmp pid timeout; "
+             f"setsid nohup sh -c {q(inner)} > runner.log 2>&1 < /dev/null 9>&- & "
+             "echo $! > pid; echo $!")
+    if not max_runs:
+        return start
+    # count and start under one lock on the box, so concurrent submitters/pollers (several
+    # kernels) never exceed max-runs; fd 9 is closed for the run so it does not hold the lock
+    work = posixpath.dirname(posixpath.dirname(directory))
+    return (f"mkdir -p {q(work)} && exec 9>>{q(work + '/.slots.lock')} || exit 97; "
+            "command -v flock >/dev/null 2>&1 && flock 9; "
+            f"n=0; w={q(work)}; for d in \"$w\"/runs/*; do if [ ! -f \"$d/exit\" ] && "
+            f"{_ALIVE}; then n=$((n+1)); fi; done; "
+            f"if [ $n -ge {int(max_runs)} ]; then echo full; exit 0; fi; " + start)
 
 
 # With /proc: the process $p is still ours (its cwd is the run dir $d), not a reused PID.
 _OURS = ('{ [ ! -d "/proc/$p" ] || '
          '[ "$(readlink "/proc/$p/cwd")" = "$(cd "$d" 2>/dev/null && pwd -P)" ]; }')
+# Run dir $d holds a live run of ours (a zombie counts as gone: PID 1 here reaps orphans late).
+_ALIVE = ('[ -f "$d/pid" ] && p=$(cat "$d/pid") && kill -0 "$p" 2>/dev/null && '
+          '! grep -qs "^State:[[:space:]]*Z" "/proc/$p/status" && ' + _OURS)
 
 
 def status_script(work_dir: str, run_ids: list[str]) -> str:
@@ -69,15 +84,13 @@ def status_script(work_dir: str, run_ids: list[str]) -> str:
     ``live N`` (live runs under work_dir, for slot counting) and ``cores N``. A zombie counts as
     gone: PID 1 here reaps orphans late."""
     runs = " ".join(q(ssh.check_name(r, "run id")) for r in run_ids)
-    alive = ('[ -f "$d/pid" ] && p=$(cat "$d/pid") && kill -0 "$p" 2>/dev/null && '
-             '! grep -qs "^State:[[:space:]]*Z" "/proc/$p/status" && ' + _OURS)
     return (f"w={q(work_dir)}; for r in {runs}; do d=\"$w/runs/$r\"; "
             "t=; [ -f \"$d/timeout\" ] && t=\" timeout\"; "
             f"if [ -f \"$d/exit\" ]; then echo \"$r exit $(cat \"$d/exit\")$t\"; "
-            f"elif {alive}; then echo \"$r alive\"; "
+            f"elif {_ALIVE}; then echo \"$r alive\"; "
             f"elif [ -f \"$d/exit\" ]; then echo \"$r exit $(cat \"$d/exit\")$t\"; "
             f"else echo \"$r gone - $t\"; fi; done; "
-            f"n=0; for d in \"$w\"/runs/*; do if [ ! -f \"$d/exit\" ] && {alive}; then n=$((n+1)); fi; "
+            f"n=0; for d in \"$w\"/runs/*; do if [ ! -f \"$d/exit\" ] && {_ALIVE}; then n=$((n+1)); fi; "
             "done; echo \"live $n\"; echo \"cores $(nproc 2>/dev/null || echo 1)\"")
 
 
@@ -89,6 +102,10 @@ def kill_script(directory: str) -> str:
             "p=$(cat \"$d/pid\"); " + _OURS + " || exit 0; kill -TERM \"-$p\" 2>/dev/null; i=0; "
             "while ps -o stat= -s \"$p\" 2>/dev/null | grep -q '^[^Z]' && [ $i -lt 30 ]; do "
             "sleep 0.1; i=$((i+1)); done; kill -KILL \"-$p\" 2>/dev/null; exit 0")
+
+
+class BoxFull(Exception):
+    """The box had no free slot when the start script counted under its lock."""
 
 
 class StoreAccess:
@@ -202,7 +219,10 @@ class PoolBackend(StoreEvents, Backend):
         limit = (launch.max_seconds or launch.ticket.get("max_seconds")
                  or self.target.get("max-seconds"))
         out = ssh.run_script(box, start_script(directory, box.python_argv() + [runner, ticket],
-                                               limit), timeout=30).stdout.strip()
+                                               limit, box.max_runs or self._cores.get(box.name, 1)),
+                             timeout=30).stdout.strip()
+        if out == "full":
+            raise BoxFull(box.name)
         if not out.isdigit():
             raise TargetError(f"box {box.name!r}: runner did not start (got {out[:200]!r})")
         pid = int(out)
@@ -220,6 +240,9 @@ class PoolBackend(StoreEvents, Backend):
                     continue
                 try:
                     self._start(box, launch, job_id)
+                except BoxFull:  # another kernel took the last slot meanwhile
+                    counts[n] = None
+                    continue
                 except TargetError as err:
                     if "cannot see the file store" in err.message:
                         self._fail_unless_final(launch.run_id, str(err))
