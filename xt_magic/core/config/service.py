@@ -229,7 +229,8 @@ def set_values(session, assignments: dict[str, str]) -> Shown:
     """Set session values typed by the schema; nothing changes unless the result validates."""
     from . import load_config
     from .validate import schema_for
-    cfg = session.config()
+    # unvalidated: a session value may be what fixes a problem in a file (the result is validated)
+    cfg = load_config(cwd=session.cwd or os.getcwd(), session=session.values, validate=False)
     new = dict(session.values)
     for key, text in assignments.items():
         segs = split_key(key, cfg.data)
