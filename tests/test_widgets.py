@@ -311,3 +311,18 @@ def test_monitor_over_the_blob_store_on_batch(batch_config):
     assert set(mon.states().values()) == {"completed"}, mon.states()
     assert "step 3" in mon.log.value and "polyline" in mon.chart.value
     assert type(mon.store).__name__ == "AzureBlobStore"
+
+
+def test_form_opens_on_an_invalid_config_and_shows_where_to_fix_it(tmp_path):
+    (tmp_path / "work" / "xt_config.yaml").write_text(
+        "compute-targets:\n  gpu:\n    service: pool\n    setup: nosuch\n")
+    from xt_magic.widgets.config_form import ConfigForm
+    form = ConfigForm()
+    assert "compute-targets.gpu.setup" in form.problems.value and "nosuch" in form.problems.value
+    editor = form.section("compute-targets")
+    editor.picker.value = "gpu"
+    row = rows_by_label(editor.fields)["setup"]
+    assert "not defined in setups" in row.children[3].value
+    row.children[1].value = "local"
+    assert form.problems.value == "" and not form.save_button.disabled
+    assert "saved 1 value" in form.save()

@@ -73,7 +73,15 @@ class ConfigForm(WidgetView):
 
     # -- model ------------------------------------------------------------------------------------
     def config(self):
-        return self.session.config()
+        """The resolved config; when it does not validate, the unvalidated merge (the form is
+        where the problems get fixed: they are listed, and shown at their fields)."""
+        from ..core.errors import ConfigError
+        try:
+            return self.session.config()
+        except ConfigError:
+            from ..core.config import load_config
+            return load_config(cwd=self.session.cwd or os.getcwd(), session=self.session.values,
+                               validate=False)
 
     def value(self, key: str) -> Any:
         if key in self.pending:
