@@ -24,7 +24,7 @@ class LoginPanel(WidgetView):
         self.method = w.Dropdown(options=list(METHODS), value=cfg.get("general.authentication") or "auto",
                                  description="method")
         self.tenant = w.Text(value=cfg.get("general.azure-tenant-id") or "", description="tenant",
-                             placeholder="general.azure-tenant-id")
+                             placeholder="general.azure-tenant-id", layout=w.Layout(width="440px"))
         self.login_button = w.Button(description="Log in", icon="sign-in", button_style="primary")
         self.logout_button = w.Button(description="Log out", icon="sign-out")
         self.device = w.HTML()
