@@ -158,7 +158,7 @@ class JobMonitor(WidgetView):
         self.cancel_job_button.on_click(self.cancel_job)
         self.cancel_run_button.on_click(self.cancel_run)
         self.run_picker.observe(self._on_pick, names="value")
-        self.metric_picker.observe(lambda c: self.render(), names="value")
+        self.metric_picker.observe(self._on_metric, names="value")
         self.widget = w.VBox([
             self.header, w.HBox([self.progress, self.progress_text, self.cancel_job_button]),
             self.table, self.notification,
@@ -328,6 +328,10 @@ class JobMonitor(WidgetView):
         self.render()
         if not self.polling:
             self.tick()  # a finished job: show the picked run's log once
+
+    @safe
+    def _on_metric(self, change) -> None:
+        self.render()
 
     @safe
     def cancel_job(self, _=None) -> None:
