@@ -20,10 +20,11 @@ def execute(name: str, cwd: Path, timeout: int = 120, first=None):
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     if first is not None:  # a test harness cell run before the notebook's own
         nb.cells.insert(0, first)
-    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
     client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name=NATIVE_KERNEL_NAME,
                                      resources={"metadata": {"path": str(cwd)}})
-    client.execute(cwd=str(cwd))  # raises CellExecutionError naming the failing cell
+    with pytest.MonkeyPatch.context() as mp:  # the venv's python first: it is the kernel
+        mp.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+        client.execute(cwd=str(cwd))  # raises CellExecutionError naming the failing cell
     return nb
 
 
