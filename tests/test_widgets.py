@@ -326,3 +326,14 @@ def test_form_opens_on_an_invalid_config_and_shows_where_to_fix_it(tmp_path):
     row.children[1].value = "local"
     assert form.problems.value == "" and not form.save_button.disabled
     assert "saved 1 value" in form.save()
+
+
+def test_a_new_entry_shows_its_starting_values(form):
+    targets = form.section("compute-targets")
+    targets.name.value = "fresh"
+    targets.add()
+    rows = rows_by_label(targets.fields)
+    assert rows["service"].children[1].value == "pool"
+    assert "pending" in rows["service"].children[2].value
+    rows["setup"].children[1].value = "extra"
+    assert form.apply() and api.config_get("compute-targets.fresh") == {"service": "pool", "setup": "extra"}

@@ -69,24 +69,34 @@ class ConfigForm(WidgetView):
                              layout=w.Layout(width="100%"))
         self.widget.add_class("xt-config-form")
         self.entry_editors: dict[str, EntryEditor] = {}
+        self._cfg = None
         self.refresh()
 
     # -- model ------------------------------------------------------------------------------------
     def config(self):
-        """The resolved config; when it does not validate, the unvalidated merge (the form is
-        where the problems get fixed: they are listed, and shown at their fields)."""
-        from ..core.errors import ConfigError
-        try:
-            return self.session.config()
-        except ConfigError:
-            from ..core.config import load_config
-            return load_config(cwd=self.session.cwd or os.getcwd(), session=self.session.values,
-                               validate=False)
+        """The resolved config (read once per refresh); when it does not validate, the
+        unvalidated merge (the form is where the problems get fixed: they are listed, and shown
+        at their fields)."""
+        if self._cfg is None:
+            from ..core.errors import ConfigError
+            try:
+                self._cfg = self.session.config()
+            except ConfigError:
+                from ..core.config import load_config
+                self._cfg = load_config(cwd=self.session.cwd or os.getcwd(),
+                                        session=self.session.values, validate=False)
+        return self._cfg
 
     def value(self, key: str) -> Any:
+        """The value of ``key`` with the pending edits (a pending whole entry counts too)."""
         if key in self.pending:
             return self.pending[key]
         from ..core.config import split_key
+        for prefix in sorted((k for k in self.pending if key.startswith(k + ".")), key=len, reverse=True):
+            node = self.pending[prefix]
+            for seg in key[len(prefix) + 1:].split("."):
+                node = node.get(seg) if isinstance(node, dict) else None
+            return node
         cfg = self.config()
         node = cfg.data
         for seg in split_key(key, cfg.data):
@@ -108,7 +118,7 @@ class ConfigForm(WidgetView):
         return names
 
     def provenance(self, key: str) -> str:
-        if key in self.pending:
+        if key in self.pending or any(key.startswith(k + ".") for k in self.pending):
             return "pending (not applied)"
         cfg = self.config()
         origin = cfg.origin(key) if key in cfg else None
@@ -123,6 +133,7 @@ class ConfigForm(WidgetView):
         shown (a form of every section at once is ~900 widgets, seconds to create)."""
         from ..core.config.validate import schema
         selected = self.tabs.selected_index or 0
+        self._cfg = None
         self.errors.clear()
         self.origins.clear()
         self.sections = [(name, node) for name, node in schema()["properties"].items()
