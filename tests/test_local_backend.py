@@ -244,8 +244,9 @@ def test_runner_crash_before_reporting_is_failed(tmp_path):
 
 def test_run_with_another_python_is_spawned(tmp_path):
     base = getattr(sys, "_base_executable", None)
-    if not base or os.path.abspath(base) == os.path.abspath(sys.executable):
-        pytest.skip("no second interpreter")
+    from conftest import need
+    need(bool(base) and os.path.abspath(base) != os.path.abspath(sys.executable),
+         "a second interpreter (run the tests from a venv)")
     root = tmp_path / "store"
     cell = "import sys, xt_magic\nprint('exe', sys.executable)\nxt_magic.log(step=0, v=1)\n"
     runs = make_job(root, cell, setup={"name": "other", "hash": "o" * 16, "python": base})

@@ -14,8 +14,8 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 def execute(name: str, cwd: Path, timeout: int = 120, first=None):
     """Run a notebook in a kernel that is this venv's python, with the test's XT_HOME and cwd."""
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
+    import nbclient
+    import nbformat
     from jupyter_client.kernelspec import NATIVE_KERNEL_NAME
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     if first is not None:  # a test harness cell run before the notebook's own
@@ -67,7 +67,7 @@ def test_azure_notebook(batch_config, aad_vault, monkeypatch):
     Batch key is ``$vault``). A harness cell, not in the notebook, points the kernel's vault client
     at the local Key Vault, as the fixture does in-process."""
     import yaml
-    nbformat = pytest.importorskip("nbformat")
+    import nbformat
     server = batch_config["server"]
     aad_vault.env(monkeypatch)  # AZURE_* / REQUESTS_CA_BUNDLE: inherited by the kernel
     aad_vault.secrets["xtbatch"] = server.key

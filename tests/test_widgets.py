@@ -6,7 +6,6 @@ import types
 
 import pytest
 
-pytest.importorskip("ipywidgets")
 
 from xt_magic.core import api  # noqa: E402
 from xt_magic.core.config import validate  # noqa: E402
