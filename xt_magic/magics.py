@@ -95,7 +95,8 @@ class XTMagics(Magics):
     @argument("--hp", nargs="+", action="append", metavar="NAME=VALUES",
               help="sweep values: lr=[0.01,0.1] layers=[2,4] seed=$randint(0,9)")
     @argument("--hp-config", help="YAML file with hyperparameter-distributions:")
-    @argument("--search", choices=["grid", "random", "bayesian"], help="search type")
+    @argument("--search", choices=["grid", "random"],
+              help="search type (default: grid over lists, random with --runs)")
     @argument("--runs", type=int, help="number of runs for random search")
     @argument("--repeat", type=int, help="repeat each sweep point N times")
     @argument("--seed", type=int, help="random seed for sweep sampling (default 0: reproducible)")
