@@ -53,7 +53,8 @@ def main() -> None:
 
             times = {"store": [], "raw": []}
             for i in range(args.repeat):
-                for name, fn in (("raw", raw_sdk), ("store", through_store)):
+                pair = (("raw", raw_sdk), ("store", through_store))
+                for name, fn in (pair if i % 2 == 0 else pair[::-1]):  # no first-mover bias
                     t0 = time.perf_counter()
                     fn(i)
                     times[name].append(time.perf_counter() - t0)
