@@ -274,8 +274,12 @@ def save(session, path: str | None = None) -> Shown:
         return Shown("nothing to save: no session values (set some with %xt_config KEY=VALUE)")
     text = ""
     if os.path.exists(path):
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        try:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"cannot read {path}: {getattr(err, 'strerror', None) or err}",
+                              hint="pick another --path") from None
     loader.parse_text(text, path)  # a broken file is reported (file:line), never overwritten
     yaml = loader.yaml_rt()
     doc, indent, seq_indent = load_yaml_guess_indent(text) if text.strip() else (None, 2, 0)
@@ -291,9 +295,13 @@ def save(session, path: str | None = None) -> Shown:
             node = node[seg]
         node[segs[-1]] = _plain_for_yaml(value)
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        yaml.dump(doc, fh)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            yaml.dump(doc, fh)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise ConfigError(f"cannot write {path}: {err.strerror}",
+                          hint="pick another --path") from None
     n = len(session.values)
     reset(session)
     return Shown(f"saved {n} value{'s' * (n != 1)} to {path}")
@@ -329,9 +337,13 @@ def create(session, kind: str, path: str | None = None, force: bool = False) -> 
     with open(os.path.join(TEMPLATES, f"{kind}.yaml"), encoding="utf-8") as fh:
         text = fh.read()
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise ConfigError(f"cannot write {path}: {err.strerror}",
+                          hint="pick another --path") from None
     session.invalidate()
     return Shown(f"wrote the {kind} template to {path} — edit it, then %xt_config --validate")
 
