@@ -114,8 +114,8 @@ class XTMagics(Magics):
         if cell is None and not args.dry_run:
             raise XTError("%xt_run needs a cell: use %%xt_run", hint="or %xt_run --preview")
 
-        def flat(groups):
-            return [w for group in (groups or []) for w in group]
+        def flat(groups):  # quotes stay in magic_arguments' words: "lr=[1, 2]" is one word
+            return [_unquote(w) for group in (groups or []) for w in group]
 
         options = dict(
             target=args.target, setup=args.setup, name=args.name,
@@ -264,7 +264,7 @@ def _kv(words: list[str], flag: str) -> dict[str, str]:
         key, eq, value = word.partition("=")
         if not eq or not key:
             raise XTError(f"{flag} {word!r}: expected KEY=VALUE")
-        out[key] = value
+        out[key] = _unquote(value)
     return out
 
 
