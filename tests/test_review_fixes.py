@@ -31,3 +31,24 @@ def test_run_magic_accepts_quoted_hp_env_and_tag_words(ip, monkeypatch):
     assert seen["tags"] == {"note": "two words"}
     from xt_magic.core.jobs.sweeps import parse_hp_args
     assert parse_hp_args(seen["hp"]) == {"lr": [0.01, 0.1]}
+
+
+def test_logout_drops_backends_built_on_the_credential_or_a_vault_key():
+    from test_batch_unit import backend
+    from xt_magic.core.auth import service
+    from xt_magic.core.auth.cache import AuthCache
+    from xt_magic.core.session import get_session
+
+    class Cred:
+        def get_token(self, *scopes, **kw):
+            raise AssertionError("no token needed to build a client")
+
+    session = get_session()
+    session.auth = AuthCache(Cred(), "cli", "t1", "ada")
+    old = session.cached("backend", "t", backend)
+    old.session = session
+    assert old.client() is not None  # a BatchClient holding the login credential
+    service.logout(session)
+    assert old._client is None  # closed: its credential is gone with the login
+    assert session.cached("backend", "t", lambda: None) is None  # rebuilt on next use
+    session._backends.clear()

@@ -192,7 +192,7 @@ def logout(session) -> str:
     """Forget the credential, tokens and secrets of this kernel session."""
     with session.lock:
         cache, session.auth = session.auth, None
-        session._stores.clear()  # stores built on the credential or a vault key
+        session.invalidate()  # stores and backends (Batch clients) built on the credential or a vault key
     if cache is None:
         return "not logged in"
     who = cache.who
