@@ -52,3 +52,25 @@ def test_logout_drops_backends_built_on_the_credential_or_a_vault_key():
     assert old._client is None  # closed: its credential is gone with the login
     assert session.cached("backend", "t", lambda: None) is None  # rebuilt on next use
     session._backends.clear()
+
+
+def test_snapshot_never_ships_the_config_files(tmp_path, monkeypatch):
+    import io
+    import zipfile
+
+    from xt_magic.core.jobs import snapshot
+    from xt_magic.core.storage.file import FileStore
+    work = tmp_path / "proj"
+    (work / "sub").mkdir(parents=True)
+    (work / "train.py").write_text("print(1)\n")
+    (work / "sub" / "xt_config.yaml").write_text("general: {}\n")  # not a config layer: kept
+    (work / "xt_config.yaml").write_text(  # a key saved literally, e.g. from the config form
+        "external-services:\n  s: {type: storage, provider: azure-blob-21, key: CANARYKEY123}\n")
+    monkeypatch.setenv("XT_USER_CONFIG", str(work / "user.yaml"))
+    (work / "user.yaml").write_text("general: {workspace: w}\n")
+    names = [n for n, _ in snapshot.plan(["$scriptdir/**"], [], str(work)).files]
+    assert names == ["sub/xt_config.yaml", "train.py"]
+    snap = snapshot.build(FileStore(str(tmp_path / "store")), ["$scriptdir/**"], [], str(work))
+    data = FileStore(str(tmp_path / "store")).read_bytes(snap.path)
+    assert b"CANARYKEY123" not in data
+    assert sorted(zipfile.ZipFile(io.BytesIO(data)).namelist()) == names

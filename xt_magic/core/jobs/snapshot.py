@@ -62,7 +62,10 @@ def collect(code_dirs: list[str], omit: list[str], cwd: str,
     """(archive name, absolute file) pairs, sorted; .gitignore files are honoured at every level.
     ``skip_dirs``: absolute directories never included (the store, XT_HOME)."""
     import pathspec
+    from ..config.loader import local_config_path, user_config_path
     skip = {os.path.realpath(d) for d in skip_dirs if d}
+    # config files may hold literal keys (a secret saved from the config form): never shipped
+    skip_files = {os.path.realpath(p) for p in (local_config_path(cwd), user_config_path())}
     omit_spec = pathspec.GitIgnoreSpec.from_lines(list(omit or []) + [".git"])
     chosen: dict[str, str] = {}
     for entry in code_dirs or []:
@@ -91,7 +94,8 @@ def collect(code_dirs: list[str], omit: list[str], cwd: str,
             for name in files:
                 full = os.path.join(folder, name)
                 rel = rel_dir + name
-                if os.path.islink(full) or ignored(rel, False):
+                if os.path.islink(full) or ignored(rel, False) \
+                        or os.path.realpath(full) in skip_files:
                     continue
                 chosen.setdefault(rel, full)  # first code dir wins on a name clash
     return sorted(chosen.items())
