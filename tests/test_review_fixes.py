@@ -74,3 +74,12 @@ def test_snapshot_never_ships_the_config_files(tmp_path, monkeypatch):
     data = FileStore(str(tmp_path / "store")).read_bytes(snap.path)
     assert b"CANARYKEY123" not in data
     assert sorted(zipfile.ZipFile(io.BytesIO(data)).namelist()) == names
+
+
+def test_config_assignment_split_at_a_space_is_refused_not_half_set(ip):
+    from xt_magic.core.errors import XTError
+    with pytest.raises(XTError, match=r"'b\"' is not KEY=VALUE .*quote a value with spaces"):
+        ip.run_line_magic("xt_config", 'general.workspace="a b"')
+    assert ip.run_line_magic("xt_config", "general.workspace") == "ws1"  # unchanged
+    ip.run_line_magic("xt_config", '"general.workspace=a b"')
+    assert ip.run_line_magic("xt_config", "general.workspace") == "a b"

@@ -75,6 +75,9 @@ class XTMagics(Magics):
         if args.explain:
             return api.config_explain(args.explain)
         result = None
+        if assigned and keys:  # e.g. KEY="a b" split at the space: never set half a value
+            raise XTError(f"%xt_config: {' '.join(keys)!r} is not KEY=VALUE",
+                          hint='quote a value with spaces as "KEY=a b"')
         if assigned:
             result = api.config_set(assigned)
         if args.save:
