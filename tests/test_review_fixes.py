@@ -83,3 +83,17 @@ def test_config_assignment_split_at_a_space_is_refused_not_half_set(ip):
     assert ip.run_line_magic("xt_config", "general.workspace") == "ws1"  # unchanged
     ip.run_line_magic("xt_config", '"general.workspace=a b"')
     assert ip.run_line_magic("xt_config", "general.workspace") == "a b"
+
+
+@pytest.mark.parametrize("xt_keys", ['["Zm9vYmFyLWNhbmFyeS1zdG9yZS1rZXktNzc3"]', '"just-a-string"'])
+def test_xt_keys_secret_that_is_not_an_object_is_reported_not_a_crash(aad_vault, monkeypatch,
+                                                                     xt_keys):
+    from test_keyvault import STORE_KEY, login, write_config
+    from xt_magic.core.auth import vault
+    from xt_magic.core.session import get_session
+    aad_vault.secrets.update({"xt-keys": xt_keys, "teamstore": STORE_KEY})
+    write_config()
+    status = login(aad_vault, monkeypatch)
+    assert "xt-keys is not JSON (expected service -> key)" in str(status)
+    assert vault.resolve(get_session(), "teamstore") == STORE_KEY  # the per-service secret
+    assert STORE_KEY not in get_session().auth.scrub(f"x {STORE_KEY}")

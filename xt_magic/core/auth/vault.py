@@ -105,6 +105,8 @@ def _load_xt_keys(cache, client) -> None:
         return
     try:
         cache.xt_keys = json.loads(value)
+        if not isinstance(cache.xt_keys, dict):
+            raise ValueError("not a JSON object")
     except ValueError:
         cache.xt_keys = {}
         cache.vault_error = f"secret {XT_KEYS} is not JSON (expected service -> key)"
