@@ -97,3 +97,16 @@ def test_xt_keys_secret_that_is_not_an_object_is_reported_not_a_crash(aad_vault,
     assert "xt-keys is not JSON (expected service -> key)" in str(status)
     assert vault.resolve(get_session(), "teamstore") == STORE_KEY  # the per-service secret
     assert STORE_KEY not in get_session().auth.scrub(f"x {STORE_KEY}")
+
+
+def test_create_team_path_quoted_in_deploy_command_and_unwritable_path_is_one_line(ip, tmp_path):
+    import shlex
+    spaced = tmp_path / "my dir"
+    spaced.mkdir()
+    from xt_magic.core import api
+    out = api.create_team("ml8", path=f"{spaced}/t.json")
+    argv = shlex.split(out.deploy_command)
+    assert argv[:8] == ["az", "deployment", "group", "create", "-g", "RESOURCE_GROUP",
+                        "--template-file", f"{spaced}/t.json"]
+    with pytest.raises(ConfigError, match=r"cannot write .*t.json: No such file"):
+        ip.run_line_magic("xt_create_team", f"ml8 --path {tmp_path}/no/such/t.json")

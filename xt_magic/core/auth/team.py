@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 from dataclasses import dataclass
 
 from ..errors import ConfigError
@@ -191,10 +192,14 @@ def create_team(session, name: str, location: str | None = None, with_batch: boo
         principal = cache.object_id
     template = build_template(name, location, with_batch, principal)
     path = path or os.path.join(session.cwd or os.getcwd(), f"{name}-template.json")
-    with open(path, "w") as fh:
-        json.dump(template, fh, indent=2)
-        fh.write("\n")
-    deploy = (f"az deployment group create -g RESOURCE_GROUP --template-file {path}"
+    try:
+        with open(path, "w") as fh:
+            json.dump(template, fh, indent=2)
+            fh.write("\n")
+    except OSError as err:
+        raise ConfigError(f"cannot write {path}: {err.strerror}", hint="pick another --path") \
+            from None
+    deploy = (f"az deployment group create -g RESOURCE_GROUP --template-file {shlex.quote(path)}"
               + ("" if principal else
                  " --parameters principalId=$(az ad signed-in-user show --query id -o tsv)"))
     return TeamTemplate(path, template, config_entries(name, location, with_batch), deploy)
