@@ -110,3 +110,12 @@ def test_create_team_path_quoted_in_deploy_command_and_unwritable_path_is_one_li
                         "--template-file", f"{spaced}/t.json"]
     with pytest.raises(ConfigError, match=r"cannot write .*t.json: No such file"):
         ip.run_line_magic("xt_create_team", f"ml8 --path {tmp_path}/no/such/t.json")
+
+
+def test_quoted_option_values_lose_their_quotes(ip, tmp_path):
+    spaced = tmp_path / "my dir"
+    spaced.mkdir()
+    ip.run_line_magic("xt_config", f'--create local --path "{spaced}/xt_config.yaml"')
+    assert (spaced / "xt_config.yaml").exists()
+    out = ip.run_line_magic("xt_create_team", f"ml8 --path '{spaced}/t.json'")
+    assert out.path == f"{spaced}/t.json" and (spaced / "t.json").exists()

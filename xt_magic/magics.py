@@ -16,16 +16,26 @@ from .core.errors import XTError
 def _parse(func, line: str):
     """parse_argstring, but a usage error is an XTError (one line), never SystemExit."""
     try:
-        return parse_argstring(func, line)
+        args = parse_argstring(func, line)
     except Exception as err:  # UsageError, or argparse's own error on bad quoting
         raise XTError(f"%{func.__name__}: {err}",
                       hint=f"see %{func.__name__}?") from None
+    for name, value in vars(args).items():  # magic_arguments splits non-POSIX: quotes stay
+        setattr(args, name, _unquote_all(value))
+    return args
+
+
+def _unquote_all(value):
+    if isinstance(value, str):
+        return _unquote(value)
+    if isinstance(value, list):
+        return [_unquote_all(v) for v in value]
+    return value
 
 
 def _split_assignments(words: list[str]) -> tuple[list[str], dict[str, str]]:
     plain, assigned = [], {}
     for word in words:
-        word = _unquote(word)  # magic_arguments splits non-POSIX: quotes stay in the words
         key, eq, value = word.partition("=")
         if eq and key and " " not in key:
             assigned[key] = _unquote(value)
@@ -117,8 +127,8 @@ class XTMagics(Magics):
         if cell is None and not args.dry_run:
             raise XTError("%xt_run needs a cell: use %%xt_run", hint="or %xt_run --preview")
 
-        def flat(groups):  # quotes stay in magic_arguments' words: "lr=[1, 2]" is one word
-            return [_unquote(w) for group in (groups or []) for w in group]
+        def flat(groups):
+            return [w for group in (groups or []) for w in group]
 
         options = dict(
             target=args.target, setup=args.setup, name=args.name,
