@@ -119,3 +119,16 @@ def test_quoted_option_values_lose_their_quotes(ip, tmp_path):
     assert (spaced / "xt_config.yaml").exists()
     out = ip.run_line_magic("xt_create_team", f"ml8 --path '{spaced}/t.json'")
     assert out.path == f"{spaced}/t.json" and (spaced / "t.json").exists()
+
+
+def test_internal_stack_trace_setting_brings_the_full_traceback_back(ip, capsys, monkeypatch):
+    monkeypatch.delenv("XT_TRACEBACK", raising=False)
+    ip.run_cell("%xt_status job99")
+    text = "".join(capsys.readouterr())
+    assert "JobError: no job 'job99'" in text and "Traceback" not in text
+    ip.run_line_magic("xt_config", "internal.stack-trace=true")
+    ip.run_cell("%xt_status job99")
+    assert "Traceback" in "".join(capsys.readouterr())
+    ip.run_line_magic("xt_config", "--reset")
+    ip.run_cell("%xt_status job99")
+    assert "Traceback" not in "".join(capsys.readouterr())

@@ -34,6 +34,8 @@ class Session:
             if self._config is None or key != self._config_key:
                 self._config = load_config(cwd=cwd, session=self.values)
                 self._config_key = key
+                from .errors import full_tracebacks
+                full_tracebacks(bool(self._config.get("internal.stack-trace")))
             return self._config
 
     def invalidate(self) -> None:
