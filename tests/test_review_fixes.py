@@ -132,3 +132,11 @@ def test_internal_stack_trace_setting_brings_the_full_traceback_back(ip, capsys,
     ip.run_line_magic("xt_config", "--reset")
     ip.run_cell("%xt_status job99")
     assert "Traceback" not in "".join(capsys.readouterr())
+
+
+@pytest.mark.parametrize("boxes", ["true", "7", "{a: 1}"])
+def test_target_boxes_of_the_wrong_type_is_a_config_error(ip, boxes):
+    with open("xt_config.yaml", "w") as fh:
+        fh.write(f"compute-targets:\n  t1: {{service: pool, boxes: {boxes}}}\n")
+    with pytest.raises(ConfigError, match=r"xt_config.yaml:2: compute-targets.t1.boxes: expected"):
+        ip.run_line_magic("xt_config", "")

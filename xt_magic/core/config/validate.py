@@ -207,7 +207,8 @@ def _ref_problems(data: dict, origins: dict) -> list[Problem]:
         ref(base + ("setup",), target.get("setup"), setups, "setups")
         ref(base + ("docker",), target.get("docker"), dockers, "dockers")
         ref(base + ("azure-image",), target.get("azure-image"), images, "azure-batch-images")
-        for i, box in enumerate(target.get("boxes") or []):
+        boxes_of = target.get("boxes")  # a wrong type is reported by the schema check
+        for i, box in enumerate(boxes_of if isinstance(boxes_of, list) else []):
             if isinstance(box, str) and box not in boxes and not _is_address(box):
                 out.append(problem(origins, base + ("boxes", i), f"box {box!r} is not defined in boxes",
                                    did_you_mean(box, boxes) or "add it under boxes: or give user@host"))
