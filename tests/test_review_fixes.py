@@ -140,3 +140,21 @@ def test_target_boxes_of_the_wrong_type_is_a_config_error(ip, boxes):
         fh.write(f"compute-targets:\n  t1: {{service: pool, boxes: {boxes}}}\n")
     with pytest.raises(ConfigError, match=r"xt_config.yaml:2: compute-targets.t1.boxes: expected"):
         ip.run_line_magic("xt_config", "")
+
+
+def test_monitor_loop_ends_cleanly_when_the_last_read_fails(xt_home):
+    from types import SimpleNamespace
+
+    from xt_magic.core.errors import StoreError
+    from xt_magic.widgets.monitor import JobMonitor
+    record = SimpleNamespace(workspace="ws1", runs=["run1.1"], hparams=None, name=None,
+                             target="local")
+    mon = JobMonitor(SimpleNamespace(id="job1", record=record), start=False)
+    mon.runs["run1.1"].info = {"state": "completed"}
+    mon._thread = object()  # as if start() had run this loop on its thread
+
+    def tick():
+        raise StoreError("store unreachable")
+    mon.tick = tick
+    mon._loop()  # raised out of the thread before, leaving the monitor "polling" forever
+    assert not mon.polling and "store unreachable" in mon.message.value

@@ -241,7 +241,10 @@ class JobMonitor(WidgetView):
                 self._show_error(err)
                 changed = False
             if self.done:
-                self.tick()  # the last metrics / console lines written with the final event
+                try:
+                    self.tick()  # the last metrics / console lines written with the final event
+                except Exception as err:  # noqa: BLE001 - shown; the loop still ends cleanly
+                    self._show_error(err)
                 self.render()
                 break
             self.interval = self.min_interval if changed else min(self.interval * 1.6, self.max_interval)
