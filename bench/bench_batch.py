@@ -6,22 +6,22 @@ Measures, for a sweep of ``--runs`` trivial runs (``score = lr * 10``) on one 10
 submit time (the whole ``run_cell``, and the backend's share), REST requests the backend sends per
 run at submit, time until every run is completed, and what one ``poll`` of the live job costs
 (REST requests to Batch). The nodes are local processes, so run times measure this machine, not
-Azure; request counts are what carries over.
+Azure; request counts are what carries over. The submit time is also measured with the per-run
+store writes one after another (``service.SUBMIT_WORKERS = 1``, a second sweep) and printed as a
+ratio; both sweeps follow a one-run warm-up job, so neither pays for imports.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), os.path.join(os.path.dirname(HERE), "tests")]
 
-import yaml  # noqa: E402
-
 from batch_server.server import BatchServer  # noqa: E402
+from bench_util import isolated_home, time_submits, write_config  # noqa: E402
 from fixtures.azurite import start_azurite, stop  # noqa: E402
 from fixtures.batch_server import IMAGE  # noqa: E402
 
@@ -30,11 +30,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=50)
     args = ap.parse_args()
-    work = tempfile.mkdtemp(prefix="bench_batch_")
-    os.environ["XT_HOME"] = os.path.join(work, "home")
-    os.environ["XT_USER_CONFIG"] = os.path.join(work, "home", "xt_config.yaml")
-    os.makedirs(os.environ["XT_HOME"])
-    os.chdir(work)
+    work = isolated_home("bench_batch_")
     proc, azurite = start_azurite(work)
     server = BatchServer(os.path.join(work, "nodes")).start()
     try:
@@ -50,28 +46,27 @@ def main() -> None:
                                           "azure-image": "ubuntu", "max-runs": 10,
                                           "python": sys.executable}},
             "code": {"code-upload": False}}
-        with open("xt_config.yaml", "w") as fh:
-            yaml.safe_dump(cfg, fh)
+        write_config(cfg)
         from xt_magic.core.compute import batch
         from xt_magic.core.jobs import service
         from xt_magic.core.session import get_session
-        spent = []
-        submit = batch.BatchBackend.submit
-
-        def timed(self, job_id, launches):
-            t = time.perf_counter()
-            try:
-                return submit(self, job_id, launches)
-            finally:
-                spent.append(time.perf_counter() - t)
-
-        batch.BatchBackend.submit = timed
+        spent = time_submits(batch.BatchBackend)
         values = ",".join(str(i) for i in range(args.runs))
+        service.run_cell(get_session(), "score = 1", {}).wait(timeout=600, progress=False)  # warm
+        workers = getattr(service, "SUBMIT_WORKERS", 1)
+        service.SUBMIT_WORKERS = 1  # the sequential baseline
+        t = time.perf_counter()
+        base = service.run_cell(get_session(), "score = lr * 10", {}, hp=[f"lr=[{values}]"],
+                                outputs=["score"])
+        seq_submit, seq_backend = time.perf_counter() - t, spent[-1]
+        base.wait(timeout=600, progress=False)
+        service.SUBMIT_WORKERS = workers
+        received = len(server.received)
         t0 = time.perf_counter()
         job = service.run_cell(get_session(), "score = lr * 10", {}, hp=[f"lr=[{values}]"],
                                outputs=["score"])
         t1 = time.perf_counter()
-        sent = len(server.received)
+        sent = len(server.received) - received
         time.sleep(0.5)
         before = len(server.received)
         job._backend().poll(job.id, job.runs)
@@ -80,7 +75,10 @@ def main() -> None:
         t2 = time.perf_counter()
         assert job.states() == {"completed": args.runs}, job.states()
         print(f"runs: {args.runs} (1 node, 10 slots)")
-        print(f"run_cell submit: {t1 - t0:.2f}s, of which BatchBackend.submit {spent[0]:.2f}s")
+        print(f"run_cell submit: {t1 - t0:.2f}s, of which BatchBackend.submit {spent[-1]:.2f}s "
+              f"({workers} workers for the per-run store writes)")
+        print(f"  sequential per-run writes: {seq_submit:.2f}s, of which BatchBackend.submit "
+              f"{seq_backend:.2f}s; concurrent / sequential: {(t1 - t0) / seq_submit:.2f}x")
         print(f"Batch REST requests at submit: {sent} ({sent / args.runs:.2f} per run)")
         print(f"one poll of the live job: {per_poll} Batch requests")
         print(f"submit -> all completed: {t2 - t1:.2f}s")

@@ -127,20 +127,31 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
         extra={"seed": seed, "max_seconds": max_seconds, "env_keys": sorted(run_env)})
     record.save(store)
 
-    launches = []
     from ..compute.base import Launch
-    for run, point in zip(run_ids, points):
+    # per job, not per run: the read paths, the inputs' checksum and the read SASes are shared
+    expiry = (max_seconds or _WEEK) + 24 * 3600
+    reads = [p for p in (bundle["cell"], bundle["inputs"], bundle["cloudpickle"], bundle["runner"],
+                         snap.path if snap else None) if p]
+    inputs_sha = packaging.sha256(inputs_pkl) if inputs_pkl else None
+    shared_urls = None  # the read SASes, signed once below when the store hands out URLs
+    # a new run's events blob does not exist yet: the blob store creates it and appends (2 round
+    # trips, not append-404-create-append's 3); other stores just append
+    append_new = getattr(store, "append_new", store.append)
+
+    def write_run(run: str, point: dict) -> Launch:
         paths = lay.run_paths(run)
-        store.append(paths["events"], states.make_event(states.CREATED, job=job_id, run=run))
-        reads = [p for p in (bundle["cell"], bundle["inputs"], bundle["cloudpickle"],
-                             bundle["runner"], snap.path if snap else None) if p]
+        append_new(paths["events"], states.make_event(states.CREATED, job=job_id, run=run))
+        write, append = [paths["vars"], paths["files"]], [paths["events"], paths["console"],
+                                                          paths["metrics"]]
+        if shared_urls is None:
+            io = store.runner_io(read=reads, write=write, append=append, expiry_seconds=expiry)
+        else:
+            own = store.runner_io(read=[], write=write, append=append, expiry_seconds=expiry)
+            io = {"kind": "urls", "urls": {**shared_urls, **own["urls"]}}
         ticket = {
-            "version": 1, "job": job_id, "run": run, "workspace": ctx.ws,
-            "io": store.runner_io(read=reads, write=[paths["vars"], paths["files"]],
-                                  append=[paths["events"], paths["console"], paths["metrics"]],
-                                  expiry_seconds=(max_seconds or _WEEK) + 24 * 3600),
+            "version": 1, "job": job_id, "run": run, "workspace": ctx.ws, "io": io,
             "bundle": {"cell": bundle["cell"], "inputs": bundle["inputs"],
-                       "inputs_sha256": packaging.sha256(inputs_pkl) if inputs_pkl else None,
+                       "inputs_sha256": inputs_sha,
                        "cloudpickle": bundle["cloudpickle"], "cloudpickle_sha256": cp_sha,
                        "snapshot": snap.path if snap else None,
                        "snapshot_sha256": snap.sha256 if snap else None},
@@ -149,14 +160,34 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
         }
         ticket_path = lay.run(run, "ticket.json")
         store.write_bytes(ticket_path, json.dumps(ticket).encode())  # compact: C encoder
-        launches.append(Launch(run_id=run, ticket=ticket, ticket_path=ticket_path,
-                               runner_path=bundle["runner"], max_seconds=max_seconds))
+        return Launch(run_id=run, ticket=ticket, ticket_path=ticket_path,
+                      runner_path=bundle["runner"], max_seconds=max_seconds)
+
+    # every run's created event and ticket are in the store before the backend sees any run (so
+    # `created` precedes the backend's `queued`); if one write fails nothing is submitted and every
+    # run of the job gets `failed`
+    workers = _store_workers(store, len(run_ids))
+    try:
+        shared = store.runner_io(read=reads, write=[], append=[], expiry_seconds=expiry)
+        shared_urls = shared["urls"] if shared.get("kind") == "urls" else None
+        launches = _each_run(write_run, list(zip(run_ids, points)), workers)
+    except BaseException as err:
+        if isinstance(err, _RunError):
+            error = _run_error(job_id, err)
+        elif isinstance(err, Exception):
+            error = err if isinstance(err, XTError) else JobError(
+                f"{job_id}: writing its runs failed: {type(err).__name__}: {err}")
+        else:  # Ctrl-C
+            _mark_failed(store, lay, run_ids, "submit interrupted", workers)
+            raise
+        _mark_failed(store, lay, run_ids, f"submit failed: {error.message}", workers)
+        if error is err:
+            raise
+        raise error from getattr(err, "cause", err)
     try:
         backend.submit(job_id, launches)
     except Exception as err:
-        for run in run_ids:
-            store.append(lay.run(run, "events.jsonl"),
-                         states.make_event(states.FAILED, reason=f"submit failed: {err}"))
+        _mark_failed(store, lay, run_ids, f"submit failed: {err}", workers)
         if isinstance(err, XTError):
             raise
         raise JobError(f"{backend.name}: submitting {job_id} failed: {err}") from err
@@ -166,6 +197,81 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
         # the user declared --outputs and chose to wait: the values belong in the notebook
         return job.results(into=namespace if outputs else None)
     return job
+
+
+#: Per-run store round trips (at submit each run's `created` event and ticket, then each run's
+#: events read by the Job handle) run on this many threads when the store is remote.
+SUBMIT_WORKERS = 16
+#: Stores whose per-run reads and writes stay in order on the calling thread (local files: threads
+#: only add overhead there; bench/bench_submit.py).
+SEQUENTIAL_STORES = ("file",)
+
+
+def _store_workers(store, runs: int) -> int:
+    if getattr(store, "kind", "") in SEQUENTIAL_STORES:
+        return 1
+    return max(1, min(int(SUBMIT_WORKERS), runs))
+
+
+class _RunError(Exception):
+    """The store work of run ``run`` failed with ``cause``; ``failed`` runs failed in all."""
+
+    def __init__(self, run: str, cause: BaseException, failed: int = 1):
+        super().__init__(run, cause)
+        self.run, self.cause, self.failed = run, cause, failed
+
+
+def _each_run(fn, items: list[tuple], workers: int) -> list:
+    """``fn(run, ...)`` for each item, on up to ``workers`` threads; results in item order.
+
+    The first failure stops every call not yet started and waits for those under way; then the
+    failure of the earliest run is raised as a ``_RunError``. Ctrl-C does the same and is
+    re-raised as it is.
+    """
+    if workers <= 1:
+        out = []
+        for item in items:
+            try:
+                out.append(fn(*item))
+            except Exception as err:
+                raise _RunError(item[0], err) from err
+        return out
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xt-store")
+    try:
+        futures = [pool.submit(fn, *item) for item in items]
+        wait(futures, return_when=FIRST_EXCEPTION)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    errors = [(item[0], f.exception()) for item, f in zip(items, futures)
+              if not f.cancelled() and f.exception() is not None]
+    if errors:
+        run, err = errors[0]
+        raise _RunError(run, err, len(errors)) from err
+    return [f.result() for f in futures]
+
+
+def _run_error(job_id: str, err: _RunError) -> XTError:
+    """One error naming the run (the store's own error type kept: StoreError, AuthError...)."""
+    cause = err.cause
+    more = f" (and {err.failed - 1} more runs)" if err.failed > 1 else ""
+    if isinstance(cause, XTError) and type(cause).__init__ is XTError.__init__:
+        return type(cause)(f"{job_id}: writing run {err.run} failed{more}: {cause.message}",
+                           hint=cause.hint, key=cause.key)
+    return JobError(f"{job_id}: writing run {err.run} failed{more}: "
+                    f"{type(cause).__name__}: {cause}")
+
+
+def _mark_failed(store, lay: Layout, run_ids: list[str], reason: str, workers: int) -> None:
+    """Append `failed` to every run (best effort: the error that got us here is the one raised)."""
+    event = states.make_event(states.FAILED, reason=reason)
+
+    def fail(run: str) -> None:
+        store.append(lay.run(run, "events.jsonl"), event)
+    try:
+        _each_run(fail, [(run,) for run in run_ids], workers)
+    except (_RunError, KeyboardInterrupt):
+        pass
 
 
 def _job_env(cfg, extra: dict | None) -> dict:
@@ -219,11 +325,20 @@ class Job:
 
     def _read(self) -> None:
         store, lay = self._ctx().store, Layout(self.record.workspace)
-        for run in self.record.runs:
-            if run in self._info and self._info[run]["state"] in states.FINAL:
-                continue
-            self._info[run] = states.fold(states.parse_events(
-                store.read_from(lay.run(run, "events.jsonl"), 0)))
+        live = [run for run in self.record.runs
+                if not (run in self._info and self._info[run]["state"] in states.FINAL)]
+
+        def read(run: str) -> dict:
+            events = store.read_from(lay.run(run, "events.jsonl"), 0)
+            return states.fold(states.parse_events(events))
+        try:  # one read per run: concurrent on a remote store
+            infos = _each_run(read, [(run,) for run in live], _store_workers(store, len(live)))
+        except _RunError as err:
+            cause = err.cause
+        else:
+            self._info.update(zip(live, infos))
+            return
+        raise cause  # the store's own error, as before
 
     def _backend(self):
         return self._ctx().backend(self.record.target)

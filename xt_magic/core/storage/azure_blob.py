@@ -31,6 +31,7 @@ BLOCK_SIZE = 8 * 1024 * 1024          # parallel upload block size
 SINGLE_PUT = 8 * 1024 * 1024          # above this, upload in parallel blocks
 PROGRESS_BAR_MIN = 16 * 1024 * 1024   # default tqdm bar only for big files
 MAX_SAS_SECONDS = 7 * 24 * 3600       # user delegation keys live at most 7 days
+KEY_HEADROOM = 3600                   # a user delegation key outlives the SAS it signs by this
 PERMISSIONS = {"read": "r", "write": "cw", "append": "acw"}
 
 
@@ -185,16 +186,22 @@ class AzureBlobStore(Store):
             raise
 
     def append(self, path: str, data: bytes) -> None:
-        from azure.core.exceptions import HttpResponseError, ResourceExistsError, \
-            ResourceNotFoundError
-        blob = self._blob(path)
+        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
         try:
-            blob.append_block(data)
+            self._blob(path).append_block(data)
             return
         except ResourceNotFoundError:
             pass
         except HttpResponseError as err:
             raise _translate(err, "append", path) from err
+        self.append_new(path, data)
+
+    def append_new(self, path: str, data: bytes) -> None:
+        """``append`` for a blob expected not to exist yet (a new run's events): create it first,
+        then append: 2 round trips where ``append`` would take 3 (404, create, append). Still
+        right if it does exist."""
+        from azure.core.exceptions import HttpResponseError, ResourceExistsError
+        blob = self._blob(path)
 
         def create():
             try:
@@ -284,9 +291,13 @@ class AzureBlobStore(Store):
         expiry = now + _dt.timedelta(seconds=min(max(int(expiry_seconds), 60), MAX_SAS_SECONDS))
         if write or append:
             self._ensure_container()
-        signing = {"account_key": self._account_key} if not self._aad else \
-            {"user_delegation_key": self._delegation_key(start, expiry)}
-        if not self._aad and not self._account_key:
+        signing = {"account_key": self._account_key}
+        if self._aad:
+            # leave the key headroom, so the next runs of a sweep reuse it (one fetch per job)
+            expiry = min(expiry, now + _dt.timedelta(seconds=MAX_SAS_SECONDS - KEY_HEADROOM))
+            signing = {"user_delegation_key": self._delegation_key(
+                start, expiry, now + _dt.timedelta(seconds=MAX_SAS_SECONDS))}
+        elif not self._account_key:
             raise StoreError("cannot sign SAS URLs: the blob store has no account key",
                              hint="configure the storage key, or use %xt_login (RBAC)")
         urls = {}
@@ -300,10 +311,13 @@ class AzureBlobStore(Store):
                 urls[path] = f"{blob.url}?{sas}"
         return {"kind": "urls", "urls": urls}
 
-    def _delegation_key(self, start, expiry):
+    def _delegation_key(self, start, expiry, latest):
+        """A user delegation key valid until at least ``expiry``: the cached one while it lasts,
+        else a new one valid until ``KEY_HEADROOM`` after ``expiry`` (at most ``latest``)."""
         with self._lock:
             if self._delegation is None or self._delegation[1] < expiry:
                 from azure.core.exceptions import HttpResponseError
+                expiry = min(expiry + _dt.timedelta(seconds=KEY_HEADROOM), latest)
                 try:
                     key = self._service.get_user_delegation_key(start, expiry)
                 except HttpResponseError as err:
