@@ -281,3 +281,26 @@ def test_hard_exit_reports_exit_code(tmp_path):
     info = state(root, runs[0][2])
     assert info["state"] == "failed" and info["exit_code"] == 7
     assert info["reason"] == "exited with code 7 without reporting a result"
+
+
+def test_runs_never_load_the_runner_from_a_tree_being_rewritten(tmp_path, monkeypatch):
+    """run17.271: an editor save truncates runner.py; a run started then read an empty file and
+    exited 0 with no event. Jobs run a verified copy taken at submit, never the live tree file."""
+    import xt_magic.core.compute.local as local_mod
+    tree = tmp_path / "tree" / "runner.py"
+    tree.parent.mkdir()
+    tree.write_bytes(open(local_mod.RUNNER, "rb").read())
+    monkeypatch.setattr(local_mod, "RUNNER", str(tree))
+    spawn = LocalBackend._spawn_supervisor
+
+    def truncate_then_spawn(self, jobdir):  # the save's truncate lands before anything loads it
+        tree.write_bytes(b"")
+        return spawn(self, jobdir)
+
+    monkeypatch.setattr(LocalBackend, "_spawn_supervisor", truncate_then_spawn)
+    root = tmp_path / "store"
+    runs = make_job(root, "print('ran')\n", runs=2)
+    backend(max_runs=1).submit("job1", launches(runs))
+    wait_for(lambda: all_final(root, runs), what="completion")
+    assert states_of(root, runs) == ["completed", "completed"]
+    assert "ran" in read(root, runs[0][2]["paths"]["console"]).decode()

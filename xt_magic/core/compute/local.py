@@ -37,6 +37,48 @@ def local_root() -> str:
     return os.path.join(home, "local")
 
 
+_RUNNER_COPY: dict = {}  # (RUNNER, mtime_ns, size, local_root) -> path of its verified copy
+
+
+def runner_copy(timeout: float = 2.0) -> str:
+    """A private, immutable copy of the runner for a job's supervisor and runs to load.
+
+    Supervisors and spawned runners must never read ``runner.py`` from the source tree while it
+    may be rewritten (an editor save or a checkout truncates it first): Python runs an empty
+    runner.py as an empty module and exits 0 without reporting anything. The copy is content
+    addressed (``$XT_HOME/local/runner/<sha256>/runner.py``, written atomically, shared by jobs so
+    its bytecode cache stays warm) and taken only from a source that compiles and defines main.
+    """
+    import hashlib
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            st = os.stat(RUNNER)
+            key = (RUNNER, st.st_mtime_ns, st.st_size, local_root())
+            if key in _RUNNER_COPY and os.path.exists(_RUNNER_COPY[key]):
+                return _RUNNER_COPY[key]
+            with open(RUNNER, "rb") as fh:
+                src = fh.read()
+            compile(src, RUNNER, "exec")
+            if b"\ndef main(" not in src or len(src) != os.stat(RUNNER).st_size:
+                raise SyntaxError("incomplete runner source")
+        except (OSError, SyntaxError, ValueError) as err:
+            if time.monotonic() > deadline:
+                raise TargetError(f"cannot read a complete runner from {RUNNER}: {err}") from err
+            time.sleep(0.05)
+            continue
+        folder = os.path.join(local_root(), "runner", hashlib.sha256(src).hexdigest()[:32])
+        path = os.path.join(folder, "runner.py")
+        if not os.path.exists(path):
+            os.makedirs(folder, exist_ok=True)
+            tmp = f"{path}.tmp{os.getpid()}"
+            with open(tmp, "wb") as fh:
+                fh.write(src)
+            os.replace(tmp, path)
+        _RUNNER_COPY[key] = path
+        return path
+
+
 class LocalBackend(Backend):
     """Runs on this machine as detached background processes."""
 
@@ -158,7 +200,7 @@ class LocalBackend(Backend):
                 or self.target.get("max-seconds")
             entries.append({"run": launch.run_id, "ticket": launch.ticket,
                             "ticket_file": ticket_file, "max_seconds": limit})
-        spec = {"launches": entries, "python": python, "runner": RUNNER, "token": token,
+        spec = {"launches": entries, "python": python, "runner": runner_copy(), "token": token,
                 "slots": os.path.join(local_root(), "slots", "localhost"),
                 "max_runs": self.max_runs(), "grace": self.target.get("kill-grace", CANCEL_GRACE)}
         sup.write_text(os.path.join(jobdir, "job.json"), json.dumps(spec))
