@@ -79,10 +79,10 @@ def test_snapshot_never_ships_the_config_files(tmp_path, monkeypatch):
 def test_config_assignment_split_at_a_space_is_refused_not_half_set(ip):
     from xt_magic.core.errors import XTError
     with pytest.raises(XTError, match=r"'b\"' is not KEY=VALUE .*quote a value with spaces"):
-        ip.run_line_magic("xt_config", 'general.workspace="a b"')
-    assert ip.run_line_magic("xt_config", "general.workspace") == "ws1"  # unchanged
-    ip.run_line_magic("xt_config", '"general.workspace=a b"')
-    assert ip.run_line_magic("xt_config", "general.workspace") == "a b"
+        ip.run_line_magic("xt_config", 'general.experiment="a b"')
+    assert ip.run_line_magic("xt_config", "general.experiment") == "exper1"  # unchanged
+    ip.run_line_magic("xt_config", '"general.experiment=a b"')
+    assert ip.run_line_magic("xt_config", "general.experiment") == "a b"
 
 
 @pytest.mark.parametrize("xt_keys", ['["Zm9vYmFyLWNhbmFyeS1zdG9yZS1rZXktNzc3"]', '"just-a-string"'])
@@ -158,3 +158,46 @@ def test_monitor_loop_ends_cleanly_when_the_last_read_fails(xt_home):
     mon.tick = tick
     mon._loop()  # raised out of the thread before, leaving the monitor "polling" forever
     assert not mon.polling and "store unreachable" in mon.message.value
+
+
+def test_cancel_of_a_missing_run_is_one_line_and_touches_nothing(ip):
+    from xt_magic.core.errors import JobError
+    job = ip.run_cell_magic("xt_run", "", "x = 1\n")
+    job.wait(timeout=60, progress=False)
+    with pytest.raises(JobError, match=r"job1 has no run run1\.9 .*runs: run1\.1"):
+        ip.run_line_magic("xt_cancel", "run1.9")
+    assert job.refresh().state("run1.1") == "completed"
+
+
+@pytest.mark.parametrize("line", ["--last 0", "--last -3"])
+def test_jobs_last_must_be_positive(ip, line):
+    from xt_magic.core.errors import JobError
+    with pytest.raises(JobError, match="expected a positive number of jobs"):
+        ip.run_line_magic("xt_jobs", line)
+
+
+@pytest.mark.parametrize("seconds", ["0", "-1"])
+def test_max_seconds_must_be_positive_and_nothing_is_submitted(ip, seconds):
+    from xt_magic.core import api
+    from xt_magic.core.errors import JobError
+    with pytest.raises(JobError, match="expected a positive number of seconds"):
+        ip.run_cell_magic("xt_run", f"--max-seconds {seconds}", "x = 1\n")
+    assert len(api.jobs()) == 0
+
+
+@pytest.mark.parametrize("name", ["a/../b", "/abs", "two words", ""])
+def test_workspace_names_are_checked(ip, name):
+    with pytest.raises(ConfigError, match="general.workspace"):
+        ip.run_line_magic("xt_config", f'"general.workspace={name}"')
+
+
+def test_malformed_connection_string_is_one_line_without_the_string(tmp_path):
+    from xt_magic.core.session import Session
+    from xt_magic.core.storage.azure_blob import AzureBlobStore
+    bad = "DefaultEndpointsProtocol=https;AccountKey=c2VjcmV0LWNhbmFyeQ==;garbage"
+    with pytest.raises(ConfigError) as info:
+        AzureBlobStore.from_config("teamstore", {"type": "storage", "provider": "azure-blob-21",
+                                                 "connection-string": bad}, Session())
+    text = str(info.value)
+    assert "connection-string" in text and "malformed" in text and "c2VjcmV0" not in text
+    assert info.value.__cause__ is None and info.value.__suppress_context__

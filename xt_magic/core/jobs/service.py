@@ -62,6 +62,8 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
              max_seconds=None, seed=None, out=None):
     """Package the cell, write the job to the store, hand its runs to the backend; return a Job."""
     packaging.check_source(source)
+    if max_seconds is not None and max_seconds < 1:
+        raise JobError(f"--max-seconds {max_seconds}: expected a positive number of seconds")
     outputs = [sweeps.check_name(n, "output") for n in (outputs or [])]
     ctx = _Ctx(session)
     cfg = ctx.cfg
@@ -512,6 +514,8 @@ def list_jobs(session, status: str | None = None, last: int | None = None):
     """Jobs in the workspace, oldest first (DataFrame when pandas is installed, else rows)."""
     if status and status not in states.STATES:
         raise JobError(f"unknown status {status!r}", hint="one of: " + ", ".join(states.STATES))
+    if last is not None and last < 1:
+        raise JobError(f"--last {last}: expected a positive number of jobs")
     ctx = _Ctx(session)
     records = _all_records(ctx)
     if last:
@@ -541,14 +545,18 @@ def _frame(rows: list[dict], columns: list[str]):
     return pd.DataFrame(rows, columns=columns)
 
 
+def _check_run(job, run: str) -> None:
+    if run not in job.record.runs:
+        raise JobError(f"{job.id} has no run {run}", hint=f"runs: {', '.join(job.runs[:10])}")
+
+
 def status(session, job_or_run: str):
     """A refreshed Job, or for a run id the run's folded state (dict)."""
     job_id, run = _split_id(job_or_run)
     job = get_job(session, job_id).refresh()
     if run is None:
         return job
-    if run not in job.record.runs:
-        raise JobError(f"{job_id} has no run {run}", hint=f"runs: {', '.join(job.runs[:10])}")
+    _check_run(job, run)
     info = {k: v for k, v in job.info(run).items() if k != "events"}
     return {"run": run, **info}
 
@@ -584,6 +592,8 @@ def cancel(session, job_or_run: str) -> Job:
     """Cancel a job's live runs, or one run."""
     job_id, run = _split_id(job_or_run)
     job = get_job(session, job_id)
+    if run:
+        _check_run(job, run)
     targets = [run] if run else job.record.runs
     live = [r for r in targets if job.info(r)["state"] not in states.FINAL]
     if live:

@@ -95,7 +95,13 @@ class AzureBlobStore(Store):
                 secret = vault.resolve_value(session, service_cfg[field], name, field)
                 break
         if secret and _is_connection_string(secret):
-            client = BlobServiceClient.from_connection_string(secret, **opts)
+            try:
+                client = BlobServiceClient.from_connection_string(secret, **opts)
+            except ValueError:  # the SDK's message may quote the string: never pass it on
+                raise ConfigError("the storage connection string is malformed",
+                                  key=f"{where}.connection-string",
+                                  hint="copy it again from the storage account's Access keys") \
+                    from None
             key = client.credential.account_key if hasattr(client.credential, "account_key") \
                 else None
             return cls(client, container, account_key=key, max_concurrency=concurrency)
