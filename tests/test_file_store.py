@@ -1,7 +1,6 @@
 """FileStore: atomic writes, exclusive create, appends, listing, path checks."""
 from __future__ import annotations
 
-import os
 
 import pytest
 

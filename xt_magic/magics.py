@@ -5,8 +5,7 @@ Each area keeps its magics in its own section below.
 """
 from __future__ import annotations
 
-
-from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from .core import api

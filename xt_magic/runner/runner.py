@@ -452,7 +452,6 @@ def _build_env(env_dir, python, pip, conda, name, console):
 
 def run_activate(activate, python, console):
     """Run ``activate`` in bash; return the environment it leaves (values never printed)."""
-    import subprocess
     import tempfile
     cur = os.environ.get("CONDA_DEFAULT_ENV", "")
     lines = []
