@@ -115,7 +115,22 @@ def state(root, ticket) -> dict:
     return fold(events(root, ticket))
 
 
-def wait_for(pred, timeout=30.0, what="condition"):
+class DictConfig:
+    """The slice of ResolvedConfig a backend reads (``get`` by dotted key), over a plain dict."""
+
+    def __init__(self, data=None):
+        self.data = data or {}
+
+    def get(self, key, default=None):
+        node = self.data
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return default
+            node = node[part]
+        return node
+
+
+def wait_for(pred, timeout=60.0, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = pred()

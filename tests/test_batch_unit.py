@@ -6,20 +6,9 @@ import shlex
 
 import pytest
 
+from runner_helpers import DictConfig as _Cfg
 from xt_magic.core.compute import batch
 
-
-class _Cfg:
-    def __init__(self, data):
-        self.data = data
-
-    def get(self, key, default=None):
-        node = self.data
-        for part in key.split("."):
-            if not isinstance(node, dict) or part not in node:
-                return default
-            node = node[part]
-        return node
 
 
 class _Store:

@@ -19,8 +19,7 @@ def setup_blob_config(aad_vault, monkeypatch, azurite, container):
     with open("xt_config.yaml", "w") as fh:
         fh.write("external-services:\n"
                  "  teamvault: {type: vault, url: 'https://xtteamvault.vault.azure.net/'}\n"
-                 f"  teamstore: {{type: storage, provider: azure-blob-21, name: {azurite.account},"
-                 f" url: '{azurite.blob_endpoint}', container: {container}, key: $vault}}\n"
+                 + azurite.store_entry(container, "$vault") +
                  "xt-services: {storage: teamstore, vault: teamvault, target: local}\n")
     status = api.login(method="service-principal")
     assert status.secrets == ["xt-keys"]

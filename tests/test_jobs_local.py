@@ -3,23 +3,13 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
 
+from runner_helpers import wait_for as until
 from xt_magic.core import api, session
 from xt_magic.core.errors import JobError
 from xt_magic.core.jobs import service
-
-
-def until(pred, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_magic_round_trip_with_wait(ip):
@@ -55,7 +45,7 @@ def test_exception_reraised_from_local_run():
 
 def test_cancel_and_kernel_restart(capsys):
     ns = {"__name__": "__main__"}
-    slow = api.run_cell("import time\nprint('started', flush=True)\ntime.sleep(120)\n", ns)
+    api.run_cell("import time\nprint('started', flush=True)\ntime.sleep(120)\n", ns)
     quick = api.run_cell("v = 41 + 1\n", ns, outputs=["v"])
     until(lambda: "started" in _console("run1.1"), what="run1.1 printing")
     job = api.cancel("job1")

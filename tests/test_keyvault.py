@@ -17,8 +17,7 @@ STORE_KEY = "Zm9vYmFyLWNhbmFyeS1zdG9yZS1rZXktNzc3"  # a fake, recognisable accou
 def write_config(azurite=None, container="c1", extra=""):
     store = ""
     if azurite is not None:
-        store = (f"  teamstore: {{type: storage, provider: azure-blob-21, name: {azurite.account}, "
-                 f"url: '{azurite.blob_endpoint}', container: {container}, key: $vault}}\n")
+        store = azurite.store_entry(container, "$vault")
     with open("xt_config.yaml", "w") as fh:
         fh.write("external-services:\n"
                  "  teamvault: {type: vault, url: 'https://xtteamvault.vault.azure.net/'}\n"

@@ -9,24 +9,10 @@ import sys
 
 import pytest
 
-from runner_helpers import ROOT, events, make_job, read, state, wait_for
+from runner_helpers import ROOT, DictConfig as Cfg, events, make_job, read, state, wait_for
 from xt_magic.core.compute.base import Launch
 from xt_magic.core.compute.local import LocalBackend, local_root
 
-
-class Cfg:
-    """The slice of ResolvedConfig the backend reads."""
-
-    def __init__(self, data=None):
-        self.data = data or {}
-
-    def get(self, key, default=None):
-        node = self.data
-        for part in key.split("."):
-            if not isinstance(node, dict) or part not in node:
-                return default
-            node = node[part]
-        return node
 
 
 def backend(max_runs=None, cfg=None, **target):

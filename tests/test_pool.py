@@ -235,10 +235,7 @@ def test_pool_with_blob_store_uploads_runner_and_ticket(sshd, xt_home, azurite, 
     the ticket's SAS URLs."""
     configure(xt_home, [sshd])
     with open("xt_config.yaml", "w") as fh:
-        fh.write("external-services:\n"
-                 f"  teamstore: {{type: storage, provider: azure-blob-21, name: {azurite.account},"
-                 f" url: '{azurite.blob_endpoint}', container: {azurite_container},"
-                 f" key: '{azurite.key}'}}\n"
+        fh.write("external-services:\n" + azurite.store_entry(azurite_container) +
                  "xt-services: {storage: teamstore}\n")
     res = ip.run_cell_magic("xt_run", "--target pool --outputs y --wait", "y = 6 * 7\n")
     assert res.runs_list[0].state == "completed", (res.runs_list[0].reason, res.errors)

@@ -203,10 +203,7 @@ def test_slurm_with_blob_store(slurm, azurite, azurite_container, ip):
     through the ticket's SAS URLs."""
     configure({})
     with open("xt_config.yaml", "w") as fh:
-        fh.write("external-services:\n"
-                 f"  teamstore: {{type: storage, provider: azure-blob-21, name: {azurite.account},"
-                 f" url: '{azurite.blob_endpoint}', container: {azurite_container},"
-                 f" key: '{azurite.key}'}}\n"
+        fh.write("external-services:\n" + azurite.store_entry(azurite_container) +
                  "xt-services: {storage: teamstore}\n")
     res = ip.run_cell_magic("xt_run", "--target cluster --outputs y --wait", "y = 'blob ok'\n")
     assert res.runs_list[0].state == "completed", res.runs_list[0].reason

@@ -1,10 +1,10 @@
 """Widget logic without a browser (ipywidgets with no kernel uses its dummy comm)."""
 from __future__ import annotations
 
-import time
 import types
 
 import pytest
+from runner_helpers import wait_for
 
 
 from xt_magic.core import api  # noqa: E402
@@ -152,12 +152,7 @@ SWEEP = ("import time, xt_magic\nfor step in range(4):\n    xt_magic.log(step=st
 
 
 def until(pred, timeout=90.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    raise AssertionError("timed out")
+    return wait_for(pred, timeout, "widget state")
 
 
 def test_monitor_follows_a_sweep_to_the_end_with_incremental_reads(xt_home):
