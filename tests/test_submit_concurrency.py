@@ -82,7 +82,9 @@ def test_non_xt_error_becomes_one_job_error_naming_the_run(null_local, monkeypat
             raise OSError("connection reset")
         return real(self, path, data)
     monkeypatch.setattr(FileStore, "append", append)
-    with pytest.raises(JobError, match=r"^job1: writing run run1\.3 failed \(and 1 more runs\): "
+    # run1.9 fails too unless the pool cancelled it first: the count depends on scheduling,
+    # the run named (the first in run order) does not
+    with pytest.raises(JobError, match=r"^job1: writing run run1\.3 failed( \(and 1 more runs\))?: "
                                        r"OSError: connection reset$") as info:
         sweep()
     assert isinstance(info.value.__cause__, OSError)
