@@ -13,8 +13,48 @@ from ..errors import ConfigError, Problem
 from . import loader
 from .resolved import MASK, VaultRef, lookup, split_key
 
-TEMPLATE_KINDS = ("local", "pool", "batch", "slurm", "azure")
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
+#: templates that are not a backend's (a backend class names its own: ``Backend.template``)
+OTHER_TEMPLATES = {"azure": os.path.join(TEMPLATES, "azure.yaml")}
+TEMPLATE_KINDS = ("local", "pool", "batch", "slurm", "azure")  # the built-in ones
+
+
+def templates() -> dict[str, str]:
+    """kind -> template file for ``--create``: every registered backend's, then the others."""
+    from ..registry import backend_classes
+    out = {kind: cls.template for kind, cls in backend_classes().items() if cls.template}
+    out.update(OTHER_TEMPLATES)
+    return out
+
+
+def write_keeping_mode(path: str, text: str) -> None:
+    """Replace ``path`` atomically with ``text``, keeping an existing file's mode and owner (a 0600
+    config holding keys stays 0600); a new file gets the umask's mode. Raises OSError."""
+    import secrets
+    import stat
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    tmp = f"{path}.tmp{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IMODE(st.st_mode) if st else 0o666)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            if st is not None:
+                os.fchmod(fh.fileno(), stat.S_IMODE(st.st_mode))  # the umask may have cut bits
+                if (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
+                    try:
+                        os.fchown(fh.fileno(), st.st_uid, st.st_gid)
+                    except PermissionError:
+                        pass  # only root may give a file away; the mode is kept all the same
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 # ---- display -------------------------------------------------------------------------------------
@@ -280,11 +320,11 @@ def save(session, path: str | None = None) -> Shown:
         except (OSError, UnicodeDecodeError) as err:
             raise ConfigError(f"cannot read {path}: {getattr(err, 'strerror', None) or err}",
                               hint="pick another --path") from None
-    loader.parse_text(text, path)  # a broken file is reported (file:line), never overwritten
+    # a broken file is reported (file:line), never overwritten; repeated keys keep the last (as read)
+    doc = loader.parse_text(text, path) if text.strip() else None
     yaml = loader.yaml_rt()
-    doc, indent, seq_indent = load_yaml_guess_indent(text) if text.strip() else (None, 2, 0)
+    _, indent, seq_indent = load_yaml_guess_indent(text) if text.strip() else (None, 2, 0)
     yaml.indent(mapping=indent or 2, sequence=(indent or 2) + (seq_indent or 0), offset=seq_indent or 0)
-    doc = yaml.load(text) if text.strip() else None
     doc = doc if isinstance(doc, dict) else CommentedMap()
     for key, value in session.values.items():
         segs = split_key(key, doc)
@@ -294,11 +334,11 @@ def save(session, path: str | None = None) -> Shown:
                 node[seg] = CommentedMap()
             node = node[seg]
         node[segs[-1]] = _plain_for_yaml(value)
-    tmp = f"{path}.tmp{os.getpid()}"
+    import io
+    out = io.StringIO()
+    yaml.dump(doc, out)
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            yaml.dump(doc, fh)
-        os.replace(tmp, path)
+        write_keeping_mode(path, out.getvalue())
     except OSError as err:
         raise ConfigError(f"cannot write {path}: {err.strerror}",
                           hint="pick another --path") from None
@@ -320,27 +360,25 @@ def validate(session, path: str | None = None) -> Shown:
         cfg = load_config(cwd=session.cwd or os.getcwd(), session=session.values)
         what = ", ".join(layer.file or f"<{layer.name}>" for layer in cfg.layers)
     text = f"config OK: {what}"
-    if cfg.notes:
-        text += "\n" + "\n".join(f"  note: {n}" for n in cfg.notes)
+    text += "".join(f"\n  warning: {w}" for w in cfg.warnings)
+    text += "".join(f"\n  note: {n}" for n in cfg.notes)
     return Shown(text)
 
 
 def create(session, kind: str, path: str | None = None, force: bool = False) -> Shown:
     """Write the commented template ``kind`` to ``path`` (default ./xt_config.yaml)."""
     from .validate import did_you_mean
-    if kind not in TEMPLATE_KINDS:
+    known = templates()
+    if kind not in known:
         raise ConfigError(f"--create {kind}: unknown template",
-                          hint=did_you_mean(kind, TEMPLATE_KINDS) or f"choose {', '.join(TEMPLATE_KINDS)}")
+                          hint=did_you_mean(kind, known) or f"choose {', '.join(known)}")
     path = path or loader.local_config_path(session.cwd)
     if os.path.exists(path) and not force:
         raise ConfigError(f"{path} exists; not overwritten", hint="add --force to replace it")
-    with open(os.path.join(TEMPLATES, f"{kind}.yaml"), encoding="utf-8") as fh:
+    with open(known[kind], encoding="utf-8") as fh:
         text = fh.read()
-    tmp = f"{path}.tmp{os.getpid()}"
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
+        write_keeping_mode(path, text)
     except OSError as err:
         raise ConfigError(f"cannot write {path}: {err.strerror}",
                           hint="pick another --path") from None
