@@ -374,7 +374,10 @@ class EntryEditor:
         props = schema()["$defs"][self.record]["properties"]
         entry = self.form.value(f"{self.section}.{name}") or {}
         required = schema()["$defs"][self.record].get("required") or []
-        keys = [k for k, sub in props.items() if not sub.get("x-unused") or k in entry]
+        kind = self._kind(name, entry) if self.record == "target" else None
+        # a target shows the keys every target has and those its backend reads (registry)
+        keys = [k for k, sub in props.items() if (not sub.get("x-unused") or k in entry)
+                and (kind is None or "x-kinds" not in sub or kind in sub["x-kinds"] or k in entry)]
         main = [k for k in keys if k in entry or k in required or (self.record, k) in REFERENCES]
         rows = [self.form.field(f"{self.section}.{name}.{k}", props[k], (self.record, k)) for k in main]
         rest = [self.form.field(f"{self.section}.{name}.{k}", props[k], (self.record, k))
@@ -386,6 +389,14 @@ class EntryEditor:
         self.fields.children = rows
         if validate:
             self.form.validate()
+
+    def _kind(self, name: str, entry: dict) -> str | None:
+        """The backend kind of target ``name`` (None when it cannot be told yet)."""
+        from ..core.compute import backend_class
+        try:
+            return backend_class(self.form.config(), name, entry).kind
+        except Exception:  # noqa: BLE001 - an incomplete entry shows every key
+            return None
 
     def _new_name(self) -> str:
         from ..core.errors import ConfigError

@@ -275,7 +275,12 @@ def set_values(session, assignments: dict[str, str]) -> Shown:
     for key, text in assignments.items():
         segs = split_key(key, cfg.data)
         new[".".join(segs)] = typed(text, schema_for(segs))
-    load_config(cwd=session.cwd or os.getcwd(), session=new)  # raises ConfigError listing problems
+    # refuse only problems these values bring: a broken entry elsewhere must not block a set
+    before = {(p.key, p.message) for p in _problems(session, session.values)}
+    found = [p for p in _problems(session, new) if (p.key, p.message) not in before]
+    if found:
+        raise ConfigError(str(found[0]) if len(found) == 1 else f"{len(found)} problems in the config",
+                          problems=found)
     with session.lock:
         session.values.clear()
         session.values.update(new)
@@ -283,6 +288,15 @@ def set_values(session, assignments: dict[str, str]) -> Shown:
     done = [f"{k} = {fmt(mask(new['.'.join(split_key(k, cfg.data))], tuple(split_key(k, cfg.data))))}"
             for k in assignments]
     return Shown("session: " + "; ".join(done))
+
+
+def _problems(session, values: dict) -> list:
+    from . import load_config
+    try:
+        load_config(cwd=session.cwd or os.getcwd(), session=values)
+    except ConfigError as err:
+        return err.problems or [Problem(err.message, key=err.key)]
+    return []
 
 
 def reset(session) -> Shown:
@@ -350,19 +364,38 @@ def save(session, path: str | None = None) -> Shown:
 # ---- validate / create --------------------------------------------------------------------------------
 
 def validate(session, path: str | None = None) -> Shown:
-    """Validate ``path`` (over the defaults) or the whole resolved config; ConfigError lists problems."""
-    if path:
-        path = os.path.abspath(os.path.expanduser(path))
-        cfg = loader.resolve(loader.read_layers(None, only_file=path))
-        what = path
-    else:
+    """Validate ``path`` (over the defaults) or the whole resolved config, listing every problem.
+
+    ConfigError when a problem stops every command (it lists all problems); problems inside named
+    entries (targets, services, setups, ...) are listed as such: they stop only what uses them."""
+    def resolve(strict):
+        if path:
+            return loader.resolve(loader.read_layers(None, only_file=full), strict=strict)
         from . import load_config
-        cfg = load_config(cwd=session.cwd or os.getcwd(), session=session.values)
-        what = ", ".join(layer.file or f"<{layer.name}>" for layer in cfg.layers)
-    text = f"config OK: {what}"
-    text += "".join(f"\n  warning: {w}" for w in cfg.warnings)
+        return load_config(cwd=session.cwd or os.getcwd(), session=session.values, strict=strict)
+
+    full = os.path.abspath(os.path.expanduser(path)) if path else None
+    try:
+        cfg = resolve(strict=False)
+    except ConfigError:
+        resolve(strict=True)  # raises with every problem, the entries' included
+        raise
+    what = full or ", ".join(layer.file or f"<{layer.name}>" for layer in cfg.layers)
+    entry_problems = [(entry, p) for entry, ps in cfg.deferred.items() for p in ps]
+    if entry_problems:
+        n = len(entry_problems)
+        text = (f"config loads: {what}\n{n} problem{'s' * (n != 1)} in named entries; each stops only "
+                "a command that uses its entry:")
+        text += "".join(f"\n  problem: {p}" for _entry, p in entry_problems)
+    else:
+        text = f"config OK: {what}"
+    text += "".join(f"\n  warning: {w}" for w in cfg.warnings if not _entry_warning(w, entry_problems))
     text += "".join(f"\n  note: {n}" for n in cfg.notes)
     return Shown(text)
+
+
+def _entry_warning(text: str, entry_problems) -> bool:
+    return any(text.startswith(str(p)) for _entry, p in entry_problems)
 
 
 def create(session, kind: str, path: str | None = None, force: bool = False) -> Shown:
