@@ -194,8 +194,9 @@ class ConfigForm(WidgetView):
         elif refers:
             options = self.names(refers)
             if refers == "external-services" and ref_key[0] == "target":
-                from ..core.config.validate import BUILTIN_SERVICES
-                options = list(BUILTIN_SERVICES) + options
+                from ..core.registry import backend_classes
+                direct = [s for cls in backend_classes(self.config()).values() for s in cls.services]
+                options = list(dict.fromkeys(direct)) + options
             if value not in (None, "") and value not in options:
                 options.append(value)
             editor = w.Dropdown(options=[UNSET] + options, value=value if value else UNSET)
