@@ -59,8 +59,24 @@ def backend_classes(config=None, plugins: bool = True) -> dict[str, type]:
         out[getattr(cls, "kind", "") or name] = cls
     for name, cls in providers(config, "compute").items():
         if cls is not None:
-            out[name] = cls
+            out[name] = _named(cls, name)
     return out
+
+
+_NAMED: dict = {}
+
+
+def _named(cls: type, name: str) -> type:
+    """``cls`` serving the kind, service and service type ``name`` (as XT's providers entries named
+    a compute kind), one class per (cls, name) so caches keyed by class keep working."""
+    if cls.kind == name:
+        return cls
+    key = (cls, name)
+    if key not in _NAMED:
+        _NAMED[key] = type(cls.__name__, (cls,), {
+            "kind": name, "services": (name,), "service_types": (name,),
+            "__module__": cls.__module__, "__doc__": cls.__doc__})
+    return _NAMED[key]
 
 
 _BUILTIN_BACKENDS = tuple(BACKENDS)

@@ -8,7 +8,8 @@ from ..registry import backend_classes
 def box_addresses(cfg, target: dict) -> list[str]:
     """The addresses of a pool target's boxes (a box name resolved through ``boxes``)."""
     addresses = []
-    for box in target.get("boxes") or ["localhost"]:
+    boxes = target.get("boxes") or ["localhost"]
+    for box in boxes if isinstance(boxes, list) else []:  # a wrong type is the schema's to report
         entry = cfg.get(f"boxes.{box}") if cfg is not None and box != "localhost" else None
         addresses.append(entry.get("address", box) if isinstance(entry, dict) else box)
     return addresses

@@ -111,7 +111,7 @@ def render() -> str:
                                                      node.get("description", "") else "") + "\n")
         entry = node.get("additionalProperties")
         if isinstance(entry, dict) and "$ref" in entry:
-            record = validate.resolve_ref(entry)
+            record = validate.resolve_ref(entry, schema)
             parts.append(f"Each entry (`{section}.NAME`): {record.get('description', '')}\n")
             props = record.get("properties", {})
             parts.extend(table({k: v for k, v in props.items() if "x-kinds" not in v}, None))

@@ -95,10 +95,10 @@ def secret_keys() -> frozenset:
     return frozenset(found)
 
 
-def resolve_ref(node: dict) -> dict:
+def resolve_ref(node: dict, root: dict | None = None) -> dict:
     ref = node.get("$ref") if isinstance(node, dict) else None
     if ref and ref.startswith("#/$defs/"):
-        return schema()["$defs"][ref.rsplit("/", 1)[1]]
+        return (root or schema())["$defs"][ref.rsplit("/", 1)[1]]
     return node
 
 
