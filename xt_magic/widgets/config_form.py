@@ -268,16 +268,11 @@ class ConfigForm(WidgetView):
         return {**self.session.values, **self.pending}
 
     def validate(self) -> list:
-        """Validate the config with the pending values; show each problem at its field."""
-        from ..core.config import load_config
-        from ..core.errors import ConfigError
+        """Validate the config with the pending values; show each problem at its field; return the
+        problems the pending values bring."""
         for error in self.errors.values():
             error.value = ""
-        try:
-            load_config(cwd=self.session.cwd or os.getcwd(), session=self.merged_session())
-            problems = []
-        except ConfigError as err:
-            problems = err.problems or [err]
+        problems = self._problems(self.merged_session())
         loose = []
         for problem in problems:
             key = _key_prefix(getattr(problem, "key", None) or "")
@@ -289,8 +284,21 @@ class ConfigForm(WidgetView):
             loose.append(line)
         self.problems.value = "".join(
             f"<div>{note('⚠ ' + p, '#b00020')}</div>" for p in loose)
-        self.save_button.disabled = self.apply_button.disabled = bool(problems)
-        return problems
+        # every problem is shown; only those the pending edits bring block Apply and Save (a broken
+        # entry elsewhere in the files stops only the commands that use it)
+        before = {(getattr(p, "key", None), str(p)) for p in self._problems(self.session.values)}
+        new = [p for p in problems if (getattr(p, "key", None), str(p)) not in before]
+        self.save_button.disabled = self.apply_button.disabled = bool(new)
+        return new
+
+    def _problems(self, values: dict) -> list:
+        from ..core.config import load_config
+        from ..core.errors import ConfigError
+        try:
+            load_config(cwd=self.session.cwd or os.getcwd(), session=values)
+        except ConfigError as err:
+            return err.problems or [err]
+        return []
 
     # -- actions ----------------------------------------------------------------------------------
     @safe
