@@ -169,8 +169,8 @@ def show(session, keys: list[str] | None = None) -> Shown:
     cfg = session.config()
     if not keys:
         out = render(cfg, mask(cfg.data), "resolved xt_config (value  # layer file:line)")
-        if cfg.notes:
-            out.text += "\n# notes:\n" + "\n".join(f"#   {n}" for n in cfg.notes)
+        if cfg.notes:  # listed by --validate only: an XT file can have dozens
+            out.text += f"\n# {len(cfg.notes)} note{'s' * (len(cfg.notes) != 1)}: see %xt_config --validate"
         return out
     data = {}
     for key in keys:
