@@ -23,3 +23,5 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
+# a third-party backend plug-in the tests run jobs on (tests/test_backend_plugin.py)
+.venv/bin/python -m pip install -q --no-deps --no-build-isolation -e tests/fixtures/xt_echo_backend

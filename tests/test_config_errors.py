@@ -48,7 +48,6 @@ BAD = [
     ("bool-lowpri", "compute-targets:\n  t:\n    service: pool\n    low-pri: sometimes\n", 4,
      "compute-targets.t.low-pri", "true or false"),
     ("yaml-syntax", "general:\n  workspace: [a, b\n  experiment: x\n", 3, None, "YAML error"),
-    ("duplicate-key", "general:\n  workspace: a\ngeneral:\n  workspace: b\n", 3, None, "duplicate key"),
     ("top-level-list", "- a\n- b\n", 1, None, "must be a mapping"),
     ("pip-not-list", "setups:\n  s:\n    pip-packages: 5\n", 3, "setups.s.pip-packages", "expected a list"),
     ("box-setup-ref", "boxes:\n  b: {address: h, setup: nosuch}\n", 2, "boxes.b.setup",

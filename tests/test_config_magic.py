@@ -113,8 +113,12 @@ def test_validate_and_reset(ip, tmp_path):
     assert "config OK" in repr(run(ip, "--validate"))
     bad = tmp_path / "bad.yaml"
     bad.write_text("compute-targets:\n  t: {service: pool, setup: nope}\n")
-    with pytest.raises(ConfigError, match=rf"{bad}:2: compute-targets.t.setup"):
+    # a problem inside one target is listed; it stops only commands that use that target
+    assert f"problem: {bad}:2: compute-targets.t.setup" in repr(run(ip, f"--validate {bad}"))
+    bad.write_text("general:\n  workspace: [x]\ncompute-targets:\n  t: {service: pool, setup: nope}\n")
+    with pytest.raises(ConfigError) as info:  # a problem every command meets: all are listed
         run(ip, f"--validate {bad}")
+    assert {p.key for p in info.value.problems} == {"general.workspace", "compute-targets.t.setup"}
     run(ip, "general.workspace=ws3")
     assert "dropped 1 value" in repr(run(ip, "--reset"))
     assert run(ip, "general.workspace") == "ws1"

@@ -30,3 +30,21 @@ def test_unload_and_reload(ip):
     assert "xt_config" not in ip.magics_manager.magics["line"]
     ip.extension_manager.load_extension("xt_magic")
     assert "xt_config" in ip.magics_manager.magics["line"]
+
+
+BACKEND_PROBE = r"""
+import json, sys
+from xt_magic.core.registry import backend_classes
+classes = backend_classes(plugins=False)
+facts = {k: [c.kind, list(c.services), list(c.service_types), sorted(c.target_schema)] for k, c in classes.items()}
+print(json.dumps([facts, sorted({m.split(".")[0] for m in sys.modules})]))
+"""
+
+
+def test_reading_backend_classes_is_light():
+    """Validation, docs and the form read every backend class: no SDK may load for that."""
+    out = subprocess.run([sys.executable, "-c", BACKEND_PROBE], capture_output=True, text=True, check=True)
+    facts, loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(facts) == {"local", "pool", "slurm", "batch"}
+    assert facts["batch"][2] == ["batch"] and "vm-size" in facts["batch"][3]
+    assert not (set(loaded) & {"azure", "asyncssh", "paramiko", "pandas", "ipywidgets"}), loaded

@@ -1,7 +1,7 @@
 """Regression tests for defects found in review: each fails without its fix."""
 import pytest
 
-from xt_magic.core.errors import ConfigError
+from xt_magic.core.errors import ConfigError, ConfigWarning
 
 
 def test_config_create_and_save_to_a_missing_directory_is_one_line(ip, tmp_path):
@@ -138,8 +138,10 @@ def test_internal_stack_trace_setting_brings_the_full_traceback_back(ip, capsys,
 def test_target_boxes_of_the_wrong_type_is_a_config_error(ip, boxes):
     with open("xt_config.yaml", "w") as fh:
         fh.write(f"compute-targets:\n  t1: {{service: pool, boxes: {boxes}}}\n")
+    with pytest.warns(ConfigWarning, match=r"xt_config.yaml:2: compute-targets.t1.boxes: expected"):
+        ip.run_line_magic("xt_config", "")  # an unused target only warns ...
     with pytest.raises(ConfigError, match=r"xt_config.yaml:2: compute-targets.t1.boxes: expected"):
-        ip.run_line_magic("xt_config", "")
+        ip.run_cell_magic("xt_run", "--target t1", "x = 1\n")  # ... and stops what uses it
 
 
 def test_monitor_loop_ends_cleanly_when_the_last_read_fails(xt_home):

@@ -331,3 +331,13 @@ def test_a_new_entry_shows_its_starting_values(form):
     assert "pending" in rows["service"].children[2].value
     rows["setup"].children[1].value = "extra"
     assert form.apply() and api.config_get("compute-targets.fresh") == {"service": "pool", "setup": "extra"}
+
+
+def test_target_editor_shows_the_keys_of_its_backend(form):
+    """Per-kind target keys come from the backend classes in the registry."""
+    editor = form.section("compute-targets")
+    editor.picker.value = "gpu"  # service: pool on localhost: the local backend
+    rows = rows_by_label(editor.fields)
+    assert {"service", "setup", "boxes", "max-runs"} <= set(rows)
+    assert not {"vm-size", "partition", "azure-image"} & set(rows)
+    assert set(rows["service"].children[1].options) >= {"pool", "slurm", "local"}

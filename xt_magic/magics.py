@@ -60,7 +60,8 @@ class XTMagics(Magics):
     @argument("--validate", nargs="?", const="", metavar="FILE",
               help="validate FILE, or the whole resolved config")
     @argument("--create", metavar="KIND",
-              help="write a commented template: local, pool, batch, slurm or azure")
+              help="write a commented template: a backend kind (local, pool, batch, slurm, or a "
+                   "plug-in's) or azure")
     @argument("--force", action="store_true", help="with --create: overwrite an existing file")
     @argument("--save", action="store_true",
               help="write session values to ./xt_config.yaml, keeping comments")

@@ -11,7 +11,7 @@ import traceback
 
 __all__ = [
     "XTError", "ConfigError", "AuthError", "StoreError", "TargetError", "JobError",
-    "MissingDependencyError", "Problem", "full_tracebacks",
+    "MissingDependencyError", "Problem", "full_tracebacks", "ConfigWarning",
 ]
 
 _FULL_TRACEBACKS = False
@@ -55,6 +55,10 @@ class Problem:
 
     def __repr__(self) -> str:
         return f"Problem({str(self)!r})"
+
+
+class ConfigWarning(UserWarning):
+    """A config problem that does not stop the current command (shown once per config change)."""
 
 
 class XTError(Exception):

@@ -35,6 +35,90 @@ def _load_entry_points(group: str, table: dict) -> None:
         table.setdefault(ep.name, (ep.value, ""))
 
 
+def _import(path: str):
+    """``"module:Class"`` or XT's ``"module.Class"`` -> the object."""
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def backend_classes(config=None, plugins: bool = True) -> dict[str, type]:
+    """kind -> Backend class: the built-in ones, then entry points (``plugins``), then the config's
+    ``providers.compute`` entries that name an xt_magic Backend. A plug-in that fails to import is
+    left out (``problems()`` says why); reading these classes imports no SDK."""
+    if plugins:
+        _load_entry_points("xt_magic.backends", BACKENDS)
+    out: dict[str, type] = {}
+    for name in list(BACKENDS) if plugins else list(_BUILTIN_BACKENDS):
+        try:
+            cls = resolve("backend", name)
+        except Exception as err:  # noqa: BLE001 - a broken plug-in must not break the others
+            _PROBLEMS[f"backend {name!r}"] = f"{type(err).__name__}: {err}"
+            continue
+        out[getattr(cls, "kind", "") or name] = cls
+    for name, cls in providers(config, "compute").items():
+        if cls is not None:
+            out[name] = _named(cls, name)
+    return out
+
+
+_NAMED: dict = {}
+
+
+def _named(cls: type, name: str) -> type:
+    """``cls`` serving the kind, service and service type ``name`` (as XT's providers entries named
+    a compute kind), one class per (cls, name) so caches keyed by class keep working."""
+    if cls.kind == name:
+        return cls
+    key = (cls, name)
+    if key not in _NAMED:
+        _NAMED[key] = type(cls.__name__, (cls,), {
+            "kind": name, "services": (name,), "service_types": (name,),
+            "__module__": cls.__module__, "__doc__": cls.__doc__})
+    return _NAMED[key]
+
+
+_BUILTIN_BACKENDS = tuple(BACKENDS)
+_PROBLEMS: dict[str, str] = {}
+XT_OWN = "xtlib."  # XT's own plug-in classes: accepted in `providers`, not used by xt_magic
+
+
+def providers(config, group: str) -> dict[str, type | None]:
+    """The config's ``providers.GROUP`` entries (XT: name -> "module.Class"): the class when it is
+    an xt_magic Backend (group compute) or Store (group storage), None for XT's own ``xtlib.*``
+    classes. Raises XTError naming the key for a class path that does not import or is not one."""
+    table = config.get(f"providers.{group}") if config is not None else None
+    out: dict[str, type | None] = {}
+    for name, path in (table or {}).items() if isinstance(table, dict) else ():
+        if not isinstance(path, str) or path.startswith(XT_OWN):
+            out[name] = None
+            continue
+        out[name] = provider_class(group, name, path)
+    return out
+
+
+def provider_class(group: str, name: str, path: str) -> type:
+    if group == "compute":
+        from .compute.base import Backend as base
+    else:
+        from .storage.base import Store as base
+    key = f"providers.{group}.{name}"
+    try:
+        cls = _import(path)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise XTError(f"cannot import {path!r}: {err}", key=key,
+                      hint="give module.Class of an installed package") from None
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise XTError(f"{path!r} is not an xt_magic {base.__name__} subclass", key=key)
+    return cls
+
+
+def problems() -> dict[str, str]:
+    """Plug-ins that failed to load: name -> why."""
+    return dict(_PROBLEMS)
+
+
 def resolve(kind: str, name: str):
     """Return the class registered as ``name`` for ``kind`` ("backend" or "store")."""
     group, table = _GROUPS[kind]

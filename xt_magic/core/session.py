@@ -28,12 +28,13 @@ class Session:
         from .config import load_config
         cwd = self.cwd or os.getcwd()
         if overrides:
-            return load_config(cwd=cwd, session=self.values, overrides=overrides)
+            return load_config(cwd=cwd, session=self.values, overrides=overrides, strict=False)
         key = (cwd,) + load_config_fingerprint(cwd) + (repr(sorted(self.values.items())),)
         with self.lock:
             if self._config is None or key != self._config_key:
-                self._config = load_config(cwd=cwd, session=self.values)
+                self._config = load_config(cwd=cwd, session=self.values, strict=False)
                 self._config_key = key
+                warn_config(self._config)
                 from .errors import full_tracebacks
                 full_tracebacks(bool(self._config.get("internal.stack-trace")))
             return self._config
@@ -53,6 +54,15 @@ class Session:
             if key not in cache:
                 cache[key] = make()
             return cache[key]
+
+
+def warn_config(cfg) -> None:
+    """Show the config's warnings (repeated keys, unusable entries) once per change of the files:
+    commands that do not use a broken entry go on."""
+    import warnings
+    from .errors import ConfigWarning
+    for text in cfg.warnings:
+        warnings.warn(text, ConfigWarning, stacklevel=2)
 
 
 def load_config_fingerprint(cwd: str) -> tuple:

@@ -194,8 +194,9 @@ class ConfigForm(WidgetView):
         elif refers:
             options = self.names(refers)
             if refers == "external-services" and ref_key[0] == "target":
-                from ..core.config.validate import BUILTIN_SERVICES
-                options = list(BUILTIN_SERVICES) + options
+                from ..core.registry import backend_classes
+                direct = [s for cls in backend_classes(self.config()).values() for s in cls.services]
+                options = list(dict.fromkeys(direct)) + options
             if value not in (None, "") and value not in options:
                 options.append(value)
             editor = w.Dropdown(options=[UNSET] + options, value=value if value else UNSET)
@@ -267,16 +268,11 @@ class ConfigForm(WidgetView):
         return {**self.session.values, **self.pending}
 
     def validate(self) -> list:
-        """Validate the config with the pending values; show each problem at its field."""
-        from ..core.config import load_config
-        from ..core.errors import ConfigError
+        """Validate the config with the pending values; show each problem at its field; return the
+        problems the pending values bring."""
         for error in self.errors.values():
             error.value = ""
-        try:
-            load_config(cwd=self.session.cwd or os.getcwd(), session=self.merged_session())
-            problems = []
-        except ConfigError as err:
-            problems = err.problems or [err]
+        problems = self._problems(self.merged_session())
         loose = []
         for problem in problems:
             key = _key_prefix(getattr(problem, "key", None) or "")
@@ -288,8 +284,21 @@ class ConfigForm(WidgetView):
             loose.append(line)
         self.problems.value = "".join(
             f"<div>{note('⚠ ' + p, '#b00020')}</div>" for p in loose)
-        self.save_button.disabled = self.apply_button.disabled = bool(problems)
-        return problems
+        # every problem is shown; only those the pending edits bring block Apply and Save (a broken
+        # entry elsewhere in the files stops only the commands that use it)
+        before = {(getattr(p, "key", None), str(p)) for p in self._problems(self.session.values)}
+        new = [p for p in problems if (getattr(p, "key", None), str(p)) not in before]
+        self.save_button.disabled = self.apply_button.disabled = bool(new)
+        return new
+
+    def _problems(self, values: dict) -> list:
+        from ..core.config import load_config
+        from ..core.errors import ConfigError
+        try:
+            load_config(cwd=self.session.cwd or os.getcwd(), session=values)
+        except ConfigError as err:
+            return err.problems or [err]
+        return []
 
     # -- actions ----------------------------------------------------------------------------------
     @safe
@@ -374,7 +383,10 @@ class EntryEditor:
         props = schema()["$defs"][self.record]["properties"]
         entry = self.form.value(f"{self.section}.{name}") or {}
         required = schema()["$defs"][self.record].get("required") or []
-        keys = [k for k, sub in props.items() if not sub.get("x-unused") or k in entry]
+        kind = self._kind(name, entry) if self.record == "target" else None
+        # a target shows the keys every target has and those its backend reads (registry)
+        keys = [k for k, sub in props.items() if (not sub.get("x-unused") or k in entry)
+                and (kind is None or "x-kinds" not in sub or kind in sub["x-kinds"] or k in entry)]
         main = [k for k in keys if k in entry or k in required or (self.record, k) in REFERENCES]
         rows = [self.form.field(f"{self.section}.{name}.{k}", props[k], (self.record, k)) for k in main]
         rest = [self.form.field(f"{self.section}.{name}.{k}", props[k], (self.record, k))
@@ -386,6 +398,14 @@ class EntryEditor:
         self.fields.children = rows
         if validate:
             self.form.validate()
+
+    def _kind(self, name: str, entry: dict) -> str | None:
+        """The backend kind of target ``name`` (None when it cannot be told yet)."""
+        from ..core.compute import backend_class
+        try:
+            return backend_class(self.form.config(), name, entry).kind
+        except Exception:  # noqa: BLE001 - an incomplete entry shows every key
+            return None
 
     def _new_name(self) -> str:
         from ..core.errors import ConfigError

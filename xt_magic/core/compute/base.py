@@ -12,9 +12,13 @@ Backends must work from the store alone: after a kernel restart a fresh backend 
 """
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
+
+TEMPLATES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config",
+                         "templates")
 
 
 @dataclass
@@ -32,9 +36,26 @@ class Launch:
 class Backend(ABC):
     """A compute target kind."""
 
+    # What the registry, validation, docs/config.md, the config form and ``%xt_config --create``
+    # read from a backend class without building one (so a module defining a backend must import
+    # nothing heavy at module level).
     kind: str = ""
+    #: ``service:`` values of a compute target that name this backend directly (``pool``, ``slurm``).
+    services: tuple = ()
+    #: ``type``s of external-services entries a target's ``service`` may name (``batch``).
+    service_types: tuple = ()
+    #: JSON-schema ``properties`` of the compute-target keys this backend reads, beyond the keys
+    #: every target has (service, setup, max-runs, max-seconds, name).
+    target_schema: dict = {}
+    #: Path of the commented xt_config.yaml that ``%xt_config --create KIND`` writes ("" = none).
+    template: str = ""
     #: True when nodes cannot see the client's filesystem, so a file store cannot be used.
     needs_remote_store: bool = False
+
+    @classmethod
+    def accepts(cls, config: Any, target: dict) -> bool:
+        """Whether this backend runs ``target`` when several backends serve its service."""
+        return True
 
     def __init__(self, name: str, target: dict, *, config: Any, store: Any, session: Any = None):
         self.name, self.target, self.config, self.store, self.session = (

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shlex
 import urllib.parse
@@ -38,7 +39,7 @@ from datetime import datetime, timedelta, timezone
 
 from ..errors import AuthError, ConfigError, TargetError
 from ..jobs.states import CANCELLED, FAILED, FINAL, QUEUED, fold, make_event, parse_events
-from .base import Backend, Launch
+from .base import TEMPLATES, Backend, Launch
 
 NODE_XT_HOME = '"$AZ_BATCH_NODE_SHARED_DIR/xt"'   # env cache shared by every task on a node
 TASKS_PER_REQUEST = 100                            # the service's addtaskcollection limit
@@ -141,6 +142,25 @@ class BatchBackend(Backend):
     """Runs each run as a task on an Azure Batch pool; see the module docstring for config."""
 
     kind = "batch"
+    service_types = ("batch",)
+    target_schema = {
+        "vm-size": {"type": "string", "description": "VM size, e.g. Standard_D2s_v3"},
+        "azure-image": {"type": "string", "description": "azure-batch-images entry"},
+        "low-pri": {"type": ["boolean", "integer"],
+                    "description": "use low-priority (spot) nodes (true = all `nodes`, or a count)"},
+        "dedicated": {"type": "integer", "minimum": 0, "description": "dedicated nodes (rest of `nodes` low-priority)"},
+        "nodes": {"type": "integer", "minimum": 1, "description": "nodes per job"},
+        "pool": {"type": "string", "description": "existing pool id to use instead of a pool per job"},
+        "pool-keep-alive": {"type": "number", "minimum": 0, "description": "minutes an idle pool xt_magic "
+                            "made is kept for reuse (default 0: deleted when its last job ends)"},
+        "requeue-preempted": {"type": "integer", "minimum": 0, "description": "low-priority preemptions a "
+                              "run may survive by requeueing (default 1; 0: fail at once)"},
+        "python": {"type": "string", "description": "python on the nodes that starts runner.py (default python3)"},
+        "sas-hours": {"type": "number", "minimum": 1, "description": "lifetime of the SAS URLs given to tasks (default 72)"},
+        "docker": {"type": "string", "description": "dockers entry (or image) the tasks run in"},
+        "distributed": {"type": "boolean", "description": "one process per node with distributed env vars"},
+    }
+    template = os.path.join(TEMPLATES, "batch.yaml")
     needs_remote_store = True
 
     def __init__(self, name: str, target: dict, *, config, store, session=None):

@@ -24,7 +24,7 @@ import time
 
 from ..errors import TargetError
 from ..jobs import states
-from .base import Backend, Launch
+from .base import TEMPLATES, Backend, Launch
 from . import local_supervisor as sup
 
 RUNNER = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
@@ -83,7 +83,18 @@ class LocalBackend(Backend):
     """Runs on this machine as detached background processes."""
 
     kind = "local"
+    services = ("pool", "local")
+    target_schema = {
+        "boxes": {"type": "array", "items": {"type": "string"},
+                  "description": "boxes entries (or addresses) runs are spread over"},
+    }
+    template = os.path.join(TEMPLATES, "local.yaml")
     needs_remote_store = False
+
+    @classmethod
+    def accepts(cls, config, target) -> bool:
+        from . import box_addresses
+        return all(a == "localhost" for a in box_addresses(config, target))
 
     # ------------------------------------------------------------------------------ helpers
     def max_runs(self) -> int:

@@ -18,6 +18,7 @@ run directories), so several kernels share the boxes correctly.
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import shlex
 import time
@@ -25,7 +26,7 @@ import time
 from ..errors import TargetError, XTError
 from ..jobs.states import CANCELLED, FAILED, FINAL, QUEUED, fold, make_event, parse_events
 from . import ssh
-from .base import Backend, Launch
+from .base import TEMPLATES, Backend, Launch
 
 q = shlex.quote
 CLAIM_STALE_SECONDS = 120
@@ -163,6 +164,17 @@ class PoolBackend(StoreEvents, Backend):
     """Runs on a pool of SSH boxes (``compute-targets.X.boxes``)."""
 
     kind = "pool"
+    services = ("pool",)
+    target_schema = {
+        "boxes": {"type": "array", "items": {"type": "string"},
+                  "description": "boxes entries (or addresses) runs are spread over"},
+    }
+    template = os.path.join(TEMPLATES, "pool.yaml")
+
+    @classmethod
+    def accepts(cls, config, target) -> bool:
+        from . import box_addresses
+        return not all(a == "localhost" for a in box_addresses(config, target))
     needs_remote_store = False  # decided per box at submit (StoreAccess)
 
     def __init__(self, name, target, *, config, store, session=None):

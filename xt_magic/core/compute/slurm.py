@@ -26,7 +26,7 @@ import subprocess
 from ..errors import ConfigError, TargetError
 from ..jobs.states import CANCELLED, FAILED, FINAL, QUEUED
 from . import ssh
-from .base import Backend, Launch
+from .base import TEMPLATES, Backend, Launch
 from .pool import StoreAccess, StoreEvents, box_for
 
 q = shlex.quote
@@ -192,6 +192,26 @@ class SlurmBackend(StoreEvents, Backend):
     """Runs on a Slurm cluster (``compute-targets.X.service: slurm``)."""
 
     kind = "slurm"
+    services = ("slurm",)
+    target_schema = {
+        "nodes": {"type": "integer", "minimum": 1, "description": "nodes per job"},
+        "partition": {"type": "string", "description": "partition"},
+        "cpus-per-task": {"type": "integer", "minimum": 1, "description": "--cpus-per-task"},
+        "gpus": {"type": ["integer", "string"], "description": "--gpus (count or type:count)"},
+        "mem": {"type": ["string", "integer"], "description": "--mem (e.g. 8G; an integer is MB)"},
+        "time": {"type": ["string", "integer"], "description": "--time (D-HH:MM:SS; an integer is minutes)"},
+        "account": {"type": "string", "description": "--account"},
+        "qos": {"type": "string", "description": "--qos"},
+        "sbatch-directives": {"type": "array", "items": {"type": "string"},
+                              "description": "extra #SBATCH lines, e.g. --exclusive"},
+        "login": {"type": "string", "description": "boxes entry (or user@host[:port]) of the login node "
+                  "reached over SSH (empty: sbatch runs here)"},
+        "work-dir": {"type": "string", "description": "directory for job scripts and run dirs, visible to "
+                     "the nodes (default $XT_HOME/slurm, or the login box's work-dir)"},
+        "python": {"type": "string", "description": "python on the nodes that starts runner.py (default "
+                   "python3; with login: the box's python)"},
+    }
+    template = os.path.join(TEMPLATES, "slurm.yaml")
     needs_remote_store = False  # a file store is fine when the cluster mounts it (checked)
 
     def __init__(self, name, target, *, config, store, session=None):

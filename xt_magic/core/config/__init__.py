@@ -11,14 +11,18 @@ __all__ = ["load_config", "config_files", "ResolvedConfig", "VaultRef", "Origin"
 
 
 def load_config(cwd: str | None = None, session: dict | None = None,
-                overrides: dict | None = None, validate: bool = True) -> ResolvedConfig:
+                overrides: dict | None = None, validate: bool = True,
+                strict: bool = True) -> ResolvedConfig:
     """Resolve the config for ``cwd``: defaults < user < ./xt_config.yaml < ``session`` < ``overrides``.
 
     ``session`` and ``overrides`` map dotted keys (``"compute-targets.local.setup"``) to values.
-    Raises ConfigError listing every problem when a file or the merged result is invalid.
+    Raises ConfigError listing every problem when a file or the merged result is invalid. With
+    ``strict=False`` (what commands use) a problem inside a named entry (a target, service, setup,
+    box, ...) other than the store's and vault's services is a warning (``cfg.warnings``) and is
+    raised only by ``cfg.check_used`` when a command uses that entry.
     """
     from .loader import load
-    return load(cwd, session, overrides, validate=validate)
+    return load(cwd, session, overrides, validate=validate, strict=strict)
 
 
 def config_files(cwd: str | None = None) -> list[str]:

@@ -30,17 +30,23 @@ xt_magic reads XT's `xt_config.yaml` format unchanged. Values come from layers, 
 Mappings merge key by key; a list replaces a list; `null` in a higher layer unsets a key.
 Keys are addressed with dots: `compute-targets.local.setup`. `%xt_config --explain KEY` shows a key
 in every layer with file:line; `%xt_config --validate [FILE]` lists every problem at once;
-`%xt_config --create local|pool|batch|slurm|azure` writes a commented template.
+`%xt_config --create KIND` writes a commented template (a backend kind below, or `azure`).
 
 Substitutions: `$username` (login name), `${ENV_VAR}` (environment; `${XT_HOME}` defaults to `~/.xt`),
 a leading `~` (home directory). `"$vault"` means "the secret named after this service in the team's
 Key Vault" (`xt-services.vault`); it is read only when used and never displayed (shown as
 `$vault(service)`). XT's `$scriptdir`, `$current_conda_env` and `$call` are kept for the runner.
-Keys marked *XT only* are accepted so an XT file loads unchanged, with a "not used by xt_magic" note.
+Keys marked *XT only* are accepted so an XT file loads unchanged, with a "not used by xt_magic" note;
+keys marked *no effect yet* are accepted and noted as having no effect. Strings `"true"`/`"false"`
+where a boolean is expected are taken as booleans (as XT did), and a repeated key keeps its last
+value (as XT's PyYAML did), each with a note or warning. A problem inside a named entry (a target,
+service, setup, box, docker or image) stops only the commands that use that entry; the others show
+it as a warning once. `%xt_config --validate` lists every problem.
 
 ## Adding a key (for xt_magic developers)
 
-Edit `xt_magic/core/config/schema.yaml` (JSON Schema written in YAML): add the key under the section's
+A compute-target key that one backend reads belongs on that backend's class (`target_schema`, see
+docs/targets.md). Other keys: edit `xt_magic/core/config/schema.yaml` (JSON Schema written in YAML): add the key under the section's
 `properties:` (or the record in `$defs:` — `target`, `box`, `setup`, `service`, ... — for named
 entries) with a `description` and a `type` or `enum`; mark secrets `x-secret: true`. Put its default,
 if any, in `defaults.yaml`. Then run `python -m xt_magic.core.config.docs`. Validation, `%xt_config`
@@ -70,15 +76,33 @@ def table(props: dict, defaults: dict | None) -> list[str]:
     for key, node in props.items():
         default = f"`{cell(fmt(defaults[key]))}`" if isinstance(defaults, dict) and key in defaults else ""
         note = " *(XT only)*" if node.get("x-unused") else ""
+        note += " *(no effect yet)*" if node.get("x-no-effect") else ""
         note += " *(secret)*" if node.get("x-secret") else ""
         out.append(f"| `{key}` | {kind(node)} | {default} | {cell(node.get('description', ''))}{note} |")
     return out
 
 
+def backends_part(classes: dict) -> list[str]:
+    """Per backend kind: how a target selects it, and the target keys it reads."""
+    out = []
+    for kind, cls in classes.items():
+        how = [f"`service: {s}`" for s in cls.services]
+        how += [f"`service:` an external-services entry of `type: {t}`" for t in cls.service_types]
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        out.append(f"\n### {kind} targets\n")
+        out.append(f"{doc} Selected by {' or '.join(how) or 'a providers.compute entry'}"
+                   + (f"; `%xt_config --create {kind}` writes a template." if cls.template else ".") + "\n")
+        if cls.target_schema:
+            out.extend(table(cls.target_schema, None))
+    return out
+
+
 def render() -> str:
+    from ..registry import backend_classes
     from .service import fmt
-    schema = validate.schema()
-    defaults, _ = loader.read_file(loader.DEFAULTS)
+    classes = backend_classes(plugins=False)  # the docs describe xt_magic, not what is installed
+    schema = validate.build_schema(classes)
+    defaults = loader.read_file(loader.DEFAULTS)[0]
     parts = [HEAD]
     for section, node in schema["properties"].items():
         parts.append(f"## {section}\n")
@@ -87,9 +111,12 @@ def render() -> str:
                                                      node.get("description", "") else "") + "\n")
         entry = node.get("additionalProperties")
         if isinstance(entry, dict) and "$ref" in entry:
-            record = validate.resolve_ref(entry)
+            record = validate.resolve_ref(entry, schema)
             parts.append(f"Each entry (`{section}.NAME`): {record.get('description', '')}\n")
-            parts.extend(table(record.get("properties", {}), None))
+            props = record.get("properties", {})
+            parts.extend(table({k: v for k, v in props.items() if "x-kinds" not in v}, None))
+            if section == "compute-targets":
+                parts.extend(backends_part(classes))
             if defaults.get(section):
                 parts.append("\nDefault entries:\n\n```yaml")
                 parts.extend(f"{section}.{name}: {fmt(value)}" for name, value in defaults[section].items())

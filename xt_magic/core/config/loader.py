@@ -45,32 +45,41 @@ def yaml_rt():
     return yaml
 
 
-def _plain(node: Any, path: tuple, lines: Lines) -> Any:
+#: Most values (mappings, lists, scalars) one config file may expand to. Aliases are expanded when
+#: the document becomes plain data, so a few hundred bytes of nested aliases ("billion laughs")
+#: would otherwise take minutes and gigabytes; real configs have a few thousand values.
+MAX_VALUES = 100_000
+
+
+class _Budget:
+    __slots__ = ("left", "file", "active")
+
+    def __init__(self, file: str | None):
+        self.left, self.file, self.active = MAX_VALUES, file, set()
+
+    def spend(self) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise _fail(f"YAML aliases expand to more than {MAX_VALUES:,} values", self.file)
+
+
+def _fail(message: str, file: str | None, line: int | None = None) -> ConfigError:
+    problem = Problem(message, file=file, line=line)
+    return ConfigError(str(problem), problems=[problem])
+
+
+def _plain(node: Any, path: tuple, lines: Lines, budget: _Budget) -> Any:
     """ruamel round-trip node -> plain Python, recording the line of every key and list item."""
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
-    if isinstance(node, CommentedMap):
-        out = {}
-        for raw, value in node.items():
-            key = str(raw)  # XT keys are strings; `10: x` or `true: x` become "10", "True"
-            try:
-                lines[path + (key,)] = node.lc.key(raw)[0] + 1
-            except Exception:  # keys of merged anchors have no position
-                pass
-            out[key] = _plain(value, path + (key,), lines)
-        return out
-    if isinstance(node, dict):
-        return {str(k): _plain(v, path + (str(k),), lines) for k, v in node.items()}
-    if isinstance(node, CommentedSeq):
-        out = []
-        for i, value in enumerate(node):
-            try:
-                lines[path + (i,)] = node.lc.item(i)[0] + 1
-            except Exception:
-                pass
-            out.append(_plain(value, path + (i,), lines))
-        return out
-    if isinstance(node, (list, tuple)):
-        return [_plain(v, path + (i,), lines) for i, v in enumerate(node)]
+    budget.spend()
+    if isinstance(node, (dict, list, tuple)):
+        if id(node) in budget.active:
+            raise _fail(f"recursive YAML alias at {'.'.join(map(str, path)) or 'the top'}", budget.file)
+        budget.active.add(id(node))
+        try:
+            return _plain_container(node, path, lines, budget, CommentedMap, CommentedSeq)
+        finally:
+            budget.active.discard(id(node))
     if isinstance(node, bool) or node is None:
         return node
     if isinstance(node, int):
@@ -82,45 +91,106 @@ def _plain(node: Any, path: tuple, lines: Lines) -> Any:
     return node
 
 
-def parse_text(text: str, file: str) -> tuple[Any, Any]:
-    """Parse YAML text -> (round-trip document, None) or raise ConfigError naming file:line:col."""
+def _plain_container(node, path, lines, budget, CommentedMap, CommentedSeq):
+    if isinstance(node, CommentedMap):
+        out = {}
+        for raw, value in node.items():
+            key = str(raw)  # XT keys are strings; `10: x` or `true: x` become "10", "True"
+            try:
+                lines[path + (key,)] = node.lc.key(raw)[0] + 1
+            except Exception:  # keys of merged anchors have no position
+                pass
+            out[key] = _plain(value, path + (key,), lines, budget)
+        return out
+    if isinstance(node, dict):
+        return {str(k): _plain(v, path + (str(k),), lines, budget) for k, v in node.items()}
+    if isinstance(node, CommentedSeq):
+        out = []
+        for i, value in enumerate(node):
+            try:
+                lines[path + (i,)] = node.lc.item(i)[0] + 1
+            except Exception:
+                pass
+            out.append(_plain(value, path + (i,), lines, budget))
+        return out
+    return [_plain(v, path + (i,), lines, budget) for i, v in enumerate(node)]
+
+
+def _last_wins(node: Any, file: str, path: tuple, warnings: list[str], seen: set) -> None:
+    """Drop all but the last of repeated mapping keys, as PyYAML (and so XT) did, with a warning
+    naming both lines. Works on the composed node graph, before anything is constructed."""
+    from ruamel.yaml.nodes import MappingNode, SequenceNode
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, MappingNode):
+        last: dict = {}
+        for i, (key, _value) in enumerate(node.value):
+            name = key.value if isinstance(key.value, str) else None
+            if name is None or key.tag == "tag:yaml.org,2002:merge":
+                continue
+            if name in last:
+                first = node.value[last[name]][0].start_mark.line + 1
+                where = ".".join(path + (name,))
+                warnings.append(f"{file}:{key.start_mark.line + 1}: {where}: repeated key (also on line "
+                                f"{first}); the last one is used, as XT did")
+            last[name] = i
+        keep = set(last.values())
+        node.value = [kv for i, kv in enumerate(node.value)
+                      if i in keep or not isinstance(kv[0].value, str) or kv[0].tag == "tag:yaml.org,2002:merge"]
+        for key, value in node.value:
+            _last_wins(value, file, path + (str(key.value),), warnings, seen)
+    elif isinstance(node, SequenceNode):
+        for i, value in enumerate(node.value):
+            _last_wins(value, file, path + (str(i),), warnings, seen)
+
+
+def load_rt(text: str, file: str) -> tuple[Any, list[str]]:
+    """Parse YAML text -> (round-trip document, warnings about repeated keys), or raise
+    ConfigError naming file:line:col."""
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
+    yaml = yaml_rt()
+    warnings: list[str] = []
     try:
-        return yaml_rt().load(text)
+        node = yaml.compose(text)
+        if node is None:
+            return None, warnings
+        _last_wins(node, file, (), warnings, set())
+        return yaml.constructor.construct_document(node), warnings
     except MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         what = " ".join(str(p).strip() for p in (err.context, err.problem) if p)
-        if type(err).__name__ == "DuplicateKeyError":
-            first = err.context_mark
-            what = (err.problem or "duplicate key").strip().rstrip(".")
-            if first is not None:
-                what += f" (first defined on line {first.line + 1})"
-        problem = Problem(f"YAML error: {what}" if "duplicate" not in what else what,
-                          file=file, line=mark.line + 1 if mark else None,
+        problem = Problem(f"YAML error: {what}", file=file, line=mark.line + 1 if mark else None,
                           column=mark.column + 1 if mark else None)
         raise ConfigError(str(problem), problems=[problem]) from None
-    except YAMLError as err:
-        problem = Problem(f"YAML error: {err}", file=file)
+    except (YAMLError, RecursionError) as err:
+        problem = Problem(f"YAML error: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
+                          file=file)
         raise ConfigError(str(problem), problems=[problem]) from None
 
 
-def read_text(text: str, file: str) -> tuple[dict, Lines]:
-    """Parse one config file's text -> (plain dict, {key path: line})."""
-    doc = parse_text(text, file)
+def parse_text(text: str, file: str) -> Any:
+    """Parse YAML text -> round-trip document, or raise ConfigError naming file:line:col."""
+    return load_rt(text, file)[0]
+
+
+def read_text(text: str, file: str) -> tuple[dict, Lines, list[str]]:
+    """Parse one config file's text -> (plain dict, {key path: line}, warnings)."""
+    doc, warnings = load_rt(text, file)
     if doc is None:
-        return {}, {}
+        return {}, {}, warnings
     if not isinstance(doc, dict):
         problem = Problem(f"a config file must be a mapping of sections, got {type(doc).__name__}",
                           file=file, line=1)
         raise ConfigError(str(problem), problems=[problem])
     lines: Lines = {}
-    return _plain(doc, (), lines), lines
+    return _plain(doc, (), lines, _Budget(file)), lines, warnings
 
 
 _CACHE: dict[str, tuple] = {}
 
 
-def read_file(path: str) -> tuple[dict, Lines] | None:
+def read_file(path: str) -> tuple[dict, Lines, list[str]] | None:
     """Read a config file (cached by mtime); None when it does not exist."""
     try:
         stat = os.stat(path)
@@ -240,10 +310,12 @@ def substitute(value: Any, path: tuple = ()) -> Any:
 class Layer:
     """One layer's raw data (before substitution) with the line of each key."""
 
-    __slots__ = ("name", "file", "data", "lines")
+    __slots__ = ("name", "file", "data", "lines", "warnings")
 
-    def __init__(self, name: str, file: str | None, data: dict, lines: Lines):
+    def __init__(self, name: str, file: str | None, data: dict, lines: Lines,
+                 warnings: list[str] | None = None):
         self.name, self.file, self.data, self.lines = name, file, data, lines
+        self.warnings = list(warnings or [])
 
     def __repr__(self) -> str:
         return f"Layer({self.name!r}, {self.file!r})"
@@ -280,19 +352,26 @@ def read_layers(cwd: str | None, session: dict | None = None, overrides: dict | 
     return layers
 
 
-def resolve(layers: list[Layer], validate: bool = True) -> ResolvedConfig:
+def resolve(layers: list[Layer], validate: bool = True, strict: bool = True) -> ResolvedConfig:
+    """Merge and substitute ``layers``; with ``validate``, raise ConfigError for every problem
+    (``strict``) or only for those every command meets (see ``validate.check``)."""
     data: dict = {}
     origins: dict = {}
     for layer in layers:
         merge(data, origins, layer.data, layer.lines, layer.name, layer.file)
     data = substitute(data)
-    notes: list[str] = []
+    from .xt_compat import adapt
+    notes = adapt(data, origins)
+    warnings = [w for layer in layers for w in layer.warnings]
+    deferred: dict = {}
     if validate:
         from .validate import check
-        notes = check(data, origins, layers)
-    return ResolvedConfig(data, origins, layers, notes)
+        more, late, deferred = check(data, origins, layers, strict=strict)
+        notes += more
+        warnings += late
+    return ResolvedConfig(data, origins, layers, notes, warnings, deferred)
 
 
 def load(cwd: str | None, session: dict | None = None, overrides: dict | None = None,
-         validate: bool = True) -> ResolvedConfig:
-    return resolve(read_layers(cwd, session, overrides), validate=validate)
+         validate: bool = True, strict: bool = True) -> ResolvedConfig:
+    return resolve(read_layers(cwd, session, overrides), validate=validate, strict=strict)

@@ -80,8 +80,54 @@ class ResolvedConfig:
     ``notes`` are non-fatal remarks (sections XT had that xt_magic does not use).
     """
 
-    def __init__(self, data: dict, origins: dict, layers: list, notes: list | None = None):
+    def __init__(self, data: dict, origins: dict, layers: list, notes: list | None = None,
+                 warnings: list | None = None, deferred: dict | None = None):
         self.data, self._origins, self.layers, self.notes = data, origins, layers, list(notes or [])
+        #: one-line remarks a command shows once (repeated keys, unusable unused entries)
+        self.warnings = list(warnings or [])
+        #: (section, name) -> problems of a named entry, raised only by a command that uses it
+        self.deferred = dict(deferred or {})
+
+    def check_used(self, entries) -> None:
+        """Raise ConfigError listing the problems of the named ``entries`` (section, name) a
+        command is about to use; problems of other entries never stop it."""
+        from ..errors import ConfigError
+        found = [p for entry in dict.fromkeys(entries) for p in self.deferred.get(entry, [])]
+        if found:
+            raise ConfigError(str(found[0]) if len(found) == 1 else
+                              f"{len(found)} problems in the config", problems=found)
+
+    def target_entries(self, name: str) -> list[tuple[str, str]]:
+        """The named entries compute target ``name`` uses: itself, its service, setup, boxes (and
+        their setups), login box, docker (and its registry) and batch image."""
+        data = self.data
+        target = lookup(data, f"compute-targets.{name}")
+        out = [("compute-targets", name)]
+        if not isinstance(target, dict):
+            return out
+
+        def section(name):
+            value = data.get(name)
+            return value if isinstance(value, dict) else {}
+
+        def add(sec, entry):
+            if isinstance(entry, str) and entry in section(sec):
+                out.append((sec, entry))
+                return section(sec)[entry] if isinstance(section(sec)[entry], dict) else {}
+            return None
+
+        add("external-services", target.get("service"))
+        add("setups", target.get("setup"))
+        boxes = target.get("boxes") if isinstance(target.get("boxes"), list) else []
+        for box in boxes + [target.get("login")]:
+            entry = add("boxes", box)
+            if entry:
+                add("setups", entry.get("setup"))
+        docker = add("dockers", target.get("docker"))
+        if docker:
+            add("external-services", docker.get("registry"))
+        add("azure-batch-images", target.get("azure-image"))
+        return out
 
     def get(self, key: str, default: Any = None) -> Any:
         """The value at dotted ``key`` (``"compute-targets.local"`` returns the dict), or ``default``."""

@@ -13,8 +13,48 @@ from ..errors import ConfigError, Problem
 from . import loader
 from .resolved import MASK, VaultRef, lookup, split_key
 
-TEMPLATE_KINDS = ("local", "pool", "batch", "slurm", "azure")
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
+#: templates that are not a backend's (a backend class names its own: ``Backend.template``)
+OTHER_TEMPLATES = {"azure": os.path.join(TEMPLATES, "azure.yaml")}
+TEMPLATE_KINDS = ("local", "pool", "batch", "slurm", "azure")  # the built-in ones
+
+
+def templates() -> dict[str, str]:
+    """kind -> template file for ``--create``: every registered backend's, then the others."""
+    from ..registry import backend_classes
+    out = {kind: cls.template for kind, cls in backend_classes().items() if cls.template}
+    out.update(OTHER_TEMPLATES)
+    return out
+
+
+def write_keeping_mode(path: str, text: str) -> None:
+    """Replace ``path`` atomically with ``text``, keeping an existing file's mode and owner (a 0600
+    config holding keys stays 0600); a new file gets the umask's mode. Raises OSError."""
+    import secrets
+    import stat
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    tmp = f"{path}.tmp{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IMODE(st.st_mode) if st else 0o666)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            if st is not None:
+                os.fchmod(fh.fileno(), stat.S_IMODE(st.st_mode))  # the umask may have cut bits
+                if (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
+                    try:
+                        os.fchown(fh.fileno(), st.st_uid, st.st_gid)
+                    except PermissionError:
+                        pass  # only root may give a file away; the mode is kept all the same
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 # ---- display -------------------------------------------------------------------------------------
@@ -129,8 +169,8 @@ def show(session, keys: list[str] | None = None) -> Shown:
     cfg = session.config()
     if not keys:
         out = render(cfg, mask(cfg.data), "resolved xt_config (value  # layer file:line)")
-        if cfg.notes:
-            out.text += "\n# notes:\n" + "\n".join(f"#   {n}" for n in cfg.notes)
+        if cfg.notes:  # listed by --validate only: an XT file can have dozens
+            out.text += f"\n# {len(cfg.notes)} note{'s' * (len(cfg.notes) != 1)}: see %xt_config --validate"
         return out
     data = {}
     for key in keys:
@@ -235,7 +275,12 @@ def set_values(session, assignments: dict[str, str]) -> Shown:
     for key, text in assignments.items():
         segs = split_key(key, cfg.data)
         new[".".join(segs)] = typed(text, schema_for(segs))
-    load_config(cwd=session.cwd or os.getcwd(), session=new)  # raises ConfigError listing problems
+    # refuse only problems these values bring: a broken entry elsewhere must not block a set
+    before = {(p.key, p.message) for p in _problems(session, session.values)}
+    found = [p for p in _problems(session, new) if (p.key, p.message) not in before]
+    if found:
+        raise ConfigError(str(found[0]) if len(found) == 1 else f"{len(found)} problems in the config",
+                          problems=found)
     with session.lock:
         session.values.clear()
         session.values.update(new)
@@ -243,6 +288,15 @@ def set_values(session, assignments: dict[str, str]) -> Shown:
     done = [f"{k} = {fmt(mask(new['.'.join(split_key(k, cfg.data))], tuple(split_key(k, cfg.data))))}"
             for k in assignments]
     return Shown("session: " + "; ".join(done))
+
+
+def _problems(session, values: dict) -> list:
+    from . import load_config
+    try:
+        load_config(cwd=session.cwd or os.getcwd(), session=values)
+    except ConfigError as err:
+        return err.problems or [Problem(err.message, key=err.key)]
+    return []
 
 
 def reset(session) -> Shown:
@@ -280,11 +334,11 @@ def save(session, path: str | None = None) -> Shown:
         except (OSError, UnicodeDecodeError) as err:
             raise ConfigError(f"cannot read {path}: {getattr(err, 'strerror', None) or err}",
                               hint="pick another --path") from None
-    loader.parse_text(text, path)  # a broken file is reported (file:line), never overwritten
+    # a broken file is reported (file:line), never overwritten; repeated keys keep the last (as read)
+    doc = loader.parse_text(text, path) if text.strip() else None
     yaml = loader.yaml_rt()
-    doc, indent, seq_indent = load_yaml_guess_indent(text) if text.strip() else (None, 2, 0)
+    _, indent, seq_indent = load_yaml_guess_indent(text) if text.strip() else (None, 2, 0)
     yaml.indent(mapping=indent or 2, sequence=(indent or 2) + (seq_indent or 0), offset=seq_indent or 0)
-    doc = yaml.load(text) if text.strip() else None
     doc = doc if isinstance(doc, dict) else CommentedMap()
     for key, value in session.values.items():
         segs = split_key(key, doc)
@@ -294,11 +348,11 @@ def save(session, path: str | None = None) -> Shown:
                 node[seg] = CommentedMap()
             node = node[seg]
         node[segs[-1]] = _plain_for_yaml(value)
-    tmp = f"{path}.tmp{os.getpid()}"
+    import io
+    out = io.StringIO()
+    yaml.dump(doc, out)
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            yaml.dump(doc, fh)
-        os.replace(tmp, path)
+        write_keeping_mode(path, out.getvalue())
     except OSError as err:
         raise ConfigError(f"cannot write {path}: {err.strerror}",
                           hint="pick another --path") from None
@@ -310,37 +364,54 @@ def save(session, path: str | None = None) -> Shown:
 # ---- validate / create --------------------------------------------------------------------------------
 
 def validate(session, path: str | None = None) -> Shown:
-    """Validate ``path`` (over the defaults) or the whole resolved config; ConfigError lists problems."""
-    if path:
-        path = os.path.abspath(os.path.expanduser(path))
-        cfg = loader.resolve(loader.read_layers(None, only_file=path))
-        what = path
-    else:
+    """Validate ``path`` (over the defaults) or the whole resolved config, listing every problem.
+
+    ConfigError when a problem stops every command (it lists all problems); problems inside named
+    entries (targets, services, setups, ...) are listed as such: they stop only what uses them."""
+    def resolve(strict):
+        if path:
+            return loader.resolve(loader.read_layers(None, only_file=full), strict=strict)
         from . import load_config
-        cfg = load_config(cwd=session.cwd or os.getcwd(), session=session.values)
-        what = ", ".join(layer.file or f"<{layer.name}>" for layer in cfg.layers)
-    text = f"config OK: {what}"
-    if cfg.notes:
-        text += "\n" + "\n".join(f"  note: {n}" for n in cfg.notes)
+        return load_config(cwd=session.cwd or os.getcwd(), session=session.values, strict=strict)
+
+    full = os.path.abspath(os.path.expanduser(path)) if path else None
+    try:
+        cfg = resolve(strict=False)
+    except ConfigError:
+        resolve(strict=True)  # raises with every problem, the entries' included
+        raise
+    what = full or ", ".join(layer.file or f"<{layer.name}>" for layer in cfg.layers)
+    entry_problems = [(entry, p) for entry, ps in cfg.deferred.items() for p in ps]
+    if entry_problems:
+        n = len(entry_problems)
+        text = (f"config loads: {what}\n{n} problem{'s' * (n != 1)} in named entries; each stops only "
+                "a command that uses its entry:")
+        text += "".join(f"\n  problem: {p}" for _entry, p in entry_problems)
+    else:
+        text = f"config OK: {what}"
+    text += "".join(f"\n  warning: {w}" for w in cfg.warnings if not _entry_warning(w, entry_problems))
+    text += "".join(f"\n  note: {n}" for n in cfg.notes)
     return Shown(text)
+
+
+def _entry_warning(text: str, entry_problems) -> bool:
+    return any(text.startswith(str(p)) for _entry, p in entry_problems)
 
 
 def create(session, kind: str, path: str | None = None, force: bool = False) -> Shown:
     """Write the commented template ``kind`` to ``path`` (default ./xt_config.yaml)."""
     from .validate import did_you_mean
-    if kind not in TEMPLATE_KINDS:
+    known = templates()
+    if kind not in known:
         raise ConfigError(f"--create {kind}: unknown template",
-                          hint=did_you_mean(kind, TEMPLATE_KINDS) or f"choose {', '.join(TEMPLATE_KINDS)}")
+                          hint=did_you_mean(kind, known) or f"choose {', '.join(known)}")
     path = path or loader.local_config_path(session.cwd)
     if os.path.exists(path) and not force:
         raise ConfigError(f"{path} exists; not overwritten", hint="add --force to replace it")
-    with open(os.path.join(TEMPLATES, f"{kind}.yaml"), encoding="utf-8") as fh:
+    with open(known[kind], encoding="utf-8") as fh:
         text = fh.read()
-    tmp = f"{path}.tmp{os.getpid()}"
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
+        write_keeping_mode(path, text)
     except OSError as err:
         raise ConfigError(f"cannot write {path}: {err.strerror}",
                           hint="pick another --path") from None

@@ -15,18 +15,49 @@ from ..errors import ConfigError, Problem
 from .resolved import MASK, Origin, VaultRef
 
 SCHEMA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema.yaml")
-BUILTIN_SERVICES = ("pool", "slurm")
-TARGET_SERVICE_TYPES = ("batch", "aml", "philly", "itp", "singularity")
+#: external-services types XT had for things other than compute (a target naming one is wrong)
+NON_COMPUTE_TYPES = ("storage", "vault", "mongo", "registry", "odbc")
+#: named-entry sections: a problem inside one entry stops only what uses that entry
+ENTRY_SECTIONS = ("external-services", "compute-targets", "setups", "boxes", "dockers",
+                  "azure-batch-images", "providers")
 JSON_TYPES = {"integer": "an integer", "number": "a number", "string": "a string",
               "boolean": "true or false", "array": "a list", "object": "a mapping", "null": "null"}
 
 
 @functools.lru_cache(maxsize=1)
-def schema() -> dict:
-    """schema.yaml as a dict."""
+def _schema_file() -> dict:
     from ruamel.yaml import YAML
     with open(SCHEMA, encoding="utf-8") as fh:
         return YAML(typ="safe").load(fh)
+
+
+@functools.lru_cache(maxsize=1)
+def schema() -> dict:
+    """schema.yaml with every registered backend's target keys and service types (plug-ins too)."""
+    from ..registry import backend_classes
+    return build_schema(backend_classes())
+
+
+def build_schema(classes: dict) -> dict:
+    """schema.yaml plus the compute-target keys (``target_schema``) and external-service types
+    (``service_types``) the backend ``classes`` declare. A target key's ``x-kinds`` lists the
+    backends that read it (none: every target has it)."""
+    import copy
+    out = copy.deepcopy(_schema_file())
+    props = out["$defs"]["target"]["properties"]
+    for kind, cls in classes.items():
+        for key, node in (cls.target_schema or {}).items():
+            if key in props and "x-kinds" not in props[key]:
+                continue  # a key every target has
+            if key in props:
+                props[key]["x-kinds"].append(kind)
+                props[key]["description"] += f"; {kind}: {node.get('description', '')}"
+            else:
+                props[key] = {**node, "x-kinds": [kind],
+                              "description": f"{kind}: {node.get('description', '')}"}
+    types = out["$defs"]["service"]["properties"]["type"]["enum"]
+    types.extend(t for cls in classes.values() for t in cls.service_types if t not in types)
+    return out
 
 
 @functools.lru_cache(maxsize=1)
@@ -64,10 +95,10 @@ def secret_keys() -> frozenset:
     return frozenset(found)
 
 
-def resolve_ref(node: dict) -> dict:
+def resolve_ref(node: dict, root: dict | None = None) -> dict:
     ref = node.get("$ref") if isinstance(node, dict) else None
     if ref and ref.startswith("#/$defs/"):
-        return schema()["$defs"][ref.rsplit("/", 1)[1]]
+        return (root or schema())["$defs"][ref.rsplit("/", 1)[1]]
     return node
 
 
@@ -111,10 +142,18 @@ def where(origins: dict, path: tuple) -> Origin:
     return Origin("defaults")
 
 
+class PathProblem(Problem):
+    """A Problem that remembers the key path it is about (to tell which entry it belongs to)."""
+
+    __slots__ = ("path",)
+
+
 def problem(origins: dict, path: tuple, message: str, hint: str | None = None) -> Problem:
     origin = where(origins, path)
     file = origin.file or (f"<{origin.layer}>" if origin.layer != "defaults" else None)
-    return Problem(message, file=file, line=origin.line, key=key_of(path) or None, hint=hint)
+    out = PathProblem(message, file=file, line=origin.line, key=key_of(path) or None, hint=hint)
+    out.path = tuple(path)
+    return out
 
 
 def place(origins: dict, path: tuple) -> str:
@@ -194,16 +233,19 @@ def _ref_problems(data: dict, origins: dict) -> list[Problem]:
             return False
         return isinstance(name, str) and bool(name)
 
+    classes = _classes(data, origins, out)
+    served = {name for cls in classes.values() for name in cls.services}
     for tname, target in targets.items():
         base = ("compute-targets", tname)
         svc = target.get("service")
-        if ref(base + ("service",), svc, {**{b: {} for b in BUILTIN_SERVICES}, **services},
+        if ref(base + ("service",), svc, {**{b: {} for b in served}, **services},
                "external-services", "use pool, slurm or an external-services entry of type batch"):
-            kind = (services.get(svc) or {}).get("type")
-            if svc not in BUILTIN_SERVICES and kind not in TARGET_SERVICE_TYPES:
-                out.append(problem(origins, base + ("service",),
-                                   f"service {svc!r} is of type {kind}, not a compute service",
-                                   "use pool, slurm or an external-services entry of type batch"))
+            _target_problems(out, origins, data, tname, target, classes)
+        known = (schema()["$defs"]["target"].get("properties") or {})
+        for key in target:
+            if key not in known and not any(key in (cls.target_schema or {}) for cls in classes.values()):
+                out.append(problem(origins, base + (key,), "unknown key",
+                                   did_you_mean(key, known) or None))
         ref(base + ("setup",), target.get("setup"), setups, "setups")
         ref(base + ("docker",), target.get("docker"), dockers, "dockers")
         ref(base + ("azure-image",), target.get("azure-image"), images, "azure-batch-images")
@@ -212,6 +254,31 @@ def _ref_problems(data: dict, origins: dict) -> list[Problem]:
             if isinstance(box, str) and box not in boxes and not _is_address(box):
                 out.append(problem(origins, base + ("boxes", i), f"box {box!r} is not defined in boxes",
                                    did_you_mean(box, boxes) or "add it under boxes: or give user@host"))
+    from ..storage import PROVIDERS
+    providers = data.get("providers") if isinstance(data.get("providers"), dict) else {}
+    stores = providers.get("storage") if isinstance(providers.get("storage"), dict) else {}
+    for sname, service in services.items():
+        provider = service.get("provider")
+        if service.get("type") == "storage" and isinstance(provider, str) and provider not in PROVIDERS:
+            if provider not in stores:
+                out.append(problem(origins, ("external-services", sname, "provider"),
+                                   f"unknown storage provider {provider!r}",
+                                   did_you_mean(provider, list(PROVIDERS) + list(stores))
+                                   or f"one of {', '.join(PROVIDERS)} or a name in providers.storage"))
+            else:
+                from ..errors import XTError
+                from ..registry import providers as provider_classes
+                from .resolved import ResolvedConfig
+                try:
+                    cls = provider_classes(ResolvedConfig(
+                        {"providers": {"storage": {provider: stores[provider]}}}, {}, []), "storage")
+                except XTError as err:
+                    out.append(problem(origins, ("providers", "storage", provider), err.message, err.hint))
+                else:
+                    if cls.get(provider) is None:
+                        out.append(problem(origins, ("external-services", sname, "provider"),
+                                           f"provider {provider!r} is XT's own class, not usable by xt_magic",
+                                           f"use one of {', '.join(PROVIDERS)}"))
     for bname, box in boxes.items():
         ref(("boxes", bname, "setup"), box.get("setup"), setups, "setups")
     for dname, docker in dockers.items():
@@ -223,6 +290,64 @@ def _ref_problems(data: dict, origins: dict) -> list[Problem]:
             _want_type(out, origins, ("xt-services", key), xts[key], services, kind)
     ref(("xt-services", "target"), xts.get("target"), targets, "compute-targets")
     return out
+
+
+def _classes(data: dict, origins: dict, out: list) -> dict:
+    """The backend classes this config can use (registry + its providers.compute), reporting a
+    providers entry that cannot be used at its key."""
+    from ..errors import XTError
+    from ..registry import backend_classes
+    from .resolved import ResolvedConfig
+    providers = data.get("providers") if isinstance(data.get("providers"), dict) else {}
+    compute = providers.get("compute") if isinstance(providers.get("compute"), dict) else {}
+    good = {}
+    for name, path in compute.items():
+        try:
+            backend_classes(ResolvedConfig({"providers": {"compute": {name: path}}}, {}, []))
+        except XTError as err:
+            out.append(problem(origins, ("providers", "compute", name), err.message, err.hint))
+        else:
+            good[name] = path
+    return backend_classes(ResolvedConfig({"providers": {"compute": good}}, {}, []))
+
+
+def _target_problems(out, origins, data, tname, target, classes) -> None:
+    """Which backend runs this target, and keys it has that no backend reads."""
+    from ..compute import backend_class
+    from .resolved import ResolvedConfig
+    base = ("compute-targets", tname)
+    svc = target.get("service")
+    kind = (_entries(data, "external-services").get(svc) or {}).get("type")
+    try:
+        backend_class(ResolvedConfig(data, origins, []), tname, target, classes)
+    except ConfigError as err:
+        message = (f"service {svc!r} is of type {kind}, not a compute service"
+                   if kind in NON_COMPUTE_TYPES else err.message.split(": ", 1)[-1])
+        out.append(problem(origins, base + ("service",), message, err.hint))
+
+
+def target_notes(data: dict, origins: dict) -> list[str]:
+    """Keys set on a target that its backend does not read (they belong to another kind)."""
+    from ..compute import backend_class
+    from .resolved import ResolvedConfig
+    notes = []
+    cfg = ResolvedConfig(data, origins, [])
+    try:
+        classes = _classes(data, origins, [])
+    except Exception:  # noqa: BLE001 - notes never fail a load
+        return notes
+    common = {k for k, v in schema()["$defs"]["target"]["properties"].items() if "x-kinds" not in v}
+    for tname, target in _entries(data, "compute-targets").items():
+        try:
+            cls = backend_class(cfg, tname, target, classes)
+        except ConfigError:
+            continue
+        for key in target:
+            if key not in common and key not in (cls.target_schema or {}) and target[key] is not None \
+                    and where(origins, ("compute-targets", tname, key)).layer != "defaults":
+                notes.append(f"{place(origins, ('compute-targets', tname, key))}: not used by "
+                             f"{cls.kind} targets")
+    return notes
 
 
 def _want_type(out, origins, path, name, services, kind):
@@ -237,28 +362,53 @@ def _is_address(box: str) -> bool:
 
 
 def unused_notes(layers) -> list[str]:
-    """"not used by xt_magic" notes for XT keys/sections set in a user's files."""
+    """Notes for keys a user's file sets that xt_magic accepts but does not act on (``x-unused``:
+    XT-only; ``x-no-effect``: not acted on yet), and XT's own classes in ``providers``."""
     notes = []
-    top = schema()["properties"]
+    seen = set()
+
+    def walk(layer, value, path):
+        node = schema_for(path) if path else None
+        if path and node is None:
+            return
+        flag = node.get("x-unused") and "accepted, not used by xt_magic" or \
+            node.get("x-no-effect") and "accepted, has no effect in xt_magic yet" if node else None
+        if flag and value is not None:
+            line = layer.lines.get(path)
+            at = f"{layer.file}:{line}" if layer.file and line else (layer.file or f"<{layer.name}>")
+            note = f"{at}: {key_of(path)}: {flag}"
+            if key_of(path) not in seen:
+                seen.add(key_of(path))
+                notes.append(note)
+            return
+        if isinstance(value, dict):
+            for key, sub in value.items():
+                walk(layer, sub, path + (key,))
+        if len(path) == 3 and path[0] == "providers" and isinstance(value, str) and \
+                value.startswith("xtlib."):
+            line = layer.lines.get(path)
+            at = f"{layer.file}:{line}" if layer.file and line else (layer.file or f"<{layer.name}>")
+            notes.append(f"{at}: {key_of(path)}: XT's own class {value}, accepted, not used by "
+                         "xt_magic" + (" (xt_magic's own backend serves this name)"
+                                       if path[1] in ("compute", "storage") else ""))
+
     for layer in layers:
-        if layer.name == "defaults" or not isinstance(layer.data, dict):
-            continue
-        for section, body in layer.data.items():
-            node = top.get(section)
-            if not node:
-                continue
-            line = layer.lines.get((section,))
-            at = f"{layer.file}:{line}" if layer.file and line else (layer.file or layer.name)
-            if node.get("x-unused"):
-                notes.append(f"{at}: {section}: accepted, not used by xt_magic")
-            elif isinstance(body, dict):
-                for key in body:
-                    sub = (node.get("properties") or {}).get(key)
-                    if isinstance(sub, dict) and sub.get("x-unused") and body[key] is not None:
-                        line = layer.lines.get((section, key))
-                        at = f"{layer.file}:{line}" if layer.file and line else (layer.file or layer.name)
-                        notes.append(f"{at}: {section}.{key}: accepted, not used by xt_magic")
+        if layer.name != "defaults" and isinstance(layer.data, dict):
+            walk(layer, layer.data, ())
     return notes
+
+
+def entry_of(path: tuple) -> tuple | None:
+    """The named entry (section, name) a key path is in, if any."""
+    if len(path) >= 2 and path[0] in ENTRY_SECTIONS:
+        return (path[0], str(path[1]))
+    return None
+
+
+def always_used(data: dict) -> set:
+    """Entries every command uses: the store's and the vault's services."""
+    xts = data.get("xt-services") if isinstance(data.get("xt-services"), dict) else {}
+    return {("external-services", xts[k]) for k in ("storage", "vault") if isinstance(xts.get(k), str)}
 
 
 def problems_of(data: dict, origins: dict) -> list[Problem]:
@@ -272,13 +422,29 @@ def problems_of(data: dict, origins: dict) -> list[Problem]:
     return sorted(unique, key=lambda p: (p.file or "", p.line or 0, p.key or ""))
 
 
-def check(data: dict, origins: dict, layers) -> list[str]:
-    """Raise ConfigError listing every problem; return the non-fatal notes."""
+def check(data: dict, origins: dict, layers, strict: bool = True) -> tuple[list, list, dict]:
+    """-> (notes, warnings, deferred problems by entry). Raises ConfigError listing every problem
+    (``strict``), or only those outside named entries and in the entries every command uses; the
+    others wait for a command that uses their entry (``ResolvedConfig.check_used``)."""
     found = problems_of(data, origins)
+    deferred: dict = {}
+    if not strict:
+        keep, fatal_entries = [], always_used(data)
+        for p in found:
+            entry = entry_of(getattr(p, "path", ()))
+            if entry is None or entry in fatal_entries:
+                keep.append(p)
+            else:
+                deferred.setdefault(entry, []).append(p)
+        found = keep
     if found:
         head = str(found[0]) if len(found) == 1 else f"{len(found)} problems in the config"
         raise ConfigError(head, problems=found, hint=None)
-    return unused_notes(layers) + substitution_notes(data, origins)
+    warnings = [f"{p} — {section}.{name} is not usable; only what uses it fails "
+                "(%xt_config --validate lists every problem)"
+                for (section, name), ps in deferred.items() for p in ps]
+    notes = unused_notes(layers) + target_notes(data, origins) + substitution_notes(data, origins)
+    return notes, warnings, deferred
 
 
 def substitution_notes(data: dict, origins: dict) -> list[str]:

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
-from ..registry import resolve
+from ..registry import providers, resolve
 
 # XT's provider names and ours -> store registry name
 PROVIDERS = {
     "store-file": "file", "file": "file",
-    "azure-blob-21": "azure-blob", "azure-blob": "azure-blob",
+    "azure-blob-21": "azure-blob", "azure-blob-210": "azure-blob", "azure-blob": "azure-blob",
 }
 
 
@@ -28,10 +28,12 @@ def get_store(session, cfg=None):
                           key="xt-services.storage")
     provider = service.get("provider", "store-file")
     kind = PROVIDERS.get(provider)
-    if kind is None:
+    cls = providers(cfg, "storage").get(provider) if kind is None else None  # XT's providers section
+    if kind is None and cls is None:
         raise ConfigError(f"unknown storage provider {provider!r}",
                           key=f"external-services.{name}.provider",
-                          hint="one of: " + ", ".join(sorted(PROVIDERS)))
-    cls = resolve("store", kind)
+                          hint="one of: " + ", ".join(sorted(PROVIDERS)) + " or a providers.storage entry")
+    kind = kind or provider
+    cls = cls or resolve("store", kind)
     key = f"{name}:{kind}:{sorted((k, repr(v)) for k, v in service.items())}"
     return session.cached("store", key, lambda: cls.from_config(name, service, session))
