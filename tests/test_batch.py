@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 
 from xt_magic.core.errors import AuthError, ConfigError, TargetError
-from xt_magic.core.jobs import service, states
+from xt_magic.core.jobs import control, states, submit
 from xt_magic.core.session import get_session
 from runner_helpers import wait_for
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.azurite
 
 
 def submit(source, namespace=None, **kw):
-    return service.run_cell(get_session(), source, dict(namespace or {}), **kw)
+    return submit.run_cell(get_session(), source, dict(namespace or {}), **kw)
 
 
 def wait_state(job, run, want, timeout=60):
@@ -179,7 +179,7 @@ def test_cancel_terminates_task_and_job(batch_config):
     run = job.runs[0]
     wait_state(job, run, {"running"}, timeout=30)
     t0 = time.monotonic()
-    service.cancel(get_session(), job.id)
+    control.cancel(get_session(), job.id)
     assert job.refresh().state(run) == "cancelled"
     (bjob,) = server.jobs.values()
     assert bjob.tasks[run.replace(".", "-")].state == "completed"

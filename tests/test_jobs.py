@@ -10,7 +10,8 @@ import pytest
 
 from xt_magic.core import api, registry
 from xt_magic.core.errors import JobError
-from xt_magic.core.jobs import service
+from xt_magic.core.errors import RunFailed
+from xt_magic.core.jobs.results import safe_extract
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -67,7 +68,7 @@ def test_exception_reraised_with_remote_traceback(sync_local):
     api.run_cell(source, notebook_ns())
     res = api.results("job1")
     assert res["run1.1"].state == "failed"
-    with pytest.raises(service.RunFailed) as info:
+    with pytest.raises(RunFailed) as info:
         api.results("job1", raise_errors=True)
     err = info.value
     assert err.remote_type == "ValueError" and "bad value 42" in str(err)
@@ -173,14 +174,14 @@ def test_unsafe_output_zip_refused(tmp_path):
         with zipfile.ZipFile(buf, "w") as zf:
             zf.writestr(name, "x")
         with pytest.raises(JobError, match="unsafe path"):
-            service.safe_extract(buf.getvalue(), str(tmp_path / "dest"))
+            safe_extract(buf.getvalue(), str(tmp_path / "dest"))
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         info = zipfile.ZipInfo("link")
         info.external_attr = 0o120777 << 16
         zf.writestr(info, "/etc/passwd")
     with pytest.raises(JobError, match="unsafe path"):
-        service.safe_extract(buf.getvalue(), str(tmp_path / "dest"))
+        safe_extract(buf.getvalue(), str(tmp_path / "dest"))
 
 
 def test_tampered_outputs_not_loaded(sync_local, xt_home):
@@ -281,7 +282,7 @@ def test_local_module_functions_go_by_value_without_snapshot(sync_local, tmp_pat
 
 def test_missing_result_variable_says_why(sync_local):
     api.run_cell("import nope_not_a_module\ny = 1", {}, outputs=["y"])
-    with pytest.raises(service.RunFailed, match="ModuleNotFoundError"):
+    with pytest.raises(RunFailed, match="ModuleNotFoundError"):
         api.results("job1")["y"]
     api.run_cell("y = 1", {}, outputs=["y"])
     with pytest.raises(JobError, match="no output variable 'z'"):

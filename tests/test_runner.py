@@ -133,7 +133,7 @@ def test_snapshot_code_importable_and_unsafe_snapshot_refused(tmp_path):
         root2 = tmp_path / f"store{abs(hash(entry))}"
         [(run, tp, t)] = make_job(root2, "print(1)\n", snapshot={entry: "x"})
         assert run_ticket(tp).returncode == 1
-        assert "unsafe entry" in state(root2, t)["error"]["message"]
+        assert "unsafe path" in state(root2, t)["error"]["message"]
     assert not outside.exists()
     # a symlink entry
     buf = BytesIO()
@@ -144,7 +144,7 @@ def test_snapshot_code_importable_and_unsafe_snapshot_refused(tmp_path):
     root3 = tmp_path / "store3"
     [(run, tp, t)] = make_job(root3, "print(1)\n", snapshot=buf.getvalue())
     assert run_ticket(tp).returncode == 1
-    assert "unsafe entry 'link'" in state(root3, t)["error"]["message"]
+    assert "unsafe path 'link'" in state(root3, t)["error"]["message"]
 
 
 def test_standin_xt_magic_on_node_without_it(tmp_path):

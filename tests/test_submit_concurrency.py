@@ -10,7 +10,7 @@ import pytest
 
 from xt_magic.core import api, registry
 from xt_magic.core.errors import JobError, StoreError
-from xt_magic.core.jobs import service, states
+from xt_magic.core.jobs import fanout, states
 from xt_magic.core.storage import get_store
 from xt_magic.core.session import get_session
 
@@ -60,7 +60,7 @@ def test_failed_ticket_write_submits_nothing_and_fails_every_run(null_local, mon
                                                                   concurrent):
     from xt_magic.core.storage.file import FileStore
     if concurrent:
-        monkeypatch.setattr(service, "SEQUENTIAL_STORES", ())
+        monkeypatch.setattr(fanout, "SEQUENTIAL_STORES", ())
     monkeypatch.setattr(FileStore, "write_bytes", failing(
         FileStore.write_bytes, "ws1/runs/run1.5/ticket.json",
         StoreError("cannot write ws1/runs/run1.5/ticket.json: disk full")))
@@ -73,7 +73,7 @@ def test_failed_ticket_write_submits_nothing_and_fails_every_run(null_local, mon
 
 def test_non_xt_error_becomes_one_job_error_naming_the_run(null_local, monkeypatch):
     from xt_magic.core.storage.file import FileStore
-    monkeypatch.setattr(service, "SEQUENTIAL_STORES", ())
+    monkeypatch.setattr(fanout, "SEQUENTIAL_STORES", ())
     real = FileStore.append
 
     def append(self, path, data):
@@ -130,7 +130,7 @@ def test_blob_store_sweep_tickets_and_event_order(null_local, azurite, azurite_c
     blob_config(azurite, azurite_container)
     job = sweep()
     store = get_store(get_session())
-    assert service._store_workers(store, RUNS) == RUNS  # the threads path
+    assert fanout._store_workers(store, RUNS) == RUNS  # the threads path
     assert [launch.run_id for launch in null_local] == job.runs  # launches in run order
     assert job.states() == {"queued": RUNS}
     bundle = "ws1/jobs/job1/bundle/"

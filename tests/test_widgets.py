@@ -289,7 +289,7 @@ def test_a_job_displays_as_a_live_monitor_in_a_kernel(xt_home):
             class mimebundle_formatter:
                 for_type_by_name = staticmethod(lambda *a: registered.append(a))
     register_job_display(ZMQInteractiveShell())
-    assert registered == [("xt_magic.core.jobs.service", "Job", job_bundle)]
+    assert registered == [("xt_magic.core.jobs.job", "Job", job_bundle)]
     register_job_display(types.SimpleNamespace())  # terminal IPython: nothing registered
     assert len(registered) == 1
 

@@ -505,31 +505,38 @@ def _fetch_checked(io, path, sha, what):
     return data
 
 
-def safe_extract(zip_bytes, dest):
-    """Unpack a zip refusing absolute paths, ``..``, and symlinks."""
+def safe_extract(zip_bytes, dest, what="snapshot"):
+    """Unpack a zip refusing absolute paths, ``..``, drive letters and links; every entry is checked
+    before anything is written. Returns the names extracted. (The kernel uses this one too.)"""
     import io as _io
     import stat
     import zipfile
     dest = os.path.realpath(dest)
+    names = []
     with zipfile.ZipFile(_io.BytesIO(zip_bytes)) as zf:
-        for info in zf.infolist():
+        infos = zf.infolist()
+        for info in infos:
             name = info.filename
             mode = info.external_attr >> 16
             parts = name.replace("\\", "/").split("/")
+            target = os.path.realpath(os.path.join(dest, *[p for p in parts if p]))
             if (name.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]
-                    or stat.S_ISLNK(mode)):
-                raise RunnerError(f"unsafe entry {name!r} in snapshot: refusing to unpack")
-            target = os.path.realpath(os.path.join(dest, *parts))
-            if target != dest and not target.startswith(dest + os.sep):
-                raise RunnerError(f"unsafe entry {name!r} in snapshot: refusing to unpack")
+                    or stat.S_ISLNK(mode)
+                    or (target != dest and not target.startswith(dest + os.sep))):
+                raise RunnerError(f"unsafe path {name!r} in {what}: refusing to unpack")
+        for info in infos:
+            parts = [p for p in info.filename.replace("\\", "/").split("/") if p]
+            target = os.path.join(dest, *parts)
             if info.is_dir():
                 os.makedirs(target, exist_ok=True)
                 continue
             os.makedirs(os.path.dirname(target), exist_ok=True)
             with zf.open(info) as src, open(target, "wb") as out:
                 out.write(src.read())
-            if mode & 0o111:
+            if (info.external_attr >> 16) & 0o111:
                 os.chmod(target, 0o755)
+            names.append(info.filename)
+    return names
 
 
 def _zip_dir(folder):
