@@ -127,7 +127,17 @@ def test_ticket_matches_contract(null_local, xt_home):
     root = store_root(xt_home)
     with open(os.path.join(root, "ws1/runs/run1.1/ticket.json")) as fh:
         ticket = json.load(fh)
-    assert ticket["io"] == {"kind": "file", "root": root}
+    assert "io" not in ticket and ticket["version"] == 2
+    assert set(ticket) == {"version", "job", "run", "workspace", "bundle", "paths", "hparams",
+                           "outputs", "env", "setup", "python", "workdir", "max_seconds", "sig"}
+    from xt_magic.core.protocol import keys, tickets
+    from xt_magic.core.storage import get_store
+    from xt_magic.core.session import get_session
+    key = keys.job_key(get_store(get_session()), "ws1", "job1")
+    assert tickets.verify(ticket, key) and not tickets.verify(dict(ticket, env={}), key)
+    [launch] = null_local.submitted
+    assert launch.launch_secret == {"key": key.hex(), "access": {"kind": "file", "root": root}}
+    assert key.hex() not in open(os.path.join(root, "ws1/jobs/job1/job.json")).read()
     assert ticket["bundle"]["inputs"] == "ws1/jobs/job1/bundle/inputs.pkl"
     assert ticket["hparams"] == {"lr": 0.5} and ticket["outputs"] == ["y"]
     assert ticket["env"] == {"MODE": "fast"} and ticket["max_seconds"] == 30
@@ -189,7 +199,7 @@ def test_tampered_outputs_not_loaded(sync_local, xt_home):
     path = xt_home / "file_store" / "ws1/runs/run1.1/outputs/vars.pkl"
     import cloudpickle
     path.write_bytes(cloudpickle.dumps({"v": 2}))
-    with pytest.raises(JobError, match="does not match the checksum"):
+    with pytest.raises(JobError, match="^run1.1: output variables at .* do not match the checksum"):
         api.results("job1")
 
 

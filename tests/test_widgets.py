@@ -205,7 +205,7 @@ def test_monitor_cancel_buttons(xt_home):
     assert set(mon.states().values()) == {"cancelled"} and "cancelled" in mon.notification.value
 
 
-def test_monitor_errors_show_in_the_widget(xt_home):
+def test_monitor_errors_show_in_the_widget(xt_home, monkeypatch):
     from xt_magic.core.errors import JobError
     from xt_magic.widgets.monitor import JobMonitor
     with pytest.raises(JobError):
@@ -213,7 +213,8 @@ def test_monitor_errors_show_in_the_widget(xt_home):
     job = api.run_cell("print(1)\n", {"__name__": "__main__"}).wait(timeout=60, progress=False)
     mon = JobMonitor(job.id, start=False)
     mon.run_picker.value = job.runs[0]
-    mon.store = types.SimpleNamespace(read_from=lambda p, o: (_ for _ in ()).throw(OSError("disk gone")))
+    monkeypatch.setattr(type(mon.store), "read_from",
+                        lambda self, p, o: (_ for _ in ()).throw(OSError("disk gone")))
     mon._on_pick(None)  # a callback: must not raise
     assert "disk gone" in mon.message.value
 

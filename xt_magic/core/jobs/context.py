@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from ..errors import JobError
+from ..protocol.layout import DEFAULT_WORKSPACE, Layout
 from . import ids
-from .records import Layout
 
 
 class _Ctx:
@@ -14,7 +14,7 @@ class _Ctx:
         self.session = session
         self.cfg = cfg or session.config()
         self.store = get_store(session, self.cfg)
-        self.ws = str(self.cfg.get("general.workspace") or "ws1")
+        self.ws = str(self.cfg.get("general.workspace") or DEFAULT_WORKSPACE)
         self.layout = Layout(self.ws)
 
     def backend(self, target: str | None):

@@ -8,10 +8,12 @@ import sys
 import time
 
 from ..errors import JobError, StoreError, XTError
-from . import ids, states
+from ..protocol import events
+from ..protocol.layout import Layout
+from . import ids
 from .context import _Ctx, _split_id
 from .job import Job, _summary
-from .records import JobRecord, Layout
+from .records import JobRecord
 
 
 def get_job(session, job_id: str) -> Job:
@@ -35,8 +37,8 @@ def _all_records(ctx: _Ctx) -> list[JobRecord]:
 
 def list_jobs(session, status: str | None = None, last: int | None = None):
     """Jobs in the workspace, oldest first (DataFrame when pandas is installed, else rows)."""
-    if status and status not in states.STATES:
-        raise JobError(f"unknown status {status!r}", hint="one of: " + ", ".join(states.STATES))
+    if status and status not in events.STATES:
+        raise JobError(f"unknown status {status!r}", hint="one of: " + ", ".join(events.STATES))
     if last is not None and last < 1:
         raise JobError(f"--last {last}: expected a positive number of jobs")
     ctx = _Ctx(session)
@@ -80,7 +82,7 @@ def status(session, job_or_run: str):
     if run is None:
         return job
     _check_run(job, run)
-    info = {k: v for k, v in job.info(run).items() if k != "events"}
+    info = {k: v for k, v in job.info(run).items() if k not in ("events", "final")}
     return {"run": run, **info}
 
 
@@ -93,7 +95,7 @@ def logs(session, run_id: str, follow: bool = False, out=None, poll_seconds: flo
     if run not in job.record.runs:
         raise JobError(f"{job_id} has no run {run}")
     store = job._ctx().store
-    path = Layout(job.record.workspace).run(run, "console.txt")
+    path = Layout(job.record.workspace).console(run)
     offset = 0
     while True:
         chunk = store.read_from(path, offset)
@@ -103,7 +105,7 @@ def logs(session, run_id: str, follow: bool = False, out=None, poll_seconds: flo
             out.flush()
         if not follow:
             return None
-        if job.refresh().info(run)["state"] in states.FINAL:
+        if job.refresh().info(run)["state"] in events.FINAL:
             tail = store.read_from(path, offset)
             if tail:
                 out.write(tail.decode("utf-8", "replace"))
@@ -118,7 +120,7 @@ def cancel(session, job_or_run: str) -> Job:
     if run:
         _check_run(job, run)
     targets = [run] if run else job.record.runs
-    live = [r for r in targets if job.info(r)["state"] not in states.FINAL]
+    live = [r for r in targets if job.info(r)["state"] not in events.FINAL]
     if live:
         job._backend().cancel(job_id, live)
     return job.refresh()

@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 
+#: Per-run store round trips (at submit each run's `created` event and ticket, then each run's
 #: events read by the Job handle) run on this many threads when the store is remote.
 SUBMIT_WORKERS = 16
-#: Stores whose per-run reads and writes stay in order on the calling thread (local files: threads
-#: only add overhead there; bench/bench_submit.py).
-SEQUENTIAL_STORES = ("file",)
 
 
 def _store_workers(store, runs: int) -> int:
-    if getattr(store, "kind", "") in SEQUENTIAL_STORES:
+    # a local store's reads and writes stay in order on the calling thread: threads only add
+    # overhead there (bench/bench_submit.py)
+    if not store.remote:
         return 1
     return max(1, min(int(SUBMIT_WORKERS), runs))
 

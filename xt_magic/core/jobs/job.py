@@ -7,10 +7,11 @@ import time
 from collections import Counter
 
 from ..errors import JobError
-from . import states
+from ..protocol import events
+from ..protocol.layout import Layout
 from .context import _Ctx
 from .fanout import _each_run, _RunError, _store_workers
-from .records import JobRecord, Layout
+from .records import JobRecord
 
 
 class Job:
@@ -29,11 +30,10 @@ class Job:
     def _read(self) -> None:
         store, lay = self._ctx().store, Layout(self.record.workspace)
         live = [run for run in self.record.runs
-                if not (run in self._info and self._info[run]["state"] in states.FINAL)]
+                if not (run in self._info and self._info[run]["state"] in events.FINAL)]
 
         def read(run: str) -> dict:
-            events = store.read_from(lay.run(run, "events.jsonl"), 0)
-            return states.fold(states.parse_events(events))
+            return events.state(store, lay.events(run))
         try:  # one read per run: concurrent on a remote store
             infos = _each_run(read, [(run,) for run in live], _store_workers(store, len(live)))
         except _RunError as err:
@@ -58,7 +58,7 @@ class Job:
     def refresh(self) -> "Job":
         """Reconcile with the backend (dead processes become failed) and re-read the states."""
         self._read()
-        live = [r for r in self.record.runs if self._info[r]["state"] not in states.FINAL]
+        live = [r for r in self.record.runs if self._info[r]["state"] not in events.FINAL]
         if live:
             self._backend().poll(self.id, live)
             self._read()
@@ -75,16 +75,16 @@ class Job:
 
     @property
     def done(self) -> bool:
-        return all(self._info[r]["state"] in states.FINAL for r in self.record.runs)
+        return all(self._info[r]["state"] in events.FINAL for r in self.record.runs)
 
     @property
     def status(self) -> str:
         """One word for the job: running while any run is live, else failed/cancelled/completed."""
         counts = self.states()
-        for s in (states.RUNNING, states.QUEUED, states.CREATED, states.FAILED, states.CANCELLED):
+        for s in (events.RUNNING, events.QUEUED, events.CREATED, events.FAILED, events.CANCELLED):
             if counts.get(s):
                 return s
-        return states.COMPLETED
+        return events.COMPLETED
 
     def wait(self, timeout: float | None = None, progress: bool = True, out=None) -> "Job":
         """Block until every run is final, showing progress (tqdm.auto if installed)."""
@@ -96,7 +96,7 @@ class Job:
             while True:
                 self.refresh()
                 counts = self.states()
-                bar.update(sum(counts[s] for s in states.FINAL), _summary(counts))
+                bar.update(sum(counts[s] for s in events.FINAL), _summary(counts))
                 if self.done:
                     break
                 if deadline is not None and time.monotonic() > deadline:
@@ -160,7 +160,7 @@ class Job:
 
 
 def _summary(counts: Counter) -> str:
-    return ", ".join(f"{counts[s]} {s}" for s in states.STATES if counts.get(s)) or "no runs"
+    return ", ".join(f"{counts[s]} {s}" for s in events.STATES if counts.get(s)) or "no runs"
 
 
 class _Progress:

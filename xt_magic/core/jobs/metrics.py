@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 from ..errors import JobError
-from . import states
+from ..protocol import events
+from ..protocol.layout import Layout
 from .context import _Ctx, _norm_job
 from .control import get_job
-from .records import Layout
 
 
 def _metric_rows(store, lay: Layout, run: str, hp: dict) -> list[dict]:
     """metrics.jsonl ``{"kind": "metrics", "step", "ts", "values": {...}}`` -> flat rows."""
     rows = []
-    for rec in states.parse_events(store.read_from(lay.run(run, "metrics.jsonl"), 0)):
+    for rec in events.parse(store.read_from(lay.metrics(run), 0)):
         if rec.get("kind", "metrics") != "metrics":
             continue
         row = {"run": run, "step": rec.get("step"), "ts": rec.get("ts")}

@@ -7,11 +7,13 @@ import os
 from ...runner.runner import RunnerError
 from ...runner.runner import safe_extract as _runner_safe_extract
 from ..errors import JobError, RunFailed
-from . import ids, packaging, states
+from ..paths import runs_cache_dir
+from ..protocol import events, keys, tickets
+from ..protocol.layout import Layout
+from . import ids, packaging
 from .context import _split_id
 from .control import get_job
 from .job import Job, _summary
-from .records import Layout
 
 
 class RunResult:
@@ -24,14 +26,14 @@ class RunResult:
     def __getitem__(self, name):
         if name not in self.variables:
             self.raise_error()
-            if self.state != states.COMPLETED:
+            if self.state != events.COMPLETED:
                 raise JobError(f"run {self.run} is {self.state}: no output variables yet")
             raise JobError(f"run {self.run} has no output variable {name!r}",
                            hint="declare it with --outputs")
         return self.variables[name]
 
     def raise_error(self) -> None:
-        if self.state == states.FAILED:
+        if self.state == events.FAILED:
             raise RunFailed(self.run, self.error, self.reason)
 
     def __repr__(self) -> str:
@@ -103,13 +105,27 @@ class Results:
                 + "".join(rows) + "</table></div>")
 
 
-def _checked(store, path: str, sha: str | None, what: str) -> bytes | None:
-    """Read an output only from the run's own store path, and only if its sha256 matches."""
-    if not store.exists(path):
-        return None
-    data = store.read_bytes(path)
-    if not sha or packaging.sha256(data) != sha:
-        raise JobError(f"{what} at {path} does not match the checksum its run recorded; not loaded")
+def _read(store, path: str) -> bytes | None:
+    return store.read_bytes(path) if store.exists(path) else None
+
+
+def _verified(store, lay: Layout, job: str, run: str, final: dict, key_of) -> dict:
+    """The bytes of a completed run's outputs, only if its final event carries a valid signature
+    of this job's key for this job and run, and each output's sha256 is the signed one.
+
+    Anyone able to write the store could plant a pickle and an event naming its sha256; only a
+    holder of the job key (the runner, through the launch channel) can sign one."""
+    paths = lay.run_paths(run)
+    data = {"vars": _read(store, paths["vars"]), "files": _read(store, paths["files"])}
+    if not any(data.values()) and not (final.get("vars_sha256") or final.get("files_sha256")):
+        return data  # nothing to load
+    if not tickets.verify_event(key_of(), final, job, run):
+        raise JobError(f"{run}: result signature does not verify; nothing loaded")
+    for name, what in (("vars", "output variables"), ("files", "output files")):
+        sha = final.get(f"{name}_sha256")
+        if data[name] is not None and (not sha or packaging.sha256(data[name]) != sha):
+            raise JobError(f"{run}: {what} at {paths[name]} do not match the checksum its run "
+                           "signed; nothing loaded")
     return data
 
 
@@ -123,7 +139,7 @@ def safe_extract(data: bytes, dest: str) -> list[str]:
 
 def results(session, job_id: str, into: dict | None = None, raise_errors: bool = False,
             wait: bool = False) -> Results:
-    """Output variables (unpickled after a checksum check), files (safely extracted under
+    """Output variables (unpickled after the signature and checksum checks), files (safely extracted under
     ``general.run-cache-dir``), and errors of a job's runs. ``into``: put variables into that
     namespace (one-run job: ``name``; sweeps: ``name`` = {run: value}). ``raise_errors``:
     re-raise the first failed run's exception with its remote traceback."""
@@ -135,29 +151,37 @@ def results(session, job_id: str, into: dict | None = None, raise_errors: bool =
         job.refresh()
     ctx = job._ctx()
     store, lay = ctx.store, Layout(job.record.workspace)
-    cache = str(ctx.cfg.get("general.run-cache-dir") or os.path.join(
-        os.environ.get("XT_HOME") or os.path.expanduser("~/.xt"), "runs-cache"))
-    out = []
+    cache = str(ctx.cfg.get("general.run-cache-dir") or runs_cache_dir())
+    keys_cache: list[bytes] = []
+
+    def key_of() -> bytes:  # derived only when some run has outputs to load
+        if not keys_cache:
+            keys_cache.append(keys.job_key(store, job.record.workspace, job.id))
+        return keys_cache[0]
+
     hps = job.record.hparams or [{}] * len(job.record.runs)
+    picked = []
     for run, hp in zip(job.record.runs, hps):
         if only and run != only:
             continue
         if ids.job_of_run(run) != job.id:  # only this job's own run paths are ever loaded
             raise JobError(f"{job.id}: job.json lists a foreign run {run!r}; not loaded")
         info = job.info(run)
-        final = next((e for e in reversed(info["events"]) if e.get("state") == info["state"]), {})
+        data = {}
+        if info["state"] == events.COMPLETED:
+            data = _verified(store, lay, job.id, run, info.get("final") or {}, key_of)
+        picked.append((run, hp, info, data))
+    # every run checked before anything is unpickled or extracted
+    out = []
+    for run, hp, info, data in picked:
         variables, files_dir = {}, None
-        if info["state"] == states.COMPLETED:
-            paths = lay.run_paths(run)
-            data = _checked(store, paths["vars"], final.get("vars_sha256"), "output variables")
-            if data is not None:
-                import cloudpickle
-                variables = cloudpickle.loads(data)
-            zdata = _checked(store, paths["files"], final.get("files_sha256"), "output files")
-            if zdata is not None:
-                files_dir = os.path.join(os.path.expanduser(cache), job.record.workspace, run)
-                os.makedirs(files_dir, exist_ok=True)
-                safe_extract(zdata, files_dir)
+        if data.get("vars") is not None:
+            import cloudpickle
+            variables = cloudpickle.loads(data["vars"])
+        if data.get("files") is not None:
+            files_dir = os.path.join(os.path.expanduser(cache), job.record.workspace, run)
+            os.makedirs(files_dir, exist_ok=True)
+            safe_extract(data["files"], files_dir)
         out.append(RunResult(run, info["state"], hp, variables, files_dir, info.get("error"),
                              info.get("reason")))
     res = Results(job, out)

@@ -12,14 +12,16 @@ import re
 import sys
 
 from ..errors import JobError, XTError
-from . import ids, packaging, snapshot, states, sweeps
+from ..paths import xt_home
+from ..protocol import events, keys, tickets
+from ..protocol.layout import Layout
+from . import ids, packaging, snapshot, sweeps
 from .context import _Ctx
 from .fanout import _each_run, _RunError, _store_workers
 from .job import Job
-from .records import JobRecord, Layout
+from .records import JobRecord
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_WEEK = 7 * 24 * 3600
 
 def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, name=None,
              inputs=None, outputs=None, hp=None, hp_config=None, search=None, runs=None,
@@ -55,8 +57,7 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
     omit = cfg.get("code.code-omit") or []
     cwd = session.cwd or os.getcwd()
     # never snapshot the store itself or XT_HOME (envs, caches) when they sit under a code dir
-    skip = (getattr(ctx.store, "root", None),
-            os.environ.get("XT_HOME") or os.path.expanduser("~/.xt"))
+    skip = (ctx.store.local_dir(), xt_home())
     if dry_run:
         return Preview(backend.name, points, sorted(input_values), outputs,
                        snapshot.plan(code_dirs, omit, cwd, skip) if code_dirs else None,
@@ -72,14 +73,17 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
     store, lay = ctx.store, ctx.layout
     job_id = ids.allocate_job_id(store, ctx.ws)
     run_ids = [ids.run_id(job_id, i + 1) for i in range(len(points))]
-    bundle = {"cell": lay.bundle(job_id, "cell.py"), "cloudpickle": lay.bundle(job_id, "cloudpickle.zip"),
-              "runner": lay.bundle(job_id, "runner.py"),
-              "inputs": lay.bundle(job_id, "inputs.pkl") if inputs_pkl else None}
-    store.write_bytes(bundle["cell"], source.encode())
-    cp_zip = packaging.cloudpickle_zip()
-    cp_sha = packaging.sha256(cp_zip)
+    cell_bytes, cp_zip = source.encode(), packaging.cloudpickle_zip()
+    bundle = {"cell": lay.bundle(job_id, "cell.py"), "cell_sha256": packaging.sha256(cell_bytes),
+              "inputs": lay.bundle(job_id, "inputs.pkl") if inputs_pkl else None,
+              "inputs_sha256": packaging.sha256(inputs_pkl) if inputs_pkl else None,
+              "cloudpickle": lay.bundle(job_id, "cloudpickle.zip"),
+              "cloudpickle_sha256": packaging.sha256(cp_zip),
+              "snapshot": snap.path if snap else None,
+              "snapshot_sha256": snap.sha256 if snap else None}
+    store.write_bytes(bundle["cell"], cell_bytes)
     store.write_bytes(bundle["cloudpickle"], cp_zip)
-    store.write_bytes(bundle["runner"], packaging.runner_source())
+    store.write_bytes(lay.runner(job_id), packaging.runner_source())
     if inputs_pkl:
         store.write_bytes(bundle["inputs"], inputs_pkl)
 
@@ -87,7 +91,7 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
                                                     else "python3")
     record = JobRecord(
         job=job_id, workspace=ctx.ws, target=backend.name, backend=backend.kind,
-        submitted=states.now_iso(), user=str(cfg.get("general.username") or getpass.getuser()),
+        submitted=events.now_iso(), user=str(cfg.get("general.username") or getpass.getuser()),
         name=name, runs=run_ids, hparams=points, outputs=outputs, inputs=sorted(input_values),
         search=search_used, setup=setup_name, snapshot=snap.path if snap else None,
         tags=dict(tags or {}), python=".".join(map(str, sys.version_info[:2])),
@@ -95,48 +99,27 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
     record.save(store)
 
     from ..compute.base import Launch
-    # per job, not per run: the read paths, the inputs' checksum and the read SASes are shared
-    expiry = (max_seconds or _WEEK) + 24 * 3600
-    reads = [p for p in (bundle["cell"], bundle["inputs"], bundle["cloudpickle"], bundle["runner"],
-                         snap.path if snap else None) if p]
-    inputs_sha = packaging.sha256(inputs_pkl) if inputs_pkl else None
-    shared_urls = None  # the read SASes, signed once below when the store hands out URLs
-    # a new run's events blob does not exist yet: the blob store creates it and appends (2 round
-    # trips, not append-404-create-append's 3); other stores just append
-    append_new = getattr(store, "append_new", store.append)
+    key = keys.job_key(store, ctx.ws, job_id, create=True)  # made here, never in the store
+    shared = None  # the job's read access (read SASes), signed once below
 
     def write_run(run: str, point: dict) -> Launch:
-        paths = lay.run_paths(run)
-        append_new(paths["events"], states.make_event(states.CREATED, job=job_id, run=run))
-        write, append = [paths["vars"], paths["files"]], [paths["events"], paths["console"],
-                                                          paths["metrics"]]
-        if shared_urls is None:
-            io = store.runner_io(read=reads, write=write, append=append, expiry_seconds=expiry)
-        else:
-            own = store.runner_io(read=[], write=write, append=append, expiry_seconds=expiry)
-            io = {"kind": "urls", "urls": {**shared_urls, **own["urls"]}}
-        ticket = {
-            "version": 1, "job": job_id, "run": run, "workspace": ctx.ws, "io": io,
-            "bundle": {"cell": bundle["cell"], "inputs": bundle["inputs"],
-                       "inputs_sha256": inputs_sha,
-                       "cloudpickle": bundle["cloudpickle"], "cloudpickle_sha256": cp_sha,
-                       "snapshot": snap.path if snap else None,
-                       "snapshot_sha256": snap.sha256 if snap else None},
-            "paths": paths, "hparams": point, "outputs": outputs, "env": run_env,
-            "setup": setup_ticket, "python": python, "workdir": None, "max_seconds": max_seconds,
-        }
-        ticket_path = lay.run(run, "ticket.json")
-        store.write_bytes(ticket_path, json.dumps(ticket).encode())  # compact: C encoder
-        return Launch(run_id=run, ticket=ticket, ticket_path=ticket_path,
-                      runner_path=bundle["runner"], max_seconds=max_seconds)
+        ticket = tickets.sign(tickets.build(
+            lay, job_id, run, bundle=bundle, hparams=point, outputs=outputs, env=run_env,
+            setup=setup_ticket, python=python, max_seconds=max_seconds), key)
+        # a new run's events blob does not exist yet: the blob store creates it and appends (2
+        # round trips, not append-404-create-append's 3)
+        store.append_new(lay.events(run), events.make_event(events.CREATED, job=job_id, run=run))
+        store.write_bytes(lay.ticket(run), json.dumps(ticket).encode())  # compact: C encoder
+        secret = tickets.launch_secret(key, tickets.node_access(store, ticket, shared))
+        return Launch(run_id=run, job_id=job_id, workspace=ctx.ws, ticket=ticket,
+                      ticket_path=lay.ticket(run), launch_secret=secret, max_seconds=max_seconds)
 
     # every run's created event and ticket are in the store before the backend sees any run (so
     # `created` precedes the backend's `queued`); if one write fails nothing is submitted and every
     # run of the job gets `failed`
     workers = _store_workers(store, len(run_ids))
     try:
-        shared = store.runner_io(read=reads, write=[], append=[], expiry_seconds=expiry)
-        shared_urls = shared["urls"] if shared.get("kind") == "urls" else None
+        shared = tickets.job_access(store, bundle, max_seconds)
         launches = _each_run(write_run, list(zip(run_ids, points)), workers)
     except BaseException as err:
         if isinstance(err, _RunError):
@@ -181,10 +164,10 @@ def _run_error(job_id: str, err: _RunError) -> XTError:
 
 def _mark_failed(store, lay: Layout, run_ids: list[str], reason: str, workers: int) -> None:
     """Append `failed` to every run (best effort: the error that got us here is the one raised)."""
-    event = states.make_event(states.FAILED, reason=reason)
+    event = events.make_event(events.FAILED, reason=reason)
 
     def fail(run: str) -> None:
-        store.append(lay.run(run, "events.jsonl"), event)
+        store.append(lay.events(run), event)
     try:
         _each_run(fail, [(run,) for run in run_ids], workers)
     except (_RunError, KeyboardInterrupt):

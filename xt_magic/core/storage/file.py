@@ -129,9 +129,13 @@ class FileStore(Store):
     def delete(self, path: str) -> None:
         _unlink(self._full(path))
 
-    def runner_io(self, *, read, write, append, expiry_seconds) -> dict:
+    def local_dir(self) -> str:
+        return self.root
+
+    def node_access(self, *, read, write, append, expiry_seconds):
         # nodes share this filesystem: the root is all they need (no credential exists)
-        return {"kind": "file", "root": self.root}
+        from ..protocol.access import FileAccess
+        return FileAccess(self.root)
 
     def local_path(self, path: str) -> str:
         """Filesystem path of a store object (file store only; used by local tools)."""
