@@ -86,15 +86,26 @@ def xt_home():
 def write_atomic(path, data, mode=0o644):
     """Replace ``path`` with ``data`` (bytes or str) so readers see the old or the new file, never
     half; the file gets ``mode`` from the start (0600 for secrets). (The kernel uses this one too.)"""
+    import _thread  # builtin: no import cost (tempfile's would be paid by every supervisor)
     if isinstance(data, str):
         data = data.encode()
-    tmp = f"{path}.tmp{os.getpid()}"
+    # unique per process and thread, so concurrent writers never share a temporary file; the
+    # ".tmp-" prefix keeps it out of store listings
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".tmp-{name}.{os.getpid()}-{_thread.get_ident()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        _write_all(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def _write_all(fd, data):

@@ -294,11 +294,12 @@ def save(session, path: str | None = None) -> Shown:
                 node[seg] = CommentedMap()
             node = node[seg]
         node[segs[-1]] = _plain_for_yaml(value)
-    tmp = f"{path}.tmp{os.getpid()}"
+    import io
+    from ...runner.runner import write_atomic
+    text = io.StringIO()
+    yaml.dump(doc, text)
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            yaml.dump(doc, fh)
-        os.replace(tmp, path)
+        write_atomic(path, text.getvalue())
     except OSError as err:
         raise ConfigError(f"cannot write {path}: {err.strerror}",
                           hint="pick another --path") from None
@@ -336,11 +337,9 @@ def create(session, kind: str, path: str | None = None, force: bool = False) -> 
         raise ConfigError(f"{path} exists; not overwritten", hint="add --force to replace it")
     with open(os.path.join(TEMPLATES, f"{kind}.yaml"), encoding="utf-8") as fh:
         text = fh.read()
-    tmp = f"{path}.tmp{os.getpid()}"
+    from ...runner.runner import write_atomic
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
+        write_atomic(path, text)
     except OSError as err:
         raise ConfigError(f"cannot write {path}: {err.strerror}",
                           hint="pick another --path") from None

@@ -70,14 +70,10 @@ class Store(ABC):
 
     def download_file(self, path: str, local_file: str) -> None:
         import os
-        import tempfile
+        from ...runner.runner import write_atomic
         data = self.read_bytes(path)
-        folder = os.path.dirname(os.path.abspath(local_file))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, local_file)
+        os.makedirs(os.path.dirname(os.path.abspath(local_file)), exist_ok=True)
+        write_atomic(local_file, data, mode=0o600)
 
     @abstractmethod
     def node_access(self, *, read: list[str], write: list[str], append: list[str],
