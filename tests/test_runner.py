@@ -205,14 +205,17 @@ def test_snapshot_code_importable_and_unsafe_snapshot_refused(tmp_path):
 
 def test_standin_xt_magic_on_node_without_it(tmp_path):
     base = getattr(sys, "_base_executable", None)
-    ok = bool(base) and subprocess.run([base, "-c", "import xt_magic"],
+    # a node has no PYTHONPATH pointing at this checkout (the test command may set one)
+    bare = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    ok = bool(base) and subprocess.run([base, "-c", "import xt_magic"], env=bare,
                                        capture_output=True).returncode != 0
     from conftest import need
     need(ok, "an interpreter without xt_magic installed (run the tests from a venv)")
     root = tmp_path / "store"
     cell = "import xt_magic\nassert xt_magic.__xt_standin__\nxt_magic.log(step=1, acc=0.5)\nr = 7\n"
     [(run, tp, t)] = make_job(root, cell, outputs=["r"], inputs={"v": [1, 2]})
-    p = run_ticket(tp, python=base)
+    env = {k: v for k, v in launch_env(tp).items() if k != "PYTHONPATH"}
+    p = run_ticket(tp, python=base, env=env)
     assert p.returncode == 0, read(root, t["paths"]["console"])
     recs = [json.loads(line) for line in read(root, t["paths"]["metrics"]).splitlines()]
     assert recs[-1]["values"] == {"acc": 0.5} and recs[-1]["step"] == 1
