@@ -7,7 +7,7 @@ submit time (the whole ``run_cell``, and the backend's share), REST requests the
 run at submit, time until every run is completed, and what one ``poll`` of the live job costs
 (REST requests to Batch). The nodes are local processes, so run times measure this machine, not
 Azure; request counts are what carries over. The submit time is also measured with the per-run
-store writes one after another (``service.SUBMIT_WORKERS = 1``, a second sweep) and printed as a
+store writes one after another (``fanout.SUBMIT_WORKERS = 1``, a second sweep) and printed as a
 ratio; both sweeps follow a one-run warm-up job, so neither pays for imports.
 """
 from __future__ import annotations
@@ -48,22 +48,22 @@ def main() -> None:
             "code": {"code-upload": False}}
         write_config(cfg)
         from xt_magic.core.compute import batch
-        from xt_magic.core.jobs import service
+        from xt_magic.core.jobs import fanout, submit
         from xt_magic.core.session import get_session
         spent = time_submits(batch.BatchBackend)
         values = ",".join(str(i) for i in range(args.runs))
-        service.run_cell(get_session(), "score = 1", {}).wait(timeout=600, progress=False)  # warm
-        workers = getattr(service, "SUBMIT_WORKERS", 1)
-        service.SUBMIT_WORKERS = 1  # the sequential baseline
+        submit.run_cell(get_session(), "score = 1", {}).wait(timeout=600, progress=False)  # warm
+        workers = getattr(fanout, "SUBMIT_WORKERS", 1)
+        fanout.SUBMIT_WORKERS = 1  # the sequential baseline
         t = time.perf_counter()
-        base = service.run_cell(get_session(), "score = lr * 10", {}, hp=[f"lr=[{values}]"],
+        base = submit.run_cell(get_session(), "score = lr * 10", {}, hp=[f"lr=[{values}]"],
                                 outputs=["score"])
         seq_submit, seq_backend = time.perf_counter() - t, spent[-1]
         base.wait(timeout=600, progress=False)
-        service.SUBMIT_WORKERS = workers
+        fanout.SUBMIT_WORKERS = workers
         received = len(server.received)
         t0 = time.perf_counter()
-        job = service.run_cell(get_session(), "score = lr * 10", {}, hp=[f"lr=[{values}]"],
+        job = submit.run_cell(get_session(), "score = lr * 10", {}, hp=[f"lr=[{values}]"],
                                outputs=["score"])
         t1 = time.perf_counter()
         sent = len(server.received) - received

@@ -1,5 +1,5 @@
 """Submit time of a sweep on the local target with the Azure blob store (Azurite), with the per-run
-store writes concurrent (the default) and one after another (``service.SUBMIT_WORKERS = 1``), as a
+store writes concurrent (the default) and one after another (``fanout.SUBMIT_WORKERS = 1``), as a
 ratio measured in the same run.
 
     PATH=node_modules/.bin:$PATH .venv/bin/python bench/bench_blob_submit.py [--runs 50]
@@ -40,16 +40,16 @@ def main() -> None:
                "code": {"code-upload": False}}
         write_config(cfg)
         from xt_magic.core.compute import local
-        from xt_magic.core.jobs import service
+        from xt_magic.core.jobs import fanout, submit
         from xt_magic.core.session import get_session
         spent = time_submits(local.LocalBackend)
-        default_workers = getattr(service, "SUBMIT_WORKERS", 1)
+        default_workers = getattr(fanout, "SUBMIT_WORKERS", 1)
         values = ",".join(str(i) for i in range(args.runs))
 
         def sweep(workers: int) -> tuple[float, float]:
-            service.SUBMIT_WORKERS = workers
+            fanout.SUBMIT_WORKERS = workers
             t = time.perf_counter()
-            job = service.run_cell(get_session(), "score = lr * 10", {}, hp=[f"lr=[{values}]"],
+            job = submit.run_cell(get_session(), "score = lr * 10", {}, hp=[f"lr=[{values}]"],
                                    outputs=["score"])
             took = time.perf_counter() - t
             job.wait(timeout=600, progress=False)
@@ -62,7 +62,7 @@ def main() -> None:
             order = [("sequential", 1), ("concurrent", default_workers)]
             for mode, workers in (order if i % 2 == 0 else order[::-1]):
                 times[mode].append(sweep(workers))
-        service.SUBMIT_WORKERS = default_workers
+        fanout.SUBMIT_WORKERS = default_workers
         med = {mode: (statistics.median(t for t, _ in v), statistics.median(b for _, b in v))
                for mode, v in times.items()}
         print(f"local target + blob store (Azurite), {args.runs}-run sweep, "

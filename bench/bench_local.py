@@ -23,16 +23,15 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), os.path.join(os.path.dirname(HERE), "tests")]
 
-from runner_helpers import make_job  # noqa: E402  (hand-built tickets, as in the tests)
-from xt_magic.core.compute.base import Launch  # noqa: E402
+from runner_helpers import launch_for, make_job  # noqa: E402  (hand-built tickets, as in tests)
 from xt_magic.core.compute.local import LocalBackend  # noqa: E402
+from xt_magic.core.storage.file import FileStore  # noqa: E402
 
 CELL = "x = lr * 2\n"
 
 
-def _launches(runs):
-    return [Launch(run_id=r, ticket=t, ticket_path=t["paths"]["events"].rsplit("/", 1)[0]
-                   + "/ticket.json", runner_path="") for r, _, t in runs]
+def _launches(root, runs):
+    return [launch_for(root, r, t) for r, _, t in runs]
 
 
 def _wait_done(root, runs, timeout=3600):
@@ -60,14 +59,14 @@ def _wait_done(root, runs, timeout=3600):
 def bench_trivial(root, n):
     bare, job = [], []
     be = LocalBackend("local", {"service": "pool", "boxes": ["localhost"]}, config=None,
-                      store=None)
+                      store=FileStore(root))
     for i in range(n):
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-c", "pass"], check=True)
         bare.append(time.perf_counter() - t0)
         runs = make_job(root, CELL, job=f"job{100 + i}", hparams={"lr": 0.1})
         t0 = time.perf_counter()
-        be.submit(f"job{100 + i}", _launches(runs))
+        be.submit(f"job{100 + i}", _launches(root, runs))
         job.append(_wait_done(root, runs) - t0)
     return statistics.median(bare), statistics.median(job)
 
@@ -75,9 +74,9 @@ def bench_trivial(root, n):
 def bench_sweep(root, n, cores):
     runs = make_job(root, CELL, job="job9", runs=n, hparams=[{"lr": i / n} for i in range(n)])
     be = LocalBackend("local", {"service": "pool", "boxes": ["localhost"], "max-runs": cores},
-                      config=None, store=None)
+                      config=None, store=FileStore(root))
     t0 = time.perf_counter()
-    be.submit("job9", _launches(runs))
+    be.submit("job9", _launches(root, runs))
     submit = time.perf_counter() - t0
     ours = _wait_done(root, runs) - t0
     # the same per-run work (set the hparam, run the cell) with xargs
@@ -100,9 +99,9 @@ print("per-call", (time.perf_counter() - t0) / 100000 * 1e6)
 def bench_log(root):
     """Cost of xt_magic.log inside a job (the real package, buffered by the runner)."""
     be = LocalBackend("local", {"service": "pool", "boxes": ["localhost"]}, config=None,
-                      store=None)
+                      store=FileStore(root))
     runs = make_job(root, LOG_CELL, job="job8")
-    be.submit("job8", _launches(runs))
+    be.submit("job8", _launches(root, runs))
     _wait_done(root, runs)
     console = os.path.join(root, *runs[0][2]["paths"]["console"].split("/"))
     return float(open(console).read().split("per-call")[1].split()[0])

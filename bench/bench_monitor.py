@@ -20,8 +20,9 @@ def main(runs: int = 100, lines: int = 2000) -> None:
     os.environ["XT_USER_CONFIG"] = os.path.join(home, "xt_config.yaml")
     os.chdir(home)
     import json
-    from xt_magic.core.jobs.records import JobRecord, Layout
-    from xt_magic.core.jobs.states import make_event, parse_events, fold
+    from xt_magic.core.jobs.records import JobRecord
+    from xt_magic.core.protocol.layout import Layout
+    from xt_magic.core.protocol.events import make_event, parse as parse_events, fold
     from xt_magic.core.session import get_session
     from xt_magic.core.storage import get_store
     from xt_magic.widgets.monitor import JobMonitor

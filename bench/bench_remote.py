@@ -27,9 +27,8 @@ sys.path[:0] = [os.path.dirname(HERE), os.path.join(os.path.dirname(HERE), "test
 
 from fixtures.slurm import start_slurm  # noqa: E402
 from fixtures.sshd import keygen, start_sshd  # noqa: E402
-from runner_helpers import make_job  # noqa: E402
+from runner_helpers import launch_for, make_job  # noqa: E402
 from xt_magic.core.compute import ssh  # noqa: E402
-from xt_magic.core.compute.base import Launch  # noqa: E402
 from xt_magic.core.compute.pool import PoolBackend  # noqa: E402
 from xt_magic.core.compute.slurm import SlurmBackend  # noqa: E402
 from xt_magic.core.config import ResolvedConfig  # noqa: E402
@@ -60,8 +59,7 @@ def _timed_jobs(backend, store, n, first_job):
     for i in range(n):
         job = f"job{first_job + i}"
         (run, _p, ticket), = make_job(store.root, "x = 1\n", job=job)
-        launch = Launch(run_id=run, ticket=ticket, ticket_path=f"ws1/runs/{run}/ticket.json",
-                        runner_path=f"ws1/jobs/{job}/bundle/runner.py")
+        launch = launch_for(store.root, run, ticket)
         t0 = time.perf_counter()
         backend.submit(job, [launch])
         times.append(_wait_completed(store, run) - t0)

@@ -10,7 +10,7 @@ import tempfile
 
 from xt_magic.core.compute.base import Backend
 from xt_magic.core.compute.local import LocalBackend
-from xt_magic.core.jobs import states
+from xt_magic.core.protocol import events as states
 
 
 class SyncBackend(Backend):
@@ -31,7 +31,7 @@ class SyncBackend(Backend):
             try:
                 subprocess.run([launch.ticket.get("python") or sys.executable, runner, fh.name],
                                stdin=subprocess.DEVNULL, capture_output=True, timeout=120,
-                               env={k: v for k, v in os.environ.items()})
+                               env=dict(os.environ, XT_LAUNCH=json.dumps(launch.launch_secret)))
             finally:
                 os.unlink(fh.name)
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import runner_helpers as rh
-from xt_magic.core.compute.base import Launch
 
 FINAL = ("completed", "failed", "cancelled")
 
@@ -10,9 +9,7 @@ FINAL = ("completed", "failed", "cancelled")
 def launches_for(store, cell, **kw):
     """Write a job (runner_helpers.make_job) into a file store; return (job id, [Launch])."""
     made = rh.make_job(store.root, cell, **kw)
-    job = made[0][2]["job"]
-    return job, [Launch(run_id=r, ticket=t, ticket_path=f"ws1/runs/{r}/ticket.json",
-                        runner_path=f"ws1/jobs/{job}/bundle/runner.py") for r, _p, t in made]
+    return made[0][2]["job"], [rh.launch_for(store.root, r, t) for r, _p, t in made]
 
 
 def wait_final(be, job, runs, timeout=60):

@@ -12,6 +12,8 @@ import zipfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNNER = os.path.join(ROOT, "xt_magic", "runner", "runner.py")
 _CP_ZIP: list[bytes] = []
+#: local ticket path -> the run's launch secret {"key", "access"} (never in the store)
+LAUNCHES: dict[str, dict] = {}
 
 
 def sha(data: bytes) -> str:
@@ -51,10 +53,12 @@ def make_job(root, cell, *, job="job1", ws="ws1", runs=1, inputs=None, outputs=(
              snapshot=None, setup=None, env=None, inputs_bytes=None, max_seconds=None):
     """Write a job's bundle and ``runs`` run tickets under the store ``root``.
 
-    Returns a list of (run_id, local ticket path, ticket dict). ``hparams`` is one dict for all
-    runs or a list with one dict per run.
+    Returns a list of (run_id, local ticket path, ticket dict), each ticket signed with the job
+    key a kernel derives (``job_key``: this test's $XT_HOME master key); the launch secrets are in ``LAUNCHES`` (``launch_env(path)``, ``secret(path)``). ``hparams``
+    is one dict for all runs or a list with one dict per run.
     """
     import cloudpickle
+    from xt_magic.core.protocol import tickets
     bundle = {"cell": f"{ws}/jobs/{job}/bundle/cell.py", "inputs": None, "inputs_sha256": None,
               "cloudpickle": f"{ws}/jobs/{job}/bundle/cloudpickle.zip", "snapshot": None,
               "snapshot_sha256": None}
@@ -80,21 +84,52 @@ def make_job(root, cell, *, job="job1", ws="ws1", runs=1, inputs=None, outputs=(
         base = f"{ws}/runs/{run}"
         hp = hparams[i - 1] if isinstance(hparams, list) else (hparams or {})
         ticket = {
-            "version": 1, "job": job, "run": run, "workspace": ws,
-            "io": {"kind": "file", "root": str(root)}, "bundle": bundle,
+            "version": 2, "job": job, "run": run, "workspace": ws, "bundle": bundle,
             "paths": {"events": f"{base}/events.jsonl", "console": f"{base}/console.txt",
                       "metrics": f"{base}/metrics.jsonl", "vars": f"{base}/outputs/vars.pkl",
                       "files": f"{base}/outputs/files.zip"},
             "hparams": hp, "outputs": list(outputs), "env": env or {}, "setup": setup,
             "python": sys.executable, "workdir": None, "max_seconds": max_seconds,
         }
+        ticket = tickets.sign(ticket, job_key(root, job, ws))
         data = json.dumps(ticket, indent=1).encode()
         _write(root, f"{base}/ticket.json", data)
         t = time.time()
         _write(root, f"{base}/events.jsonl",
                (json.dumps({"state": "created", "ts": t, "time": "x"}) + "\n").encode())
-        out.append((run, os.path.join(root, *base.split("/"), "ticket.json"), ticket))
+        tp = os.path.join(root, *base.split("/"), "ticket.json")
+        LAUNCHES[str(tp)] = {"key": job_key(root, job, ws).hex(),
+                             "access": {"kind": "file", "root": str(root)}}
+        out.append((run, tp, ticket))
     return out
+
+
+def job_key(root, job="job1", ws="ws1") -> bytes:
+    """The key a kernel on this machine derives for a job in the file store at ``root``."""
+    from xt_magic.core.protocol import keys
+    from xt_magic.core.storage.file import FileStore
+    return keys.job_key(FileStore(str(root)), ws, job, create=True)
+
+
+def secret(ticket_path) -> dict:
+    """The launch secret of a hand-built run (``make_job``)."""
+    return LAUNCHES[str(ticket_path)]
+
+
+def launch_env(ticket_path) -> dict:
+    """os.environ plus XT_LAUNCH for running ``runner.py ticket_path`` by hand."""
+    return dict(os.environ, XT_LAUNCH=json.dumps(secret(ticket_path)))
+
+
+def launch_for(root, run, ticket, job=None, ws="ws1", max_seconds=None):
+    """The compute.base.Launch of a hand-built run."""
+    from xt_magic.core.compute.base import Launch
+    tp = os.path.join(root, *f"{ws}/runs/{run}/ticket.json".split("/"))
+    launch = LAUNCHES.get(str(tp)) or {"key": job_key(root, ticket["job"], ws).hex(),
+                                       "access": {"kind": "file", "root": str(root)}}
+    return Launch(run_id=run, job_id=job or ticket["job"], workspace=ws, ticket=ticket,
+                  ticket_path=f"{ws}/runs/{run}/ticket.json", launch_secret=launch,
+                  max_seconds=max_seconds)
 
 
 def read(root, path, default=b"") -> bytes:
@@ -106,12 +141,12 @@ def read(root, path, default=b"") -> bytes:
 
 
 def events(root, ticket) -> list[dict]:
-    from xt_magic.core.jobs.states import parse_events
+    from xt_magic.core.protocol.events import parse as parse_events
     return parse_events(read(root, ticket["paths"]["events"]))
 
 
 def state(root, ticket) -> dict:
-    from xt_magic.core.jobs.states import fold
+    from xt_magic.core.protocol.events import fold
     return fold(events(root, ticket))
 
 

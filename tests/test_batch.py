@@ -11,7 +11,9 @@ import urllib.request
 import pytest
 
 from xt_magic.core.errors import AuthError, ConfigError, TargetError
-from xt_magic.core.jobs import service, states
+from xt_magic.core.jobs import control
+from xt_magic.core.jobs import submit as jobs_submit
+from xt_magic.core.protocol import events as states
 from xt_magic.core.session import get_session
 from runner_helpers import wait_for
 
@@ -19,7 +21,7 @@ pytestmark = pytest.mark.azurite
 
 
 def submit(source, namespace=None, **kw):
-    return service.run_cell(get_session(), source, dict(namespace or {}), **kw)
+    return jobs_submit.run_cell(get_session(), source, dict(namespace or {}), **kw)
 
 
 def wait_state(job, run, want, timeout=60):
@@ -124,7 +126,8 @@ def test_more_than_100_tasks_go_in_chunks_of_100(batch_config):
         path = f"ws1/runs/run9.{i}/ticket.json"   # never read: no node ever comes up
         ticket = {"job": "job9", "run": f"run9.{i}", "workspace": "ws1",
                   "paths": {"events": f"ws1/runs/run9.{i}/events.jsonl"}, "setup": None}
-        launches.append(Launch(f"run9.{i}", ticket, path, "ws1/jobs/job9/bundle/runner.py"))
+        launches.append(Launch(f"run9.{i}", "job9", "ws1", ticket, path,
+                               {"key": "00" * 32, "access": {"kind": "urls", "urls": {}}}))
     backend.submit("job9", launches)
     calls = [json.loads(r["body"])["value"] for r in server.received
              if r["path"].split("?")[0].endswith("/addtaskcollection")]
@@ -151,7 +154,7 @@ def test_multi_node_run_sees_rank_world_size_and_master(batch_config):
     (task,) = tasks_sent(server)
     assert task["multiInstanceSettings"]["numberOfInstances"] == 2
     # rank 1 reports to its own paths, so the run's state is rank 0's alone
-    events = states.parse_events(st.read_bytes(f"ws1/runs/{run}/events.jsonl"))
+    events = states.parse(st.read_bytes(f"ws1/runs/{run}/events.jsonl"))
     assert [e["state"] for e in events].count("completed") == 1
     from fixtures.azurite import ACCOUNT_KEY
     assert_no_secrets(server, [server.key, ACCOUNT_KEY])
@@ -166,7 +169,7 @@ def test_low_priority_preemption_requeues_once_or_fails(batch_config, allowed, f
     server.faults["preempt"].add(run.replace(".", "-"))
     info = wait_state(job, run, states.FINAL, timeout=60)
     assert info["state"] == final, info
-    events = states.parse_events(store().read_bytes(f"ws1/runs/{run}/events.jsonl"))
+    events = states.parse(store().read_bytes(f"ws1/runs/{run}/events.jsonl"))
     if final == "completed":
         assert any(e.get("preempted") and "requeued" in e["reason"] for e in events)
     else:
@@ -179,7 +182,7 @@ def test_cancel_terminates_task_and_job(batch_config):
     run = job.runs[0]
     wait_state(job, run, {"running"}, timeout=30)
     t0 = time.monotonic()
-    service.cancel(get_session(), job.id)
+    control.cancel(get_session(), job.id)
     assert job.refresh().state(run) == "cancelled"
     (bjob,) = server.jobs.values()
     assert bjob.tasks[run.replace(".", "-")].state == "completed"
@@ -259,7 +262,10 @@ def test_sas_of_one_run_cannot_write_another_runs_outputs(batch_config):
     run1, run2 = job.runs
     st = store()
     ticket1 = json.loads(st.read_bytes(f"ws1/runs/{run1}/ticket.json"))
-    urls1 = ticket1["io"]["urls"]
+    assert "sig=" not in json.dumps(ticket1)  # the stored ticket holds no URL
+    t1 = [t for t in tasks_sent(batch_config["server"]) if t["id"] == run1.replace(".", "-")][0]
+    env1 = {e["name"]: e["value"] for e in t1["environmentSettings"]}
+    urls1 = json.loads(env1["XT_LAUNCH"])["access"]["urls"]  # the launch secret, task env only
     events1 = urls1[f"ws1/runs/{run1}/events.jsonl"]
     # run1's SAS, pointed at run2's paths: refused
     sas = events1.split("?", 1)[1]
@@ -270,7 +276,6 @@ def test_sas_of_one_run_cannot_write_another_runs_outputs(batch_config):
     assert http("PUT", vars2 + "?" + urls1[f"ws1/runs/{run1}/outputs/vars.pkl"].split("?")[1],
                 b"evil", {"x-ms-blob-type": "BlockBlob"}) == 403
     # the backstop OutputFile SAS of run1's task cannot write run2's logs either
-    t1 = [t for t in tasks_sent(batch_config["server"]) if t["id"] == run1.replace(".", "-")][0]
     dest = t1["outputFiles"][0]["destination"]["container"]
     url, _, sas = dest["containerUrl"].partition("?")
     assert http("PUT", f"{url}/ws1/runs/{run2}/node/stdout.txt?{sas}", b"x",

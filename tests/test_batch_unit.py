@@ -12,7 +12,7 @@ from xt_magic.core.compute import batch
 
 
 class _Store:
-    kind = "azure-blob"
+    remote = True
 
     def describe(self):
         return "azure-blob acct/cont"
@@ -67,11 +67,10 @@ def test_file_store_and_missing_url_are_config_errors():
     from xt_magic.core.errors import ConfigError
 
     class FileStore(_Store):
-        kind = "file"
+        remote = False
 
     with pytest.raises(ConfigError, match="file store"):
         batch.BatchBackend("t", {"service": "b"}, config=_Cfg({"external-services": {
             "b": {"url": "https://x"}}}), store=FileStore())
     with pytest.raises(ConfigError, match="no url"):
         batch.BatchBackend("t", {"service": "b"}, config=_Cfg({}), store=_Store())
-    assert batch.BatchBackend.needs_remote_store is True

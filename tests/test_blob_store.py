@@ -1,8 +1,10 @@
 """AzureBlobStore against a real Azurite: round trip, listing, append, ranged reads, exclusive
 create under a race, SAS scoping for runners, and a 200 MB parallel upload with progress."""
+
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 import urllib.error
@@ -90,15 +92,16 @@ def test_create_exclusive_race(store):
 
 def test_runner_sas_is_scoped_to_path_and_operation(store, azurite):
     store.write_bytes("ws1/jobs/job1/bundle/cell.py", b"print(1)")
-    io = store.runner_io(read=["ws1/jobs/job1/bundle/cell.py"],
-                         write=["ws1/runs/run1.1/outputs/vars.pkl"],
-                         append=["ws1/runs/run1.1/events.jsonl"], expiry_seconds=600)
-    assert io["kind"] == "urls" and len(io["urls"]) == 3
-    text = repr(io)
-    assert azurite.key not in text and "AccountKey" not in text
-    read_url = io["urls"]["ws1/jobs/job1/bundle/cell.py"]
-    write_url = io["urls"]["ws1/runs/run1.1/outputs/vars.pkl"]
-    append_url = io["urls"]["ws1/runs/run1.1/events.jsonl"]
+    access = store.node_access(read=["ws1/jobs/job1/bundle/cell.py"],
+                               write=["ws1/runs/run1.1/outputs/vars.pkl"],
+                               append=["ws1/runs/run1.1/events.jsonl"], expiry_seconds=600)
+    assert access.to_json()["kind"] == "urls" and len(access.urls) == 3 and store.remote
+    assert access.local_path("ws1/jobs/job1/bundle/cell.py") is None
+    text = json.dumps(access.to_json())
+    assert azurite.key not in text and "AccountKey" not in text and "sig=" not in repr(access)
+    read_url = access.urls["ws1/jobs/job1/bundle/cell.py"]
+    write_url = access.urls["ws1/runs/run1.1/outputs/vars.pkl"]
+    append_url = access.urls["ws1/runs/run1.1/events.jsonl"]
     assert "sp=r&" in read_url and "sp=cw&" in write_url and "sp=acw&" in append_url
     block = {"x-ms-blob-type": "BlockBlob"}
 

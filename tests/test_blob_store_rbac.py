@@ -51,9 +51,9 @@ def test_rbac_store_and_user_delegation_sas(aad_vault, oauth_azurite, monkeypatc
     assert store.read_bytes("ws1/jobs/job1/bundle/cell.py") == b"print(2)"
     assert any(r.get("scope") == "https://storage.azure.com/.default"
                for r in aad_vault.token_requests)
-    io = store.runner_io(read=["ws1/jobs/job1/bundle/cell.py"], write=[], append=[],
-                         expiry_seconds=3600)
-    url = io["urls"]["ws1/jobs/job1/bundle/cell.py"]
+    access = store.node_access(read=["ws1/jobs/job1/bundle/cell.py"], write=[], append=[],
+                               expiry_seconds=3600)
+    url = access.urls["ws1/jobs/job1/bundle/cell.py"]
     query = dict(urllib.parse.parse_qsl(url.split("?", 1)[1]))
     # a user-delegation SAS (signed by a key Azurite issued to the logged-in identity), read only,
     # for exactly this blob

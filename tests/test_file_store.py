@@ -58,11 +58,16 @@ def test_delete_and_list(store):
     assert list(store.list("zzz")) == []
 
 
-def test_runner_io_and_from_config(tmp_path, xt_home):
+def test_node_access_and_from_config(tmp_path, xt_home):
+    from xt_magic.core.protocol.access import FileAccess, NodeAccess
     store = FileStore.from_config("filestorage", {"type": "storage", "provider": "store-file",
                                                   "path": str(tmp_path / "x")})
-    assert store.runner_io(read=["a"], write=[], append=[], expiry_seconds=60) == {
-        "kind": "file", "root": str(tmp_path / "x")}
+    access = store.node_access(read=["a"], write=[], append=[], expiry_seconds=60)
+    assert access == FileAccess(str(tmp_path / "x")) and not store.remote
+    assert access.to_json() == {"kind": "file", "root": str(tmp_path / "x")}
+    assert NodeAccess.from_json(access.to_json()) == access
+    assert access.local_path("ws1/a/b") == str(tmp_path / "x" / "ws1" / "a" / "b")
+    assert access.merge(FileAccess(str(tmp_path / "x"))) == access
     default = FileStore.from_config("filestorage", {"type": "storage"})
     assert default.root == str(xt_home / "file_store")
 

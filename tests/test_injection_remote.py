@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 import runner_helpers as rh
 from xt_magic.core import session as session_mod
 from xt_magic.core.compute import get_backend, ssh
-from xt_magic.core.compute.base import Launch
 from xt_magic.core.compute.pool import kill_script, start_script, status_script
 from xt_magic.core.compute.slurm import batch_script
 from xt_magic.core.errors import TargetError
@@ -91,9 +90,7 @@ def test_pool_end_to_end_with_hostile_names_and_values(sshd, xt_home):
     made = rh.make_job(be.store.root, "import os\nres = (lr, name, os.environ['XT_EVIL'])",
                        hparams=hp, env=env, outputs=["res"])
     run, _p, ticket = made[0]
-    launch = Launch(run_id=run, ticket=ticket, ticket_path=f"ws1/runs/{run}/ticket.json",
-                    runner_path="ws1/jobs/job1/bundle/runner.py")
-    be.submit("job1", [launch])
+    be.submit("job1", [rh.launch_for(be.store.root, run, ticket)])
 
     def done():
         be.poll("job1", [run])
@@ -123,8 +120,7 @@ def test_slurm_over_ssh_with_hostile_option_values(slurm, sshd_factory, xt_home)
     be = get_backend(session_mod.get_session(), "cluster")
     made = rh.make_job(be.store.root, "x = 1", hparams={"lr": NASTY[2]})
     run, _p, ticket = made[0]
-    be.submit("job1", [Launch(run_id=run, ticket=ticket, ticket_path=f"ws1/runs/{run}/ticket.json",
-                              runner_path="ws1/jobs/job1/bundle/runner.py")])
+    be.submit("job1", [rh.launch_for(be.store.root, run, ticket)])
     slurm_id = be._state(run)["backend_id"]
     out = subprocess.run(["scontrol", "show", "job", slurm_id], capture_output=True, text=True)
     assert f"Comment={comment}" in out.stdout

@@ -10,7 +10,8 @@ import pytest
 
 from xt_magic.core import api, registry
 from xt_magic.core.errors import JobError
-from xt_magic.core.jobs import service
+from xt_magic.core.errors import RunFailed
+from xt_magic.core.jobs.results import safe_extract
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -67,7 +68,7 @@ def test_exception_reraised_with_remote_traceback(sync_local):
     api.run_cell(source, notebook_ns())
     res = api.results("job1")
     assert res["run1.1"].state == "failed"
-    with pytest.raises(service.RunFailed) as info:
+    with pytest.raises(RunFailed) as info:
         api.results("job1", raise_errors=True)
     err = info.value
     assert err.remote_type == "ValueError" and "bad value 42" in str(err)
@@ -126,7 +127,17 @@ def test_ticket_matches_contract(null_local, xt_home):
     root = store_root(xt_home)
     with open(os.path.join(root, "ws1/runs/run1.1/ticket.json")) as fh:
         ticket = json.load(fh)
-    assert ticket["io"] == {"kind": "file", "root": root}
+    assert "io" not in ticket and ticket["version"] == 2
+    assert set(ticket) == {"version", "job", "run", "workspace", "bundle", "paths", "hparams",
+                           "outputs", "env", "setup", "python", "workdir", "max_seconds", "sig"}
+    from xt_magic.core.protocol import keys, tickets
+    from xt_magic.core.storage import get_store
+    from xt_magic.core.session import get_session
+    key = keys.job_key(get_store(get_session()), "ws1", "job1")
+    assert tickets.verify(ticket, key) and not tickets.verify(dict(ticket, env={}), key)
+    [launch] = null_local.submitted
+    assert launch.launch_secret == {"key": key.hex(), "access": {"kind": "file", "root": root}}
+    assert key.hex() not in open(os.path.join(root, "ws1/jobs/job1/job.json")).read()
     assert ticket["bundle"]["inputs"] == "ws1/jobs/job1/bundle/inputs.pkl"
     assert ticket["hparams"] == {"lr": 0.5} and ticket["outputs"] == ["y"]
     assert ticket["env"] == {"MODE": "fast"} and ticket["max_seconds"] == 30
@@ -173,14 +184,14 @@ def test_unsafe_output_zip_refused(tmp_path):
         with zipfile.ZipFile(buf, "w") as zf:
             zf.writestr(name, "x")
         with pytest.raises(JobError, match="unsafe path"):
-            service.safe_extract(buf.getvalue(), str(tmp_path / "dest"))
+            safe_extract(buf.getvalue(), str(tmp_path / "dest"))
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         info = zipfile.ZipInfo("link")
         info.external_attr = 0o120777 << 16
         zf.writestr(info, "/etc/passwd")
     with pytest.raises(JobError, match="unsafe path"):
-        service.safe_extract(buf.getvalue(), str(tmp_path / "dest"))
+        safe_extract(buf.getvalue(), str(tmp_path / "dest"))
 
 
 def test_tampered_outputs_not_loaded(sync_local, xt_home):
@@ -188,7 +199,7 @@ def test_tampered_outputs_not_loaded(sync_local, xt_home):
     path = xt_home / "file_store" / "ws1/runs/run1.1/outputs/vars.pkl"
     import cloudpickle
     path.write_bytes(cloudpickle.dumps({"v": 2}))
-    with pytest.raises(JobError, match="does not match the checksum"):
+    with pytest.raises(JobError, match="^run1.1: output variables at .* do not match the checksum"):
         api.results("job1")
 
 
@@ -281,7 +292,7 @@ def test_local_module_functions_go_by_value_without_snapshot(sync_local, tmp_pat
 
 def test_missing_result_variable_says_why(sync_local):
     api.run_cell("import nope_not_a_module\ny = 1", {}, outputs=["y"])
-    with pytest.raises(service.RunFailed, match="ModuleNotFoundError"):
+    with pytest.raises(RunFailed, match="ModuleNotFoundError"):
         api.results("job1")["y"]
     api.run_cell("y = 1", {}, outputs=["y"])
     with pytest.raises(JobError, match="no output variable 'z'"):

@@ -9,7 +9,8 @@ import pytest
 from runner_helpers import wait_for as until
 from xt_magic.core import api, session
 from xt_magic.core.errors import JobError
-from xt_magic.core.jobs import service
+from xt_magic.core.errors import RunFailed
+from xt_magic.core.jobs import results as service
 
 
 def test_magic_round_trip_with_wait(ip):
@@ -36,7 +37,7 @@ def test_exception_reraised_from_local_run():
     job = api.run_cell("x = 1\nraise KeyError('missing-key')\n", {"__name__": "__main__"})
     job.wait(timeout=60, progress=False)
     assert job.state("run1.1") == "failed"
-    with pytest.raises(service.RunFailed) as info:
+    with pytest.raises(RunFailed) as info:
         job.results(raise_errors=True)
     assert info.value.remote_type == "KeyError" and "line 2" in info.value.remote_traceback
     rendered = "\n".join(info.value._render_traceback_())

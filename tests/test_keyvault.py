@@ -117,8 +117,8 @@ def test_blob_store_with_vault_account_key(aad_vault, monkeypatch, azurite, azur
     store.write_bytes("ws1/a.txt", b"hello")
     assert store.read_bytes("ws1/a.txt") == b"hello"
     assert azurite.key not in repr(store) + store.describe()
-    io = store.runner_io(read=["ws1/a.txt"], write=[], append=[], expiry_seconds=60)
-    assert azurite.key not in json.dumps(io)
+    access = store.node_access(read=["ws1/a.txt"], write=[], append=[], expiry_seconds=60)
+    assert azurite.key not in json.dumps(access.to_json())
     service.logout(get_session())  # drops the store built with the vault key
     with pytest.raises(AuthError, match="needs a login"):
         get_store(get_session())

@@ -9,23 +9,23 @@ import sys
 
 import pytest
 
-from runner_helpers import ROOT, DictConfig as Cfg, events, make_job, read, state, wait_for
-from xt_magic.core.compute.base import Launch
+from runner_helpers import (ROOT, DictConfig as Cfg, events, launch_for, make_job, read, state,
+                            wait_for)
 from xt_magic.core.compute.local import LocalBackend, local_root
+from xt_magic.core.storage.file import FileStore
 
 
 
-def backend(max_runs=None, cfg=None, **target):
+def backend(root=None, max_runs=None, cfg=None, **target):
     target = {"service": "pool", "boxes": ["localhost"], **target}
     if max_runs is not None:
         target["max-runs"] = max_runs
-    return LocalBackend("local", target, config=cfg or Cfg(), store=None)
+    return LocalBackend("local", target, config=cfg or Cfg(),
+                        store=FileStore(str(root)) if root is not None else None)
 
 
-def launches(runs, max_seconds=None):
-    return [Launch(run_id=r, ticket=t, ticket_path=t["paths"]["events"].rsplit("/", 1)[0]
-                   + "/ticket.json", runner_path="", max_seconds=max_seconds)
-            for r, _, t in runs]
+def launches(root, runs, max_seconds=None):
+    return [launch_for(root, r, t, max_seconds=max_seconds) for r, _, t in runs]
 
 
 def states_of(root, runs):
@@ -76,7 +76,7 @@ def max_overlap(evlists):
 def test_trivial_job_completes_with_events(tmp_path):
     root = tmp_path / "store"
     runs = make_job(root, "print('hi from local')\nres = 5\n", outputs=["res"])
-    backend().submit("job1", launches(runs))
+    backend(root).submit("job1", launches(root, runs))
     wait_for(lambda: all_final(root, runs), what="completion")
     t = runs[0][2]
     assert [e["state"] for e in events(root, t)] == ["created", "queued", "running", "completed"]
@@ -90,9 +90,9 @@ def test_max_runs_respected_across_jobs(tmp_path):
     cell = "import time\ntime.sleep(0.4)\n"
     a = make_job(root, cell, job="job1", runs=4)
     b = make_job(root, cell, job="job2", runs=3)
-    be = backend(max_runs=2)
-    be.submit("job1", launches(a))
-    be.submit("job2", launches(b))
+    be = backend(root, max_runs=2)
+    be.submit("job1", launches(root, a))
+    be.submit("job2", launches(root, b))
     wait_for(lambda: all_final(root, a + b), timeout=60, what="all runs")
     assert states_of(root, a + b) == ["completed"] * 7
     overlap = max_overlap([events(root, t) for _, _, t in a + b])
@@ -112,7 +112,7 @@ from runner_helpers import make_job
 from test_local_backend import backend, launches
 cell = "import os, time\\nwhile not os.path.exists(FLAG):\\n    time.sleep(0.02)\\n"
 runs = make_job({root!r}, cell, runs=3, inputs={{"FLAG": {flag!r}}})
-backend(max_runs=1).submit("job1", launches(runs))
+backend({root!r}, max_runs=1).submit("job1", launches({root!r}, runs))
 print(json.dumps([t for _, _, t in runs]))
 """
 
@@ -145,7 +145,7 @@ def _running_pid(root, t):
 def test_kill_minus_9_is_failed_with_signal(tmp_path):
     root = tmp_path / "store"
     runs = make_job(root, "import time\ntime.sleep(60)\n")
-    backend().submit("job1", launches(runs))
+    backend(root).submit("job1", launches(root, runs))
     t = runs[0][2]
     os.kill(_running_pid(root, t), signal.SIGKILL)
     wait_for(lambda: all_final(root, runs), what="failed event")
@@ -157,7 +157,7 @@ def test_kill_minus_9_is_failed_with_signal(tmp_path):
 def test_reconcile_when_supervisor_is_gone_too(tmp_path):
     root = tmp_path / "store"
     runs = make_job(root, "import time\ntime.sleep(60)\n", runs=2)
-    backend(max_runs=1).submit("job1", launches(runs))
+    backend(root, max_runs=1).submit("job1", launches(root, runs))
     t1, t2 = runs[0][2], runs[1][2]
     pid = _running_pid(root, t1)
     jobdir = os.path.join(local_root(), "jobs", "ws1", "job1")
@@ -166,7 +166,7 @@ def test_reconcile_when_supervisor_is_gone_too(tmp_path):
     wait_for(lambda: not _pid_alive(sup_pid), what="supervisor gone")
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: not _pid_alive(pid), what="run gone")
-    fresh = backend(max_runs=1)  # as from a brand-new kernel
+    fresh = backend(root, max_runs=1)  # as from a brand-new kernel
     fresh.poll("job1", ["run1.1", "run1.2"])
     info = state(root, t1)
     assert info["state"] == "failed" and "process gone" in info["reason"]
@@ -188,12 +188,12 @@ def test_cancel_running_and_queued_kills_process_group(tmp_path):
     root = tmp_path / "store"
     child_file = str(tmp_path / "child.pid")
     runs = make_job(root, CANCEL_CELL, runs=3, inputs={"CHILD_FILE": child_file})
-    be = backend(max_runs=1)
-    be.submit("job1", launches(runs))
+    be = backend(root, max_runs=1)
+    be.submit("job1", launches(root, runs))
     pid = _running_pid(root, runs[0][2])
     child = int(wait_for(lambda: os.path.exists(child_file) and open(child_file).read(),
                          what="grandchild"))
-    backend(max_runs=1).cancel("job1", [])
+    backend(root, max_runs=1).cancel("job1", [])
     assert states_of(root, runs) == ["cancelled"] * 3
     wait_for(lambda: not _pid_alive(pid) and not _pid_alive(child), what="group killed")
     for _, _, t in runs[1:]:
@@ -205,7 +205,7 @@ def test_cancel_running_and_queued_kills_process_group(tmp_path):
 def test_time_limit(tmp_path):
     root = tmp_path / "store"
     runs = make_job(root, "import time\nprint('start', flush=True)\ntime.sleep(60)\n")
-    backend().submit("job1", launches(runs, max_seconds=1))
+    backend(root).submit("job1", launches(root, runs, max_seconds=1))
     wait_for(lambda: all_final(root, runs), what="time limit")
     info = state(root, runs[0][2])
     assert info["state"] == "failed" and info["reason"] == "time limit"
@@ -215,16 +215,12 @@ def test_runner_crash_before_reporting_is_failed(tmp_path):
     root = tmp_path / "store"
     runs = make_job(root, "print(1)\n")
     t = runs[0][2]
-    t["io"] = {"kind": "nope"}  # the runner cannot even build its io: exits 2, unreported
-    tp = runs[0][1]
-    with open(tp, "w") as fh:
-        json.dump(t, fh)
-    t_report = dict(t, io={"kind": "file", "root": str(root)})
-    be = backend()
-    ls = launches([(runs[0][0], tp, t_report)])
-    be.submit("job1", ls)
+    with open(runs[0][1], "w") as fh:
+        fh.write("{not json")  # the runner cannot even read its ticket: exits 2, unreported
+    be = backend(root)
+    be.submit("job1", launches(root, runs))
     wait_for(lambda: all_final(root, runs), what="failed")
-    info = state(root, t_report)
+    info = state(root, t)
     assert info["state"] == "failed" and "exit code 2" in info["reason"]
 
 
@@ -236,7 +232,7 @@ def test_run_with_another_python_is_spawned(tmp_path):
     root = tmp_path / "store"
     cell = "import sys, xt_magic\nprint('exe', sys.executable)\nxt_magic.log(step=0, v=1)\n"
     runs = make_job(root, cell, setup={"name": "other", "hash": "o" * 16, "python": base})
-    backend().submit("job1", launches(runs))
+    backend(root).submit("job1", launches(root, runs))
     wait_for(lambda: all_final(root, runs), what="completion")
     t = runs[0][2]
     assert state(root, t)["state"] == "completed", read(root, t["paths"]["console"])
@@ -246,13 +242,13 @@ def test_run_with_another_python_is_spawned(tmp_path):
 def test_stale_local_state_from_an_earlier_store_is_replaced(tmp_path):
     old_root, new_root = tmp_path / "old", tmp_path / "new"
     old = make_job(old_root, "x = 1\n")
-    backend().submit("job1", launches(old))
+    backend(old_root).submit("job1", launches(old_root, old))
     wait_for(lambda: all_final(old_root, old), what="first store's job")
     wait_for(lambda: not LocalBackend._supervisor_alive(
         os.path.join(local_root(), "jobs", "ws1", "job1")), what="supervisor exit")
     new = make_job(new_root, "x = 2\n")  # a new store: ids start again at job1
-    be = backend()
-    be.submit("job1", launches(new))
+    be = backend(new_root)
+    be.submit("job1", launches(new_root, new))
     wait_for(lambda: all_final(new_root, new), what="second store's job")
     assert states_of(new_root, new) == ["completed"]
     be.poll("job1", [])  # the old store's run is not this job dir's to judge
@@ -262,7 +258,7 @@ def test_stale_local_state_from_an_earlier_store_is_replaced(tmp_path):
 def test_hard_exit_reports_exit_code(tmp_path):
     root = tmp_path / "store"
     runs = make_job(root, "import os\nos._exit(7)\n")
-    backend().submit("job1", launches(runs))
+    backend(root).submit("job1", launches(root, runs))
     wait_for(lambda: all_final(root, runs), what="failed event")
     info = state(root, runs[0][2])
     assert info["state"] == "failed" and info["exit_code"] == 7
@@ -286,7 +282,7 @@ def test_runs_never_load_the_runner_from_a_tree_being_rewritten(tmp_path, monkey
     monkeypatch.setattr(LocalBackend, "_spawn_supervisor", truncate_then_spawn)
     root = tmp_path / "store"
     runs = make_job(root, "print('ran')\n", runs=2)
-    backend(max_runs=1).submit("job1", launches(runs))
+    backend(root, max_runs=1).submit("job1", launches(root, runs))
     wait_for(lambda: all_final(root, runs), what="completion")
     assert states_of(root, runs) == ["completed", "completed"]
     assert "ran" in read(root, runs[0][2]["paths"]["console"]).decode()

@@ -185,7 +185,8 @@ def test_box_that_cannot_see_file_store_is_refused(sshd_factory, xt_home):
     configure(xt_home, [sshd_factory()])
     be = backend()
     job, launches = launches_for(be.store, "pass")
-    launches[0].ticket["io"] = {"kind": "file", "root": "/nonexistent/store"}
+    launches[0].launch_secret = dict(launches[0].launch_secret,
+                                     access={"kind": "file", "root": "/nonexistent/store"})
     be.submit(job, launches)
     info = state_of(be, launches[0].run_id)
     assert info["state"] == "failed" and "cannot see the file store" in info["reason"]
@@ -232,7 +233,7 @@ def test_magic_sweep_on_two_boxes_end_to_end(ip, sshd_factory, xt_home):
 def test_pool_with_blob_store_uploads_runner_and_ticket(sshd, xt_home, azurite, azurite_container,
                                                         ip):
     """Blob store: the box gets runner.py + ticket over SFTP and reaches the store only through
-    the ticket's SAS URLs."""
+    the SAS URLs of the launch secret (a 0600 launch.json the runner deletes once read)."""
     configure(xt_home, [sshd])
     with open("xt_config.yaml", "w") as fh:
         fh.write("external-services:\n" + azurite.store_entry(azurite_container) +
@@ -242,9 +243,11 @@ def test_pool_with_blob_store_uploads_runner_and_ticket(sshd, xt_home, azurite, 
     assert res["y"] == 42
     remote = os.path.join(sshd.dir, "work", "runs", "run1.1")
     ticket = open(os.path.join(remote, "ticket.json")).read()
-    assert '"kind": "urls"' in ticket.replace('"kind":"urls"', '"kind": "urls"')
+    assert "sig=" not in ticket and "http" not in ticket  # no URL in the ticket
     assert azurite.key not in ticket and "AccountKey" not in ticket
     assert os.path.exists(os.path.join(remote, "runner.py"))
+    assert not os.path.exists(os.path.join(remote, "launch.json"))  # read, then deleted
+    assert "XT_LAUNCH" not in open(os.path.join(remote, "runner.log")).read()
 
 
 def test_xt_boxes_magic_trust_then_list(ip, sshd, xt_home):

@@ -16,12 +16,13 @@ from io import BytesIO
 
 import pytest
 
-from runner_helpers import RUNNER, events, make_job, read, state, wait_for, zip_bytes
+from runner_helpers import (LAUNCHES, RUNNER, events, launch_env, make_job, read, state,
+                            wait_for, zip_bytes)
 
 
-def run_ticket(ticket_path, python=sys.executable, timeout=120):
+def run_ticket(ticket_path, python=sys.executable, timeout=120, env=None):
     return subprocess.run([python, RUNNER, ticket_path], capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=env or launch_env(ticket_path))
 
 
 SUCCESS_CELL = """\
@@ -110,15 +111,70 @@ def test_inputs_hash_checked_before_unpickling(tmp_path):
     import pickle
     root = tmp_path / "store"
     marker = tmp_path / "unpickled"
-    data = pickle.dumps({"a": _Bomb(str(marker))})
-    [(run, tp, t)] = make_job(root, "print(a)\n", inputs_bytes=data)
-    t["bundle"]["inputs_sha256"] = "0" * 64
-    with open(tp, "w") as fh:
-        json.dump(t, fh)
+    [(run, tp, t)] = make_job(root, "print(a)\n", inputs={"a": 1})
+    # a store writer swaps the inputs: the signed ticket's sha256 no longer matches
+    (root / t["bundle"]["inputs"]).write_bytes(pickle.dumps({"a": _Bomb(str(marker))}))
     assert run_ticket(tp).returncode == 1
     info = state(root, t)
     assert info["state"] == "failed" and "sha256" in info["error"]["message"]
     assert not marker.exists()
+
+
+def test_ticket_signature_checked_before_anything(tmp_path):
+    """A store writer who also rewrites the ticket (its inputs sha256 now matching the planted
+    pickle) is refused: the ticket's sig was made with the job key, which the store never holds."""
+    import pickle
+    root = tmp_path / "store"
+    marker = tmp_path / "unpickled"
+    [(run, tp, t)] = make_job(root, "print(a)\n", inputs={"a": 1})
+    bomb = pickle.dumps({"a": _Bomb(str(marker))})
+    (root / t["bundle"]["inputs"]).write_bytes(bomb)
+    t["bundle"]["inputs_sha256"] = hashlib.sha256(bomb).hexdigest()
+    with open(tp, "w") as fh:
+        json.dump(t, fh)  # the old sig stays: the attacker cannot make a new one
+    assert run_ticket(tp).returncode == 1
+    info = state(root, t)
+    assert info["state"] == "failed" and info["reason"] == "ticket signature does not verify"
+    assert not marker.exists()
+
+
+def test_launch_secret_never_reaches_the_cell_and_results_are_signed(tmp_path):
+    from xt_magic.runner.runner import verify_fields
+    from runner_helpers import job_key, secret
+    KEY = job_key(tmp_path / "store")
+    root = tmp_path / "store"
+    cell = ("import os, subprocess\n"
+            "seen = sorted(k for k in os.environ if k.startswith('XT_LAUNCH'))\n"
+            "child = subprocess.run(['env'], capture_output=True, text=True).stdout\n"
+            "print(child)\n"
+            "out = (seen, 'XT_LAUNCH' in child)\n")
+    [(run, tp, t)] = make_job(root, cell, outputs=["out"])
+    launch_file = tmp_path / "launch.json"
+    launch_file.write_text(json.dumps(secret(tp)))
+    os.chmod(launch_file, 0o600)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XT_LAUNCH")}
+    env["XT_LAUNCH_FILE"] = str(launch_file)
+    p = run_ticket(tp, env=env)
+    assert p.returncode == 0, p.stderr
+    assert not launch_file.exists()  # the runner deleted it once read
+    import cloudpickle
+    assert cloudpickle.loads(read(root, t["paths"]["vars"]))["out"] == ([], False)
+    for key in ("console", "events", "metrics"):
+        assert KEY.hex().encode() not in read(root, t["paths"][key])
+    done = events(root, t)[-1]
+    assert done["state"] == "completed" and done["job"] == "job1" and done["run"] == run
+    assert done["vars_sha256"] == hashlib.sha256(read(root, t["paths"]["vars"])).hexdigest()
+    assert verify_fields(KEY, done)
+    assert not verify_fields(KEY, dict(done, vars_sha256="0" * 64))
+
+
+def test_no_launch_secret_exits_unreported(tmp_path):
+    root = tmp_path / "store"
+    [(run, tp, t)] = make_job(root, "x = 1\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XT_LAUNCH")}
+    p = run_ticket(tp, env=env)
+    assert p.returncode == 2 and "no launch secret" in p.stderr
+    assert state(root, t)["state"] == "created"
 
 
 def test_snapshot_code_importable_and_unsafe_snapshot_refused(tmp_path):
@@ -133,7 +189,7 @@ def test_snapshot_code_importable_and_unsafe_snapshot_refused(tmp_path):
         root2 = tmp_path / f"store{abs(hash(entry))}"
         [(run, tp, t)] = make_job(root2, "print(1)\n", snapshot={entry: "x"})
         assert run_ticket(tp).returncode == 1
-        assert "unsafe entry" in state(root2, t)["error"]["message"]
+        assert "unsafe path" in state(root2, t)["error"]["message"]
     assert not outside.exists()
     # a symlink entry
     buf = BytesIO()
@@ -144,19 +200,22 @@ def test_snapshot_code_importable_and_unsafe_snapshot_refused(tmp_path):
     root3 = tmp_path / "store3"
     [(run, tp, t)] = make_job(root3, "print(1)\n", snapshot=buf.getvalue())
     assert run_ticket(tp).returncode == 1
-    assert "unsafe entry 'link'" in state(root3, t)["error"]["message"]
+    assert "unsafe path 'link'" in state(root3, t)["error"]["message"]
 
 
 def test_standin_xt_magic_on_node_without_it(tmp_path):
     base = getattr(sys, "_base_executable", None)
-    ok = bool(base) and subprocess.run([base, "-c", "import xt_magic"],
+    # a node has no PYTHONPATH pointing at this checkout (the test command may set one)
+    bare = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    ok = bool(base) and subprocess.run([base, "-c", "import xt_magic"], env=bare,
                                        capture_output=True).returncode != 0
     from conftest import need
     need(ok, "an interpreter without xt_magic installed (run the tests from a venv)")
     root = tmp_path / "store"
     cell = "import xt_magic\nassert xt_magic.__xt_standin__\nxt_magic.log(step=1, acc=0.5)\nr = 7\n"
     [(run, tp, t)] = make_job(root, cell, outputs=["r"], inputs={"v": [1, 2]})
-    p = run_ticket(tp, python=base)
+    env = {k: v for k, v in launch_env(tp).items() if k != "PYTHONPATH"}
+    p = run_ticket(tp, python=base, env=env)
     assert p.returncode == 0, read(root, t["paths"]["console"])
     recs = [json.loads(line) for line in read(root, t["paths"]["metrics"]).splitlines()]
     assert recs[-1]["values"] == {"acc": 0.5} and recs[-1]["step"] == 1
@@ -178,7 +237,7 @@ def test_sigterm_writes_no_final_event(tmp_path):
     root = tmp_path / "store"
     [(run, tp, t)] = make_job(root, "import time\nprint('started', flush=True)\ntime.sleep(60)\n")
     proc = subprocess.Popen([sys.executable, RUNNER, tp], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, env=launch_env(tp))
     wait_for(lambda: b"started" in read(root, t["paths"]["console"]), what="cell start")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 143
@@ -336,9 +395,7 @@ def _serve_from(handler, root, t, tp, server):
     urls = {sp: base + sp + "?sv=2021&sig=SECRET"
             for sp in list(t["paths"].values()) + [v for k, v in t["bundle"].items()
                                                    if v and not k.endswith("sha256")]}
-    t["io"] = {"kind": "urls", "urls": urls}
-    with open(tp, "w") as fh:
-        json.dump(t, fh)
+    LAUNCHES[str(tp)]["access"] = {"kind": "urls", "urls": urls}  # the launch carries the URLs
 
 
 def test_urls_io_round_trip_and_no_sas_leak(tmp_path, blob_server):
@@ -351,7 +408,7 @@ def test_urls_io_round_trip_and_no_sas_leak(tmp_path, blob_server):
     p = run_ticket(tp)
     assert p.returncode == 0, p.stderr
     blob = lambda sp: bytes(handler.blobs["/c/" + sp][1])  # noqa: E731
-    from xt_magic.core.jobs.states import fold, parse_events
+    from xt_magic.core.protocol.events import fold, parse as parse_events
     info = fold(parse_events(blob(t["paths"]["events"])))
     assert info["state"] == "completed"
     assert "via-urls 1" in blob(t["paths"]["console"]).decode()
@@ -385,7 +442,7 @@ def test_concurrent_runs_build_a_setup_env_once(tmp_path, xt_home):
     runs = make_job(root, "import tinypkg_xt\nprint('got', tinypkg_xt.VALUE)\n", runs=3,
                     setup=setup)
     procs = [subprocess.Popen([sys.executable, RUNNER, tp], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL) for _, tp, _ in runs]
+                              stderr=subprocess.DEVNULL, env=launch_env(tp)) for _, tp, _ in runs]
     assert [p.wait(300) for p in procs] == [0, 0, 0]
     consoles = [read(root, t["paths"]["console"]).decode() for _, _, t in runs]
     assert all("got tiny-ok" in c for c in consoles)
@@ -415,7 +472,7 @@ def test_console_and_metrics_flushed_while_running(tmp_path, kind, blob_server):
     else:
         get = lambda key: read(root, t["paths"][key])  # noqa: E731
     proc = subprocess.Popen([sys.executable, RUNNER, tp], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, env=launch_env(tp))
     try:
         wait_for(lambda: b"first line" in get("console"), what="console while running")
         wait_for(lambda: b'"early": 1.0' in get("metrics"), what="metrics while running")

@@ -208,5 +208,9 @@ def test_slurm_with_blob_store(slurm, azurite, azurite_container, ip):
     res = ip.run_cell_magic("xt_run", "--target cluster --outputs y --wait", "y = 'blob ok'\n")
     assert res.runs_list[0].state == "completed", res.runs_list[0].reason
     assert res["y"] == "blob ok"
-    ticket = open(os.path.join(backend().work_dir, "runs", "run1.1", "ticket.json")).read()
-    assert azurite.key not in ticket and "sig=" in ticket
+    run_dir = os.path.join(backend().work_dir, "runs", "run1.1")
+    ticket = open(os.path.join(run_dir, "ticket.json")).read()
+    assert azurite.key not in ticket and "sig=" not in ticket  # the URLs came in launch.json,
+    assert not os.path.exists(os.path.join(run_dir, "launch.json"))  # deleted once read
+    script = open(os.path.join(backend().work_dir, "jobs", "job1", "job.sh")).read()
+    assert "sig=" not in script and "XT_LAUNCH_FILE=launch.json" in script

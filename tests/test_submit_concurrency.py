@@ -10,7 +10,8 @@ import pytest
 
 from xt_magic.core import api, registry
 from xt_magic.core.errors import JobError, StoreError
-from xt_magic.core.jobs import service, states
+from xt_magic.core.jobs import fanout
+from xt_magic.core.protocol import events as states
 from xt_magic.core.storage import get_store
 from xt_magic.core.session import get_session
 
@@ -32,7 +33,7 @@ def sweep():
 
 
 def run_events(store, run):
-    return states.parse_events(store.read_from(f"ws1/runs/{run}/events.jsonl", 0))
+    return states.parse(store.read_from(f"ws1/runs/{run}/events.jsonl", 0))
 
 
 def check_all_failed(store, bad_run, reason_part):
@@ -60,7 +61,7 @@ def test_failed_ticket_write_submits_nothing_and_fails_every_run(null_local, mon
                                                                   concurrent):
     from xt_magic.core.storage.file import FileStore
     if concurrent:
-        monkeypatch.setattr(service, "SEQUENTIAL_STORES", ())
+        monkeypatch.setattr(FileStore, "remote", True)
     monkeypatch.setattr(FileStore, "write_bytes", failing(
         FileStore.write_bytes, "ws1/runs/run1.5/ticket.json",
         StoreError("cannot write ws1/runs/run1.5/ticket.json: disk full")))
@@ -73,7 +74,7 @@ def test_failed_ticket_write_submits_nothing_and_fails_every_run(null_local, mon
 
 def test_non_xt_error_becomes_one_job_error_naming_the_run(null_local, monkeypatch):
     from xt_magic.core.storage.file import FileStore
-    monkeypatch.setattr(service, "SEQUENTIAL_STORES", ())
+    monkeypatch.setattr(FileStore, "remote", True)
     real = FileStore.append
 
     def append(self, path, data):
@@ -95,9 +96,9 @@ def test_non_xt_error_becomes_one_job_error_naming_the_run(null_local, monkeypat
 def test_failed_signing_for_the_job_fails_every_run(null_local, monkeypatch):
     from xt_magic.core.storage.file import FileStore
 
-    def runner_io(self, **kw):
+    def node_access(self, **kw):
         raise StoreError("cannot sign SAS URLs: the blob store has no account key")
-    monkeypatch.setattr(FileStore, "runner_io", runner_io)
+    monkeypatch.setattr(FileStore, "node_access", node_access)
     with pytest.raises(StoreError, match="^cannot sign SAS URLs"):
         sweep()
     assert null_local == []
@@ -130,7 +131,7 @@ def test_blob_store_sweep_tickets_and_event_order(null_local, azurite, azurite_c
     blob_config(azurite, azurite_container)
     job = sweep()
     store = get_store(get_session())
-    assert service._store_workers(store, RUNS) == RUNS  # the threads path
+    assert fanout._store_workers(store, RUNS) == RUNS  # the threads path
     assert [launch.run_id for launch in null_local] == job.runs  # launches in run order
     assert job.states() == {"queued": RUNS}
     bundle = "ws1/jobs/job1/bundle/"
@@ -139,14 +140,16 @@ def test_blob_store_sweep_tickets_and_event_order(null_local, azurite, azurite_c
         assert [e["state"] for e in run_events(store, run)] == ["created", "queued"]
         ticket = json.loads(store.read_bytes(f"ws1/runs/{run}/ticket.json"))
         assert ticket == launch.ticket and ticket["run"] == run
+        assert "sig=" not in json.dumps(ticket) and "io" not in ticket  # no URL is stored
         own = f"ws1/runs/{run}/"
-        assert list(ticket["io"]["urls"]) == [
-            bundle + "cell.py", bundle + "cloudpickle.zip", bundle + "runner.py",
+        urls = launch.launch_secret["access"]["urls"]  # the launch channel's access
+        assert list(urls) == [
+            bundle + "cell.py", bundle + "cloudpickle.zip",
             own + "outputs/vars.pkl", own + "outputs/files.zip", own + "events.jsonl",
             own + "console.txt", own + "metrics.jsonl"]
-        for path, url in ticket["io"]["urls"].items():
+        for path, url in urls.items():
             assert url.split("?")[0].endswith(f"/{azurite_container}/{path}") and "sig=" in url
-        assert "sp=r&" in ticket["io"]["urls"][bundle + "cell.py"]
+        assert "sp=r&" in urls[bundle + "cell.py"]
 
 
 @pytest.mark.azurite
@@ -206,16 +209,17 @@ def test_user_delegation_key_is_fetched_once_for_many_runs(seconds):
     svc = _Service()
     store = AzureBlobStore(svc, "c", aad=True)
     for i in range(30):
-        io = store.runner_io(read=["ws1/jobs/job1/bundle/cell.py"],
-                             write=[f"ws1/runs/run1.{i}/outputs/vars.pkl"],
-                             append=[f"ws1/runs/run1.{i}/events.jsonl"], expiry_seconds=seconds)
-        assert len(io["urls"]) == 3
+        access = store.node_access(read=["ws1/jobs/job1/bundle/cell.py"],
+                                   write=[f"ws1/runs/run1.{i}/outputs/vars.pkl"],
+                                   append=[f"ws1/runs/run1.{i}/events.jsonl"],
+                                   expiry_seconds=seconds)
+        assert len(access.urls) == 3
     assert len(svc.key_requests) == 1
     start, key_expiry = svc.key_requests[0]
     now = dt.datetime.now(dt.timezone.utc)
     assert key_expiry - now <= dt.timedelta(seconds=MAX_SAS_SECONDS)  # never past the 7 days
     assert key_expiry - now > dt.timedelta(seconds=min(seconds, MAX_SAS_SECONDS - 3600) - 60)
-    query = dict(p.split("=", 1) for p in io["urls"]["ws1/jobs/job1/bundle/cell.py"]
+    query = dict(p.split("=", 1) for p in access.urls["ws1/jobs/job1/bundle/cell.py"]
                  .split("?", 1)[1].split("&"))
     from urllib.parse import unquote
     sas_expiry = dt.datetime.strptime(unquote(query["se"]), "%Y-%m-%dT%H:%M:%SZ").replace(

@@ -205,7 +205,7 @@ def test_monitor_cancel_buttons(xt_home):
     assert set(mon.states().values()) == {"cancelled"} and "cancelled" in mon.notification.value
 
 
-def test_monitor_errors_show_in_the_widget(xt_home):
+def test_monitor_errors_show_in_the_widget(xt_home, monkeypatch):
     from xt_magic.core.errors import JobError
     from xt_magic.widgets.monitor import JobMonitor
     with pytest.raises(JobError):
@@ -213,7 +213,8 @@ def test_monitor_errors_show_in_the_widget(xt_home):
     job = api.run_cell("print(1)\n", {"__name__": "__main__"}).wait(timeout=60, progress=False)
     mon = JobMonitor(job.id, start=False)
     mon.run_picker.value = job.runs[0]
-    mon.store = types.SimpleNamespace(read_from=lambda p, o: (_ for _ in ()).throw(OSError("disk gone")))
+    monkeypatch.setattr(type(mon.store), "read_from",
+                        lambda self, p, o: (_ for _ in ()).throw(OSError("disk gone")))
     mon._on_pick(None)  # a callback: must not raise
     assert "disk gone" in mon.message.value
 
@@ -289,7 +290,7 @@ def test_a_job_displays_as_a_live_monitor_in_a_kernel(xt_home):
             class mimebundle_formatter:
                 for_type_by_name = staticmethod(lambda *a: registered.append(a))
     register_job_display(ZMQInteractiveShell())
-    assert registered == [("xt_magic.core.jobs.service", "Job", job_bundle)]
+    assert registered == [("xt_magic.core.jobs.job", "Job", job_bundle)]
     register_job_display(types.SimpleNamespace())  # terminal IPython: nothing registered
     assert len(registered) == 1
 

@@ -60,7 +60,7 @@ def config_reset():
     return service.reset(get_session())
 
 
-# --- jobs (core/jobs/service.py) ------------------------------------------------------------
+# --- jobs (core/jobs/) -----------------------------------------------------------------------
 
 
 def run_cell(source: str, namespace: dict | None = None, **options: Any):
@@ -69,49 +69,49 @@ def run_cell(source: str, namespace: dict | None = None, **options: Any):
     Options: target, setup, name, inputs, outputs, hp, hp_config, search, runs, repeat, env,
     code_dir, wait, tags, dry_run, max_seconds, seed. See docs/jobs.md.
     """
-    from .jobs import service
-    return service.run_cell(get_session(), source, namespace or {}, **options)
+    from .jobs import submit
+    return submit.run_cell(get_session(), source, namespace or {}, **options)
 
 
 def job(job_id: str):
     """A Job handle for an existing job (works after a kernel restart)."""
-    from .jobs import service
-    return service.get_job(get_session(), job_id)
+    from .jobs import control
+    return control.get_job(get_session(), job_id)
 
 
 def jobs(status: str | None = None, last: int | None = None):
-    from .jobs import service
-    return service.list_jobs(get_session(), status=status, last=last)
+    from .jobs import control
+    return control.list_jobs(get_session(), status=status, last=last)
 
 
 def status(job_or_run: str):
-    from .jobs import service
-    return service.status(get_session(), job_or_run)
+    from .jobs import control
+    return control.status(get_session(), job_or_run)
 
 
 def logs(run_id: str, follow: bool = False, out=None):
-    from .jobs import service
-    return service.logs(get_session(), run_id, follow=follow, out=out)
+    from .jobs import control
+    return control.logs(get_session(), run_id, follow=follow, out=out)
 
 
 def cancel(job_or_run: str):
-    from .jobs import service
-    return service.cancel(get_session(), job_or_run)
+    from .jobs import control
+    return control.cancel(get_session(), job_or_run)
 
 
 def results(job_id: str, into: dict | None = None, raise_errors: bool = False):
-    from .jobs import service
-    return service.results(get_session(), job_id, into=into, raise_errors=raise_errors)
+    from .jobs import results
+    return results.results(get_session(), job_id, into=into, raise_errors=raise_errors)
 
 
 def metrics(job_id: str):
-    from .jobs import service
-    return service.metrics(get_session(), job_id)
+    from .jobs import metrics
+    return metrics.metrics(get_session(), job_id)
 
 
 def plot(job_id: str, metric: str, step: str | None = None):
-    from .jobs import service
-    return service.plot(get_session(), job_id, metric, step=step)
+    from .jobs import metrics
+    return metrics.plot(get_session(), job_id, metric, step=step)
 
 
 # --- auth (core/auth/service.py) ----------------------------------------------------------------

@@ -121,6 +121,31 @@ class JobError(XTError):
     """A job or run request is wrong, or a run failed."""
 
 
+class RunFailed(JobError):
+    """A run's cell raised: the remote exception type and message, with the remote traceback."""
+
+    def __init__(self, run: str, error: dict | None, reason: str | None = None):
+        self.run, self.error = run, error or {}
+        self.remote_type = self.error.get("type") or "Error"
+        self.remote_message = self.error.get("message") or reason or "failed"
+        self.remote_traceback = self.error.get("traceback") or ""
+        super().__init__(f"run {run} failed: {self.remote_type}: {self.remote_message}")
+
+    def _render_traceback_(self):
+        tb = self.remote_traceback.rstrip("\n")
+        lines = [f"{type(self).__name__}: {JobError.__str__(self)}"]
+        if tb:
+            lines += ["", f"Remote traceback (run {self.run}):"] + tb.splitlines()
+        return lines
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.remote_traceback:
+            text += "\n\nRemote traceback:\n" + self.remote_traceback.rstrip("\n")
+        return text
+
+
+
 class MissingDependencyError(XTError):
     """An optional package is not installed; names the pip extra that brings it."""
 

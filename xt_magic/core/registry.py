@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-from .errors import MissingDependencyError, XTError
+from .errors import ConfigError, MissingDependencyError, XTError
 
 # kind -> ("module:Class", pip extra that brings its dependencies)
 BACKENDS: dict[str, tuple[str, str]] = {
@@ -20,6 +20,12 @@ BACKENDS: dict[str, tuple[str, str]] = {
 STORES: dict[str, tuple[str, str]] = {
     "file": ("xt_magic.core.storage.file:FileStore", ""),
     "azure-blob": ("xt_magic.core.storage.azure_blob:AzureBlobStore", "azure"),
+}
+
+# XT's storage provider names and ours -> store registry name
+STORE_PROVIDERS = {
+    "store-file": "file", "file": "file",
+    "azure-blob-21": "azure-blob", "azure-blob-210": "azure-blob", "azure-blob": "azure-blob",
 }
 
 _GROUPS = {"backend": ("xt_magic.backends", BACKENDS), "store": ("xt_magic.stores", STORES)}
@@ -99,18 +105,18 @@ def providers(config, group: str) -> dict[str, type | None]:
 
 
 def provider_class(group: str, name: str, path: str) -> type:
-    if group == "compute":
-        from .compute.base import Backend as base
-    else:
-        from .storage.base import Store as base
+    # the base class by name: the registry sits below compute and storage and imports neither
+    base_module, base_name = (("xt_magic.core.compute.base", "Backend") if group == "compute"
+                              else ("xt_magic.core.storage.base", "Store"))
     key = f"providers.{group}.{name}"
     try:
         cls = _import(path)
     except (ImportError, AttributeError, ValueError) as err:
         raise XTError(f"cannot import {path!r}: {err}", key=key,
                       hint="give module.Class of an installed package") from None
-    if not (isinstance(cls, type) and issubclass(cls, base)):
-        raise XTError(f"{path!r} is not an xt_magic {base.__name__} subclass", key=key)
+    if not (isinstance(cls, type) and any(c.__module__ == base_module and c.__name__ == base_name
+                                          for c in cls.__mro__)):
+        raise XTError(f"{path!r} is not an xt_magic {base_name} subclass", key=key)
     return cls
 
 
@@ -136,3 +142,50 @@ def resolve(kind: str, name: str):
             raise MissingDependencyError(err.name, extra or "all", f"the {name} {kind}") from err
         raise
     return getattr(module, attr)
+
+
+# ---- which backend runs a compute target --------------------------------------------------------
+def box_addresses(cfg, target: dict) -> list[str]:
+    """The addresses of a pool target's boxes (a box name resolved through ``boxes``)."""
+    addresses = []
+    boxes = target.get("boxes") or ["localhost"]
+    for box in boxes if isinstance(boxes, list) else []:  # a wrong type is the schema's to report
+        entry = cfg.get(f"boxes.{box}") if cfg is not None and box != "localhost" else None
+        addresses.append(entry.get("address", box) if isinstance(entry, dict) else box)
+    return addresses
+
+
+def backend_class(cfg, target_name: str, target: dict, classes: dict | None = None) -> type:
+    """The Backend class that runs a compute-targets entry, from the registry.
+
+    ``service`` is either a name a backend serves directly (``pool``, ``slurm``; XT's ``pool`` with
+    only localhost boxes is the local backend) or an external-services entry whose ``type`` a
+    backend serves (``batch``). Raises ConfigError naming the key when no backend runs it.
+    """
+    classes = backend_classes(cfg) if classes is None else classes
+    key = f"compute-targets.{target_name}.service"
+    service = target.get("service")
+    direct = [cls for cls in classes.values() if service in cls.services]
+    if direct:
+        for cls in direct:
+            if cls.accepts(cfg, target):
+                return cls
+        return direct[0]
+    entry = cfg.get(f"external-services.{service}") if isinstance(service, str) and service else None
+    if not isinstance(entry, dict):
+        names = sorted({s for cls in classes.values() for s in cls.services})
+        raise ConfigError(f"target {target_name!r}: service {service!r} is not defined in external-services",
+                          key=key, hint=f"use {', '.join(names)} or an external-services entry "
+                                        f"of type {' or '.join(served_types(classes))}")
+    kind = entry.get("type")
+    for cls in classes.values():
+        if kind in cls.service_types and cls.accepts(cfg, target):
+            return cls
+    raise ConfigError(f"target {target_name!r}: service {service!r} is of type {kind}, which no "
+                      "installed backend runs", key=key,
+                      hint=f"compute services: {', '.join(served_types(classes))}; a backend package "
+                           "adds more (entry point xt_magic.backends)")
+
+
+def served_types(classes: dict) -> list[str]:
+    return sorted({t for cls in classes.values() for t in cls.service_types})

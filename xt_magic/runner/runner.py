@@ -52,17 +52,174 @@ def now_iso(t):
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%03d+00:00" % int(t % 1 * 1000)
 
 
-def proc_start(pid):
-    """Start time of a process (clock ticks since boot) so a reused pid is not mistaken for it."""
+def proc_stat(pid):
+    """The fields of /proc/PID/stat after the command name (state is [0], pgrp [2], start time
+    [19]); None when there is no such process. The one /proc reader of xt_magic."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
-            return int(fh.read().rsplit(b")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
+            return fh.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
         return None
+
+
+def proc_start(pid):
+    """Start time of a process (clock ticks since boot) so a reused pid is not mistaken for it."""
+    fields = proc_stat(pid)
+    try:
+        return int(fields[19]) if fields else None
+    except (IndexError, ValueError):
+        return None
+
+
+def proc_alive(pid, pstart):
+    """True if ``pid`` is the same process (start time) and not a zombie."""
+    fields = proc_stat(pid)
+    if not fields or fields[0] in (b"Z", b"X"):
+        return False  # gone, or exited (PID 1 here may reap orphans late)
+    return pstart is None or int(fields[19]) == int(pstart)
 
 
 def xt_home():
     return os.environ.get("XT_HOME") or os.path.join(os.path.expanduser("~"), ".xt")
+
+
+def write_atomic(path, data, mode=0o644, keep_existing=False):
+    """Replace ``path`` with ``data`` (bytes or str) so readers see the old or the new file, never
+    half; the file gets ``mode`` from the start (0600 for secrets). (The kernel uses this one too.)
+    ``keep_existing``: an existing file keeps its mode and owner (a 0600 config stays 0600)."""
+    import _thread  # builtin: no import cost (tempfile's would be paid by every supervisor)
+    if isinstance(data, str):
+        data = data.encode()
+    st = None
+    if keep_existing:
+        try:
+            st = os.stat(path)
+            mode = st.st_mode & 0o7777
+        except FileNotFoundError:
+            pass
+    # unique per process and thread, so concurrent writers never share a temporary file; the
+    # ".tmp-" prefix keeps it out of store listings
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".tmp-{name}.{os.getpid()}-{_thread.get_ident()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        try:
+            _write_all(fd, data)
+            if st is not None:
+                os.fchmod(fd, mode)  # the umask may have cut bits
+                if (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
+                    try:
+                        os.fchown(fd, st.st_uid, st.st_gid)
+                    except PermissionError:
+                        pass  # only root may give a file away; the mode is kept all the same
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+# ------------------------------------------------------------------------ signing and the launch
+# The stored ticket holds no URL and no key; the launch channel (env XT_LAUNCH, or a 0600 file
+# named by XT_LAUNCH_FILE) carries {"key": hex job key, "access": node access}. The runner checks
+# the ticket's sig with the key before trusting anything in it, and signs what it reports, so the
+# kernel believes only results made by a holder of the key (docs/architecture.md "Signing").
+
+def canonical(obj):
+    """The bytes that are signed: sorted keys, no spaces (json round trips keep them stable)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+def sign_fields(key, fields):
+    """HMAC-SHA256 (hex) of ``fields`` without its ``sig``."""
+    import hashlib
+    import hmac
+    body = {k: v for k, v in fields.items() if k != "sig"}
+    return hmac.new(key, canonical(body), hashlib.sha256).hexdigest()
+
+
+def verify_fields(key, fields):
+    import hmac
+    sig = fields.get("sig") if isinstance(fields, dict) else None
+    return isinstance(sig, str) and hmac.compare_digest(sig, sign_fields(key, fields))
+
+
+LAUNCH_ENV, LAUNCH_FILE_ENV = "XT_LAUNCH", "XT_LAUNCH_FILE"
+
+
+def take_launch():
+    """The launch secret, removed from the environment (and its file deleted) at once, so the
+    cell, its subprocesses and the console never see it. None when there is none."""
+    raw = os.environ.pop(LAUNCH_ENV, None)
+    path = os.environ.pop(LAUNCH_FILE_ENV, None)
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                raw = raw or fh.read().decode()
+        finally:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+    if not raw:
+        return None
+    launch = json.loads(raw)
+    launch["key"] = bytes.fromhex(launch["key"])
+    return launch
+
+
+def launch_env(launch):
+    """A fresh 0600 launch file for a process this runner starts (the re-exec into a setup env):
+    returns the environment entry pointing at it."""
+    import tempfile
+    fd, path = tempfile.mkstemp(prefix="xt-launch-")
+    body = dict(launch, key=launch["key"].hex())
+    try:
+        _write_all(fd, json.dumps(body).encode())
+    finally:
+        os.close(fd)
+    return {LAUNCH_FILE_ENV: path}
+
+
+# --------------------------------------------------------------------------------------- events
+FINAL_STATES = ("completed", "failed", "cancelled")
+
+
+def event_record(state, **fields):
+    """One events.jsonl record (core/protocol/events.py is the kernel's side of the same format)."""
+    t = time.time()
+    record = {"time": now_iso(t), "ts": t, "state": state}
+    record.update({k: v for k, v in fields.items() if v is not None})
+    return record
+
+
+def event_line(record):
+    return (json.dumps(record, sort_keys=True) + "\n").encode()
+
+
+def parse_events(data):
+    """JSON objects of a jsonl blob; torn lines (a writer died mid-append) and non-objects skipped."""
+    out = []
+    for line in data.decode("utf-8", "replace").splitlines():
+        line = line.strip()
+        if line:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
+    return out
 
 
 # ---------------------------------------------------------------------------------------- store io
@@ -92,10 +249,7 @@ class FileIO:
     def put(self, path, data):
         full = self._full(path)
         os.makedirs(os.path.dirname(full), exist_ok=True)
-        tmp = f"{full}.tmp{os.getpid()}"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, full)
+        write_atomic(full, data)
 
     def open_append(self, path):
         full = self._full(path)
@@ -176,11 +330,12 @@ def make_io(spec):
     raise RunnerError(f"unknown ticket io kind {kind!r}")
 
 
-def append_event(io, ticket, state, **fields):
-    t = time.time()
-    record = {"time": now_iso(t), "ts": t, "state": state}
-    record.update({k: v for k, v in fields.items() if v is not None})
-    io.append(ticket["paths"]["events"], (json.dumps(record, sort_keys=True) + "\n").encode())
+def append_event(io, ticket, state, key=None, **fields):
+    """Append a state event naming the job and run; signed when ``key`` is given."""
+    record = event_record(state, job=ticket.get("job"), run=ticket.get("run"), **fields)
+    if key is not None:
+        record["sig"] = sign_fields(key, record)
+    io.append(ticket["paths"]["events"], event_line(record))
 
 
 # ------------------------------------------------------------------------- console and metrics
@@ -477,7 +632,7 @@ def run_activate(activate, python, console):
     return out
 
 
-def setup_phase(ticket, ticket_path, console):
+def setup_phase(ticket, ticket_path, console, launch):
     """Realise the setup and re-exec in it; returns only when no re-exec is needed."""
     setup = ticket.get("setup") or {}
     python = sys.executable
@@ -488,8 +643,8 @@ def setup_phase(ticket, ticket_path, console):
         return
     console.tick(force=True)
     sys.stdout.flush()
-    os.execve(python, command(python, ticket_path, "--phase2"),
-              env if env is not None else os.environ)
+    env = dict(env if env is not None else os.environ, **launch_env(launch))
+    os.execve(python, command(python, ticket_path, "--phase2"), env)
 
 
 # ------------------------------------------------------------------------------------ phase 2
@@ -505,31 +660,38 @@ def _fetch_checked(io, path, sha, what):
     return data
 
 
-def safe_extract(zip_bytes, dest):
-    """Unpack a zip refusing absolute paths, ``..``, and symlinks."""
+def safe_extract(zip_bytes, dest, what="snapshot"):
+    """Unpack a zip refusing absolute paths, ``..``, drive letters and links; every entry is checked
+    before anything is written. Returns the names extracted. (The kernel uses this one too.)"""
     import io as _io
     import stat
     import zipfile
     dest = os.path.realpath(dest)
+    names = []
     with zipfile.ZipFile(_io.BytesIO(zip_bytes)) as zf:
-        for info in zf.infolist():
+        infos = zf.infolist()
+        for info in infos:
             name = info.filename
             mode = info.external_attr >> 16
             parts = name.replace("\\", "/").split("/")
+            target = os.path.realpath(os.path.join(dest, *[p for p in parts if p]))
             if (name.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]
-                    or stat.S_ISLNK(mode)):
-                raise RunnerError(f"unsafe entry {name!r} in snapshot: refusing to unpack")
-            target = os.path.realpath(os.path.join(dest, *parts))
-            if target != dest and not target.startswith(dest + os.sep):
-                raise RunnerError(f"unsafe entry {name!r} in snapshot: refusing to unpack")
+                    or stat.S_ISLNK(mode)
+                    or (target != dest and not target.startswith(dest + os.sep))):
+                raise RunnerError(f"unsafe path {name!r} in {what}: refusing to unpack")
+        for info in infos:
+            parts = [p for p in info.filename.replace("\\", "/").split("/") if p]
+            target = os.path.join(dest, *parts)
             if info.is_dir():
                 os.makedirs(target, exist_ok=True)
                 continue
             os.makedirs(os.path.dirname(target), exist_ok=True)
             with zf.open(info) as src, open(target, "wb") as out:
                 out.write(src.read())
-            if mode & 0o111:
+            if (info.external_attr >> 16) & 0o111:
                 os.chmod(target, 0o755)
+            names.append(info.filename)
+    return names
 
 
 def _zip_dir(folder):
@@ -583,7 +745,7 @@ def _on_sigterm(signum, frame):
     raise Cancelled()
 
 
-def run_phase(ticket, io, console):
+def run_phase(ticket, io, console, key):
     import _signal  # the C module: `signal` builds enums at import, which costs startup time
     _signal.signal(_signal.SIGTERM, _on_sigterm)
     slot = os.environ.pop("XT_SLOT_FD", None)
@@ -610,7 +772,8 @@ def run_phase(ticket, io, console):
     try:
         try:
             os.makedirs(outdir, exist_ok=True)
-            cell = io.get(bundle["cell"]).decode("utf-8")
+            cell = _fetch_checked(io, bundle["cell"], bundle.get("cell_sha256"),
+                                  "cell").decode("utf-8")
             if bundle.get("cloudpickle") and (bundle.get("inputs") or ticket.get("outputs")):
                 cp = _fetch_checked(io, bundle["cloudpickle"], bundle.get("cloudpickle_sha256"),
                                     "cloudpickle.zip")
@@ -679,11 +842,13 @@ def run_phase(ticket, io, console):
         except OSError:
             _remove(workdir)
     if "error" in result:
-        append_event(io, ticket, "failed", exit_code=EXIT_FAILED, error=result["error"],
+        append_event(io, ticket, "failed", key, exit_code=EXIT_FAILED, error=result["error"],
                      reason=f"{result['error']['type']}: {result['error']['message']}"[:500],
                      duration=duration)
         return EXIT_FAILED
-    append_event(io, ticket, "completed", exit_code=EXIT_OK, duration=duration, **result["outputs"])
+    # signed: the kernel loads outputs only under a valid sig over these sha256s
+    append_event(io, ticket, "completed", key, exit_code=EXIT_OK, duration=duration,
+                 **result["outputs"])
     return EXIT_OK
 
 
@@ -722,14 +887,32 @@ def main(argv):
     setup_only = "--setup-only" in argv  # batch job preparation: build the env once per node
     argv = [a for a in argv if a != "--setup-only"]
     ticket_path = argv[1]
+    try:  # first of all: nothing started from here on (setup, activate, the cell) sees it
+        launch = take_launch()
+    except Exception as err:
+        sys.stderr.write(f"xt runner: unusable launch secret: {type(err).__name__}\n")
+        return EXIT_UNREPORTED
+    if launch is None:
+        sys.stderr.write("xt runner: no launch secret (XT_LAUNCH / XT_LAUNCH_FILE)\n")
+        return EXIT_UNREPORTED
     try:
         with open(ticket_path, "rb") as fh:
             ticket = json.load(fh)
-        io = make_io(ticket["io"])
+        io = make_io(launch["access"])
         console = Console(io, ticket["paths"]["console"], mirror_fd=None)
     except Exception as err:  # nowhere to report to
         sys.stderr.write(f"xt runner: unusable ticket {ticket_path}: {type(err).__name__}: {err}\n")
         return EXIT_UNREPORTED
+    key = launch["key"]
+    if not verify_fields(key, ticket):
+        # a ticket not made with this job's key: trust none of its paths, hashes or settings
+        try:
+            append_event(io, ticket, "failed", key, exit_code=EXIT_FAILED,
+                         reason="ticket signature does not verify")
+        except Exception:
+            pass
+        sys.stderr.write("xt runner: ticket signature does not verify\n")
+        return EXIT_FAILED
     if setup_only:
         setup = ticket.get("setup") or {}
         if setup.get("pip-packages") or setup.get("conda-packages"):
@@ -738,8 +921,8 @@ def main(argv):
         return EXIT_OK
     try:
         if "--phase2" not in argv and ticket.get("setup"):
-            setup_phase(ticket, ticket_path, console)
-        return run_phase(ticket, io, console)
+            setup_phase(ticket, ticket_path, console, launch)
+        return run_phase(ticket, io, console, key)
     except Cancelled:
         return EXIT_CANCELLED
     except BaseException as err:
@@ -748,7 +931,7 @@ def main(argv):
         try:
             console.say(f"[xt] run failed: {message}")
             console.tick(force=True)
-            append_event(io, ticket, "failed", exit_code=EXIT_FAILED, reason=message[:500],
+            append_event(io, ticket, "failed", key, exit_code=EXIT_FAILED, reason=message[:500],
                          error={"type": type(err).__name__, "message": str(err),
                                 "traceback": traceback.format_exc()})
         except BaseException:

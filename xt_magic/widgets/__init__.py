@@ -14,7 +14,7 @@ def register_job_display(ipython) -> None:
     if type(ipython).__name__ != "ZMQInteractiveShell":
         return
     formatter = ipython.display_formatter.mimebundle_formatter
-    formatter.for_type_by_name("xt_magic.core.jobs.service", "Job", job_bundle)
+    formatter.for_type_by_name("xt_magic.core.jobs.job", "Job", job_bundle)
 
 
 def job_bundle(job, include=None, exclude=None):

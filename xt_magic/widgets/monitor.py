@@ -26,34 +26,15 @@ TAIL_CHARS = 6000
 MAX_POINTS = 400
 
 
-class _Tail:
-    """Incremental reader of one append-only store object: returns only complete new lines."""
-
-    def __init__(self, path: str):
-        self.path, self.offset, self.partial = path, 0, b""
-
-    def read(self, store) -> bytes:
-        chunk = store.read_from(self.path, self.offset)
-        self.offset += len(chunk)
-        data = self.partial + chunk
-        cut = data.rfind(b"\n") + 1
-        self.partial = data[cut:]
-        return data[:cut]
-
-    def raw(self, store) -> bytes:
-        chunk = store.read_from(self.path, self.offset)
-        self.offset += len(chunk)
-        return chunk
-
-
 class _RunView:
     """What the monitor knows about one run, built up from incremental reads."""
 
-    def __init__(self, run: str, hparams: dict, layout):
+    def __init__(self, run: str, hparams: dict, layout, store):
+        from ..core.protocol.events import Tail
         self.run, self.hparams = run, hparams or {}
-        self.events = _Tail(layout.run(run, "events.jsonl"))
-        self.metrics = _Tail(layout.run(run, "metrics.jsonl"))
-        self.console = _Tail(layout.run(run, "console.txt"))
+        self.events = Tail(store, layout.events(run))
+        self.metrics = Tail(store, layout.metrics(run))
+        self.console = Tail(store, layout.console(run))
         self.event_list: list[dict] = []
         self.info: dict = {"state": "created"}
         self.latest: dict = {}
@@ -117,7 +98,7 @@ class JobMonitor(WidgetView):
     def __init__(self, job=None, session=None, start: bool = True,
                  min_interval: float = 0.3, max_interval: float = 5.0, reconcile_every: float = 5.0):
         import ipywidgets as w
-        from ..core.jobs.records import Layout
+        from ..core.protocol.layout import Layout
         from ..core.session import get_session
         from ..core.storage import get_store
         self.session = session or get_session()
@@ -127,7 +108,7 @@ class JobMonitor(WidgetView):
         self.store = get_store(self.session, cfg)
         layout = Layout(self.job.record.workspace)
         hps = self.job.record.hparams or [{}] * len(self.job.record.runs)
-        self.runs = {r: _RunView(r, hp, layout) for r, hp in zip(self.job.record.runs, hps)}
+        self.runs = {r: _RunView(r, hp, layout, self.store) for r, hp in zip(self.job.record.runs, hps)}
         self.step_name = str(cfg.get("general.step-name") or "step")
         self.primary_metric = cfg.get("general.primary-metric")
         self.min_interval, self.max_interval = min_interval, max_interval
@@ -186,12 +167,12 @@ class JobMonitor(WidgetView):
     # -- polling ----------------------------------------------------------------------------------
     @property
     def done(self) -> bool:
-        from ..core.jobs.states import FINAL
+        from ..core.protocol.events import FINAL
         return all(v.info["state"] in FINAL for v in self.runs.values())
 
     def tick(self) -> bool:
         """Read what was appended since the last tick; True if anything changed."""
-        from ..core.jobs.states import FINAL, fold, parse_events
+        from ..core.protocol.events import FINAL, fold, parse
         changed = False
         with self._lock:
             self.ticks += 1
@@ -201,17 +182,17 @@ class JobMonitor(WidgetView):
                 self._last_reconcile = now
                 self.job.refresh()  # the backend marks runs whose process is gone as failed
             for view in self.runs.values():
-                new = view.events.read(self.store) if view.info["state"] not in FINAL else b""
+                new = view.events.read_bytes() if view.info["state"] not in FINAL else b""
                 if new:
                     self.bytes_read += len(new)
-                    view.event_list.extend(parse_events(new))
+                    view.event_list.extend(parse(new))
                     view.info = fold(view.event_list)
                     changed = True
-                new = view.metrics.read(self.store)
+                new = view.metrics.read_bytes()
                 if new:
                     self.bytes_read += len(new)
                     changed = True
-                    for rec in parse_events(new):
+                    for rec in parse(new):
                         if rec.get("kind", "metrics") != "metrics":
                             continue  # the runner's hparams record: shown from the job record
                         values = rec.get("values") or {}
@@ -224,7 +205,7 @@ class JobMonitor(WidgetView):
                                 del pts[:-MAX_POINTS]
             view = self.runs.get(self.run_picker.value)
             if view is not None:
-                new = view.console.raw(self.store)  # partial lines too: a progress line shows at once
+                new = view.console.raw()  # partial lines too: a progress line shows at once
                 if new:
                     self.bytes_read += len(new)
                     view.log = (view.log + new.decode("utf-8", "replace"))[-TAIL_CHARS:]
@@ -276,7 +257,7 @@ class JobMonitor(WidgetView):
 
     def _render(self) -> None:
         from collections import Counter
-        from ..core.jobs.states import FINAL
+        from ..core.protocol.events import FINAL
         views = list(self.runs.values())
         counts = Counter(v.info["state"] for v in views)
         final = sum(counts[s] for s in FINAL)

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from ..protocol import events
+from ..protocol.layout import DEFAULT_WORKSPACE, Layout
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config",
                          "templates")
@@ -23,14 +26,37 @@ TEMPLATES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file_
 
 @dataclass
 class Launch:
-    """One run to start."""
+    """One run to start.
+
+    ``ticket`` is the signed ticket exactly as stored at ``ticket_path``; ``launch_secret``
+    (``{"key": hex, "access": NodeAccess JSON}``, protocol/tickets.py) reaches the node only
+    through the launch channel: never the store, a command line or a log.
+    """
 
     run_id: str
-    ticket: dict                     # runner ticket (docs/architecture.md "Runner ticket")
-    ticket_path: str                 # store path where the same ticket JSON was written
-    runner_path: str                 # store path of runner.py for this job
+    job_id: str
+    workspace: str
+    ticket: dict
+    ticket_path: str
+    launch_secret: dict = None
     max_seconds: int | None = None   # wall-clock limit, if the target or call set one
-    resources: dict = field(default_factory=dict)  # cpus, gpus, mem, nodes... as the target says
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.workspace)
+
+    @property
+    def runner_path(self) -> str:
+        """Store path of this job's runner.py."""
+        return self.layout.runner(self.job_id)
+
+    @property
+    def access(self):
+        from ..protocol.access import NodeAccess
+        return NodeAccess.from_json(self.launch_secret["access"])
+
+    def __repr__(self) -> str:  # never the secret
+        return f"Launch({self.run_id!r}, {self.ticket_path!r})"
 
 
 class Backend(ABC):
@@ -49,8 +75,6 @@ class Backend(ABC):
     target_schema: dict = {}
     #: Path of the commented xt_config.yaml that ``%xt_config --create KIND`` writes ("" = none).
     template: str = ""
-    #: True when nodes cannot see the client's filesystem, so a file store cannot be used.
-    needs_remote_store: bool = False
 
     @classmethod
     def accepts(cls, config: Any, target: dict) -> bool:
@@ -60,6 +84,9 @@ class Backend(ABC):
     def __init__(self, name: str, target: dict, *, config: Any, store: Any, session: Any = None):
         self.name, self.target, self.config, self.store, self.session = (
             name, target, config, store, session)
+        ws = config.get("general.workspace") if config is not None else None
+        #: paths of runs that ``poll``/``cancel`` are asked about (the configured workspace)
+        self.layout = Layout(str(ws or DEFAULT_WORKSPACE))
 
     @abstractmethod
     def submit(self, job_id: str, launches: list[Launch]) -> None:
@@ -75,9 +102,16 @@ class Backend(ABC):
     def cancel(self, job_id: str, run_ids: list[str]) -> None:
         """Stop these runs (whole process group / task / slurm job) and append ``cancelled``."""
 
-    def describe(self) -> dict:
-        """Facts for listings (%xt_boxes, %xt_pools); backends may add more."""
-        return {"target": self.name, "kind": self.kind}
+    # -- run events, from the store alone (protocol/events.py) -------------------------------------
+    def _state(self, run_id: str) -> dict:
+        return events.state(self.store, self.layout.events(run_id))
+
+    def _event(self, run_id: str, state: str, **fields) -> None:
+        events.append(self.store, self.layout.events(run_id), state, **fields)
+
+    def _fail_unless_final(self, run_id: str, reason: str, **fields) -> None:
+        if self._state(run_id)["state"] not in events.FINAL:
+            self._event(run_id, events.FAILED, reason=reason, **fields)
 
     def close(self) -> None:
         """Release connections; the backend may be rebuilt later."""

@@ -21,11 +21,13 @@ Config::
                  node-agent-sku-id: "batch.node.ubuntu 22.04", version: latest}
 
 Each run is one Batch task (bulk-created, 100 per request) in one Batch job per xt job. The task
-downloads ``runner.py`` and its ticket by read-SAS URLs and runs ``python3 runner.py ticket.json``;
-the runner reaches the store through the per-path SAS URLs in its ticket (io kind ``urls``).
-Node stdout/stderr are uploaded on task completion as a backstop, each to a SAS that can write
-that one blob. No secret is ever put in a task: command lines, environment settings and resource
-file URLs carry SAS tokens scoped to single blobs of the run, nothing else.
+downloads ``runner.py`` and its signed ticket by read-SAS URLs (which live only in the task, never
+in the store) and runs ``python3 runner.py ticket.json``; the launch secret (job key and the
+per-path SAS URLs of the run's node access) is the task's ``XT_LAUNCH`` environment setting, which
+the runner removes from its environment before anything else runs. Node stdout/stderr are
+uploaded on task completion as a backstop, each to a SAS that can write that one blob. No account
+key, token or credential is ever put in a task: SAS tokens scoped to single blobs of the run and
+the job's own key, nothing else.
 """
 from __future__ import annotations
 
@@ -37,8 +39,10 @@ import shlex
 import urllib.parse
 from datetime import datetime, timedelta, timezone
 
+from ...runner.runner import LAUNCH_ENV
 from ..errors import AuthError, ConfigError, TargetError
-from ..jobs.states import CANCELLED, FAILED, FINAL, QUEUED, fold, make_event, parse_events
+from ..protocol import events, tickets
+from ..protocol.events import CANCELLED, FAILED, FINAL, QUEUED
 from .base import TEMPLATES, Backend, Launch
 
 NODE_XT_HOME = '"$AZ_BATCH_NODE_SHARED_DIR/xt"'   # env cache shared by every task on a node
@@ -161,11 +165,10 @@ class BatchBackend(Backend):
         "distributed": {"type": "boolean", "description": "one process per node with distributed env vars"},
     }
     template = os.path.join(TEMPLATES, "batch.yaml")
-    needs_remote_store = True
 
     def __init__(self, name: str, target: dict, *, config, store, session=None):
         super().__init__(name, target, config=config, store=store, session=session)
-        if getattr(store, "kind", "") == "file":
+        if not store.remote:
             raise ConfigError(f"target {name!r} runs on Azure Batch, whose nodes cannot see the "
                               "file store", key="xt-services.storage",
                               hint="use an azure-blob storage service for batch targets")
@@ -356,16 +359,24 @@ class BatchBackend(Backend):
     def _resource_files(self, paths: dict[str, str]) -> list:
         """ResourceFiles for {local name: store path}, each by a read-only SAS for that blob."""
         from azure.batch import models as m
-        urls = self.store.runner_io(read=list(paths.values()), write=[], append=[],
-                                    expiry_seconds=self._sas_seconds())["urls"]
+        urls = self.store.node_access(read=list(paths.values()), write=[], append=[],
+                                      expiry_seconds=self._sas_seconds()).urls
         return [m.ResourceFile(http_url=urls[p], file_path=name) for name, p in paths.items()]
 
-    def _log_outputs(self, run_dir: str) -> list:
+    @staticmethod
+    def _environment(launch: Launch, secret: dict) -> list:
+        """The task's environment: ids, and the launch secret (taken out by the runner first)."""
+        from azure.batch import models as m
+        return [m.EnvironmentSetting(name="XT_RUN_ID", value=launch.run_id),
+                m.EnvironmentSetting(name="XT_JOB_ID", value=launch.job_id),
+                m.EnvironmentSetting(name=LAUNCH_ENV, value=json.dumps(secret))]
+
+    def _log_outputs(self, run_id: str) -> list:
         """Backstop upload of the node's stdout/stderr, each to its own write-only blob SAS."""
         from azure.batch import models as m
-        paths = [f"{run_dir}/node/{name}" for name in LOG_FILES]
-        urls = self.store.runner_io(read=[], write=paths, append=[],
-                                    expiry_seconds=self._sas_seconds())["urls"]
+        paths = [self.layout.node_log(run_id, name) for name in LOG_FILES]
+        urls = self.store.node_access(read=[], write=paths, append=[],
+                                      expiry_seconds=self._sas_seconds()).urls
         outs = []
         for name, path in zip(LOG_FILES, paths):
             container_url, blob = _container_destination(urls[path])
@@ -376,47 +387,39 @@ class BatchBackend(Backend):
                 upload_options=m.OutputFileUploadConfiguration(upload_condition="taskcompletion")))
         return outs
 
-    def _rank_tickets(self, launch: Launch, n: int) -> dict[str, str]:
-        """Tickets for ranks 1..n-1 of a multi-node run: same bundle, their own
+    def _rank_tickets(self, launch: Launch, n: int) -> tuple[dict[str, str], dict]:
+        """Signed tickets for ranks 1..n-1 of a multi-node run: same bundle, their own
         events/console/metrics/outputs under ``runs/RUN/rank{r}/`` so rank 0 alone reports the
-        run's state. Returns {local file name: store path}."""
-        ticket = launch.ticket
-        run_dir = ticket["paths"]["events"].rsplit("/", 1)[0]
+        run's state. Returns ({local file name: store path}, the launch secret extended with
+        the ranks' access)."""
+        key = bytes.fromhex(launch.launch_secret["key"])
+        lay, ticket, access = launch.layout, launch.ticket, launch.access
         out = {}
         for r in range(1, n):
-            paths = {k: f"{run_dir}/rank{r}/{v.rsplit('/', 1)[-1]}"
-                     if k not in ("vars", "files") else f"{run_dir}/rank{r}/outputs/"
-                     f"{v.rsplit('/', 1)[-1]}" for k, v in ticket["paths"].items()}
-            io = dict(ticket["io"])
-            if io.get("kind") == "urls":
-                fresh = self.store.runner_io(
-                    read=[], write=[paths["vars"], paths["files"]],
-                    append=[paths["events"], paths["console"], paths["metrics"]],
-                    expiry_seconds=self._sas_seconds())["urls"]
-                io = {"kind": "urls", "urls": {**ticket["io"]["urls"], **fresh}}
-            rank_ticket = dict(ticket, paths=paths, io=io, env=dict(ticket.get("env") or {},
-                                                                   XT_RANK=str(r)))
-            path = f"{run_dir}/rank{r}/ticket.json"
+            rank_ticket = tickets.sign(dict(
+                ticket, paths=lay.rank_paths(launch.run_id, r),
+                env=dict(ticket.get("env") or {}, XT_RANK=str(r))), key)
+            access = tickets.node_access(self.store, rank_ticket, access)
+            path = lay.rank_ticket(launch.run_id, r)
             self.store.write_bytes(path, json.dumps(rank_ticket, indent=1).encode())
             out[f"rank{r}.json"] = path
-        return out
+        return out, tickets.launch_secret(key, access)
 
     def _task(self, launch: Launch, pool_slots: int):
         from azure.batch import models as m
-        run_dir = launch.ticket_path.rsplit("/", 1)[0]
-        env = [m.EnvironmentSetting(name="XT_RUN_ID", value=launch.run_id),
-               m.EnvironmentSetting(name="XT_JOB_ID", value=launch.ticket.get("job", ""))]
+        secret = launch.launch_secret
         constraints = m.BatchTaskConstraints(max_task_retry_count=0)
         if launch.max_seconds:
             constraints.max_wall_clock_time = timedelta(seconds=int(launch.max_seconds))
         files = {"runner.py": launch.runner_path, "ticket.json": launch.ticket_path}
         task = m.BatchTaskCreateOptions(
             id=task_id(launch.run_id), display_name=launch.run_id,
-            command_line=self._command("ticket.json"), environment_settings=env,
-            constraints=constraints, output_files=self._log_outputs(run_dir))
+            command_line=self._command("ticket.json"),
+            constraints=constraints, output_files=self._log_outputs(launch.run_id))
         n = int(self.target.get("nodes") or 1)
         if self.distributed():
-            files.update(self._rank_tickets(launch, n))
+            rank_files, secret = self._rank_tickets(launch, n)
+            files.update(rank_files)
             rank = _RANK.replace("{n}", str(n))
             python = shlex.quote(self.target.get("python", "python3"))
             worker = (f'cd "$AZ_BATCH_TASK_SHARED_DIR" && XT_HOME={NODE_XT_HOME} nohup {python} '
@@ -431,6 +434,7 @@ class BatchBackend(Backend):
             task.resource_files = self._resource_files(files)
             if pool_slots > 1:
                 task.required_slots = 1
+        task.environment_settings = self._environment(launch, secret)
         if self.pool_spec()["docker"]:
             task.container_settings = m.BatchTaskContainerSettings(
                 image_name=self.pool_spec()["docker"], container_run_options="--rm")
@@ -445,7 +449,7 @@ class BatchBackend(Backend):
         client = self.client()
         pool_info = self._pool_info()
         first = launches[0]
-        bjob = batch_job_id(first.ticket.get("workspace", "ws"), job_id, self.store)
+        bjob = batch_job_id(first.workspace, job_id, self.store)
         prep = None
         if first.ticket.get("setup"):
             # realise the setup once per node for this job, before any of its runs start there
@@ -453,6 +457,7 @@ class BatchBackend(Backend):
                 command_line=self._command("ticket.json", setup_only=True),
                 resource_files=self._resource_files({"runner.py": first.runner_path,
                                                      "ticket.json": first.ticket_path}),
+                environment_settings=self._environment(first, first.launch_secret),
                 wait_for_success=True, rerun_on_node_reboot_after_success=True)
         options = m.BatchJobCreateOptions(
             id=bjob, display_name=job_id, pool_info=pool_info,
@@ -489,23 +494,12 @@ class BatchBackend(Backend):
                    m.BatchJobUpdateOptions(all_tasks_complete_mode="terminatejob"))
         host = pool_info.pool_id or "auto-pool"
         with ThreadPoolExecutor(max_workers=min(16, len(launches))) as pool:
-            list(pool.map(lambda launch: self.store.append(
-                launch.ticket["paths"]["events"], make_event(
-                    QUEUED, backend_id=f"{bjob}/{task_id(launch.run_id)}", host=host,
-                    target=self.name)), launches))
+            list(pool.map(lambda launch: events.append(
+                self.store, launch.ticket["paths"]["events"], QUEUED,
+                backend_id=f"{bjob}/{task_id(launch.run_id)}", host=host, target=self.name),
+                launches))
 
     # -- status ---------------------------------------------------------------------------------
-    def _run_paths(self, job_id: str, run_ids: list[str]) -> dict[str, str]:
-        """run id -> events path, from the job record when there is one."""
-        ws = self._workspace()
-        return {r: f"{ws}/runs/{r}/events.jsonl" for r in run_ids}
-
-    def _workspace(self) -> str:
-        return self.config.get("general.workspace") or "ws1"
-
-    def _events(self, path: str) -> list[dict]:
-        return parse_events(self.store.read_from(path, 0))
-
     def _tasks(self, bjob: str) -> dict | None:
         from azure.core.exceptions import ResourceNotFoundError
         try:
@@ -550,9 +544,8 @@ class BatchBackend(Backend):
         """Reconcile runs from Batch task states (the runner's own events win)."""
         if not run_ids:
             return
-        bjob = batch_job_id(self._workspace(), job_id, self.store)
+        bjob = batch_job_id(self.layout.ws, job_id, self.store)
         tasks = self._tasks(bjob)
-        paths = self._run_paths(job_id, run_ids)
         allowed = int(self.target.get("requeue-preempted", 1))
         pool_problem = None
         for run in run_ids:
@@ -566,32 +559,31 @@ class BatchBackend(Backend):
                     pool_problem = self._pool_problem(bjob) or ""
                 if not pool_problem:
                     continue  # waiting for a node
-            events = self._events(paths[run])   # read after the tasks: a finished task's own
-            info = fold(events)                  # final event is already there
-            if info["state"] in FINAL:
+            info = self._state(run)  # read after the tasks: a finished task's own final event
+            if info["state"] in FINAL:  # is already there
                 continue
             if task is None:
                 if info["state"] == QUEUED:  # submitted, yet gone
-                    self._fail(paths[run], "the Batch job or task is gone (deleted outside xt?)")
+                    self._fail(run, "the Batch job or task is gone (deleted outside xt?)")
                 continue
-            seen = sum(1 for e in events if e.get("state") == QUEUED and e.get("preempted"))
+            seen = sum(1 for e in info["events"]
+                       if e.get("state") == QUEUED and e.get("preempted"))
             if requeues > seen:
                 if seen < allowed:
-                    self.store.append(paths[run], make_event(
-                        QUEUED, preempted=requeues, reason="low-priority node preempted; "
-                        f"requeued ({requeues} of {allowed} allowed)"))
+                    self._event(run, QUEUED, preempted=requeues, reason="low-priority node "
+                                f"preempted; requeued ({requeues} of {allowed} allowed)")
                 else:
                     self._terminate(bjob, task.id)
-                    self._fail(paths[run], f"low-priority node preempted {requeues} time(s) "
+                    self._fail(run, f"low-priority node preempted {requeues} time(s) "
                                f"(requeue-preempted: {allowed}); use dedicated nodes or raise "
                                "compute-targets." + self.name + ".requeue-preempted")
                     continue
             if task.state == "completed":
-                self._fail(paths[run], self._task_reason(bjob, task), exit_code=(
+                self._fail(run, self._task_reason(bjob, task), exit_code=(
                     exec_info.exit_code if exec_info else None))
             elif task.state == "active" and pool_problem:
                 self._terminate(bjob, task.id)
-                self._fail(paths[run], pool_problem)
+                self._fail(run, pool_problem)
         if tasks and all(t.state == "completed" for t in tasks.values()):
             self._cleanup(bjob)
 
@@ -604,8 +596,8 @@ class BatchBackend(Backend):
         return (f"runner exited with code {code} before recording a result"
                 + (f": {tail}" if tail else ""))
 
-    def _fail(self, events_path: str, reason: str, exit_code=None) -> None:
-        self.store.append(events_path, make_event(FAILED, reason=reason, exit_code=exit_code))
+    def _fail(self, run_id: str, reason: str, exit_code=None) -> None:
+        self._event(run_id, FAILED, reason=reason, exit_code=exit_code)
 
     def _terminate(self, bjob: str, tid: str) -> None:
         from azure.core.exceptions import ResourceNotFoundError
@@ -640,24 +632,18 @@ class BatchBackend(Backend):
 
     def cancel(self, job_id: str, run_ids: list[str]) -> None:
         """Terminate the runs' tasks (and the job once none is left) and record ``cancelled``."""
-        bjob = batch_job_id(self._workspace(), job_id, self.store)
-        paths = self._run_paths(job_id, run_ids)
+        bjob = batch_job_id(self.layout.ws, job_id, self.store)
         tasks = self._tasks(bjob) or {}
         for run in run_ids:
             tid = task_id(run)
             if tid in tasks and tasks[tid].state != "completed":
                 self._terminate(bjob, tid)
-            if fold(self._events(paths[run]))["state"] not in FINAL:
-                self.store.append(paths[run], make_event(CANCELLED, reason="cancelled by user"))
+            if self._state(run)["state"] not in FINAL:
+                self._event(run, CANCELLED, reason="cancelled by user")
         tasks = self._tasks(bjob)
         if tasks and all(t.state == "completed" for t in tasks.values()):
             self._cleanup(bjob)
 
-    def describe(self) -> dict:
-        spec = self.pool_spec()
-        return {"target": self.name, "kind": self.kind, "service": self.service_name,
-                "pool": self.pool_id(), "vm-size": spec["vm-size"],
-                "dedicated": spec["dedicated"], "low-pri": spec["low"], "max-runs": spec["slots"]}
 
 
 def translate_resize(code: str, message: str, target: str) -> TargetError:

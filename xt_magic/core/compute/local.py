@@ -22,19 +22,16 @@ import socket
 import sys
 import time
 
+from ...runner import runner as node
 from ..errors import TargetError
-from ..jobs import states
-from .base import TEMPLATES, Backend, Launch
+from ..paths import local_root
+from ..protocol import events
 from . import local_supervisor as sup
+from .base import TEMPLATES, Backend, Launch
 
 RUNNER = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__)))), "runner", "runner.py")
 CANCEL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
-
-
-def local_root() -> str:
-    home = os.environ.get("XT_HOME") or os.path.join(os.path.expanduser("~"), ".xt")
-    return os.path.join(home, "local")
 
 
 _RUNNER_COPY: dict = {}  # (RUNNER, mtime_ns, size, local_root) -> path of its verified copy
@@ -71,10 +68,7 @@ def runner_copy(timeout: float = 2.0) -> str:
         path = os.path.join(folder, "runner.py")
         if not os.path.exists(path):
             os.makedirs(folder, exist_ok=True)
-            tmp = f"{path}.tmp{os.getpid()}"
-            with open(tmp, "wb") as fh:
-                fh.write(src)
-            os.replace(tmp, path)
+            node.write_atomic(path, src)
         _RUNNER_COPY[key] = path
         return path
 
@@ -89,7 +83,6 @@ class LocalBackend(Backend):
                   "description": "boxes entries (or addresses) runs are spread over"},
     }
     template = os.path.join(TEMPLATES, "local.yaml")
-    needs_remote_store = False
 
     @classmethod
     def accepts(cls, config, target) -> bool:
@@ -131,28 +124,12 @@ class LocalBackend(Backend):
             hits = [h for h in hits if os.path.basename(os.path.dirname(h)) == want] or hits
         return hits[0] if hits else None
 
-    @staticmethod
-    def _io(ticket: dict):
-        from ...runner import runner  # stdlib-only: the same io code the runner uses
-        return runner.make_io(ticket["io"])
-
-    def _read_events(self, ticket: dict) -> list[dict]:
-        path = ticket["paths"]["events"]
-        try:
-            data = self.store.read_bytes(path) if self.store is not None else \
-                self._io(ticket).get(path)
-        except Exception:
-            return []
-        return states.parse_events(data)
+    def _ticket_state(self, ticket: dict) -> dict:
+        return events.state(self.store, ticket["paths"]["events"])
 
     def _append(self, ticket: dict, state: str, **fields) -> None:
-        data = states.make_event(state, **fields)
-        path = ticket["paths"]["events"]
         try:
-            if self.store is not None:
-                self.store.append(path, data)
-            else:
-                self._io(ticket).append(path, data)
+            events.append(self.store, ticket["paths"]["events"], state, **fields)
         except Exception as err:
             raise TargetError(f"could not record {state!r} for run {ticket.get('run')}: "
                               f"{err}") from err
@@ -166,7 +143,7 @@ class LocalBackend(Backend):
                               job_environ(), setsid=True, file_actions=[
                                   (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
                                   (os.POSIX_SPAWN_OPEN, 1, log,
-                                   os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
+                                   os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
                                   (os.POSIX_SPAWN_DUP2, 1, 2)])
 
     @staticmethod
@@ -187,7 +164,7 @@ class LocalBackend(Backend):
         """Queue every launch and start the job's supervisor (returns at once)."""
         if not launches:
             return
-        ws = launches[0].ticket.get("workspace") or "ws"
+        ws = launches[0].workspace
         jobdir = self._jobdir(job_id, ws)
         if os.path.exists(os.path.join(jobdir, "job.json")):
             # same ws/job id from an earlier store (ids restart with a new store): stale unless
@@ -197,27 +174,26 @@ class LocalBackend(Backend):
                                   hint="use another workspace, or cancel that job first")
             import shutil
             shutil.rmtree(jobdir, ignore_errors=True)
-        os.makedirs(os.path.join(jobdir, "runs"), exist_ok=True)
+        # private: job.json holds the runs' launch secrets
+        os.makedirs(os.path.join(jobdir, "runs"), mode=0o700, exist_ok=True)
+        os.chmod(jobdir, 0o700)
         setup = launches[0].ticket.get("setup") or {}
         python = setup.get("python") or sys.executable
         token = secrets.token_hex(8)
         entries = []
         for launch in launches:
-            io = launch.ticket.get("io") or {}
-            ticket_file = None
-            if io.get("kind") == "file":
-                ticket_file = os.path.join(io["root"], *launch.ticket_path.split("/"))
             limit = launch.max_seconds or launch.ticket.get("max_seconds") \
                 or self.target.get("max-seconds")
             entries.append({"run": launch.run_id, "ticket": launch.ticket,
-                            "ticket_file": ticket_file, "max_seconds": limit})
+                            "ticket_file": launch.access.local_path(launch.ticket_path),
+                            "max_seconds": limit, "launch": launch.launch_secret})
         spec = {"launches": entries, "python": python, "runner": runner_copy(), "token": token,
                 "slots": os.path.join(local_root(), "slots", "localhost"),
                 "max_runs": self.max_runs(), "grace": self.target.get("kill-grace", CANCEL_GRACE)}
-        sup.write_text(os.path.join(jobdir, "job.json"), json.dumps(spec))
+        node.write_atomic(os.path.join(jobdir, "job.json"), json.dumps(spec), mode=0o600)
         host = socket.gethostname()
         for launch in launches:  # queued before the supervisor can write running
-            self._append(launch.ticket, states.QUEUED, backend_id=f"local:{host}:{ws}/{job_id}",
+            self._append(launch.ticket, events.QUEUED, backend_id=f"local:{host}:{ws}/{job_id}",
                          host=host, token=token)
         try:
             self._spawn_supervisor(jobdir)
@@ -238,23 +214,23 @@ class LocalBackend(Backend):
             run, ticket = launch["run"], launch["ticket"]
             if wanted is not None and run not in wanted:
                 continue
-            info = states.fold(self._read_events(ticket))
-            if info["state"] in states.FINAL or not _ours(info, spec):
+            info = self._ticket_state(ticket)
+            if info["state"] in events.FINAL or not _ours(info, spec):
                 continue
             rundir = os.path.join(jobdir, "runs", run)
             if os.path.exists(os.path.join(rundir, "cancel")):
-                self._append(ticket, states.CANCELLED, reason="cancelled")
+                self._append(ticket, events.CANCELLED, reason="cancelled")
                 continue
             pid, pstart = _read_pid(rundir)
             exit_code = _read_int(os.path.join(rundir, "exit"))
             if exit_code is not None:  # reaped, but its supervisor died before reporting
-                self._append(ticket, states.FAILED, exit_code=exit_code,
+                self._append(ticket, events.FAILED, exit_code=exit_code,
                              reason=sup.exit_reason(exit_code))
             elif pid is not None:
-                if sup.proc_alive(pid, pstart):
+                if node.proc_alive(pid, pstart):
                     self._check_time_limit(launch, ticket, info, pid, rundir)
                 else:
-                    self._append(ticket, states.FAILED, reason="process gone without a result "
+                    self._append(ticket, events.FAILED, reason="process gone without a result "
                                  "(exit status unknown: its supervisor was gone too)")
             else:
                 unstarted = True
@@ -263,12 +239,12 @@ class LocalBackend(Backend):
 
     def _check_time_limit(self, launch, ticket, info, pid, rundir) -> None:
         limit = launch.get("max_seconds")
-        started = next((e.get("ts") for e in info["events"] if e.get("state") == states.RUNNING),
+        started = next((e.get("ts") for e in info["events"] if e.get("state") == events.RUNNING),
                        None)
         if limit and started and time.time() - started > float(limit):
-            sup.write_text(os.path.join(rundir, "timeout"), str(limit))
+            node.write_atomic(os.path.join(rundir, "timeout"), str(limit))
             _kill_groups([pid], CANCEL_GRACE)
-            self._append(ticket, states.FAILED, reason="time limit", max_seconds=limit)
+            self._append(ticket, events.FAILED, reason="time limit", max_seconds=limit)
 
     def cancel(self, job_id: str, run_ids: list[str]) -> None:
         """Stop runs (whole process group: SIGTERM, then SIGKILL) and append ``cancelled``;
@@ -283,29 +259,25 @@ class LocalBackend(Backend):
             run, ticket = launch["run"], launch["ticket"]
             if wanted is not None and run not in wanted:
                 continue
-            if states.fold(self._read_events(ticket))["state"] in states.FINAL:
+            if self._ticket_state(ticket)["state"] in events.FINAL:
                 continue
             rundir = os.path.join(jobdir, "runs", run)
             os.makedirs(rundir, exist_ok=True)
             with sup.JobLock(jobdir):  # the supervisor starts runs under the same lock
-                sup.write_text(os.path.join(rundir, "cancel"), "")
+                node.write_atomic(os.path.join(rundir, "cancel"), "")
                 pid, pstart = _read_pid(rundir)
-            if pid is not None and sup.proc_start(pid) is not None and (
-                    pstart is None or sup.proc_start(pid) == pstart):
+            if pid is not None and node.proc_start(pid) is not None and (
+                    pstart is None or node.proc_start(pid) == pstart):
                 pids.append(pid)
             targets.append(ticket)
         _kill_groups(pids, float(spec.get("grace", CANCEL_GRACE)))
         for ticket in targets:
-            self._append(ticket, states.CANCELLED, reason="cancelled by user")
-
-    def describe(self) -> dict:
-        return {"target": self.name, "kind": self.kind, "max-runs": self.max_runs(),
-                "host": socket.gethostname()}
+            self._append(ticket, events.CANCELLED, reason="cancelled by user")
 
 
 def _ours(info: dict, spec: dict) -> bool:
     """Whether the run's ``queued`` event came from the submission this job dir records."""
-    tokens = [e.get("token") for e in info["events"] if e.get("state") == states.QUEUED]
+    tokens = [e.get("token") for e in info["events"] if e.get("state") == events.QUEUED]
     return not tokens or spec.get("token") in tokens
 
 
@@ -349,18 +321,14 @@ def _kill_groups(pgids, grace):
 
 def _group_alive(pgid) -> bool:
     """Any non-zombie process left in the group (the leader may be a zombie awaiting reaping)."""
-    if sup.proc_alive(pgid, None):
+    if node.proc_alive(pgid, None):
         return True
     try:
-        for name in os.listdir("/proc"):
-            if name.isdigit():
-                try:
-                    with open(f"/proc/{name}/stat", "rb") as fh:
-                        fields = fh.read().rsplit(b")", 1)[1].split()
-                except OSError:
-                    continue
-                if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-                    return True
+        names = [n for n in os.listdir("/proc") if n.isdigit()]
     except OSError:
         return False
+    for name in names:
+        fields = node.proc_stat(name)
+        if fields and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            return True
     return False

@@ -13,8 +13,10 @@ slot frees exactly when that process exits, whoever launched it.
 
 JOBDIR layout (written by local.py's LocalBackend.submit)::
 
-    job.json               {"launches": [{"run", "ticket", "ticket_file", "max_seconds"}], "python",
-                            "runner", "slots", "max_runs", "grace", "token"}
+    job.json               {"launches": [{"run", "ticket", "ticket_file", "max_seconds", "launch"}],
+                            "python", "runner", "slots", "max_runs", "grace", "token"}
+                           (0600 in a 0700 dir: "launch" is the run's launch secret, handed to
+                           the runner in its environment as XT_LAUNCH, never on a command line)
     lock                   job lock: start-vs-cancel decisions are taken under it
     supervisor.lock        held by the live supervisor
     runs/{run}/pid         "pid pstart" of the runner (its process group id is pid)
@@ -30,26 +32,6 @@ import select
 import signal
 import sys
 import time
-
-
-def proc_start(pid):
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return int(fh.read().rsplit(b")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def proc_alive(pid, pstart):
-    """True if ``pid`` is the same process (start time) and not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            fields = fh.read().rsplit(b")", 1)[1].split()
-    except OSError:
-        return False
-    if fields[0] in (b"Z", b"X"):
-        return False  # exited; PID 1 here reaps orphans late
-    return pstart is None or int(fields[19]) == int(pstart)
 
 
 def try_lock(path):
@@ -75,13 +57,6 @@ class JobLock:
         os.close(self.fd)
 
 
-def write_text(path, text):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def exit_reason(code):
     if code < 0:
         try:
@@ -102,35 +77,38 @@ def load_runner(runner_path):
     return runner
 
 
-def report(runner_path, ticket, state, **fields):
-    """Append an event through the ticket's io (the runner's own code does the writing)."""
+def report(runner_path, launch, state, **fields):
+    """Append an event through the run's node access (the runner's own code does the writing)."""
     runner = load_runner(runner_path)
-    runner.append_event(runner.make_io(ticket["io"]), ticket, state, **fields)
+    io = runner.make_io(launch["launch"]["access"])
+    runner.append_event(io, launch["ticket"], state, **fields)
 
 
-def final_reported(ticket):
-    """Whether the run's events already hold a final state (file io only; None if unknown)."""
-    io = ticket.get("io") or {}
-    if io.get("kind") != "file":
+def final_reported(runner, launch):
+    """Whether the run's events already hold a final state (file access only; None if unknown:
+    URL access may append to the events but not read them)."""
+    access = launch["launch"]["access"]
+    if access.get("kind") != "file":
         return None
+    io = runner.make_io(access)
     try:
-        with open(os.path.join(io["root"], *ticket["paths"]["events"].split("/")), "rb") as fh:
-            data = fh.read()
-    except OSError:
+        data = io.get(launch["ticket"]["paths"]["events"])
+    except runner.RunnerError:
         return None
-    return any(f'"state": "{s}"'.encode() in data for s in ("completed", "failed", "cancelled"))
+    return any(e.get("state") in runner.FINAL_STATES for e in runner.parse_events(data))
 
 
 def handle_exit(jobdir, spec, launch, code):
     """Record a reaped run's exit code and report it if the runner did not."""
     rundir = os.path.join(jobdir, "runs", launch["run"])
-    write_text(os.path.join(rundir, "exit"), str(code))
+    runner = load_runner(spec["runner"])
+    runner.write_atomic(os.path.join(rundir, "exit"), str(code))
     if os.path.exists(os.path.join(rundir, "cancel")) or os.path.exists(
             os.path.join(rundir, "timeout")):
         return
-    if code in (0, 1) and final_reported(launch["ticket"]) is not False:
+    if code in (0, 1) and final_reported(runner, launch) is not False:
         return  # the runner wrote completed / failed
-    report(spec["runner"], launch["ticket"], "failed", exit_code=code, reason=exit_reason(code),
+    report(spec["runner"], launch, "failed", exit_code=code, reason=exit_reason(code),
            signal=signal.Signals(-code).name if code < 0 and -code in signal.valid_signals()
            else None)
 
@@ -147,12 +125,13 @@ def start_run(jobdir, spec, launch, slot_fd):
     run = launch["run"]
     rundir = os.path.join(jobdir, "runs", run)
     os.makedirs(rundir, exist_ok=True)
+    runner = load_runner(spec["runner"])
     ticket_file = launch.get("ticket_file")
     if not ticket_file or not os.path.exists(ticket_file):
         ticket_file = os.path.join(rundir, "ticket.json")
-        write_text(ticket_file, json.dumps(launch["ticket"]))
+        runner.write_atomic(ticket_file, json.dumps(launch["ticket"]))
     python = spec["python"]
-    runner = load_runner(spec["runner"])
+    secret = json.dumps(launch["launch"])
     log = os.path.join(rundir, "runner.log")
     lock = JobLock(jobdir)
     with lock:
@@ -164,25 +143,26 @@ def start_run(jobdir, spec, launch, slot_fd):
             pid = os.fork()
             if pid == 0:
                 _run_in_child(runner, ticket_file, log, slot_fd, [lock.fd] + _PRIVATE_FDS,
-                              os.path.join(rundir, "pid"))
+                              os.path.join(rundir, "pid"), secret)
         else:
-            env = dict(os.environ, XT_SLOT_FD=str(slot_fd))  # the runner hides it from children
+            # the runner takes both out of its environment before anything else runs
+            env = dict(os.environ, XT_SLOT_FD=str(slot_fd), XT_LAUNCH=secret)
             pid = os.posix_spawnp(python, runner.command(python, ticket_file), env, setsid=True,
                                   file_actions=[
                                       (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
                                       (os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_CREAT
                                        | os.O_APPEND, 0o644),
                                       (os.POSIX_SPAWN_DUP2, 1, 2)])
-        write_text(os.path.join(rundir, "pid"), f"{pid} {proc_start(pid)}")
+        runner.write_atomic(os.path.join(rundir, "pid"), f"{pid} {runner.proc_start(pid)}")
     return pid
 
 
-def _run_in_child(runner, ticket_file, log, slot_fd, private_fds, pid_file):
+def _run_in_child(runner, ticket_file, log, slot_fd, private_fds, pid_file, secret):
     """The forked child: become a clean runner process, run, exit (never returns)."""
     code = 2
     try:
         # recorded before the run can write "running", even if the supervisor dies right now
-        write_text(pid_file, f"{os.getpid()} {proc_start(os.getpid())}")
+        runner.write_atomic(pid_file, f"{os.getpid()} {runner.proc_start(os.getpid())}")
         for fd in private_fds:  # else the job lock / supervisor.lock would stay held by the run
             os.close(fd)
         signal.set_wakeup_fd(-1)
@@ -197,6 +177,7 @@ def _run_in_child(runner, ticket_file, log, slot_fd, private_fds, pid_file):
         os.close(null)
         os.close(out)
         os.environ["XT_SLOT_FD"] = str(slot_fd)
+        os.environ["XT_LAUNCH"] = secret  # runner.main takes it out again first thing
         if "random" in sys.modules:  # never share a random state between forked runs
             sys.modules["random"].seed()
         here = os.path.dirname(os.path.abspath(__file__))
@@ -240,7 +221,9 @@ def supervise(jobdir):
     _PRIVATE_FDS.append(me)
     with open(os.path.join(jobdir, "job.json")) as fh:
         spec = json.load(fh)
-    write_text(os.path.join(jobdir, "supervisor"), f"{os.getpid()} {proc_start(os.getpid())}")
+    runner = load_runner(spec["runner"])
+    runner.write_atomic(os.path.join(jobdir, "supervisor"),
+                        f"{os.getpid()} {runner.proc_start(os.getpid())}")
     slots = Slots(spec["slots"], spec["max_runs"])
     grace = float(spec.get("grace", 5))
     pending = []
@@ -268,7 +251,7 @@ def supervise(jobdir):
                 pid = start_run(jobdir, spec, launch, fd)
             except OSError as err:
                 pid = None
-                report(spec["runner"], launch["ticket"], "failed",
+                report(spec["runner"], launch, "failed",
                        reason=f"could not start the runner: {err}")
             finally:
                 os.close(fd)  # the runner holds the slot now
@@ -291,9 +274,9 @@ def supervise(jobdir):
             limit = launch.get("max_seconds")
             if kill_at is None and limit and now - started > float(limit):
                 rundir = os.path.join(jobdir, "runs", launch["run"])
-                write_text(os.path.join(rundir, "timeout"), str(limit))
+                runner.write_atomic(os.path.join(rundir, "timeout"), str(limit))
                 _killpg(pid, signal.SIGTERM)
-                report(spec["runner"], launch["ticket"], "failed", reason="time limit",
+                report(spec["runner"], launch, "failed", reason="time limit",
                        max_seconds=limit)
                 entry[2] = now + grace
             elif kill_at is not None and now > kill_at:

@@ -4,12 +4,8 @@ On each box a run gets a directory ``{work-dir}/runs/{run}`` holding ``pid``, ``
 ``runner.log``. The runner is started detached (``setsid nohup sh -c '...; echo $? > exit'``) so
 the SSH session can close at once; the process group id is the recorded ``pid``.
 
-Store access from the box (the choice made here): the box runs the runner straight from the
-store when it can see it — a file store at the same path (loopback, NFS) is checked by reading the
-run's ticket back over SFTP — and otherwise gets ``runner.py`` and the ticket uploaded next to the
-run and reaches the store through the ticket's SAS URLs (blob store). A file store the box cannot
-see is refused with a TargetError telling to use a blob store: outputs are never copied back by
-hand, so every target writes events/console/outputs the same way.
+Store access from the box: see staging.py (the runner straight from a file store the box sees at
+the same path, else runner and ticket uploaded; the launch secret in a 0600 ``launch.json``).
 
 Queue: when every box is at ``max-runs`` a run is recorded ``queued`` without a host, and started
 by a later :meth:`poll` when a slot frees. Live slot counts come from the boxes themselves (live
@@ -24,9 +20,12 @@ import shlex
 import time
 
 from ..errors import TargetError, XTError
-from ..jobs.states import CANCELLED, FAILED, FINAL, QUEUED, fold, make_event, parse_events
+from ..protocol import tickets
+from ..protocol.events import CANCELLED, FINAL, QUEUED
 from . import ssh
 from .base import TEMPLATES, Backend, Launch
+from .ssh import box_for
+from .staging import Staging
 
 q = shlex.quote
 CLAIM_STALE_SECONDS = 120
@@ -109,58 +108,7 @@ class BoxFull(Exception):
     """The box had no free slot when the start script counted under its lock."""
 
 
-class StoreAccess:
-    """Decides how a node reaches the store and what must be uploaded (see module docstring)."""
-
-    def __init__(self, store, sees):
-        self.store, self.sees, self._seen = store, sees, {}
-
-    def stage(self, launch: Launch, remote_dir: str, where: str) -> tuple[dict, str, str]:
-        """(uploads {remote path: bytes}, runner path, ticket path) for one run; the paths are
-        absolute, or relative to ``remote_dir`` (where the runner is started)."""
-        io = launch.ticket.get("io") or {}
-        ticket_bytes = self.store.read_bytes(launch.ticket_path)
-        if io.get("kind") == "file":
-            root = io["root"]
-            ticket = posixpath.join(root, launch.ticket_path)
-            if root not in self._seen:
-                self._seen[root] = self.sees(ticket, ticket_bytes)
-            if not self._seen[root]:
-                raise TargetError(f"{where} cannot see the file store at {root}",
-                                  hint="use a blob store (xt-services.storage naming an "
-                                       "azure-blob service) or mount the store at the same path")
-            return {}, posixpath.join(root, launch.runner_path), ticket
-        # uploaded next to the run; the start command runs in remote_dir, so plain names do
-        return ({posixpath.join(remote_dir, "runner.py"): self.store.read_bytes(launch.runner_path),
-                 posixpath.join(remote_dir, "ticket.json"): ticket_bytes},
-                "runner.py", "ticket.json")
-
-
-class StoreEvents:
-    """Reading a run's state and appending events, from the store alone (``self._ws``)."""
-
-    store = None
-    _ws = "ws1"
-
-    def _events_path(self, run_id: str) -> str:
-        return f"{self._ws}/runs/{run_id}/events.jsonl"
-
-    def _state(self, run_id: str) -> dict:
-        try:
-            data = self.store.read_bytes(self._events_path(run_id))
-        except XTError:
-            data = b""
-        return fold(parse_events(data))
-
-    def _event(self, run_id: str, state: str, **fields) -> None:
-        self.store.append(self._events_path(run_id), make_event(state, **fields))
-
-    def _fail_unless_final(self, run_id: str, reason: str, **fields) -> None:
-        if self._state(run_id)["state"] not in FINAL:
-            self._event(run_id, FAILED, reason=reason, **fields)
-
-
-class PoolBackend(StoreEvents, Backend):
+class PoolBackend(Backend):
     """Runs on a pool of SSH boxes (``compute-targets.X.boxes``)."""
 
     kind = "pool"
@@ -175,7 +123,6 @@ class PoolBackend(StoreEvents, Backend):
     def accepts(cls, config, target) -> bool:
         from . import box_addresses
         return not all(a == "localhost" for a in box_addresses(config, target))
-    needs_remote_store = False  # decided per box at submit (StoreAccess)
 
     def __init__(self, name, target, *, config, store, session=None):
         super().__init__(name, target, config=config, store=store, session=session)
@@ -184,8 +131,7 @@ class PoolBackend(StoreEvents, Backend):
             raise TargetError(f"target {name!r} has no boxes",
                               hint=f"set compute-targets.{name}.boxes")
         self.boxes = {n: box_for(config, n, target) for n in names}
-        self._access = {n: StoreAccess(store, self._sees_fn(b)) for n, b in self.boxes.items()}
-        self._ws = (config.get("general.workspace") if config is not None else None) or "ws1"
+        self._staging = {n: Staging(store, self._sees_fn(b)) for n, b in self.boxes.items()}
         self._cores: dict[str, int] = {}  # default max-runs of a box: its cores
         self._errors: dict[str, Exception] = {}  # why a box had no slots in the last count
 
@@ -224,14 +170,15 @@ class PoolBackend(StoreEvents, Backend):
 
     def _start(self, box: ssh.Box, launch: Launch, job_id: str) -> None:
         directory = run_dir(box, launch.run_id)
-        uploads, runner, ticket = self._access[box.name].stage(
-            launch, directory, f"box {box.name!r}")
-        if uploads:
-            ssh.put_files(box, uploads)
+        staged = self._staging[box.name].stage(launch, directory, f"box {box.name!r}")
+        if staged.uploads:
+            ssh.put_files(box, staged.uploads)
+        ssh.put_files(box, staged.secret, mode=0o600)
         limit = (launch.max_seconds or launch.ticket.get("max_seconds")
                  or self.target.get("max-seconds"))
-        out = ssh.run_script(box, start_script(directory, box.python_argv() + [runner, ticket],
-                                               limit, box.max_runs or self._cores.get(box.name, 1)),
+        argv = staged.env_argv() + box.python_argv() + [staged.runner, staged.ticket]
+        out = ssh.run_script(box, start_script(directory, argv, limit,
+                                               box.max_runs or self._cores.get(box.name, 1)),
                              timeout=30).stdout.strip()
         if out == "full":
             raise BoxFull(box.name)
@@ -270,10 +217,12 @@ class PoolBackend(StoreEvents, Backend):
         return waiting
 
     def _launch_from_store(self, job_id: str, run_id: str) -> Launch:
-        ticket_path = f"{self._ws}/runs/{run_id}/ticket.json"
+        """A waiting run's Launch, made again in this kernel: the stored (signed) ticket, and a
+        launch secret from the job key derived on this machine (tickets.relaunch)."""
+        ticket_path = self.layout.ticket(run_id)
         ticket = json.loads(self.store.read_bytes(ticket_path))
-        return Launch(run_id=run_id, ticket=ticket, ticket_path=ticket_path,
-                      runner_path=f"{self._ws}/jobs/{job_id}/bundle/runner.py")
+        return Launch(run_id=run_id, job_id=job_id, workspace=self.layout.ws, ticket=ticket,
+                      ticket_path=ticket_path, launch_secret=tickets.relaunch(self.store, ticket))
 
     # -- Backend API --------------------------------------------------------------------------
     def submit(self, job_id: str, launches: list[Launch]) -> None:
@@ -334,12 +283,18 @@ class PoolBackend(StoreEvents, Backend):
                                             f"{self.name!r} is reachable")
                 return
             # several kernels may poll the same job: only the one holding the claim starts it
-            launches = [self._launch_from_store(job_id, r) for r in waiting if self._claim(r)]
+            launches = []
+            for run_id in (r for r in waiting if self._claim(r)):
+                try:
+                    launches.append(self._launch_from_store(job_id, run_id))
+                except XTError as err:  # no job key here, or a ticket that does not verify
+                    self._fail_unless_final(run_id, err.message)
+                    self.store.delete(self._claim_path(run_id))
             for launch in self._place(job_id, launches, counts):
                 self.store.delete(self._claim_path(launch.run_id))
 
     def _claim_path(self, run_id: str) -> str:
-        return f"{self._ws}/runs/{run_id}/pool-start.claim"
+        return self.layout.claim(run_id, "pool-start")
 
     def _claim(self, run_id: str) -> bool:
         path = self._claim_path(run_id)
@@ -386,28 +341,9 @@ class PoolBackend(StoreEvents, Backend):
                 f" (box unreachable; the process may still run: {errors[-1]})"
                 if box is not None and errors else ""))
 
-    def describe(self) -> dict:
-        return {"target": self.name, "kind": self.kind, "boxes": list(self.boxes)}
-
     def close(self) -> None:
         for box in self.boxes.values():
             ssh.close(box)
-
-
-def box_for(cfg, name: str, target: dict | None = None) -> ssh.Box:
-    """The Box for a ``boxes:`` name (or a bare ``user@host[:port]`` address in a target)."""
-    entry = cfg.get(f"boxes.{name}") if cfg is not None else None
-    if isinstance(entry, dict):
-        box = ssh.box_from_config(cfg, name, (target or {}).get("max-runs"))
-    else:
-        try:
-            user, host, port = ssh.parse_address(name)
-        except ValueError as err:
-            raise TargetError(f"{err}", hint="name a boxes: entry or use user@host[:port]") from None
-        import getpass
-        box = ssh.Box(name=name, host=host, port=port, user=user or getpass.getuser(),
-                      max_runs=(target or {}).get("max-runs"))
-    return box
 
 
 # ---- %xt_boxes ------------------------------------------------------------------------------

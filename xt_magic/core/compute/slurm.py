@@ -8,8 +8,9 @@ so no value can smuggle in a directive; the script body only holds shell-quoted 
 
 The job's environment is limited to ``--export=PATH,HOME,USER,LANG,XT_HOME`` so nothing from the
 kernel's environment (credentials included) leaks into jobs; the runner sets the job's own env vars
-from its ticket. Store access works as on the pool (see pool.StoreAccess): a file store must be
-visible at the same path on the cluster (checked on the login node), else use a blob store.
+from its ticket. Store access works as on the pool (staging.py): a file store must be visible at
+the same path on the cluster (checked on the login node), else use a blob store; the launch secret
+is a 0600 ``launch.json`` in the run directory, named to the runner by ``XT_LAUNCH_FILE``.
 
 Status comes from ``scontrol show job`` (``sacct`` needs slurmdbd, absent on many small clusters);
 finished jobs stay visible for slurm.conf's MinJobAge (default 300 s). Time limit, failure exit
@@ -24,10 +25,12 @@ import shlex
 import subprocess
 
 from ..errors import ConfigError, TargetError
-from ..jobs.states import CANCELLED, FAILED, FINAL, QUEUED
+from ..paths import xt_home
+from ..protocol.events import CANCELLED, FAILED, FINAL, QUEUED
 from . import ssh
 from .base import TEMPLATES, Backend, Launch
-from .pool import StoreAccess, StoreEvents, box_for
+from .ssh import box_for
+from .staging import LAUNCH_FILE, Staging
 
 q = shlex.quote
 ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED",
@@ -60,11 +63,11 @@ class LocalExec:
             raise TargetError(f"{argv[0]} exited with {res.returncode}: {tail}")
         return result
 
-    def put_files(self, files: dict[str, bytes]) -> None:
+    def put_files(self, files: dict[str, bytes], mode: int = 0o644) -> None:
+        from ...runner.runner import write_atomic
         for path, data in files.items():
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "wb") as fh:
-                fh.write(data)
+            write_atomic(path, data, mode=mode)
 
     def read(self, path: str) -> bytes | None:
         try:
@@ -83,8 +86,8 @@ class SSHExec:
     def run(self, argv, check=True, timeout=60):
         return ssh.run(self.box, argv, check=check, timeout=timeout)
 
-    def put_files(self, files):
-        ssh.put_files(self.box, files)
+    def put_files(self, files, mode=None):
+        ssh.put_files(self.box, files, mode=mode)
 
     def read(self, path):
         return ssh.get_file(self.box, path)
@@ -131,7 +134,8 @@ def sbatch_args(target: dict, job_id: str, count: int, out_dir: str,
 def batch_script(job_id: str, python: list[str], run_dirs: list[str], runners: list[str],
                  tickets: list[str]) -> str:
     """The bash script sbatch runs: task i (``SLURM_ARRAY_TASK_ID``, 0 for a single job) runs
-    ``python runner.py ticket`` in its run directory. Every value is shell-quoted."""
+    ``python runner.py ticket`` in its run directory, with ``XT_LAUNCH_FILE`` naming the run's
+    launch file there. Every value is shell-quoted."""
     def arr(values):
         return "(" + " ".join(q(v) for v in values) + ")"
     return "\n".join([
@@ -142,6 +146,7 @@ def batch_script(job_id: str, python: list[str], run_dirs: list[str], runners: l
         f"TICKETS={arr(tickets)}",
         'i="${SLURM_ARRAY_TASK_ID:-0}"',
         'mkdir -p "${DIRS[$i]}" && cd "${DIRS[$i]}" || exit 97',
+        f"export XT_LAUNCH_FILE={q(LAUNCH_FILE)}",
         f'exec {ssh.join(python)} "${{RUNNERS[$i]}}" "${{TICKETS[$i]}}"',
         "",
     ])
@@ -188,7 +193,7 @@ def outcome(rec: dict | None, slurm_id: str) -> tuple[str, str, int | None] | No
     return FAILED, f"slurm job {slurm_id} ended {state} ({reason})", code
 
 
-class SlurmBackend(StoreEvents, Backend):
+class SlurmBackend(Backend):
     """Runs on a Slurm cluster (``compute-targets.X.service: slurm``)."""
 
     kind = "slurm"
@@ -212,7 +217,6 @@ class SlurmBackend(StoreEvents, Backend):
                    "python3; with login: the box's python)"},
     }
     template = os.path.join(TEMPLATES, "slurm.yaml")
-    needs_remote_store = False  # a file store is fine when the cluster mounts it (checked)
 
     def __init__(self, name, target, *, config, store, session=None):
         super().__init__(name, target, config=config, store=store, session=session)
@@ -223,32 +227,31 @@ class SlurmBackend(StoreEvents, Backend):
             self.work_dir, self.python = box.work_dir, box.python_argv()
         else:
             self.exec = LocalExec()
-            home = os.path.expanduser(os.environ.get("XT_HOME") or "~/.xt")
-            self.work_dir = os.path.join(home, "slurm")
+            self.work_dir = os.path.join(xt_home(), "slurm")
             self.python = ["python3"]
         if target.get("python"):
             self.python = shlex.split(str(target["python"]))
         self.work_dir = str(target.get("work-dir") or self.work_dir)
-        self._access = StoreAccess(store, lambda path, data: self.exec.read(path) == data)
-        self._ws = (config.get("general.workspace") if config is not None else None) or "ws1"
+        self._staging = Staging(store, lambda path, data: self.exec.read(path) == data)
 
     def submit(self, job_id: str, launches: list[Launch]) -> None:
         """One sbatch per call: a single job, or a job array with one task per launch."""
         ssh.check_name(job_id, "job id")
         job_dir = f"{self.work_dir}/jobs/{job_id}"
-        uploads, dirs, runners, tickets = {}, [], [], []
+        uploads, secrets, dirs, runners, tickets = {}, {}, [], [], []
         for launch in launches:
             directory = f"{self.work_dir}/runs/{ssh.check_name(launch.run_id, 'run id')}"
-            up, runner, ticket = self._access.stage(launch, directory,
-                                                    f"slurm login {self.exec.label!r}")
-            uploads.update(up)
+            staged = self._staging.stage(launch, directory, f"slurm login {self.exec.label!r}")
+            uploads.update(staged.uploads)
+            secrets.update(staged.secret)
             dirs.append(directory)
-            runners.append(runner)
-            tickets.append(ticket)
+            runners.append(staged.runner)
+            tickets.append(staged.ticket)
         script_path = f"{job_dir}/job.sh"
         uploads[script_path] = batch_script(job_id, self.python, dirs, runners,
                                             tickets).encode()
         self.exec.put_files(uploads)
+        self.exec.put_files(secrets, mode=0o600)
         self.exec.run(["mkdir", "-p", job_dir])
         max_seconds = (max((la.max_seconds or 0 for la in launches), default=0)
                        or self.target.get("max-seconds"))
@@ -294,10 +297,6 @@ class SlurmBackend(StoreEvents, Backend):
             if re.fullmatch(r"\d+(_\d+)?", slurm_id):
                 self.exec.run(["scancel", slurm_id])
             self._event(run_id, CANCELLED, reason="cancelled by user")
-
-    def describe(self) -> dict:
-        return {"target": self.name, "kind": self.kind, "login": self.exec.label,
-                "partition": self.target.get("partition")}
 
     def close(self) -> None:
         if isinstance(self.exec, SSHExec):

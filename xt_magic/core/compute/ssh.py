@@ -24,13 +24,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError, TargetError
+from ..paths import xt_home
 
 DEFAULT_TIMEOUT = 60.0
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-def xt_home() -> str:
-    return os.path.expanduser(os.environ.get("XT_HOME") or "~/.xt")
 
 
 def check_name(value: str, what: str) -> str:
@@ -345,8 +342,12 @@ async def _sftp(conn, key):
 
 def put_files(box: Box, files: dict[str, bytes], *, mode: int | None = None,
               timeout: float = DEFAULT_TIMEOUT) -> None:
-    """Write ``{remote path: bytes}`` over SFTP, creating parent directories."""
+    """Write ``{remote path: bytes}`` over SFTP, creating parent directories. ``mode``: the
+    files are created with it (0600 for a launch secret: never readable by others, not even
+    briefly), and set to it if they existed."""
+    import asyncssh
     key = _conn_key(box)
+    attrs = asyncssh.SFTPAttrs(permissions=mode) if mode is not None else asyncssh.SFTPAttrs()
 
     async def op(conn):
         sftp = await _sftp(conn, key)
@@ -354,7 +355,7 @@ def put_files(box: Box, files: dict[str, bytes], *, mode: int | None = None,
             parent = os.path.dirname(path)
             if parent:
                 await sftp.makedirs(parent, exist_ok=True)
-            async with sftp.open(path, "wb") as fh:
+            async with sftp.open(path, "wb", attrs) as fh:
                 await fh.write(data)
             if mode is not None:
                 await sftp.chmod(path, mode)
@@ -393,3 +394,18 @@ def close(box: Box | None = None) -> None:
         lp.call(go(), 10)
     except Exception:  # closing is best effort
         pass
+
+
+def box_for(cfg, name: str, target: dict | None = None) -> Box:
+    """The Box for a ``boxes:`` name (or a bare ``user@host[:port]`` address in a target)."""
+    entry = cfg.get(f"boxes.{name}") if cfg is not None else None
+    if isinstance(entry, dict):
+        box = box_from_config(cfg, name, (target or {}).get("max-runs"))
+    else:
+        try:
+            user, host, port = parse_address(name)
+        except ValueError as err:
+            raise TargetError(f"{err}", hint="name a boxes: entry or use user@host[:port]") from None
+        box = Box(name=name, host=host, port=port, user=user or getpass.getuser(),
+                  max_runs=(target or {}).get("max-runs"))
+    return box

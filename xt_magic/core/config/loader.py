@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from ..errors import ConfigError, Problem
+from ..paths import xt_home
 from .resolved import Origin, ResolvedConfig, VaultRef, split_key
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -15,10 +16,6 @@ DEFAULTS = os.path.join(HERE, "defaults.yaml")
 LAYERS = ("defaults", "user", "local", "session", "call")
 
 Lines = dict  # key path tuple -> 1-based line
-
-
-def xt_home() -> str:
-    return os.path.expanduser(os.environ.get("XT_HOME") or "~/.xt")
 
 
 def user_config_path() -> str:

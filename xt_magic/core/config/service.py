@@ -27,36 +27,6 @@ def templates() -> dict[str, str]:
     return out
 
 
-def write_keeping_mode(path: str, text: str) -> None:
-    """Replace ``path`` atomically with ``text``, keeping an existing file's mode and owner (a 0600
-    config holding keys stays 0600); a new file gets the umask's mode. Raises OSError."""
-    import secrets
-    import stat
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        st = None
-    tmp = f"{path}.tmp{os.getpid()}.{secrets.token_hex(4)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IMODE(st.st_mode) if st else 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            if st is not None:
-                os.fchmod(fh.fileno(), stat.S_IMODE(st.st_mode))  # the umask may have cut bits
-                if (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
-                    try:
-                        os.fchown(fh.fileno(), st.st_uid, st.st_gid)
-                    except PermissionError:
-                        pass  # only root may give a file away; the mode is kept all the same
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 # ---- display -------------------------------------------------------------------------------------
 
 class Shown:
@@ -349,10 +319,11 @@ def save(session, path: str | None = None) -> Shown:
             node = node[seg]
         node[segs[-1]] = _plain_for_yaml(value)
     import io
-    out = io.StringIO()
-    yaml.dump(doc, out)
+    from ...runner.runner import write_atomic
+    text = io.StringIO()
+    yaml.dump(doc, text)
     try:
-        write_keeping_mode(path, out.getvalue())
+        write_atomic(path, text.getvalue(), mode=0o666, keep_existing=True)
     except OSError as err:
         raise ConfigError(f"cannot write {path}: {err.strerror}",
                           hint="pick another --path") from None
@@ -410,8 +381,9 @@ def create(session, kind: str, path: str | None = None, force: bool = False) -> 
         raise ConfigError(f"{path} exists; not overwritten", hint="add --force to replace it")
     with open(known[kind], encoding="utf-8") as fh:
         text = fh.read()
+    from ...runner.runner import write_atomic
     try:
-        write_keeping_mode(path, text)
+        write_atomic(path, text, mode=0o666, keep_existing=True)
     except OSError as err:
         raise ConfigError(f"cannot write {path}: {err.strerror}",
                           hint="pick another --path") from None

@@ -254,7 +254,7 @@ def _ref_problems(data: dict, origins: dict) -> list[Problem]:
             if isinstance(box, str) and box not in boxes and not _is_address(box):
                 out.append(problem(origins, base + ("boxes", i), f"box {box!r} is not defined in boxes",
                                    did_you_mean(box, boxes) or "add it under boxes: or give user@host"))
-    from ..storage import PROVIDERS
+    from ..registry import STORE_PROVIDERS as PROVIDERS
     providers = data.get("providers") if isinstance(data.get("providers"), dict) else {}
     stores = providers.get("storage") if isinstance(providers.get("storage"), dict) else {}
     for sname, service in services.items():
@@ -313,7 +313,7 @@ def _classes(data: dict, origins: dict, out: list) -> dict:
 
 def _target_problems(out, origins, data, tname, target, classes) -> None:
     """Which backend runs this target, and keys it has that no backend reads."""
-    from ..compute import backend_class
+    from ..registry import backend_class
     from .resolved import ResolvedConfig
     base = ("compute-targets", tname)
     svc = target.get("service")
@@ -328,7 +328,7 @@ def _target_problems(out, origins, data, tname, target, classes) -> None:
 
 def target_notes(data: dict, origins: dict) -> list[str]:
     """Keys set on a target that its backend does not read (they belong to another kind)."""
-    from ..compute import backend_class
+    from ..registry import backend_class
     from .resolved import ResolvedConfig
     notes = []
     cfg = ResolvedConfig(data, origins, [])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 from ..errors import StoreError
+from ..protocol.layout import Layout
 
 _JOB = re.compile(r"^job(\d+)$")
 _RUN = re.compile(r"^run(\d+)\.(\d+)$")
@@ -30,7 +31,7 @@ def job_of_run(run: str) -> str | None:
 
 def existing_numbers(store, workspace: str) -> list[int]:
     nums = []
-    for path in store.list(f"{workspace}/ids"):
+    for path in store.list(Layout(workspace).ids_dir()):
         n = job_number(path.rsplit("/", 1)[-1])
         if n is not None:
             nums.append(n)
@@ -41,7 +42,7 @@ def allocate_job_id(store, workspace: str, attempts: int = 10_000) -> str:
     """Claim the next free ``job{N}`` in ``workspace``."""
     n = max(existing_numbers(store, workspace), default=0) + 1
     for _ in range(attempts):
-        if store.create_exclusive(f"{workspace}/ids/job{n}", b""):
+        if store.create_exclusive(Layout(workspace).id_marker(f"job{n}"), b""):
             return f"job{n}"
         n += 1
     raise StoreError(f"could not allocate a job id in workspace {workspace!r}")

@@ -1,4 +1,4 @@
-"""Where a job's and a run's objects live in the store, and the job record (job.json)."""
+"""The job record (job.json): what any kernel needs to list, monitor and fetch a job."""
 from __future__ import annotations
 
 import json
@@ -6,34 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import JobError, StoreError
-
-
-class Layout:
-    """Store paths of one workspace (docs/architecture.md "Store layout")."""
-
-    def __init__(self, workspace: str):
-        self.ws = workspace
-
-    def job_dir(self, job: str) -> str:
-        return f"{self.ws}/jobs/{job}"
-
-    def job_json(self, job: str) -> str:
-        return f"{self.ws}/jobs/{job}/job.json"
-
-    def bundle(self, job: str, name: str) -> str:
-        return f"{self.ws}/jobs/{job}/bundle/{name}"
-
-    def run(self, run: str, name: str) -> str:
-        return f"{self.ws}/runs/{run}/{name}"
-
-    def run_paths(self, run: str) -> dict:
-        return {"events": self.run(run, "events.jsonl"), "console": self.run(run, "console.txt"),
-                "metrics": self.run(run, "metrics.jsonl"), "vars": self.run(run, "outputs/vars.pkl"),
-                "files": self.run(run, "outputs/files.zip")}
-
-    @staticmethod
-    def snapshot(sha: str) -> str:
-        return f"snapshots/{sha}.zip"
+from ..protocol.layout import Layout
 
 
 @dataclass

@@ -2,13 +2,8 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
+from ..registry import STORE_PROVIDERS as PROVIDERS
 from ..registry import providers, resolve
-
-# XT's provider names and ours -> store registry name
-PROVIDERS = {
-    "store-file": "file", "file": "file",
-    "azure-blob-21": "azure-blob", "azure-blob-210": "azure-blob", "azure-blob": "azure-blob",
-}
 
 
 def get_store(session, cfg=None):

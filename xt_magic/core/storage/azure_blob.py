@@ -14,7 +14,7 @@ Config (an ``external-services`` entry; XT's ``provider: azure-blob-21`` works u
 Without ``key`` the store uses the ``%xt_login`` credential (Azure RBAC: "Storage Blob Data
 Contributor" on the account). Store paths map 1:1 to blob names, so the layout is the file store's.
 Events, console and metrics are append blobs. Jobs never get the key or the credential: they get
-per-blob SAS URLs (``runner_io``) for exactly the operation each path needs.
+per-blob SAS URLs (``node_access``) for exactly the operation each path needs.
 """
 from __future__ import annotations
 
@@ -59,6 +59,7 @@ class AzureBlobStore(Store):
     """Store over one Azure blob container (see module docstring for config)."""
 
     kind = "azure-blob"
+    remote = True
 
     def __init__(self, service_client, container: str, *, account_key: str | None = None,
                  aad: bool = False, max_concurrency: int = 8):
@@ -284,8 +285,12 @@ class AzureBlobStore(Store):
                 os.unlink(tmp)
 
     # -- SAS for runners ---------------------------------------------------------------------------
-    def runner_io(self, *, read: list[str], write: list[str], append: list[str],
-                  expiry_seconds: int) -> dict:
+    def identity(self) -> str:
+        return (f"azure-blob:{self._service.primary_hostname}/{self._service.account_name}/"
+                f"{self._container.container_name}")
+
+    def node_access(self, *, read: list[str], write: list[str], append: list[str],
+                    expiry_seconds: int):
         """Per-blob SAS URLs: read -> ``r``, write -> ``cw``, append -> ``acw``; nothing else.
 
         User-delegation SAS when the store uses the login credential (AAD), account-key SAS
@@ -315,7 +320,8 @@ class AzureBlobStore(Store):
                     permission=BlobSasPermissions.from_string(PERMISSIONS[op]),
                     start=start, expiry=expiry, **signing)
                 urls[path] = f"{blob.url}?{sas}"
-        return {"kind": "urls", "urls": urls}
+        from ..protocol.access import UrlAccess
+        return UrlAccess(urls)
 
     def _delegation_key(self, start, expiry, latest):
         """A user delegation key valid until at least ``expiry``: the cached one while it lasts,

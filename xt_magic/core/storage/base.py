@@ -27,6 +27,8 @@ class Store(ABC):
     """A flat namespace of byte objects addressed by store paths."""
 
     kind: str = ""
+    #: Per-run round trips are slow (network): the jobs layer runs them on threads.
+    remote: bool = False
 
     @abstractmethod
     def read_bytes(self, path: str) -> bytes:
@@ -68,25 +70,33 @@ class Store(ABC):
 
     def download_file(self, path: str, local_file: str) -> None:
         import os
-        import tempfile
+        from ...runner.runner import write_atomic
         data = self.read_bytes(path)
-        folder = os.path.dirname(os.path.abspath(local_file))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, local_file)
+        os.makedirs(os.path.dirname(os.path.abspath(local_file)), exist_ok=True)
+        write_atomic(local_file, data, mode=0o600)
 
     @abstractmethod
-    def runner_io(self, *, read: list[str], write: list[str], append: list[str],
-                  expiry_seconds: int) -> dict:
-        """What a runner on a node is given to reach exactly these paths and no others.
+    def node_access(self, *, read: list[str], write: list[str], append: list[str],
+                    expiry_seconds: int):
+        """A :class:`~xt_magic.core.protocol.access.NodeAccess` reaching exactly these paths.
 
-        File store: ``{"kind": "file", "root": "/abs/root"}`` (the node shares the filesystem).
-        Blob store: ``{"kind": "urls", "urls": {path: sas_url}}`` with a read SAS for each ``read``
-        path, a create/write SAS for each ``write`` path, and an add/create SAS for each ``append``
-        path (append blobs). Never an account key or a credential.
+        File store: ``FileAccess(root)`` (the node shares the filesystem). Blob store:
+        ``UrlAccess`` with a read SAS for each ``read`` path, a create/write SAS for each ``write``
+        path, and an add/create SAS for each ``append`` path (append blobs). Never an account
+        key or a credential. It goes to nodes only in a launch secret, never into the store.
         """
+
+    def append_new(self, path: str, data: bytes) -> None:
+        """Append to an object that does not exist yet (a store may save a round trip)."""
+        self.append(path, data)
+
+    def local_dir(self) -> str | None:
+        """The directory holding the store's objects on this machine, if it has one."""
+        return None
+
+    def identity(self) -> str:
+        """What tells this store apart from every other (a job key is bound to it)."""
+        return self.describe()
 
     def describe(self) -> str:
         return self.kind

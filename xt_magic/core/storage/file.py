@@ -7,17 +7,17 @@ kernels) never interleave half-lines on a local filesystem.
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Iterator
 
+from ...runner.runner import write_atomic
 from ..errors import StoreError
+from ..paths import xt_home
 from .base import Store, check_path
 
 
 def default_root() -> str:
     """``$XT_HOME/file_store`` (XT_HOME defaults to ``~/.xt``)."""
-    home = os.environ.get("XT_HOME") or os.path.join(os.path.expanduser("~"), ".xt")
-    return os.path.join(home, "file_store")
+    return os.path.join(xt_home(), "file_store")
 
 
 class FileStore(Store):
@@ -77,15 +77,7 @@ class FileStore(Store):
     def write_bytes(self, path: str, data: bytes) -> None:
         full = self._full(path)
         try:
-            fd, tmp = self._retry_in_new_dir(full, lambda: tempfile.mkstemp(
-                dir=os.path.dirname(full), prefix=".tmp-"))
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                os.replace(tmp, full)
-            except BaseException:
-                _unlink(tmp)
-                raise
+            self._retry_in_new_dir(full, lambda: write_atomic(full, data, mode=0o600))
         except OSError as err:
             raise StoreError(f"cannot write {path}: {err.strerror}") from err
 
@@ -129,9 +121,13 @@ class FileStore(Store):
     def delete(self, path: str) -> None:
         _unlink(self._full(path))
 
-    def runner_io(self, *, read, write, append, expiry_seconds) -> dict:
+    def local_dir(self) -> str:
+        return self.root
+
+    def node_access(self, *, read, write, append, expiry_seconds):
         # nodes share this filesystem: the root is all they need (no credential exists)
-        return {"kind": "file", "root": self.root}
+        from ..protocol.access import FileAccess
+        return FileAccess(self.root)
 
     def local_path(self, path: str) -> str:
         """Filesystem path of a store object (file store only; used by local tools)."""

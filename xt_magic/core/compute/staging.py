@@ -1,0 +1,62 @@
+"""Getting a run onto a node the kernel reaches over SSH or a shared directory (pool, Slurm).
+
+The node runs the runner straight from the store when it sees the store's filesystem at the same
+path (checked once per root by reading the run's ticket back), and otherwise gets ``runner.py``
+and the ticket uploaded next to the run and reaches the store through the URLs of its node
+access. A file store the node cannot see is a TargetError telling to use a blob store: outputs are
+never copied back by hand, so every target writes events/console/outputs the same way.
+
+Either way the launch secret goes into ``launch.json`` in the run directory, created 0600 and
+deleted by the runner once read; the runner finds it through ``XT_LAUNCH_FILE`` (a path: never
+the secret itself on a command line).
+"""
+from __future__ import annotations
+
+import json
+import posixpath
+
+from ...runner.runner import LAUNCH_FILE_ENV
+from ..errors import TargetError
+from .base import Launch
+
+LAUNCH_FILE = "launch.json"
+
+
+class Staged:
+    """What to put on the node for one run, and the names to start it with."""
+
+    def __init__(self, uploads: dict, secret: dict, runner: str, ticket: str):
+        self.uploads, self.secret, self.runner, self.ticket = uploads, secret, runner, ticket
+
+    def env_argv(self) -> list[str]:
+        """``env XT_LAUNCH_FILE=launch.json``: prefix for the runner's argv (run in its dir)."""
+        return ["env", f"{LAUNCH_FILE_ENV}={LAUNCH_FILE}"]
+
+
+class Staging:
+    """Decides how a node reaches the store and what must be uploaded (module docstring)."""
+
+    def __init__(self, store, sees):
+        self.store, self.sees, self._seen = store, sees, {}
+
+    def stage(self, launch: Launch, remote_dir: str, where: str) -> Staged:
+        """Uploads for one run (``secret``: {path: bytes} to create 0600) and the runner and ticket
+        paths: absolute, or relative to ``remote_dir`` (where the runner is started)."""
+        secret = {posixpath.join(remote_dir, LAUNCH_FILE):
+                  json.dumps(launch.launch_secret).encode()}
+        access = launch.access
+        ticket = access.local_path(launch.ticket_path)
+        if ticket is not None:
+            root = access.local_path("")
+            if root not in self._seen:
+                self._seen[root] = self.sees(ticket, self.store.read_bytes(launch.ticket_path))
+            if not self._seen[root]:
+                raise TargetError(f"{where} cannot see the file store at {root.rstrip('/')}",
+                                  hint="use a blob store (xt-services.storage naming an "
+                                       "azure-blob service) or mount the store at the same path")
+            return Staged({}, secret, access.local_path(launch.runner_path), ticket)
+        # uploaded next to the run; the start command runs in remote_dir, so plain names do
+        return Staged({posixpath.join(remote_dir, "runner.py"):
+                       self.store.read_bytes(launch.runner_path),
+                       posixpath.join(remote_dir, "ticket.json"): json.dumps(launch.ticket).encode()},
+                      secret, "runner.py", "ticket.json")

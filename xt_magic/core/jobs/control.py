@@ -1,0 +1,127 @@
+"""Verbs over the jobs in the store: find, list, status, logs, cancel.
+
+Verbs ask the backend to ``poll`` (reconcile) first, so a dead process shows as failed.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+from ..errors import JobError, StoreError, XTError
+from ..protocol import events
+from ..protocol.layout import Layout
+from . import ids
+from .context import _Ctx, _split_id
+from .job import Job, _summary
+from .records import JobRecord
+
+
+def get_job(session, job_id: str) -> Job:
+    """The Job for an id in the configured workspace (re-attach after a kernel restart)."""
+    ctx = _Ctx(session)
+    job, _ = _split_id(job_id)
+    return Job(session, JobRecord.load(ctx.store, ctx.ws, job))
+
+
+def _all_records(ctx: _Ctx) -> list[JobRecord]:
+    out = []
+    for path in ctx.store.list(f"{ctx.ws}/jobs"):
+        parts = path.split("/")
+        if len(parts) == 4 and parts[3] == "job.json":
+            try:
+                out.append(JobRecord.from_json(ctx.store.read_bytes(path)))
+            except (StoreError, ValueError, TypeError):
+                continue  # a job being written by another kernel right now
+    return sorted(out, key=lambda r: ids.job_number(r.job) or 0)
+
+
+def list_jobs(session, status: str | None = None, last: int | None = None):
+    """Jobs in the workspace, oldest first (DataFrame when pandas is installed, else rows)."""
+    if status and status not in events.STATES:
+        raise JobError(f"unknown status {status!r}", hint="one of: " + ", ".join(events.STATES))
+    if last is not None and last < 1:
+        raise JobError(f"--last {last}: expected a positive number of jobs")
+    ctx = _Ctx(session)
+    records = _all_records(ctx)
+    if last:
+        records = records[-last:]
+    rows = []
+    for record in records:
+        job = Job(session, record)
+        if not job.done:
+            try:
+                job.refresh()
+            except XTError:
+                pass  # target not reachable now: show what the store says
+        counts = job.states()
+        if status and not counts.get(status):
+            continue
+        rows.append({"job": record.job, "name": record.name, "target": record.target,
+                     "submitted": record.submitted, "runs": len(record.runs),
+                     "status": job.status, "states": _summary(counts)})
+    return _frame(rows, ["job", "name", "target", "submitted", "runs", "status", "states"])
+
+
+def _frame(rows: list[dict], columns: list[str]):
+    try:
+        import pandas as pd
+    except ImportError:
+        return rows
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _check_run(job, run: str) -> None:
+    if run not in job.record.runs:
+        raise JobError(f"{job.id} has no run {run}", hint=f"runs: {', '.join(job.runs[:10])}")
+
+
+def status(session, job_or_run: str):
+    """A refreshed Job, or for a run id the run's folded state (dict)."""
+    job_id, run = _split_id(job_or_run)
+    job = get_job(session, job_id).refresh()
+    if run is None:
+        return job
+    _check_run(job, run)
+    info = {k: v for k, v in job.info(run).items() if k not in ("events", "final")}
+    return {"run": run, **info}
+
+
+def logs(session, run_id: str, follow: bool = False, out=None, poll_seconds: float = 0.5):
+    """Print a run's console (a job id means its first run); ``follow`` until the run ends."""
+    out = out or sys.stdout
+    job_id, run = _split_id(run_id)
+    job = get_job(session, job_id)
+    run = run or job.record.runs[0]
+    if run not in job.record.runs:
+        raise JobError(f"{job_id} has no run {run}")
+    store = job._ctx().store
+    path = Layout(job.record.workspace).console(run)
+    offset = 0
+    while True:
+        chunk = store.read_from(path, offset)
+        if chunk:
+            offset += len(chunk)
+            out.write(chunk.decode("utf-8", "replace"))
+            out.flush()
+        if not follow:
+            return None
+        if job.refresh().info(run)["state"] in events.FINAL:
+            tail = store.read_from(path, offset)
+            if tail:
+                out.write(tail.decode("utf-8", "replace"))
+            return None
+        time.sleep(poll_seconds)
+
+
+def cancel(session, job_or_run: str) -> Job:
+    """Cancel a job's live runs, or one run."""
+    job_id, run = _split_id(job_or_run)
+    job = get_job(session, job_id)
+    if run:
+        _check_run(job, run)
+    targets = [run] if run else job.record.runs
+    live = [r for r in targets if job.info(r)["state"] not in events.FINAL]
+    if live:
+        job._backend().cancel(job_id, live)
+    return job.refresh()
+

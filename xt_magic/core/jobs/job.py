@@ -1,0 +1,196 @@
+"""The Job handle: a submitted job's runs and their states, read from the store in any kernel."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import Counter
+
+from ..errors import JobError
+from ..protocol import events
+from ..protocol.layout import Layout
+from .context import _Ctx
+from .fanout import _each_run, _RunError, _store_workers
+from .records import JobRecord
+
+
+class Job:
+    """A submitted job: id, target, runs and their states (from the store). Works in any kernel."""
+
+    def __init__(self, session, record: JobRecord):
+        self.session, self.record = session, record
+        self.id = record.job
+        self._info: dict[str, dict] = {}
+        self._read()
+
+    # internals
+    def _ctx(self) -> _Ctx:
+        return _Ctx(self.session)
+
+    def _read(self) -> None:
+        store, lay = self._ctx().store, Layout(self.record.workspace)
+        live = [run for run in self.record.runs
+                if not (run in self._info and self._info[run]["state"] in events.FINAL)]
+
+        def read(run: str) -> dict:
+            return events.state(store, lay.events(run))
+        try:  # one read per run: concurrent on a remote store
+            infos = _each_run(read, [(run,) for run in live], _store_workers(store, len(live)))
+        except _RunError as err:
+            cause = err.cause
+        else:
+            self._info.update(zip(live, infos))
+            return
+        raise cause  # the store's own error, as before
+
+    def _backend(self):
+        return self._ctx().backend(self.record.target)
+
+    # public
+    @property
+    def runs(self) -> list[str]:
+        return list(self.record.runs)
+
+    @property
+    def target(self) -> str:
+        return self.record.target
+
+    def refresh(self) -> "Job":
+        """Reconcile with the backend (dead processes become failed) and re-read the states."""
+        self._read()
+        live = [r for r in self.record.runs if self._info[r]["state"] not in events.FINAL]
+        if live:
+            self._backend().poll(self.id, live)
+            self._read()
+        return self
+
+    def state(self, run: str) -> str:
+        return self._info[run]["state"]
+
+    def info(self, run: str) -> dict:
+        return self._info[run]
+
+    def states(self) -> Counter:
+        return Counter(self._info[r]["state"] for r in self.record.runs)
+
+    @property
+    def done(self) -> bool:
+        return all(self._info[r]["state"] in events.FINAL for r in self.record.runs)
+
+    @property
+    def status(self) -> str:
+        """One word for the job: running while any run is live, else failed/cancelled/completed."""
+        counts = self.states()
+        for s in (events.RUNNING, events.QUEUED, events.CREATED, events.FAILED, events.CANCELLED):
+            if counts.get(s):
+                return s
+        return events.COMPLETED
+
+    def wait(self, timeout: float | None = None, progress: bool = True, out=None) -> "Job":
+        """Block until every run is final, showing progress (tqdm.auto if installed)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        total = len(self.record.runs)
+        bar = _Progress(total, f"{self.id}", enabled=progress, out=out)
+        delay = 0.05
+        try:
+            while True:
+                self.refresh()
+                counts = self.states()
+                bar.update(sum(counts[s] for s in events.FINAL), _summary(counts))
+                if self.done:
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    raise JobError(f"{self.id}: not finished after {timeout}s ({_summary(counts)})")
+                time.sleep(delay)
+                delay = min(delay * 1.5, 1.0)
+        finally:
+            bar.close()
+        return self
+
+    def results(self, into: dict | None = None, raise_errors: bool = False) -> "Results":
+        from .results import results
+        return results(self.session, self.id, into=into, raise_errors=raise_errors)
+
+    def cancel(self) -> "Job":
+        from .control import cancel
+        return cancel(self.session, self.id)
+
+    def logs(self, run: str | None = None, follow: bool = False, out=None):
+        from .control import logs
+        return logs(self.session, run or self.record.runs[0], follow=follow, out=out)
+
+    def metrics(self):
+        from .metrics import metrics
+        return metrics(self.session, self.id)
+
+    def rows(self) -> list[dict]:
+        out = []
+        for run, hp in zip(self.record.runs, self.record.hparams or [{}] * len(self.record.runs)):
+            info = self._info[run]
+            why = info.get("reason") or (info.get("error") or {}).get("type")
+            out.append({"run": run, "state": info["state"], "hparams": hp,
+                        "started": info.get("started"), "ended": info.get("ended"),
+                        "exit_code": info.get("exit_code"), "reason": why})
+        return out
+
+    def __repr__(self) -> str:
+        head = (f"Job {self.id}{' ' + repr(self.record.name) if self.record.name else ''} on "
+                f"{self.record.target}: {len(self.record.runs)} run(s), {_summary(self.states())}")
+        lines = [head]
+        for row in self.rows()[:20]:
+            hp = f" {row['hparams']}" if row["hparams"] else ""
+            why = f" ({row['reason']})" if row["reason"] else ""
+            lines.append(f"  {row['run']:<12} {row['state']:<10}{hp}{why}")
+        if len(self.record.runs) > 20:
+            lines.append(f"  ... {len(self.record.runs) - 20} more runs")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        from html import escape
+        rows = "".join(
+            f"<tr><td>{escape(r['run'])}</td><td>{escape(r['state'])}</td>"
+            f"<td>{escape(json.dumps(r['hparams'])) if r['hparams'] else ''}</td>"
+            f"<td>{escape(str(r['reason'] or ''))}</td></tr>" for r in self.rows()[:50])
+        more = (f"<tr><td colspan=4>... {len(self.record.runs) - 50} more runs</td></tr>"
+                if len(self.record.runs) > 50 else "")
+        return (f"<div><b>Job {escape(self.id)}</b> {escape(self.record.name or '')} on "
+                f"<code>{escape(self.record.target)}</code>: {len(self.record.runs)} run(s), "
+                f"{escape(_summary(self.states()))}<table><tr><th>run</th><th>state</th>"
+                f"<th>hparams</th><th>reason</th></tr>{rows}{more}</table></div>")
+
+
+def _summary(counts: Counter) -> str:
+    return ", ".join(f"{counts[s]} {s}" for s in events.STATES if counts.get(s)) or "no runs"
+
+
+class _Progress:
+    """tqdm.auto when installed, else one rewritten text line."""
+
+    def __init__(self, total: int, desc: str, enabled: bool = True, out=None):
+        self.total, self.desc, self.enabled, self.out = total, desc, enabled, out
+        self.bar, self.last = None, None
+        if enabled and out is None:
+            try:
+                from tqdm.auto import tqdm
+                self.bar = tqdm(total=total, desc=desc, unit="run", leave=True)
+            except ImportError:
+                pass
+
+    def update(self, done: int, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.n = done
+            self.bar.set_postfix_str(text, refresh=False)
+            self.bar.refresh()
+        elif (done, text) != self.last:
+            print(f"\r{self.desc}: {done}/{self.total} done ({text})", end="",
+                  file=self.out or sys.stdout, flush=True)
+        self.last = (done, text)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.enabled and self.last is not None:
+            print(file=self.out or sys.stdout)
+

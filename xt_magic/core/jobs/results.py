@@ -1,0 +1,199 @@
+"""A job's results: output variables and files of its runs, loaded only after they check out."""
+from __future__ import annotations
+
+import json
+import os
+
+from ...runner.runner import RunnerError
+from ...runner.runner import safe_extract as _runner_safe_extract
+from ..errors import JobError, RunFailed
+from ..paths import runs_cache_dir
+from ..protocol import events, keys, tickets
+from ..protocol.layout import Layout
+from . import ids, packaging
+from .context import _split_id
+from .control import get_job
+from .job import Job, _summary
+
+
+class RunResult:
+    """One run's outcome: state, hparams, output variables, extracted files dir, error."""
+
+    def __init__(self, run, state, hparams, variables, files_dir, error, reason):
+        self.run, self.state, self.hparams, self.variables = run, state, hparams, variables
+        self.files_dir, self.error, self.reason = files_dir, error, reason
+
+    def __getitem__(self, name):
+        if name not in self.variables:
+            self.raise_error()
+            if self.state != events.COMPLETED:
+                raise JobError(f"run {self.run} is {self.state}: no output variables yet")
+            raise JobError(f"run {self.run} has no output variable {name!r}",
+                           hint="declare it with --outputs")
+        return self.variables[name]
+
+    def raise_error(self) -> None:
+        if self.state == events.FAILED:
+            raise RunFailed(self.run, self.error, self.reason)
+
+    def __repr__(self) -> str:
+        bits = [f"{self.run}: {self.state}"]
+        if self.hparams:
+            bits.append(f"hparams={self.hparams}")
+        if self.variables:
+            bits.append("vars: " + ", ".join(f"{k}={_short(v)}" for k, v in self.variables.items()))
+        if self.files_dir:
+            bits.append(f"files: {self.files_dir}")
+        if self.error:
+            bits.append(f"error: {self.error.get('type')}: {self.error.get('message')}")
+        elif self.reason:
+            bits.append(f"reason: {self.reason}")
+        return "  ".join(bits)
+
+
+def _short(value, n: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+class Results:
+    """A job's results: ``res["score"]`` (one-run job) or ``res.runs["run3.2"]["score"]``."""
+
+    def __init__(self, job: Job, runs: list[RunResult]):
+        self.job, self.runs_list = job, runs
+        self.runs = {r.run: r for r in runs}
+
+    @property
+    def variables(self) -> dict:
+        return {r.run: r.variables for r in self.runs_list}
+
+    @property
+    def errors(self) -> dict:
+        return {r.run: r.error for r in self.runs_list if r.error}
+
+    def __getitem__(self, key):
+        if key in self.runs:
+            return self.runs[key]
+        if len(self.runs_list) == 1:
+            return self.runs_list[0][key]
+        return {r.run: r.variables.get(key) for r in self.runs_list}
+
+    def __iter__(self):
+        return iter(self.runs_list)
+
+    def __len__(self) -> int:
+        return len(self.runs_list)
+
+    def __repr__(self) -> str:
+        more = len(self.runs_list) - 50
+        return "\n".join([f"Results of {self.job.id} ({_summary(self.job.states())})"]
+                         + [f"  {r!r}" for r in self.runs_list[:50]]
+                         + ([f"  ... {more} more runs"] if more > 0 else []))
+
+    def _repr_html_(self) -> str:
+        from html import escape
+        rows = []
+        for r in self.runs_list[:50]:
+            variables = ", ".join(f"{k}={_short(v)}" for k, v in r.variables.items())
+            err = f"{r.error.get('type')}: {r.error.get('message')}" if r.error else (r.reason or "")
+            rows.append(f"<tr><td>{escape(r.run)}</td><td>{escape(r.state)}</td>"
+                        f"<td>{escape(json.dumps(r.hparams)) if r.hparams else ''}</td>"
+                        f"<td>{escape(variables)}</td><td>{escape(r.files_dir or '')}</td>"
+                        f"<td>{escape(err)}</td></tr>")
+        return (f"<div><b>Results of {escape(self.job.id)}</b><table><tr><th>run</th><th>state"
+                f"</th><th>hparams</th><th>variables</th><th>files</th><th>error</th></tr>"
+                + "".join(rows) + "</table></div>")
+
+
+def _read(store, path: str) -> bytes | None:
+    return store.read_bytes(path) if store.exists(path) else None
+
+
+def _verified(store, lay: Layout, job: str, run: str, final: dict, key_of) -> dict:
+    """The bytes of a completed run's outputs, only if its final event carries a valid signature
+    of this job's key for this job and run, and each output's sha256 is the signed one.
+
+    Anyone able to write the store could plant a pickle and an event naming its sha256; only a
+    holder of the job key (the runner, through the launch channel) can sign one."""
+    paths = lay.run_paths(run)
+    data = {"vars": _read(store, paths["vars"]), "files": _read(store, paths["files"])}
+    if not any(data.values()) and not (final.get("vars_sha256") or final.get("files_sha256")):
+        return data  # nothing to load
+    if not tickets.verify_event(key_of(), final, job, run):
+        raise JobError(f"{run}: result signature does not verify; nothing loaded")
+    for name, what in (("vars", "output variables"), ("files", "output files")):
+        sha = final.get(f"{name}_sha256")
+        if data[name] is not None and (not sha or packaging.sha256(data[name]) != sha):
+            raise JobError(f"{run}: {what} at {paths[name]} do not match the checksum its run "
+                           "signed; nothing loaded")
+    return data
+
+
+def safe_extract(data: bytes, dest: str) -> list[str]:
+    """The runner's extraction (refuses ``..``, absolute paths, drive letters, links) as a JobError."""
+    try:
+        return _runner_safe_extract(data, dest, what="output files")
+    except RunnerError as err:
+        raise JobError(str(err)) from None
+
+
+def results(session, job_id: str, into: dict | None = None, raise_errors: bool = False,
+            wait: bool = False) -> Results:
+    """Output variables (unpickled after the signature and checksum checks), files (safely extracted under
+    ``general.run-cache-dir``), and errors of a job's runs. ``into``: put variables into that
+    namespace (one-run job: ``name``; sweeps: ``name`` = {run: value}). ``raise_errors``:
+    re-raise the first failed run's exception with its remote traceback."""
+    job_id, only = _split_id(job_id)
+    job = get_job(session, job_id)
+    if wait:
+        job.wait()
+    else:
+        job.refresh()
+    ctx = job._ctx()
+    store, lay = ctx.store, Layout(job.record.workspace)
+    cache = str(ctx.cfg.get("general.run-cache-dir") or runs_cache_dir())
+    keys_cache: list[bytes] = []
+
+    def key_of() -> bytes:  # derived only when some run has outputs to load
+        if not keys_cache:
+            keys_cache.append(keys.job_key(store, job.record.workspace, job.id))
+        return keys_cache[0]
+
+    hps = job.record.hparams or [{}] * len(job.record.runs)
+    picked = []
+    for run, hp in zip(job.record.runs, hps):
+        if only and run != only:
+            continue
+        if ids.job_of_run(run) != job.id:  # only this job's own run paths are ever loaded
+            raise JobError(f"{job.id}: job.json lists a foreign run {run!r}; not loaded")
+        info = job.info(run)
+        data = {}
+        if info["state"] == events.COMPLETED:
+            data = _verified(store, lay, job.id, run, info.get("final") or {}, key_of)
+        picked.append((run, hp, info, data))
+    # every run checked before anything is unpickled or extracted
+    out = []
+    for run, hp, info, data in picked:
+        variables, files_dir = {}, None
+        if data.get("vars") is not None:
+            import cloudpickle
+            variables = cloudpickle.loads(data["vars"])
+        if data.get("files") is not None:
+            files_dir = os.path.join(os.path.expanduser(cache), job.record.workspace, run)
+            os.makedirs(files_dir, exist_ok=True)
+            safe_extract(data["files"], files_dir)
+        out.append(RunResult(run, info["state"], hp, variables, files_dir, info.get("error"),
+                             info.get("reason")))
+    res = Results(job, out)
+    if into is not None:
+        if len(out) == 1:
+            into.update(out[0].variables)
+        else:
+            names = {k for r in out for k in r.variables}
+            into.update({k: {r.run: r.variables[k] for r in out if k in r.variables} for k in names})
+    if raise_errors:
+        for r in out:
+            r.raise_error()
+    return res
+
+

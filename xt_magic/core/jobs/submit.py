@@ -1,0 +1,210 @@
+"""Submit a cell: package it, write the job and its runs to the store, hand the runs to the backend.
+
+Everything lives in the store (job.json, bundle, tickets, events, console, metrics, outputs), so a
+new kernel lists, monitors, cancels and fetches jobs it never submitted.
+"""
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import re
+import sys
+
+from ..errors import JobError, XTError
+from ..paths import xt_home
+from ..protocol import events, keys, tickets
+from ..protocol.layout import Layout
+from . import ids, packaging, snapshot, sweeps
+from .context import _Ctx
+from .fanout import _each_run, _RunError, _store_workers
+from .job import Job
+from .records import JobRecord
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, name=None,
+             inputs=None, outputs=None, hp=None, hp_config=None, search=None, runs=None,
+             repeat=None, env=None, code_dir=None, wait=False, tags=None, dry_run=False,
+             max_seconds=None, seed=None, out=None):
+    """Package the cell, write the job to the store, hand its runs to the backend; return a Job."""
+    packaging.check_source(source)
+    if max_seconds is not None and max_seconds < 1:
+        raise JobError(f"--max-seconds {max_seconds}: expected a positive number of seconds")
+    outputs = [sweeps.check_name(n, "output") for n in (outputs or [])]
+    ctx = _Ctx(session)
+    cfg = ctx.cfg
+    backend = ctx.backend(target)
+
+    setup_name = setup or backend.target.get("setup")
+    setup_cfg = cfg.get(f"setups.{setup_name}") if setup_name else None
+    if setup and not isinstance(setup_cfg, dict):
+        raise JobError(f"no setup {setup!r}", key="setups",
+                       hint="known: " + ", ".join(sorted(cfg.get("setups") or {})))
+    setup_ticket = packaging.resolve_setup(setup_name, setup_cfg)
+
+    specs = sweeps.parse_hp_args(hp or [])
+    if hp_config:
+        for key, value in sweeps.load_hp_config(hp_config).items():
+            specs.setdefault(key, value)  # --hp wins over the file
+    seed = 0 if seed is None else int(seed)
+    search_used, points = sweeps.expand(specs, search, runs, repeat, seed)
+
+    input_values = packaging.choose_inputs(source, namespace, inputs, exclude=set(specs))
+    run_env = _job_env(cfg, env)
+
+    code_dirs = code_dir or (cfg.get("code.code-dirs") if cfg.get("code.code-upload", True) else None)
+    omit = cfg.get("code.code-omit") or []
+    cwd = session.cwd or os.getcwd()
+    # never snapshot the store itself or XT_HOME (envs, caches) when they sit under a code dir
+    skip = (ctx.store.local_dir(), xt_home())
+    if dry_run:
+        return Preview(backend.name, points, sorted(input_values), outputs,
+                       snapshot.plan(code_dirs, omit, cwd, skip) if code_dirs else None,
+                       setup_ticket)
+
+    inputs_pkl = packaging.pickle_inputs(input_values, cwd) if input_values else None
+    limit = cfg.get("code.max-snapshot-mb")
+    snap = snapshot.build(ctx.store, code_dirs, omit, cwd,
+                          max_bytes=None if limit is None else int(float(limit) * 2**20),
+                          zip_mode=cfg.get("code.code-zip") or "fast", skip_dirs=skip
+                          ) if code_dirs else None
+
+    store, lay = ctx.store, ctx.layout
+    job_id = ids.allocate_job_id(store, ctx.ws)
+    run_ids = [ids.run_id(job_id, i + 1) for i in range(len(points))]
+    cell_bytes, cp_zip = source.encode(), packaging.cloudpickle_zip()
+    bundle = {"cell": lay.bundle(job_id, "cell.py"), "cell_sha256": packaging.sha256(cell_bytes),
+              "inputs": lay.bundle(job_id, "inputs.pkl") if inputs_pkl else None,
+              "inputs_sha256": packaging.sha256(inputs_pkl) if inputs_pkl else None,
+              "cloudpickle": lay.bundle(job_id, "cloudpickle.zip"),
+              "cloudpickle_sha256": packaging.sha256(cp_zip),
+              "snapshot": snap.path if snap else None,
+              "snapshot_sha256": snap.sha256 if snap else None}
+    store.write_bytes(bundle["cell"], cell_bytes)
+    store.write_bytes(bundle["cloudpickle"], cp_zip)
+    store.write_bytes(lay.runner(job_id), packaging.runner_source())
+    if inputs_pkl:
+        store.write_bytes(bundle["inputs"], inputs_pkl)
+
+    python = (setup_ticket or {}).get("python") or (sys.executable if backend.kind == "local"
+                                                    else "python3")
+    record = JobRecord(
+        job=job_id, workspace=ctx.ws, target=backend.name, backend=backend.kind,
+        submitted=events.now_iso(), user=str(cfg.get("general.username") or getpass.getuser()),
+        name=name, runs=run_ids, hparams=points, outputs=outputs, inputs=sorted(input_values),
+        search=search_used, setup=setup_name, snapshot=snap.path if snap else None,
+        tags=dict(tags or {}), python=".".join(map(str, sys.version_info[:2])),
+        extra={"seed": seed, "max_seconds": max_seconds, "env_keys": sorted(run_env)})
+    record.save(store)
+
+    from ..compute.base import Launch
+    key = keys.job_key(store, ctx.ws, job_id, create=True)  # made here, never in the store
+    shared = None  # the job's read access (read SASes), signed once below
+
+    def write_run(run: str, point: dict) -> Launch:
+        ticket = tickets.sign(tickets.build(
+            lay, job_id, run, bundle=bundle, hparams=point, outputs=outputs, env=run_env,
+            setup=setup_ticket, python=python, max_seconds=max_seconds), key)
+        # a new run's events blob does not exist yet: the blob store creates it and appends (2
+        # round trips, not append-404-create-append's 3)
+        store.append_new(lay.events(run), events.make_event(events.CREATED, job=job_id, run=run))
+        store.write_bytes(lay.ticket(run), json.dumps(ticket).encode())  # compact: C encoder
+        secret = tickets.launch_secret(key, tickets.node_access(store, ticket, shared))
+        return Launch(run_id=run, job_id=job_id, workspace=ctx.ws, ticket=ticket,
+                      ticket_path=lay.ticket(run), launch_secret=secret, max_seconds=max_seconds)
+
+    # every run's created event and ticket are in the store before the backend sees any run (so
+    # `created` precedes the backend's `queued`); if one write fails nothing is submitted and every
+    # run of the job gets `failed`
+    workers = _store_workers(store, len(run_ids))
+    try:
+        shared = tickets.job_access(store, bundle, max_seconds)
+        launches = _each_run(write_run, list(zip(run_ids, points)), workers)
+    except BaseException as err:
+        if isinstance(err, _RunError):
+            error = _run_error(job_id, err)
+        elif isinstance(err, Exception):
+            error = err if isinstance(err, XTError) else JobError(
+                f"{job_id}: writing its runs failed: {type(err).__name__}: {err}")
+        else:  # Ctrl-C
+            _mark_failed(store, lay, run_ids, "submit interrupted", workers)
+            raise
+        _mark_failed(store, lay, run_ids, f"submit failed: {error.message}", workers)
+        if error is err:
+            raise
+        raise error from getattr(err, "cause", err)
+    try:
+        backend.submit(job_id, launches)
+    except Exception as err:
+        _mark_failed(store, lay, run_ids, f"submit failed: {err}", workers)
+        if isinstance(err, XTError):
+            raise
+        raise JobError(f"{backend.name}: submitting {job_id} failed: {err}") from err
+    job = Job(session, record)
+    if wait:
+        job.wait(out=out)
+        # the user declared --outputs and chose to wait: the values belong in the notebook
+        return job.results(into=namespace if outputs else None)
+    return job
+
+
+#: Per-run store round trips (at submit each run's `created` event and ticket, then each run's
+
+def _run_error(job_id: str, err: _RunError) -> XTError:
+    """One error naming the run (the store's own error type kept: StoreError, AuthError...)."""
+    cause = err.cause
+    more = f" (and {err.failed - 1} more runs)" if err.failed > 1 else ""
+    if isinstance(cause, XTError) and type(cause).__init__ is XTError.__init__:
+        return type(cause)(f"{job_id}: writing run {err.run} failed{more}: {cause.message}",
+                           hint=cause.hint, key=cause.key)
+    return JobError(f"{job_id}: writing run {err.run} failed{more}: "
+                    f"{type(cause).__name__}: {cause}")
+
+
+def _mark_failed(store, lay: Layout, run_ids: list[str], reason: str, workers: int) -> None:
+    """Append `failed` to every run (best effort: the error that got us here is the one raised)."""
+    event = events.make_event(events.FAILED, reason=reason)
+
+    def fail(run: str) -> None:
+        store.append(lay.events(run), event)
+    try:
+        _each_run(fail, [(run,) for run in run_ids], workers)
+    except (_RunError, KeyboardInterrupt):
+        pass
+
+
+def _job_env(cfg, extra: dict | None) -> dict:
+    """general.env-vars + --env, as strings; names checked; never a $vault secret."""
+    env = {}
+    for source, values in (("general.env-vars", cfg.get("general.env-vars") or {}),
+                           ("--env", extra or {})):
+        for key, value in values.items():
+            if not _ENV_NAME.match(str(key)):
+                raise JobError(f"{source}: bad environment variable name {key!r}")
+            if type(value).__name__ == "VaultRef":
+                raise JobError(f"{source}: {key} is a $vault secret; secrets are never put in a "
+                               "job's environment")
+            env[str(key)] = "" if value is None else str(value)
+    return env
+
+
+class Preview:
+    """What ``--dry-run`` would submit: runs, inputs, outputs, snapshot files and size."""
+
+    def __init__(self, target, points, inputs, outputs, snap, setup):
+        self.target, self.points, self.inputs, self.outputs, self.snapshot, self.setup = (
+            target, points, inputs, outputs, snap, setup)
+
+    def __repr__(self) -> str:
+        lines = [f"dry run: {len(self.points)} run(s) on target {self.target!r}",
+                 f"inputs: {', '.join(self.inputs) or '-'}   outputs: {', '.join(self.outputs) or '-'}"]
+        if self.setup:
+            lines.append(f"setup: {self.setup['name']} pip={self.setup['pip-packages']}")
+        for i, p in enumerate(self.points[:20], 1):
+            lines.append(f"  run {i}: {p}")
+        if len(self.points) > 20:
+            lines.append(f"  ... and {len(self.points) - 20} more runs")
+        lines.append(self.snapshot.describe() if self.snapshot else "code snapshot: none")
+        return "\n".join(lines)
+

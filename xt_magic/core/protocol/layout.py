@@ -1,0 +1,87 @@
+"""Every store path of a workspace (docs/architecture.md "Store layout"). Nothing else builds one."""
+from __future__ import annotations
+
+#: general.workspace when the config names none
+DEFAULT_WORKSPACE = "ws1"
+
+
+class Layout:
+    """Store paths of one workspace."""
+
+    def __init__(self, workspace: str):
+        self.ws = workspace
+
+    # -- ids and jobs ----------------------------------------------------------------------------
+    def ids_dir(self) -> str:
+        return f"{self.ws}/ids"
+
+    def id_marker(self, job: str) -> str:
+        return f"{self.ws}/ids/{job}"
+
+    def jobs_dir(self) -> str:
+        return f"{self.ws}/jobs"
+
+    def job_dir(self, job: str) -> str:
+        return f"{self.ws}/jobs/{job}"
+
+    def job_json(self, job: str) -> str:
+        return f"{self.ws}/jobs/{job}/job.json"
+
+    def bundle(self, job: str, name: str) -> str:
+        return f"{self.ws}/jobs/{job}/bundle/{name}"
+
+    def runner(self, job: str) -> str:
+        return self.bundle(job, "runner.py")
+
+    # -- runs ------------------------------------------------------------------------------------
+    def run_dir(self, run: str) -> str:
+        return f"{self.ws}/runs/{run}"
+
+    def run(self, run: str, name: str) -> str:
+        return f"{self.ws}/runs/{run}/{name}"
+
+    def ticket(self, run: str) -> str:
+        return self.run(run, "ticket.json")
+
+    def events(self, run: str) -> str:
+        return self.run(run, "events.jsonl")
+
+    def console(self, run: str) -> str:
+        return self.run(run, "console.txt")
+
+    def metrics(self, run: str) -> str:
+        return self.run(run, "metrics.jsonl")
+
+    def run_paths(self, run: str) -> dict:
+        """The paths a run's ticket names: events, console, metrics, vars, files."""
+        return self._paths(self.run_dir(run))
+
+    def node_log(self, run: str, name: str) -> str:
+        """Batch: the node's own stdout/stderr, uploaded when the task ends."""
+        return self.run(run, f"node/{name}")
+
+    def claim(self, run: str, what: str) -> str:
+        """An exclusive marker a backend creates so one process alone acts on the run."""
+        return self.run(run, f"{what}.claim")
+
+    # -- batch multi-node ranks ------------------------------------------------------------------
+    def rank_dir(self, run: str, rank: int) -> str:
+        return f"{self.ws}/runs/{run}/rank{int(rank)}"
+
+    def rank_ticket(self, run: str, rank: int) -> str:
+        return f"{self.rank_dir(run, rank)}/ticket.json"
+
+    def rank_paths(self, run: str, rank: int) -> dict:
+        """Rank r >= 1 of a multi-node run: its own events/console/metrics/outputs."""
+        return self._paths(self.rank_dir(run, rank))
+
+    @staticmethod
+    def _paths(base: str) -> dict:
+        return {"events": f"{base}/events.jsonl", "console": f"{base}/console.txt",
+                "metrics": f"{base}/metrics.jsonl", "vars": f"{base}/outputs/vars.pkl",
+                "files": f"{base}/outputs/files.zip"}
+
+    # -- shared ----------------------------------------------------------------------------------
+    @staticmethod
+    def snapshot(sha: str) -> str:
+        return f"snapshots/{sha}.zip"
