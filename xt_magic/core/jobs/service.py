@@ -10,11 +10,13 @@ import getpass
 import json
 import os
 import re
+import reprlib
 import sys
 import time
 from collections import Counter
 
 from ..errors import JobError, StoreError, XTError
+from ..auth import jobenv
 from . import ids, packaging, snapshot, states, sweeps
 from .records import JobRecord, Layout
 
@@ -51,7 +53,8 @@ def _split_id(text: str) -> tuple[str, str | None]:
     if job:
         return job, text
     if ids.job_number(text) is None:
-        raise JobError(f"{text!r} is not a job or run id", hint="job ids look like job3, runs run3.1")
+        raise JobError(f"{reprlib.repr(text)} is not a job or run id",
+                       hint="job ids look like job3, runs run3.1")
     return text, None
 
 
@@ -59,7 +62,7 @@ def _split_id(text: str) -> tuple[str, str | None]:
 def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, name=None,
              inputs=None, outputs=None, hp=None, hp_config=None, search=None, runs=None,
              repeat=None, env=None, code_dir=None, wait=False, tags=None, dry_run=False,
-             max_seconds=None, seed=None, out=None):
+             max_seconds=None, seed=None, out=None, env_secret=None):
     """Package the cell, write the job to the store, hand its runs to the backend; return a Job."""
     packaging.check_source(source)
     if max_seconds is not None and max_seconds < 1:
@@ -76,15 +79,15 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
                        hint="known: " + ", ".join(sorted(cfg.get("setups") or {})))
     setup_ticket = packaging.resolve_setup(setup_name, setup_cfg)
 
-    specs = sweeps.parse_hp_args(hp or [])
-    if hp_config:
-        for key, value in sweeps.load_hp_config(hp_config).items():
-            specs.setdefault(key, value)  # --hp wins over the file
+    specs = sweeps.load_specs(hp, hp_config)  # --hp wins over the file
     seed = 0 if seed is None else int(seed)
-    search_used, points = sweeps.expand(specs, search, runs, repeat, seed)
+    search_used, points = sweeps.expand(specs, search, runs, repeat, seed,
+                                        limit=cfg.get("hyperparameter-search.max-runs-limit"))
 
-    input_values = packaging.choose_inputs(source, namespace, inputs, exclude=set(specs))
-    run_env = _job_env(cfg, env)
+    from ...runner.runner import hp_namespace  # the names a run's cell gets for its hparams
+    input_values = packaging.choose_inputs(source, namespace, inputs,
+                                           exclude=set(hp_namespace(dict.fromkeys(specs))))
+    run_env = jobenv.explicit_env(_job_env(cfg, env), env_secret, from_flag=env)
 
     code_dirs = code_dir or (cfg.get("code.code-dirs") if cfg.get("code.code-upload", True) else None)
     omit = cfg.get("code.code-omit") or []
