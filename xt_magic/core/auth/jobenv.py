@@ -28,6 +28,7 @@ ALLOWED = (
     "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "LD_LIBRARY_PATH",
     "CUDA_*", "NVIDIA_*", "OMP_*", "MKL_*", "OPENBLAS_*", "NUMEXPR_*",
     "PYTHON*", "VIRTUAL_ENV", "CONDA_*", "XT_*",
+    "SLURM_CONF",  # where Slurm's own tools (sbatch, squeue: started with this env) find the cluster
 )
 #: never passed, whatever the patterns above say: the launch secret of the local supervisor
 DENIED = frozenset({"XT_LAUNCH", "XT_LAUNCH_FILE"})
