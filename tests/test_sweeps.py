@@ -172,3 +172,13 @@ def test_sweep_size_is_bounded_before_any_point_is_made():
     # a bounded --runs over a huge grid takes its first points without making the rest
     _, points = run(["a=[1,2]", "lr=$linspace(0,1,30000001)"], search="grid", runs=3)
     assert points == [{"a": 1, "lr": 0.0}, {"a": 1, "lr": 1 / 30000000}, {"a": 1, "lr": 2 / 30000000}]
+
+
+def test_sweep_file_with_nested_aliases_is_a_short_error(tmp_path):
+    levels = ["a: &l0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    levels += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 7)]
+    f = tmp_path / "bomb.yaml"
+    f.write_text("\n".join(levels) + "\nhyperparameter-distributions:\n  x: *l6\n")
+    with pytest.raises(JobError, match="bomb.yaml:9: x: bad value") as info:
+        load_hp_config(str(f))
+    assert "\n" not in str(info.value) and len(str(info.value)) < 1000

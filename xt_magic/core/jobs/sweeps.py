@@ -28,6 +28,7 @@ import keyword
 import math
 import random
 import re
+import reprlib
 from dataclasses import dataclass
 
 from ..errors import JobError
@@ -56,10 +57,10 @@ def check_name(name: str, what: str = "hyperparameter") -> str:
 def hp_name_problem(name) -> str | None:
     """Why ``name`` cannot be a hyperparameter name (None when it can)."""
     if not isinstance(name, str) or not _HP_NAME.match(name):
-        return (f"bad hyperparameter name {name!r}: letters, digits, '_', '-' and '.', "
+        return (f"bad hyperparameter name {_short(name)}: letters, digits, '_', '-' and '.', "
                 "starting with a letter or '_'")
     if name.startswith("__"):
-        return f"bad hyperparameter name {name!r}: names starting with '__' are reserved"
+        return f"bad hyperparameter name {_short(name)}: names starting with '__' are reserved"
     return None
 
 
@@ -238,7 +239,7 @@ def _yaml_scalar(value):
         return str(value)
     if isinstance(value, SCALARS):
         return value
-    raise ValueError(f"{value!r} is not a scalar")
+    raise ValueError(f"{_short(value)} is not a scalar")
 
 
 def _file_value(value):
@@ -318,9 +319,13 @@ def _load_file(path: str, errors: list[str]) -> dict:
     return specs
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 2, 4, 4, 60, 60
+
+
 def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    """A bounded repr: a YAML value may be nested deeply through aliases."""
+    return _REPR.repr(value)
 
 
 def _raise(errors: list[str]) -> None:
