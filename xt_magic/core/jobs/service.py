@@ -15,8 +15,8 @@ import sys
 import time
 from collections import Counter
 
-from ..errors import JobError, StoreError, XTError
 from ..auth import jobenv
+from ..errors import JobError, StoreError, XTError
 from . import ids, packaging, snapshot, states, sweeps
 from .records import JobRecord, Layout
 
