@@ -158,9 +158,17 @@ def test_canaries_never_leak(aad_vault, monkeypatch, canary_azurite, tmp_path, i
     assert found == [], "\n".join(found)
 
 
-def test_job_environ_drops_credentials():
+def test_job_environ_is_an_allowlist():
     from xt_magic.core.auth.jobenv import job_environ
-    env = job_environ({"AZURE_CLIENT_SECRET": "s", "AZURE_CLIENT_ID": "id", "MY_DB_PASSWORD": "p",
-                       "AZURE_STORAGE_CONNECTION_STRING": "c", "PATH": "/bin", "IDENTITY_HEADER": "h",
-                       "SECRETARY": "not a secret name"})
-    assert env == {"AZURE_CLIENT_ID": "id", "PATH": "/bin", "SECRETARY": "not a secret name"}
+    kept = {"PATH": "/bin", "HOME": "/h", "LANG": "C.UTF-8", "LC_ALL": "C", "TZ": "UTC",
+            "http_proxy": "http://proxy:3128", "NO_PROXY": "localhost", "CUDA_VISIBLE_DEVICES": "0",
+            "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "1", "PYTHONPATH": "/src",
+            "PYTHONHASHSEED": "0", "VIRTUAL_ENV": "/v", "CONDA_PREFIX": "/c", "XT_HOME": "/x"}
+    dropped = {"AZURE_CLIENT_SECRET": "s", "AZURE_CLIENT_ID": "id", "MY_DB_PASSWORD": "p",
+               "AZURE_STORAGE_CONNECTION_STRING": "c", "IDENTITY_HEADER": "h",
+               "AZURE_BATCH_KEY": "k", "AZURE_OPENAI_API_KEY": "k", "GITHUB_TOKEN": "t",
+               "HF_TOKEN": "t", "WANDB_API_KEY": "k", "DATABASE_URL": "postgres://u:pw@h/db",
+               "XT_LAUNCH": "l", "XT_LAUNCH_FILE": "/l", "PYTHON_KEYRING_PASSWORD": "p",
+               "XT_STORAGE_KEY": "k", "HTTPS_PROXY": "http://user:pw@proxy:3128",
+               "SSH_AUTH_SOCK": "/s", "SOMETHING_ELSE": "x"}
+    assert job_environ({**kept, **dropped}) == kept

@@ -63,13 +63,16 @@ def test_snapshot_never_ships_the_config_files(tmp_path, monkeypatch):
     work = tmp_path / "proj"
     (work / "sub").mkdir(parents=True)
     (work / "train.py").write_text("print(1)\n")
-    (work / "sub" / "xt_config.yaml").write_text("general: {}\n")  # not a config layer: kept
+    # not a config layer, but any xt_config.yaml* may hold a literal key: left out by default
+    (work / "sub" / "xt_config.yaml").write_text("general: {}\n")
     (work / "xt_config.yaml").write_text(  # a key saved literally, e.g. from the config form
         "external-services:\n  s: {type: storage, provider: azure-blob-21, key: CANARYKEY123}\n")
     monkeypatch.setenv("XT_USER_CONFIG", str(work / "user.yaml"))
     (work / "user.yaml").write_text("general: {workspace: w}\n")
     names = [n for n, _ in snapshot.plan(["$scriptdir/**"], [], str(work)).files]
-    assert names == ["sub/xt_config.yaml", "train.py"]
+    assert names == ["train.py"]
+    assert snapshot.collect(["$scriptdir/**"], ["!sub/xt_config.yaml"], str(work))[0][0] \
+        == "sub/xt_config.yaml"  # brought back on purpose; the config layers never
     snap = snapshot.build(FileStore(str(tmp_path / "store")), ["$scriptdir/**"], [], str(work))
     data = FileStore(str(tmp_path / "store")).read_bytes(snap.path)
     assert b"CANARYKEY123" not in data

@@ -80,3 +80,64 @@ def test_store_and_xt_home_never_snapshotted(tree, tmp_path):
     store.write_bytes("snapshots/old.zip", b"z" * 100)
     names = [n for n, _ in snapshot.collect(["."], [], str(tree), skip_dirs=(str(tree / "home"),))]
     assert not any(n.startswith("home/") for n in names) and "train.py" in names
+
+
+SECRETS = [".ssh/id_rsa", ".ssh/config", ".azure/msal_token_cache.json", ".aws/credentials",
+           ".gnupg/pubring.kbx", ".kube/config", ".docker/config.json", ".netrc",
+           ".git-credentials", ".env", ".env.local", "certs/server.pem", "certs/tls.key",
+           "keys/id_rsa.pub", "keys/id_ed25519", "msal_token_cache.bin", "app/my_token_cache.json",
+           "xt_config.yaml.bak", "old/xt_config.yaml", ".ipynb_checkpoints/nb-checkpoint.ipynb"]
+
+
+@pytest.fixture
+def fake_home(tmp_path):
+    """A home-like tree holding the secrets a real one does, and some code."""
+    root = tmp_path / "someone"
+    for name in SECRETS:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("AccountKey=c2VjcmV0\n")
+    (root / "train.py").write_text("print(1)\n")
+    (root / ".docker" / "daemon.json").write_text("{}")
+    return root
+
+
+def test_secret_files_are_never_snapshotted(fake_home, tmp_path):
+    store = FileStore(str(tmp_path / "fs"))
+    snap = snapshot.build(store, ["."], [], str(fake_home))
+    with zipfile.ZipFile(io.BytesIO(store.read_bytes(snap.path))) as zf:
+        assert sorted(zf.namelist()) == [".docker/daemon.json", "train.py"]
+    # the preview says what was left out, and which rule did it
+    plan = snapshot.plan(["."], [], str(fake_home))
+    why = dict(plan.omitted)
+    assert why[".ssh/"] == "may hold a secret: .ssh/"
+    assert why["certs/tls.key"] == "may hold a secret: *.key"
+    assert why[".ipynb_checkpoints/"] == "always left out: .ipynb_checkpoints/"
+    assert why["xt_config.yaml.bak"] == "may hold a secret: xt_config.yaml*"
+    text = plan.describe()
+    for name in (".ssh/", ".azure/", ".env.local", "keys/id_ed25519", "app/my_token_cache.json"):
+        assert f"  {name}  (" in text
+    # a `!pattern` in code-omit brings one back on purpose
+    names = [n for n, _ in snapshot.collect(["."], ["!tls.key"], str(fake_home))]
+    assert "certs/tls.key" in names and "certs/server.pem" not in names
+
+
+def test_home_directory_is_refused(fake_home, monkeypatch):
+    monkeypatch.setenv("HOME", str(fake_home))
+    for code_dir, cwd in (("$scriptdir/**", fake_home), (".", fake_home), ("./*", fake_home),
+                          ("..", fake_home / ".ssh")):
+        with pytest.raises(JobError, match="home directory: refusing") as info:
+            snapshot.plan([code_dir], [], str(cwd))
+        assert "\n" not in str(info.value) and "code.code-dirs" in str(info.value)
+    (fake_home / "proj").mkdir()
+    assert snapshot.plan(["."], [], str(fake_home / "proj")).files == []
+
+
+def test_notebook_checkpoints_do_not_change_the_snapshot(tree, tmp_path):
+    store = FileStore(str(tmp_path / "fs"))
+    first = snapshot.build(store, ["."], [], str(tree))
+    (tree / ".ipynb_checkpoints").mkdir()
+    (tree / ".ipynb_checkpoints" / "train-checkpoint.ipynb").write_text('{"cells": []}')
+    (tree / "pkg" / ".ipynb_checkpoints").mkdir()
+    (tree / "pkg" / ".ipynb_checkpoints" / "model-checkpoint.py").write_text("X = 2\n")
+    again = snapshot.build(store, ["."], [], str(tree))
+    assert again.sha256 == first.sha256 and again.new_bytes == 0

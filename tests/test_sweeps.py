@@ -65,9 +65,9 @@ def test_hp_config_file(tmp_path):
 @pytest.mark.parametrize("words, msg", [
     (["lr"], "expected NAME=VALUES"),
     (["1lr=[1]"], "bad hyperparameter name"),
-    (["class=[1]"], "bad hyperparameter name"),
+    (["a b=[1]"], "bad hyperparameter name"),
     (["__x=[1]"], "bad hyperparameter name"),
-    (["a-b=[1]"], "bad hyperparameter name"),
+    (["a=b=[1]"], "bad hyperparameter a=b"),
     (["lr=[0.1"], "closing"),
     (["lr=[]"], "empty list"),
     (["lr=$foo(1)"], "unknown distribution"),
@@ -91,3 +91,94 @@ def test_bad_hp_config(tmp_path):
         load_hp_config(str(f))
     with pytest.raises(JobError, match="cannot read"):
         load_hp_config(str(tmp_path / "missing.yaml"))
+
+
+XT_SWEEP = """\
+# as XT's own sample sweep files write them
+hyperparameter-distributions:
+  lr: [.01, .03, .05]
+  batch-size: [32, 64]
+  weight-decay: $uniform(0, 0.01)
+  mid-conv: 64
+  optimizer: adam, sgd, rmsprop
+  note: keep it simple
+  start: 2021-01-01
+  resume: null
+  quoted: "[1, 2]"
+  seed: $randint()
+"""
+
+
+def test_xt_sweep_file_loads_with_hyphens_and_comma_strings(tmp_path):
+    f = tmp_path / "sweep.yaml"
+    f.write_text(XT_SWEEP)
+    search, points = expand(load_hp_config(str(f)), search="grid", seed=3)
+    assert search == "grid" and len(points) == 6
+    assert {(p["lr"], p["batch-size"]) for p in points} == {
+        (lr, bs) for lr in (.01, .03, .05) for bs in (32, 64)}
+    first = points[0]
+    assert list(first) == ["lr", "batch-size", "weight-decay", "mid-conv", "optimizer", "note",
+                           "start", "resume", "quoted", "seed"]  # names as given, in file order
+    assert first["optimizer"] == "adam, sgd, rmsprop" and first["note"] == "keep it simple"
+    assert first["mid-conv"] == 64 and first["start"] == "2021-01-01" and first["resume"] is None
+    assert first["quoted"] == "[1, 2]" and 0 <= first["weight-decay"] <= 0.01
+    assert expand(load_hp_config(str(f)), search="grid", seed=3) == (search, points)
+
+
+def test_every_bad_name_and_value_reported_at_once(tmp_path):
+    from xt_magic.core.jobs.sweeps import load_specs
+    f = tmp_path / "sweep.yaml"
+    f.write_text("hyperparameter-distributions:\n  ok: [1, 2]\n  bad name: 1\n  empty: []\n"
+                 "  nested: [[1, 2]]\n  mapping: {a: 1}\n  dist: $nope(1)\n  3: [1]\n")
+    with pytest.raises(JobError) as info:
+        load_specs(["lr=[0.1", "--a b=[1]"], str(f))
+    text = str(info.value)
+    assert "\n" not in text and text.startswith("8 problems")
+    for where in ("sweep.yaml:3", "sweep.yaml:4: empty", "sweep.yaml:5: nested", "sweep.yaml:6: mapping",
+                  "sweep.yaml:7: dist", "sweep.yaml:8", "lr=[0.1", "'a b'"):
+        assert where in text, where
+
+
+def test_randint_without_arguments_draws_like_xt():
+    _, points = run(["seed=$randint()"], runs=400)
+    values = [p["seed"] for p in points]
+    assert all(0 <= v <= 65534 for v in values) and max(values) > 32767
+
+
+@pytest.mark.parametrize("words, kw, msg", [
+    (["lr=$lognormal(800,0)"], {"runs": 1}, "float range"),
+    (["lr=$linspace(0,1,1e999)"], {}, "finite"),
+    (["lr=$quniform(0,1e308,1e-308)"], {"runs": 2}, "float range"),
+    (["lr=$linspace(0,1,2.5)"], {}, "whole number"),
+    (["n=$randint(5,1)"], {"runs": 1}, "above high"),
+])
+def test_overflowing_sweeps_are_one_line(words, kw, msg):
+    with pytest.raises(JobError, match=msg) as info:
+        run(words, **kw)
+    assert "\n" not in str(info.value)
+
+
+def test_sweep_size_is_bounded_before_any_point_is_made():
+    with pytest.raises(JobError, match="30,000,000 runs, over the limit of 100,000") as info:
+        run(["lr=$linspace(0,1,30000000)"])
+    assert info.value.key == "hyperparameter-search.max-runs-limit"
+    grid = [f"h{i}=[{','.join(map(str, range(10)))}]" for i in range(400)]  # 10^400 points
+    with pytest.raises(JobError, match="about 10\\^400 runs"):
+        run(grid)
+    with pytest.raises(JobError, match="over the limit of 10"):
+        run(["a=[1,2,3]", "b=[1,2,3]"], repeat=2, limit=10)
+    with pytest.raises(JobError, match="over the limit"):
+        run(["lr=$uniform(0,1)"], runs=10**9)
+    # a bounded --runs over a huge grid takes its first points without making the rest
+    _, points = run(["a=[1,2]", "lr=$linspace(0,1,30000001)"], search="grid", runs=3)
+    assert points == [{"a": 1, "lr": 0.0}, {"a": 1, "lr": 1 / 30000000}, {"a": 1, "lr": 2 / 30000000}]
+
+
+def test_sweep_file_with_nested_aliases_is_a_short_error(tmp_path):
+    levels = ["a: &l0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    levels += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 7)]
+    f = tmp_path / "bomb.yaml"
+    f.write_text("\n".join(levels) + "\nhyperparameter-distributions:\n  x: *l6\n")
+    with pytest.raises(JobError, match="bomb.yaml:9: x: bad value") as info:
+        load_hp_config(str(f))
+    assert "\n" not in str(info.value) and len(str(info.value)) < 1000

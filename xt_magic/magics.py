@@ -114,6 +114,9 @@ class XTMagics(Magics):
     @argument("--repeat", type=int, help="repeat each sweep point N times")
     @argument("--seed", type=int, help="random seed for sweep sampling (default 0: reproducible)")
     @argument("--env", nargs="+", action="append", metavar="K=V", help="environment variables")
+    @argument("--env-secret", nargs="+", action="append", metavar="NAME",
+              help="let a secret-looking variable through (its --env value, else the kernel's); "
+                   "the value is visible to the job")
     @argument("--code-dir", action="append", help="code directory to snapshot (repeatable)")
     @argument("--tag", nargs="+", action="append", metavar="K=V", help="tags for the job")
     @argument("--max-seconds", type=int, help="wall-clock limit per run")
@@ -136,6 +139,7 @@ class XTMagics(Magics):
             hp_config=args.hp_config, search=args.search, runs=args.runs, repeat=args.repeat,
             env=_kv(flat(args.env), "--env"), code_dir=args.code_dir, tags=_kv(flat(args.tag), "--tag"),
             max_seconds=args.max_seconds, wait=args.wait, dry_run=args.dry_run, seed=args.seed,
+            env_secret=flat(args.env_secret),
         )
         return api.run_cell(cell or "", self.shell.user_ns, **options)
 

@@ -745,6 +745,24 @@ def _on_sigterm(signum, frame):
     raise Cancelled()
 
 
+def hp_namespace(hparams):
+    """A run's hyperparameters as cell variables: ``hp`` holds every one by its given name; each
+    identifier name is also a variable, and ``batch-size`` is ``batch_size`` too unless another
+    name claims that identifier."""
+    import keyword
+    ns, aliases = {}, {}
+    for name, value in hparams.items():
+        if name.isidentifier() and not keyword.iskeyword(name):
+            ns[name] = value
+        else:
+            alias = name.replace("-", "_").replace(".", "_")
+            if alias.isidentifier() and not keyword.iskeyword(alias):
+                aliases.setdefault(alias, []).append(value)
+    ns.update({a: v[0] for a, v in aliases.items() if len(v) == 1 and a not in ns})
+    ns["hp"] = dict(hparams)
+    return ns
+
+
 def run_phase(ticket, io, console, key):
     import _signal  # the C module: `signal` builds enums at import, which costs startup time
     _signal.signal(_signal.SIGTERM, _on_sigterm)
@@ -789,7 +807,7 @@ def run_phase(ticket, io, console, key):
                 raw = _fetch_checked(io, bundle["inputs"], bundle.get("inputs_sha256"), "inputs")
                 import pickle
                 ns.update(pickle.loads(raw))
-            ns.update(ticket.get("hparams") or {})
+            ns.update(hp_namespace(ticket.get("hparams") or {}))
             install_sinks(metrics)
             if ticket.get("hparams"):
                 metrics.log_hparams(**ticket["hparams"])

@@ -1,6 +1,8 @@
 """What every job verb resolves first: config, store and layout; job and run ids from user text."""
 from __future__ import annotations
 
+import reprlib
+
 from ..errors import JobError
 from ..protocol.layout import DEFAULT_WORKSPACE, Layout
 from . import ids
@@ -34,6 +36,7 @@ def _split_id(text: str) -> tuple[str, str | None]:
     if job:
         return job, text
     if ids.job_number(text) is None:
-        raise JobError(f"{text!r} is not a job or run id", hint="job ids look like job3, runs run3.1")
+        raise JobError(f"{reprlib.repr(text)} is not a job or run id",
+                       hint="job ids look like job3, runs run3.1")
     return text, None
 

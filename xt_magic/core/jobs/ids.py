@@ -10,8 +10,9 @@ import re
 from ..errors import StoreError
 from ..protocol.layout import Layout
 
-_JOB = re.compile(r"^job(\d+)$")
-_RUN = re.compile(r"^run(\d+)\.(\d+)$")
+# bounded: a number of thousands of digits is no id (and int() refuses over 4,300 digits)
+_JOB = re.compile(r"^job(\d{1,30})$")
+_RUN = re.compile(r"^run(\d{1,30})\.(\d{1,30})$")
 
 
 def job_number(job_id: str) -> int | None:

@@ -1,5 +1,11 @@
-"""Code snapshots: code-dirs minus code-omit and .gitignore, zipped deterministically and stored
-content-addressed as ``snapshots/{sha256}.zip`` so an unchanged tree stores nothing new."""
+"""Code snapshots: code-dirs minus the built-in omit rules, code-omit and .gitignore, zipped
+deterministically and stored content-addressed as ``snapshots/{sha256}.zip`` so an unchanged tree
+stores nothing new.
+
+A snapshot goes to a store other people may read, so files that carry credentials are left out
+whatever the config says (:data:`SECRET_OMIT`; a ``!pattern`` in code-omit brings one back on
+purpose), and a home directory is never snapshotted whole. ``--dry-run`` lists what was left out
+and which rule did it."""
 from __future__ import annotations
 
 import hashlib
@@ -12,12 +18,26 @@ from ..errors import JobError
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: same files -> same bytes -> same sha
 
+#: gitignore patterns of files and folders that hold credentials: never snapshotted by default
+SECRET_OMIT = (
+    ".ssh/", ".azure/", ".aws/", ".gnupg/", ".kube/", ".kaggle/", "**/.config/gcloud/",
+    "**/.docker/config.json", ".netrc", "_netrc", ".git-credentials", ".pypirc", ".npmrc",
+    ".env", ".env.*", ".envrc", "*.pem", "*.key", "*.pfx", "*.p12",
+    "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*",
+    "msal_token_cache*", "*token_cache*", "**/huggingface/token", "**/huggingface/stored_tokens",
+    "xt_config.yaml*",
+)
+#: never part of code: VCS data and Jupyter's autosaves (a notebook save must not make a new
+#: snapshot)
+ALWAYS_OMIT = (".git", ".ipynb_checkpoints/")
+
 
 @dataclass
 class Snapshot:
     """What a snapshot holds (``files``: sorted (name, size)); ``sha256``/``path`` once built."""
 
     files: list[tuple[str, int]] = field(default_factory=list)
+    omitted: list[tuple[str, str]] = field(default_factory=list)  # (name, the rule that did it)
     sha256: str | None = None
     path: str | None = None
     new_bytes: int = 0          # bytes this call wrote to the store (0 when already there)
@@ -34,6 +54,11 @@ class Snapshot:
         lines += [f"  {human(size):>9}  {name}" for name, size in self.files[:limit]]
         if len(self.files) > limit:
             lines.append(f"  ... and {len(self.files) - limit} more")
+        if self.omitted:
+            lines.append(f"left out: {len(self.omitted)}")
+            lines += [f"  {name}  ({why})" for name, why in self.omitted[:limit]]
+            if len(self.omitted) > limit:
+                lines.append(f"  ... and {len(self.omitted) - limit} more")
         return "\n".join(lines)
 
 
@@ -57,21 +82,39 @@ def _dir_of(pattern: str, cwd: str) -> tuple[str, bool]:
     return path, recursive
 
 
-def collect(code_dirs: list[str], omit: list[str], cwd: str,
-            skip_dirs: tuple = ()) -> list[tuple[str, str]]:
+def _refuse_home(entry: str, root: str) -> None:
+    """A home directory holds keys, tokens and history: snapshotting it whole is never meant."""
+    home = os.path.realpath(os.path.expanduser("~"))
+    real = os.path.realpath(root)
+    if home != os.sep and (real == home or home.startswith(real.rstrip(os.sep) + os.sep)):
+        what = "is" if real == home else "contains"
+        raise JobError(f"code dir {entry!r} ({root}) {what} your home directory: "
+                       "refusing to snapshot it", key="code.code-dirs",
+                       hint="set code.code-dirs to your project folder, e.g. ~/myproject/**, "
+                            "or run from there")
+
+
+def collect(code_dirs: list[str], omit: list[str], cwd: str, skip_dirs: tuple = (),
+            left_out: list | None = None) -> list[tuple[str, str]]:
     """(archive name, absolute file) pairs, sorted; .gitignore files are honoured at every level.
-    ``skip_dirs``: absolute directories never included (the store, XT_HOME)."""
+    ``skip_dirs``: absolute directories never included (the store, XT_HOME). ``left_out``, when
+    given, receives (name, reason) for every file or folder a rule left out."""
     import pathspec
     from ..config.loader import local_config_path, user_config_path
     skip = {os.path.realpath(d) for d in skip_dirs if d}
     # config files may hold literal keys (a secret saved from the config form): never shipped
     skip_files = {os.path.realpath(p) for p in (local_config_path(cwd), user_config_path())}
-    omit_spec = pathspec.GitIgnoreSpec.from_lines(list(omit or []) + [".git"])
+    # code-omit comes last so that its `!pattern` can bring back what a built-in rule left out
+    rules = [*ALWAYS_OMIT, *SECRET_OMIT, *(omit or [])]
+    sources = (["always left out"] * len(ALWAYS_OMIT) + ["may hold a secret"] * len(SECRET_OMIT)
+               + ["code.code-omit"] * len(omit or []))
+    omit_spec = pathspec.GitIgnoreSpec.from_lines(rules)
     chosen: dict[str, str] = {}
     for entry in code_dirs or []:
         root, recursive = _dir_of(entry, cwd)
         if not os.path.isdir(root):
             raise JobError(f"code dir {entry!r} is not a directory ({root})", key="code.code-dirs")
+        _refuse_home(entry, root)
         ignores: dict[str, object] = {}
         for folder, dirs, files in os.walk(root):
             rel_dir = os.path.relpath(folder, root).replace(os.sep, "/")
@@ -83,10 +126,21 @@ def collect(code_dirs: list[str], omit: list[str], cwd: str,
 
             def ignored(rel: str, is_dir: bool) -> bool:
                 probe = rel + "/" if is_dir else rel
-                if omit_spec.match_file(probe):
-                    return True
-                return any(probe.startswith(base) and spec.match_file(probe[len(base):])
-                           for base, spec in ignores.items())
+                hit = omit_spec.check_file(probe)
+                if hit.include:
+                    return _note(probe, f"{sources[hit.index]}: {rules[hit.index]}")
+                for base, spec in ignores.items():
+                    if probe.startswith(base):
+                        hit = spec.check_file(probe[len(base):])
+                        if hit.include:
+                            return _note(probe, f"{base}.gitignore: "
+                                                f"{spec.patterns[hit.index].pattern}")
+                return False
+
+            def _note(probe: str, why: str) -> bool:
+                if left_out is not None:
+                    left_out.append((probe, why))
+                return True
 
             dirs[:] = sorted(d for d in dirs if recursive and not ignored(rel_dir + d, True)
                              and not os.path.islink(os.path.join(folder, d))
@@ -94,8 +148,10 @@ def collect(code_dirs: list[str], omit: list[str], cwd: str,
             for name in files:
                 full = os.path.join(folder, name)
                 rel = rel_dir + name
-                if os.path.islink(full) or ignored(rel, False) \
-                        or os.path.realpath(full) in skip_files:
+                if os.path.islink(full) or ignored(rel, False):
+                    continue
+                if os.path.realpath(full) in skip_files:
+                    _note(rel, "an xt config file")
                     continue
                 chosen.setdefault(rel, full)  # first code dir wins on a name clash
     return sorted(chosen.items())
@@ -103,8 +159,10 @@ def collect(code_dirs: list[str], omit: list[str], cwd: str,
 
 def plan(code_dirs, omit, cwd: str, skip_dirs: tuple = ()) -> Snapshot:
     """The file list and sizes, without building anything (``--dry-run``)."""
-    return Snapshot(files=[(name, os.path.getsize(full))
-                           for name, full in collect(code_dirs, omit, cwd, skip_dirs)])
+    left_out: list[tuple[str, str]] = []
+    pairs = collect(code_dirs, omit, cwd, skip_dirs, left_out)
+    return Snapshot(files=[(name, os.path.getsize(full)) for name, full in pairs],
+                    omitted=sorted(set(left_out)))
 
 
 def build(store, code_dirs, omit, cwd: str, *, max_bytes: int | None = None,

@@ -11,6 +11,7 @@ import os
 import re
 import sys
 
+from ..auth import jobenv
 from ..errors import JobError, XTError
 from ..paths import xt_home
 from ..protocol import events, keys, tickets
@@ -26,7 +27,7 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, name=None,
              inputs=None, outputs=None, hp=None, hp_config=None, search=None, runs=None,
              repeat=None, env=None, code_dir=None, wait=False, tags=None, dry_run=False,
-             max_seconds=None, seed=None, out=None):
+             max_seconds=None, seed=None, out=None, env_secret=None):
     """Package the cell, write the job to the store, hand its runs to the backend; return a Job."""
     packaging.check_source(source)
     if max_seconds is not None and max_seconds < 1:
@@ -43,15 +44,15 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
                        hint="known: " + ", ".join(sorted(cfg.get("setups") or {})))
     setup_ticket = packaging.resolve_setup(setup_name, setup_cfg)
 
-    specs = sweeps.parse_hp_args(hp or [])
-    if hp_config:
-        for key, value in sweeps.load_hp_config(hp_config).items():
-            specs.setdefault(key, value)  # --hp wins over the file
+    specs = sweeps.load_specs(hp, hp_config)  # --hp wins over the file
     seed = 0 if seed is None else int(seed)
-    search_used, points = sweeps.expand(specs, search, runs, repeat, seed)
+    search_used, points = sweeps.expand(specs, search, runs, repeat, seed,
+                                        limit=cfg.get("hyperparameter-search.max-runs-limit"))
 
-    input_values = packaging.choose_inputs(source, namespace, inputs, exclude=set(specs))
-    run_env = _job_env(cfg, env)
+    from ...runner.runner import hp_namespace  # the names a run's cell gets for its hparams
+    input_values = packaging.choose_inputs(source, namespace, inputs,
+                                           exclude=set(hp_namespace(dict.fromkeys(specs))))
+    run_env = jobenv.explicit_env(_job_env(cfg, env), env_secret, from_flag=env)
 
     code_dirs = code_dir or (cfg.get("code.code-dirs") if cfg.get("code.code-upload", True) else None)
     omit = cfg.get("code.code-omit") or []

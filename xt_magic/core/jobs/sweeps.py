@@ -6,6 +6,8 @@ File (XT format)::
     hyperparameter-distributions:
       lr: [0.01, 0.03, 0.1]
       drop: $uniform(0, 0.5)
+      batch-size: [32, 64]
+      optimizer: adam, sgd        # a plain YAML scalar is a constant, as XT took it
 
 Distributions: ``$linspace(a,b,n)`` ``$randint(a,b)`` ``$uniform(a,b)`` ``$loguniform(a,b)``
 ``$normal(mu,sigma)`` ``$lognormal(mu,sigma)`` ``$choice(v,...)`` and the q-variants
@@ -13,15 +15,20 @@ Distributions: ``$linspace(a,b,n)`` ``$randint(a,b)`` ``$uniform(a,b)`` ``$logun
 Grid enumerates lists, ``$linspace`` and ``$choice`` (other distributions are sampled once per
 point); random samples ``runs`` points. Everything is drawn from one ``random.Random(seed)``, so the
 same spec and seed always give the same runs.
+
+Names are kept as given (XT's files use ``batch-size``); how a run's cell sees them is
+``runner.hp_namespace``. The number of runs is known before any point is made, so a sweep over
+``hyperparameter-search.max-runs-limit`` is refused at once.
 """
 from __future__ import annotations
 
 import ast
-import itertools
+import datetime
 import keyword
 import math
 import random
 import re
+import reprlib
 from dataclasses import dataclass
 
 from ..errors import JobError
@@ -31,6 +38,12 @@ _ARITY = {"linspace": (3, 3), "randint": (0, 2), "uniform": (2, 2), "loguniform"
           "normal": (2, 2), "lognormal": (2, 2), "choice": (1, None), "quniform": (3, 3),
           "qloguniform": (3, 3), "qnormal": (3, 3), "qlognormal": (3, 3)}
 SCALARS = (int, float, str, bool, type(None))
+#: XT's ``$randint()`` with no arguments drew from 0..65534
+RANDINT_DEFAULT = (0, 65534)
+#: ``hyperparameter-search.max-runs-limit`` when the config does not say
+MAX_RUNS_LIMIT = 100_000
+# the shape of a command-line option name (XT passed hyperparameters to scripts as --NAME=VALUE)
+_HP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
 
 def check_name(name: str, what: str = "hyperparameter") -> str:
@@ -41,6 +54,16 @@ def check_name(name: str, what: str = "hyperparameter") -> str:
     return name
 
 
+def hp_name_problem(name) -> str | None:
+    """Why ``name`` cannot be a hyperparameter name (None when it can)."""
+    if not isinstance(name, str) or not _HP_NAME.match(name):
+        return (f"bad hyperparameter name {_short(name)}: letters, digits, '_', '-' and '.', "
+                "starting with a letter or '_'")
+    if name.startswith("__"):
+        return f"bad hyperparameter name {_short(name)}: names starting with '__' are reserved"
+    return None
+
+
 @dataclass
 class Dist:
     """A distribution: ``kind`` and its numeric (or, for choice, scalar) args."""
@@ -48,22 +71,36 @@ class Dist:
     kind: str
     args: tuple
 
+    def __str__(self) -> str:
+        return f"${self.kind}({', '.join(map(repr, self.args))})"
+
+    def count(self) -> int | None:
+        """How many values a grid enumerates (None when not enumerable)."""
+        if self.kind == "linspace":
+            return int(self.args[2])
+        if self.kind == "choice":
+            return len(self.args)
+        return None
+
+    def at(self, i: int):
+        """The ``i``-th enumerable value, without making the others."""
+        if self.kind == "choice":
+            return self.args[i]
+        a, b, n = self.args
+        n = int(n)
+        return a + (b - a) * i / (n - 1) if n > 1 else a
+
     def values(self) -> list | None:
         """All values when enumerable (grid), else None."""
-        if self.kind == "linspace":
-            a, b, n = self.args
-            n = int(n)
-            return [a + (b - a) * i / (n - 1) for i in range(n)] if n > 1 else [a]
-        if self.kind == "choice":
-            return list(self.args)
-        return None
+        n = self.count()
+        return None if n is None else [self.at(i) for i in range(n)]
 
     def sample(self, rng: random.Random):
         k, a = self.kind, self.args
         if k == "linspace" or k == "choice":
-            return rng.choice(self.values())
+            return self.at(rng.randrange(self.count()))  # = rng.choice(values()), unmade
         if k == "randint":
-            lo, hi = {0: (0, 2**31 - 1), 1: (0, a and a[0])}.get(len(a), a)
+            lo, hi = {0: RANDINT_DEFAULT, 1: (0, a and a[0])}.get(len(a), a)
             return rng.randint(int(lo), int(hi))
         base = k[1:] if k.startswith("q") else k
         if base == "uniform":
@@ -82,6 +119,18 @@ class Dist:
         return v
 
 
+def _draw(name: str, dist: Dist, rng: random.Random):
+    """One sample, or a one-line error when it leaves the float range."""
+    try:
+        value = dist.sample(rng)
+    except (OverflowError, ValueError):
+        value = math.inf
+    if isinstance(value, float) and not math.isfinite(value):
+        raise JobError(f"hyperparameter {name}={dist}: drew a value outside the float range",
+                       hint="use smaller parameters")
+    return value
+
+
 def _literal(text: str):
     """A scalar from text: Python/JSON literal, else the bare word as a string."""
     text = text.strip()
@@ -92,7 +141,7 @@ def _literal(text: str):
         return lowered[text.lower()]
     try:
         value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
         if not re.fullmatch(r"[\w.+\-/:@]+", text):
             raise ValueError(f"{text!r} is not a number, string or bare word") from None
         return text
@@ -123,6 +172,37 @@ def _split(text: str) -> list[str]:
     return out
 
 
+def _dist(text: str) -> Dist | None:
+    """``$kind(args)`` -> a checked Dist; None when ``text`` is not a distribution."""
+    m = _DIST.match(text.strip())
+    if not m:
+        return None
+    kind, body = m.group(1).lower(), m.group(2)
+    if kind not in _ARITY:
+        raise ValueError(f"unknown distribution ${kind} (known: "
+                         + ", ".join("$" + k for k in _ARITY) + ")")
+    args = tuple(_literal(a) for a in _split(body)) if body.strip() else ()
+    lo, hi = _ARITY[kind]
+    if len(args) < lo or (hi is not None and len(args) > hi):
+        want = lo if lo == hi else f"{lo} to {hi if hi is not None else 'any'}"
+        raise ValueError(f"${kind} takes {want} arguments, got {len(args)}")
+    if kind == "choice":
+        return Dist(kind, args)
+    if not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
+        raise ValueError(f"${kind} arguments must be numbers")
+    if not all(math.isfinite(a) for a in args):
+        raise ValueError(f"${kind} arguments must be finite numbers")
+    if kind == "linspace" and (not float(args[2]).is_integer() or args[2] < 1):
+        raise ValueError("$linspace count n must be a whole number >= 1")
+    if kind == "randint" and len(args) == 2 and int(args[0]) > int(args[1]):
+        raise ValueError("$randint low is above high")
+    if kind in ("loguniform", "qloguniform") and min(args[:2]) <= 0:
+        raise ValueError(f"${kind} bounds must be > 0")
+    if kind.startswith("q") and args[-1] <= 0:
+        raise ValueError(f"${kind} step q must be > 0")
+    return Dist(kind, args)
+
+
 def parse_value(name: str, value):
     """One hp's spec (text from --hp, or a YAML value) -> list of values or a Dist."""
     try:
@@ -138,25 +218,9 @@ def parse_value(name: str, value):
                 return [value]
             raise ValueError(f"{value!r} is not a list, scalar or $distribution")
         text = value.strip()
-        m = _DIST.match(text)
-        if m:
-            kind, body = m.group(1).lower(), m.group(2)
-            if kind not in _ARITY:
-                raise ValueError(f"unknown distribution ${kind} (known: "
-                                 + ", ".join("$" + k for k in _ARITY) + ")")
-            args = tuple(_literal(a) for a in _split(body)) if body.strip() else ()
-            lo, hi = _ARITY[kind]
-            if len(args) < lo or (hi is not None and len(args) > hi):
-                want = lo if lo == hi else f"{lo} to {hi if hi is not None else 'any'}"
-                raise ValueError(f"${kind} takes {want} arguments, got {len(args)}")
-            if kind != "choice" and not all(isinstance(a, (int, float)) and not isinstance(a, bool)
-                                            for a in args):
-                raise ValueError(f"${kind} arguments must be numbers")
-            if kind in ("loguniform", "qloguniform") and min(args[:2]) <= 0:
-                raise ValueError(f"${kind} bounds must be > 0")
-            if kind.startswith("q") and args[-1] <= 0:
-                raise ValueError(f"${kind} step q must be > 0")
-            return Dist(kind, args)
+        dist = _dist(text)
+        if dist is not None:
+            return dist
         if text.startswith("["):
             if not text.endswith("]"):
                 raise ValueError("list is missing its closing ]")
@@ -169,74 +233,201 @@ def parse_value(name: str, value):
         raise JobError(f"bad hyperparameter {name}={value}: {err}") from None
 
 
-def parse_hp_args(words: list[str]) -> dict:
-    """``["lr=[0.01,0.1]", "layers=[2,4]"]`` -> {name: list | Dist} (order kept)."""
-    specs: dict = {}
+def _yaml_scalar(value):
+    """A YAML scalar as a run can hold it (JSON): dates become their text, as XT passed them."""
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return str(value)
+    if isinstance(value, SCALARS):
+        return value
+    raise ValueError(f"{_short(value)} is not a scalar")
+
+
+def _file_value(value):
+    """An hp-config value: a list of scalars, a $distribution, else a constant, whatever its
+    text (``a, b, c`` is one string, as XT took it)."""
+    if isinstance(value, list):
+        if not value:
+            raise ValueError("empty list")
+        return [_yaml_scalar(v) for v in value]
+    if isinstance(value, dict):
+        raise ValueError("a mapping is not a list, scalar or $distribution")
+    if isinstance(value, str):
+        dist = _dist(value)
+        if dist is not None:
+            return dist
+    return [_yaml_scalar(value)]
+
+
+def _parse_args(words: list[str], specs: dict, errors: list[str]) -> None:
     for word in words or []:
         name, eq, value = word.partition("=")
         name = name.strip().lstrip("-")
         if not eq:
-            raise JobError(f"bad --hp {word!r}: expected NAME=VALUES, e.g. lr=[0.01,0.1]")
-        check_name(name)
+            errors.append(f"--hp {word!r}: expected NAME=VALUES, e.g. lr=[0.01,0.1]")
+            continue
+        problem = hp_name_problem(name)
+        if problem:
+            errors.append(f"--hp {problem}")
+        elif name in specs:
+            errors.append(f"--hp hyperparameter {name!r} given twice")
+        else:
+            try:
+                specs[name] = parse_value(name, value)
+            except JobError as err:
+                errors.append(f"--hp {err.message}")
+
+
+def _load_file(path: str, errors: list[str]) -> dict:
+    import yaml
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as err:
+        raise JobError(f"cannot read hp-config {path}: {err.strerror}") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as err:
+        raise JobError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+    node = None
+    if isinstance(root, yaml.MappingNode):
+        for key, value in root.value:
+            if key.value == "hyperparameter-distributions":
+                node = value  # the last one wins, as PyYAML's loader has it
+    if not isinstance(node, yaml.MappingNode):
+        raise JobError(f"{path}: expected a 'hyperparameter-distributions:' mapping")
+    loader = yaml.SafeLoader("")
+    specs: dict = {}
+    for key_node, value_node in node.value:
+        where = f"{path}:{key_node.start_mark.line + 1}"
+        try:
+            name = loader.construct_object(key_node, deep=True)
+            value = loader.construct_object(value_node, deep=True)
+        except yaml.YAMLError as err:
+            errors.append(f"{where}: {str(err).splitlines()[0]}")
+            continue
+        problem = hp_name_problem(name)
+        if problem:
+            errors.append(f"{where}: {problem}")
+            continue
         if name in specs:
-            raise JobError(f"hyperparameter {name!r} given twice")
-        specs[name] = parse_value(name, value)
+            errors.append(f"{where}: {name}: given twice")
+            continue
+        try:
+            specs[name] = _file_value(value)
+        except ValueError as err:
+            errors.append(f"{where}: {name}: bad value {_short(value)}: {err}")
     return specs
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 2, 4, 4, 60, 60
+
+
+def _short(value) -> str:
+    """A bounded repr: a YAML value may be nested deeply through aliases."""
+    return _REPR.repr(value)
+
+
+def _raise(errors: list[str]) -> None:
+    if len(errors) == 1:
+        raise JobError(errors[0])
+    if errors:
+        raise JobError(f"{len(errors)} problems in the sweep: " + "; ".join(errors))
+
+
+def parse_hp_args(words: list[str]) -> dict:
+    """``["lr=[0.01,0.1]", "layers=[2,4]"]`` -> {name: list | Dist} (order kept)."""
+    return load_specs(words, None)
 
 
 def load_hp_config(path: str) -> dict:
     """An XT hp-config file: ``hyperparameter-distributions:`` name -> list or $distribution."""
-    import yaml
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
-    except OSError as err:
-        raise JobError(f"cannot read hp-config {path}: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise JobError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
-    dists = data.get("hyperparameter-distributions") if isinstance(data, dict) else None
-    if not isinstance(dists, dict):
-        raise JobError(f"{path}: expected a 'hyperparameter-distributions:' mapping")
-    specs = {}
-    for name, value in dists.items():
-        check_name(str(name))
-        specs[str(name)] = parse_value(str(name), value)
+    return load_specs(None, path)
+
+
+def load_specs(words: list[str] | None, path: str | None) -> dict:
+    """``--hp`` words and an hp-config file together (``--hp`` wins); every problem in one error."""
+    errors: list[str] = []
+    specs: dict = {}
+    _parse_args(words or [], specs, errors)
+    if path:
+        for name, value in _load_file(path, errors).items():
+            specs.setdefault(name, value)
+    _raise(errors)
     return specs
 
 
+def _sizes(specs: dict) -> dict:
+    """name -> number of grid values (None: sampled)."""
+    return {k: (len(v) if isinstance(v, list) else v.count()) for k, v in specs.items()}
+
+
+def _count_text(n: int) -> str:
+    return f"{n:,}" if n < 10**15 else f"about 10^{int(math.log10(n))}"
+
+
+def run_count(specs: dict, search: str | None, runs: int | None, repeat: int | None) -> int:
+    """How many runs ``expand`` makes, without making them."""
+    sizes = _sizes(specs)
+    if search == "grid":
+        size = math.prod(n for n in sizes.values() if n is not None)
+        size = min(size, runs) if runs else size
+    else:
+        size = runs or 1
+    return size * (repeat or 1)
+
+
+def _grid_point(i: int, names: list[str], specs: dict, sizes: dict) -> dict:
+    """The ``i``-th point of the grid in itertools.product order (the last name varies fastest)."""
+    point = {}
+    for name in reversed(names):
+        i, j = divmod(i, sizes[name])
+        v = specs[name]
+        point[name] = v[j] if isinstance(v, list) else v.at(j)
+    return point
+
+
 def expand(specs: dict, search: str | None = None, runs: int | None = None,
-           repeat: int | None = None, seed: int = 0) -> tuple[str | None, list[dict]]:
-    """(search actually used, list of hparams dicts, one per run)."""
+           repeat: int | None = None, seed: int = 0,
+           limit: int | None = None) -> tuple[str | None, list[dict]]:
+    """(search actually used, list of hparams dicts, one per run).
+
+    ``limit``: most runs allowed (``hyperparameter-search.max-runs-limit``), checked before any
+    point is made."""
     if repeat is not None and repeat < 1:
         raise JobError(f"--repeat must be >= 1, got {repeat}")
     if runs is not None and runs < 1:
         raise JobError(f"--runs must be >= 1, got {runs}")
     rng = random.Random(seed)
+    sizes = _sizes(specs)
     if not specs:
         if search:
             raise JobError(f"--search {search} needs hyperparameters (--hp or --hp-config)")
-        points = [{} for _ in range(runs or 1)]
         search = None
+    elif search is None:
+        search = "random" if runs or any(n is None for n in sizes.values()) else "grid"
+    if search not in (None, "grid", "random"):
+        raise JobError(f"search {search!r} is not supported here (use grid or random)")
+    if search == "random" and not runs:
+        raise JobError("random search needs --runs N")
+    total = run_count(specs, search, runs, repeat)
+    limit = MAX_RUNS_LIMIT if limit is None else int(limit)
+    if total > limit:
+        raise JobError(f"the sweep makes {_count_text(total)} runs, over the limit of {limit:,}",
+                       key="hyperparameter-search.max-runs-limit",
+                       hint="narrow the grid, use --runs N, or raise the limit")
+    if search is None:
+        points = [{} for _ in range(runs or 1)]
+    elif search == "grid":
+        names = [k for k, n in sizes.items() if n is not None]
+        points = []
+        for i in range(total // (repeat or 1)):
+            point = _grid_point(i, names, specs, sizes)
+            for k, v in specs.items():  # non-enumerable: sampled once per grid point
+                if k not in point:
+                    point[k] = _draw(k, v, rng)
+            points.append({k: point[k] for k in specs})
     else:
-        enumerable = {k: (v if isinstance(v, list) else v.values()) for k, v in specs.items()}
-        if search is None:
-            search = "random" if runs or any(v is None for v in enumerable.values()) else "grid"
-        if search == "grid":
-            names = [k for k, v in enumerable.items() if v is not None]
-            points = []
-            for combo in itertools.product(*(enumerable[k] for k in names)):
-                point = dict(zip(names, combo))
-                for k, v in specs.items():  # non-enumerable: sampled once per grid point
-                    if k not in point:
-                        point[k] = v.sample(rng)
-                points.append({k: point[k] for k in specs})
-            if runs:
-                points = points[:runs]
-        elif search == "random":
-            if not runs:
-                raise JobError("random search needs --runs N")
-            points = [{k: (rng.choice(v) if isinstance(v, list) else v.sample(rng))
-                       for k, v in specs.items()} for _ in range(runs)]
-        else:
-            raise JobError(f"search {search!r} is not supported here (use grid or random)")
+        points = [{k: (rng.choice(v) if isinstance(v, list) else _draw(k, v, rng))
+                   for k, v in specs.items()} for _ in range(runs)]
     return search, [dict(p) for p in points for _ in range(repeat or 1)]
