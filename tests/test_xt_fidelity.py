@@ -30,6 +30,7 @@ TRAIN = textwrap.dedent('''\
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--optimizer", default="sgd")
     parser.add_argument("--note", default="")
+    parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
 
     run = Run()
@@ -53,6 +54,8 @@ SWEEP = textwrap.dedent('''\
     hyperparameter-distributions:
       lr: [0.01, 0.02, 0.04]
       optimizer: [adam, sgd]
+      batch-size: [6, 20]
+      note: a, b, c
 ''')
 
 # Preempted at epoch 2 unless resuming: the checkpoint (a dict and a file, as XT's samples keep
@@ -120,7 +123,9 @@ def test_xt_training_script_sweep_with_run_api(ip):
     assert job.record.experiment == "mnist-sweeps"
     for run, hp in zip(job.runs, job.record.hparams):
         text = console(run)
-        assert f"argv ['--epochs', '3', '--lr={hp['lr']}', '--optimizer={hp['optimizer']}']" in text
+        # names as given (XT's hyphenated batch-size), a comma string as one constant value
+        assert (f"argv ['--epochs', '3', '--lr={hp['lr']}', '--optimizer={hp['optimizer']}', "
+                f"'--batch-size={hp['batch-size']}', '--note=a, b, c']") in text
         assert f"env {run} {job.id} ws1 mnist-sweeps node0" in text
         assert open(os.path.join(res[run].files_dir, "model.txt")).read() == f"lr={hp['lr']}"
         assert res[run].hparams["arch"] == "mlp"  # logged by the script: in the results table
@@ -304,6 +309,7 @@ def test_config_keys_xt_honoured(ip):
         hyperparameter-search:
           hp-config: sweep.yaml
           search-type: grid
+          max-runs: 4
         after-files:
           after-dirs: ["output/**", "logs/**"]
         data:
@@ -311,7 +317,7 @@ def test_config_keys_xt_honoured(ip):
           data-share-path: datasets/toy
     """)
     res = ip.run_line_magic("xt_run", "data_job.py --wait")
-    assert len(res.job.runs) == 6 and res.job.record.search == "grid"
+    assert len(res.job.runs) == 4 and res.job.record.search == "grid"  # of 12, max-runs: 4
     first = res.runs_list[0]
     assert first.state == "completed"
     assert "data ['sub', 'train.csv'] 3,4" in console(first.run)
