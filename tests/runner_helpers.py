@@ -50,12 +50,13 @@ def _write(root, path, data: bytes):
 
 
 def make_job(root, cell, *, job="job1", ws="ws1", runs=1, inputs=None, outputs=(), hparams=None,
-             snapshot=None, setup=None, env=None, inputs_bytes=None, max_seconds=None):
+             snapshot=None, setup=None, env=None, inputs_bytes=None, max_seconds=None,
+             extra=None):
     """Write a job's bundle and ``runs`` run tickets under the store ``root``.
 
     Returns a list of (run_id, local ticket path, ticket dict), each ticket signed with the job
     key a kernel derives (``job_key``: this test's $XT_HOME master key); the launch secrets are in ``LAUNCHES`` (``launch_env(path)``, ``secret(path)``). ``hparams``
-    is one dict for all runs or a list with one dict per run.
+    is one dict for all runs or a list with one dict per run; ``extra``: more ticket fields.
     """
     import cloudpickle
     from xt_magic.core.protocol import tickets
@@ -90,6 +91,7 @@ def make_job(root, cell, *, job="job1", ws="ws1", runs=1, inputs=None, outputs=(
                       "files": f"{base}/outputs/files.zip"},
             "hparams": hp, "outputs": list(outputs), "env": env or {}, "setup": setup,
             "python": sys.executable, "workdir": None, "max_seconds": max_seconds,
+            **(extra or {}),
         }
         ticket = tickets.sign(ticket, job_key(root, job, ws))
         data = json.dumps(ticket, indent=1).encode()

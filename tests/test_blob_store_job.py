@@ -61,3 +61,33 @@ def test_failed_run_with_blob_store(aad_vault, monkeypatch, azurite, azurite_con
     assert job.state("run1.1") == "failed"
     err = job.results().errors["run1.1"]
     assert "bad lr" in str(err)
+
+
+def test_xt_script_checkpoint_and_data_with_blob_store(aad_vault, monkeypatch, azurite,
+                                                       azurite_container, ip):
+    """Through SAS URLs only: a script's xtlib.run metrics, its checkpoint (read back by
+    %xt_rerun --resume), and a data download (XT_DATA_DIR)."""
+    setup_blob_config(aad_vault, monkeypatch, azurite, azurite_container)
+    with open("xt_config.yaml", "a") as fh:
+        fh.write("data: {data-action: download, data-share-path: sets/toy}\n")
+    from xt_magic.core.session import reset_session
+    reset_session()
+    api.login(method="service-principal")
+    from xt_magic.core.storage import get_store
+    get_store(get_session()).write_bytes("sets/toy/a.txt", b"alpha")
+    with open("ck.py", "w") as fh:
+        fh.write("import os, sys\nfrom xtlib.run import Run\nrun = Run()\n"
+                 "print('data', open(os.path.join(os.environ['XT_DATA_DIR'], 'a.txt')).read())\n"
+                 "cp = run.get_checkpoint() or {'n': 0}\nn = cp['n'] + 1\n"
+                 "run.log_metrics({'n': n, 'step': n})\nrun.set_checkpoint({'n': n})\n"
+                 "sys.exit(0 if run.is_resuming() else 4)\n")
+    job = ip.run_line_magic("xt_run", "ck.py")
+    job.wait(timeout=120, progress=False)
+    assert api.status(job.runs[0])["exit_code"] == 4
+    res = ip.run_line_magic("xt_rerun", f"{job.runs[0]} --resume --wait")
+    assert res.job.status == "completed"
+    assert list(api.metrics(res.job.id)["n"]) == [2]
+    import io
+    buf = io.StringIO()
+    api.logs(res.job.runs[0], out=buf)
+    assert "data alpha" in buf.getvalue()

@@ -129,7 +129,10 @@ def test_ticket_matches_contract(null_local, xt_home):
         ticket = json.load(fh)
     assert "io" not in ticket and ticket["version"] == 2
     assert set(ticket) == {"version", "job", "run", "workspace", "bundle", "paths", "hparams",
-                           "outputs", "env", "setup", "python", "workdir", "max_seconds", "sig"}
+                           "outputs", "env", "setup", "python", "workdir", "max_seconds", "sig",
+                           # XT's run features (docs/architecture.md "Runner ticket")
+                           "experiment", "checkpoint", "resume", "after"}
+    assert ticket["checkpoint"]["write"]["dict_cp.json"] == "ws1/runs/run1.1/checkpoints/dict_cp.json"
     from xt_magic.core.protocol import keys, tickets
     from xt_magic.core.storage import get_store
     from xt_magic.core.session import get_session

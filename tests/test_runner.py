@@ -481,3 +481,45 @@ def test_console_and_metrics_flushed_while_running(tmp_path, kind, blob_server):
         flag.write_text("go")
     assert proc.wait(60) == 0
     assert b"last line" in get("console")
+
+
+def test_standin_script_job_records_from_every_process(tmp_path):
+    """A command job on a node with neither xt_magic nor xtlib: the stand-ins the runner writes
+    record metrics from the script and from its subprocess; no launch secret in their env."""
+    base = getattr(sys, "_base_executable", None)
+    bare = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    ok = bool(base) and subprocess.run([base, "-c", "import xt_magic"], env=bare,
+                                       capture_output=True).returncode != 0
+    from conftest import need
+    need(ok, "an interpreter without xt_magic installed (run the tests from a venv)")
+    script = ("import os, subprocess, sys\nimport xt_magic\nfrom xtlib.run import Run\n"
+              "assert xt_magic.__xt_standin__\nxt_magic.log(step=1, a=1)\n"
+              "Run().log_metrics({'b': 2, 'step': 5}, step_name='step')\n"
+              "subprocess.run([sys.executable, '-c', 'import xt_magic; xt_magic.log(step=2, c=3)'],"
+              " check=True)\n"
+              "assert not [k for k in os.environ if k.startswith('XT_LAUNCH')]\n"
+              "print('args', sys.argv[1:])\nsys.exit(int(sys.argv[-1].split('=')[1]))\n")
+    root = tmp_path / "store"
+    commands = [{"argv": ["train.py", "--code=0"], "python": True}]
+    [(run, tp, t)] = make_job(root, "", snapshot={"train.py": script},
+                              extra={"kind": "command", "commands": commands})
+    env = {k: v for k, v in launch_env(tp).items() if k != "PYTHONPATH"}
+    p = run_ticket(tp, python=base, env=env)
+    console = read(root, t["paths"]["console"]).decode()
+    assert p.returncode == 0, console
+    assert "args ['--code=0']" in console
+    recs = [json.loads(line) for line in read(root, t["paths"]["metrics"]).splitlines()]
+    got = {k: (r.get("step"), v) for r in recs if r["kind"] == "metrics"
+           for k, v in r["values"].items()}
+    assert got == {"a": (1, 1), "b": (5, 2), "step": (5, 5), "c": (2, 3)}
+
+    # a failing command: the run fails with the command's exit code
+    root2 = tmp_path / "store2"
+    commands = [{"argv": ["train.py", "--code=6"], "python": True}]
+    [(run, tp, t)] = make_job(root2, "", snapshot={"train.py": script},
+                              extra={"kind": "command", "commands": commands})
+    env = {k: v for k, v in launch_env(tp).items() if k != "PYTHONPATH"}
+    assert run_ticket(tp, python=base, env=env).returncode == 1
+    final = state(root2, t)
+    assert final["state"] == "failed" and final["exit_code"] == 6
+    assert "exited with code 6" in final["reason"]

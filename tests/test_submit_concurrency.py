@@ -146,10 +146,14 @@ def test_blob_store_sweep_tickets_and_event_order(null_local, azurite, azurite_c
         assert list(urls) == [
             bundle + "cell.py", bundle + "cloudpickle.zip",
             own + "outputs/vars.pkl", own + "outputs/files.zip", own + "events.jsonl",
-            own + "console.txt", own + "metrics.jsonl"]
+            own + "console.txt", own + "metrics.jsonl",
+            # the run's checkpoint: read back after a requeue, so read and write
+            own + "checkpoints/dict_cp.json", own + "checkpoints/file.dat",
+            own + "checkpoints/native.pkl"]
         for path, url in urls.items():
             assert url.split("?")[0].endswith(f"/{azurite_container}/{path}") and "sig=" in url
         assert "sp=r&" in urls[bundle + "cell.py"]
+        assert "sp=rcw&" in urls[own + "checkpoints/dict_cp.json"]
 
 
 @pytest.mark.azurite

@@ -174,6 +174,16 @@ def test_monitor_follows_a_sweep_to_the_end_with_incremental_reads(xt_home):
     assert mon.tick() is False  # nothing new: a tick reads nothing
 
 
+def test_monitor_shows_hparams_the_run_logged(xt_home):
+    from xt_magic.widgets.monitor import JobMonitor
+    job = api.run_cell("from xtlib.run import Run\nRun().log_hparams({'arch': 'mlp-7'})\n",
+                       {"__name__": "__main__"}, hp=["lr=[0.3]"]).wait(timeout=60, progress=False)
+    mon = JobMonitor(job.id, start=False)
+    mon.tick()
+    assert "<th>arch</th>" in mon.table.value and "mlp-7" in mon.table.value
+    assert "<th>lr</th>" in mon.table.value
+
+
 def test_monitor_resumes_in_a_fresh_session_and_backs_off(xt_home):
     from xt_magic.core import session
     from xt_magic.widgets.monitor import JobMonitor

@@ -186,16 +186,21 @@ def test_xt_default_config_loads_and_validate_notes_unused_once(ip):
     problems = [line for line in out.splitlines() if line.startswith("  problem: ")]
     assert len(problems) == 2 and all(": compute-targets.aml." in p for p in problems), out
     assert any("compute-targets.aml.service: service 'xtaml' is of type aml" in p for p in problems)
-    for key in ("commands", "aml-options", "hyperparameter-explorer", "run-reports", "job-reports",
+    for key in ("aml-options", "hyperparameter-explorer", "run-reports", "job-reports",
                 "tensorboard", "general.quick-start", "general.remote-control", "general.feedback",
                 "providers.compute.pool", "providers.storage.store-file",
                 "compute-targets.batch.box-class", "external-services.xtmongo.mongo-connection-string"):
         hits = [line for line in out.splitlines() if f": {key}: " in line and "not used by xt_magic" in line]
         assert len(hits) == 1, (key, out)
     # keys xt_magic has not implemented say so instead of passing silently
-    for key in ("early-stopping.early-policy", "data.data-action", "model.model-action",
-                "hyperparameter-search.search-type", "after-files.after-dirs"):
+    for key in ("early-stopping.early-policy", "data.data-writable", "model.model-writable",
+                "hyperparameter-search.concurrent", "hyperparameter-search.aggregate-dest"):
         assert any(f": {key}: accepted, has no effect" in line for line in out.splitlines()), (key, out)
+    # keys XT honoured that take effect (docs/xt-users.md) are not noted at all
+    for key in ("commands", "data.data-action", "model.model-action", "general.experiment",
+                "hyperparameter-search.search-type", "hyperparameter-search.option-prefix",
+                "after-files.after-dirs"):
+        assert not [line for line in out.splitlines() if f": {key}: " in line], (key, out)
     # docker is read only by batch targets: on any other kind it is noted
     write(XT_DEFAULTS.replace("boxes: [localhost], setup: local}", "boxes: [localhost], setup: local, docker: pytorch}", 1))
     out = repr(ip.run_line_magic("xt_config", "--validate"))

@@ -7,7 +7,8 @@ azure, ssh, widget, pandas or matplotlib module: they load on first use.
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["log", "log_hparams", "load_ipython_extension", "unload_ipython_extension"]
+__all__ = ["log", "log_hparams", "checkpoint", "restore", "load_ipython_extension",
+           "unload_ipython_extension"]
 
 
 def log(step=None, **metrics):
@@ -20,6 +21,19 @@ def log_hparams(**hparams):
     """Record hyperparameters for the current run. Outside a job: a warning, nothing else."""
     from .core.jobs import metrics_log
     metrics_log.log_hparams(**hparams)
+
+
+def checkpoint(obj):
+    """Keep ``obj`` (pickled) as the current run's checkpoint; a requeued run, or one started by
+    ``%xt_rerun --resume``, gets it back from ``restore()``."""
+    from .core.jobs import metrics_log
+    metrics_log.checkpoint(obj)
+
+
+def restore(default=None):
+    """The current run's last checkpoint, or ``default`` when there is none."""
+    from .core.jobs import metrics_log
+    return metrics_log.restore(default)
 
 
 def load_ipython_extension(ipython):

@@ -121,36 +121,104 @@ class XTMagics(Magics):
     @argument("--tag", nargs="+", action="append", metavar="K=V", help="tags for the job")
     @argument("--max-seconds", type=int, help="wall-clock limit per run")
     @argument("--wait", action="store_true", help="block with live progress, then show results")
+    @argument("--experiment", help="experiment name recorded on the job (default: "
+              "general.experiment)")
     @argument("--dry-run", "--preview", action="store_true",
               help="show what would be submitted (files, sizes, runs) and submit nothing")
     @line_cell_magic
     def xt_run(self, line="", cell=None):
-        """Submit the cell as a job on a compute target; returns a Job at once."""
-        args = _parse(self.xt_run, line)
-        if cell is None and not args.dry_run:
-            raise XTError("%xt_run needs a cell: use %%xt_run", hint="or %xt_run --preview")
+        """Submit the cell as a job on a compute target; returns a Job at once.
+
+        Line forms (XT's `xt run`): ``%xt_run [OPTIONS] train.py ARGS`` runs the script from the
+        code snapshot with the kernel's (or the setup's) python, each run's hyperparameters
+        appended as --name=value; the sweep and run options (--hp, --hp-config, --search,
+        --runs, --repeat, --target, --setup, --tag, --experiment, --max-seconds, --wait,
+        --dry-run) may also follow the script, others (--seed, --name, --env, ...) go before it
+        (put script arguments that share their names after ``--``). ``%xt_run [OPTIONS] -- CMD ARGS`` runs a
+        command (no shell). A bare ``%xt_run [OPTIONS]`` runs the config's ``commands``.
+        """
+        script = command = None
+        if cell is None:
+            xt_words, script, script_args, command = _split_run_line(self.xt_run.parser,
+                                                                     _shell_words(line))
+            args = _parse(self.xt_run, _join(xt_words))
+        else:
+            args = _parse(self.xt_run, line)
 
         def flat(groups):
             return [w for group in (groups or []) for w in group]
 
         options = dict(
-            target=args.target, setup=args.setup, name=args.name,
-            inputs=_csv(args.inputs), outputs=_csv(args.outputs), hp=flat(args.hp),
+            target=args.target, setup=args.setup, name=args.name, hp=flat(args.hp),
             hp_config=args.hp_config, search=args.search, runs=args.runs, repeat=args.repeat,
             env=_kv(flat(args.env), "--env"), code_dir=args.code_dir, tags=_kv(flat(args.tag), "--tag"),
             max_seconds=args.max_seconds, wait=args.wait, dry_run=args.dry_run, seed=args.seed,
             env_secret=flat(args.env_secret),
+            experiment=args.experiment,
         )
-        return api.run_cell(cell or "", self.shell.user_ns, **options)
+        if cell is not None:
+            return api.run_cell(cell, self.shell.user_ns, inputs=_csv(args.inputs),
+                                outputs=_csv(args.outputs), **options)
+        if args.inputs or args.outputs:
+            raise XTError("--inputs/--outputs name cell variables: use %%xt_run with a cell",
+                          hint="a script writes files under $XT_OUTPUT_DIR instead")
+        if script:
+            return api.submit_script(script, script_args, **options)
+        return api.run_command(command, **options)
 
     @magic_arguments()
     @argument("--status", help="only jobs with a run in this state")
     @argument("--last", type=int, help="only the last N jobs")
+    @argument("--experiment", help="only jobs of this experiment")
+    @argument("--tag", nargs="+", action="append", metavar="K=V", help="only jobs with these tags")
     @line_magic
     def xt_jobs(self, line=""):
-        """List jobs (a DataFrame when pandas is installed)."""
+        """List jobs with their experiment and tags (a DataFrame when pandas is installed)."""
         args = _parse(self.xt_jobs, line)
-        return api.jobs(status=args.status, last=args.last)
+        return api.jobs(status=args.status, last=args.last, experiment=args.experiment,
+                        tags=_tags(_flat(args.tag), "--tag"))
+
+    @magic_arguments()
+    @argument("--job", help="only the runs of this job (or one run id)")
+    @argument("--status", help="only runs in this state")
+    @argument("--experiment", help="only runs of this experiment")
+    @argument("--tag", nargs="+", action="append", metavar="K=V", help="only runs with these tags")
+    @argument("--sort", metavar="METRIC", help="sort by this column, best first "
+              "(general.maximize-metric)")
+    @argument("--reverse", action="store_true", help="with --sort: the other way round")
+    @argument("--top", type=int, help="only the first N runs (after sorting)")
+    @line_magic
+    def xt_runs(self, line=""):
+        """Runs across jobs with hyperparameters and last/best metrics (XT's `xt list runs`)."""
+        args = _parse(self.xt_runs, line)
+        return api.runs(job=args.job, status=args.status, experiment=args.experiment,
+                        tags=_tags(_flat(args.tag), "--tag"), sort=args.sort, top=args.top,
+                        reverse=args.reverse)
+
+    @magic_arguments()
+    @argument("id", help="job or run id")
+    @argument("--hp", nargs="+", action="append", metavar="NAME=VALUES",
+              help="new hyperparameters (default: the same as before)")
+    @argument("--target", "-t", help="compute target (default: the job's)")
+    @argument("--resume", action="store_true",
+              help="start from the run's last checkpoint (is_resuming() is true)")
+    @argument("--wait", action="store_true", help="block with live progress")
+    @line_magic
+    def xt_rerun(self, line=""):
+        """Run a job's (or one run's) cell or script again as a new job: same inputs, code
+        snapshot and setup."""
+        args = _parse(self.xt_rerun, line)
+        return api.rerun(args.id, hp=_flat(args.hp) or None, target=args.target,
+                         resume=args.resume, wait=args.wait)
+
+    @magic_arguments()
+    @argument("id", help="job or run id")
+    @argument("tags", nargs="+", metavar="K=V", help="tags to add (a bare K: a tag without value)")
+    @line_magic
+    def xt_tag(self, line=""):
+        """Tag a job or a run after submit (shown and filterable in %xt_jobs and %xt_runs)."""
+        args = _parse(self.xt_tag, line)
+        return api.tag(args.id, _tags(args.tags, "%xt_tag"))
 
     @magic_arguments()
     @argument("id", help="job or run id")
@@ -170,11 +238,19 @@ class XTMagics(Magics):
         return api.logs(args.run, follow=args.follow)
 
     @magic_arguments()
-    @argument("id", help="job or run id")
+    @argument("id", nargs="?", help="job or run id")
+    @argument("--all", action="store_true", help="cancel every live job")
+    @argument("--target", "-t", help="with --all: only jobs on this target")
     @line_magic
     def xt_cancel(self, line=""):
-        """Cancel a job (all its runs) or one run."""
+        """Cancel a job (all its runs) or one run; --all: every live job."""
         args = _parse(self.xt_cancel, line)
+        if args.all:
+            if args.id:
+                raise XTError("%xt_cancel: give a job id or --all, not both")
+            return api.cancel_all(target=args.target)
+        if not args.id:
+            raise XTError("%xt_cancel needs a job or run id", hint="or --all")
         return api.cancel(args.id)
 
     @magic_arguments()
@@ -267,6 +343,97 @@ class XTMagics(Magics):
         """List Azure Batch pools with node counts and states."""
         args = _parse(self.xt_pools, line)
         return api.pools(target=args.target)
+
+
+def _tags(words: list[str], flag: str) -> dict:
+    """Tags as XT wrote them: ``K=V``, or a bare ``K`` (a tag without a value: None)."""
+    out = {}
+    for word in words:
+        key, eq, value = word.partition("=")
+        if not key:
+            raise XTError(f"{flag} {word!r}: expected K=V or K")
+        out[key] = _unquote(value) if eq else None
+    return out
+
+
+def _flat(groups) -> list[str]:
+    return [w for group in (groups or []) for w in group]
+
+
+def _shell_words(line: str) -> list[str]:
+    import shlex
+    try:
+        return shlex.split(line)
+    except ValueError as err:
+        raise XTError(f"%xt_run: {err}", hint="check the quotes") from None
+
+
+def _join(words: list[str]) -> str:
+    import shlex
+    return " ".join(w if w and all(c not in w for c in " '\"\\") else shlex.quote(w)
+                    for w in words)
+
+
+#: %xt_run options still taken after the script (``%xt_run train.py --hp-config s.yaml --runs 3``);
+#: others (--seed, --name, --env, ...) are common script options there, so they go before it.
+AFTER_SCRIPT = frozenset({"--hp", "--hp-config", "--search", "--runs", "--repeat", "--target",
+                          "--setup", "--tag", "--experiment", "--max-seconds", "--wait",
+                          "--dry-run", "--preview"})
+
+
+def _split_run_line(parser, words: list[str]):
+    """%xt_run's words -> (its own option words, script, script args, command argv).
+
+    Options come first; ``--`` starts a command; the first other word is the script. After the
+    script, words naming an ``AFTER_SCRIPT`` option (``--runs 3``, ``--hp-config=f``) are
+    %xt_run's, everything else (and everything after a later ``--``) is the script's."""
+    takes = {}
+    for action in parser._actions:
+        for opt in action.option_strings:
+            takes[opt] = action.nargs if action.nargs is not None else 1
+    xt: list[str] = []
+
+    def take(i: int) -> int:
+        word = words[i]
+        xt.append(word)
+        n, i = takes[word.split("=", 1)[0]], i + 1
+        if "=" in word:
+            return i
+        if n in ("+", "*"):
+            while i < len(words) and not words[i].startswith("-"):
+                xt.append(words[i])
+                i += 1
+            return i
+        for _ in range(n if isinstance(n, int) else 1 if n == "?" else 0):
+            if i < len(words) and (n != "?" or not words[i].startswith("-")):
+                xt.append(words[i])
+                i += 1
+        return i
+
+    i = 0
+    while i < len(words) and words[i] != "--" and words[i].startswith("-"):
+        if words[i].split("=", 1)[0] not in takes:
+            raise XTError(f"%xt_run: unknown option {words[i]!r}",
+                          hint="script arguments go after the script; a command after --")
+        i = take(i)
+    if i < len(words) and words[i] == "--":
+        if i + 1 == len(words):
+            raise XTError("%xt_run --: no command after --")
+        return xt, None, [], words[i + 1:]
+    if i == len(words):
+        return xt, None, [], None
+    script, args, i = words[i], [], i + 1
+    while i < len(words):
+        word = words[i]
+        if word == "--":
+            args += words[i + 1:]
+            break
+        if word.split("=", 1)[0] in AFTER_SCRIPT:
+            i = take(i)
+            continue
+        args.append(word)
+        i += 1
+    return xt, script, args, None
 
 
 def _csv(text: str | None) -> list[str] | None:

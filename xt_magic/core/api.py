@@ -67,10 +67,53 @@ def run_cell(source: str, namespace: dict | None = None, **options: Any):
     """Submit a cell as a job; returns a Job at once (``wait=True`` blocks with progress).
 
     Options: target, setup, name, inputs, outputs, hp, hp_config, search, runs, repeat, env,
-    code_dir, wait, tags, dry_run, max_seconds, seed. See docs/jobs.md.
+    code_dir, wait, tags, dry_run, max_seconds, seed, experiment. See docs/jobs.md.
     """
     from .jobs import submit
     return submit.run_cell(get_session(), source, namespace or {}, **options)
+
+
+def submit_script(script: str, args: list[str] | None = None, **options: Any):
+    """Run ``python SCRIPT ARGS`` from the code snapshot as a job (XT's `xt run train.py`); each
+    run's hyperparameters are appended as ``--name=value``. Options as for ``run_cell`` (no
+    inputs/outputs). See docs/xt-users.md."""
+    from .jobs import scripts
+    return scripts.submit_script(get_session(), script, args, **options)
+
+
+def run_command(argv: list[str] | None = None, **options: Any):
+    """Run a command (argv list, no shell) as a job; no argv: the config's ``commands``."""
+    from .jobs import scripts
+    return scripts.submit_command(get_session(), argv, **options)
+
+
+def runs(job: str | None = None, status: str | None = None, experiment: str | None = None,
+         tags: dict | None = None, sort: str | None = None, top: int | None = None,
+         reverse: bool = False):
+    """Runs across jobs with hyperparameters and last/best metrics (XT's `list runs`)."""
+    from .jobs import runs as runs_mod
+    return runs_mod.list_runs(get_session(), job=job, status=status, experiment=experiment,
+                              tags=tags, sort=sort, top=top, reverse=reverse)
+
+
+def rerun(job_or_run: str, hp: list[str] | None = None, target: str | None = None,
+          resume: bool = False, wait: bool = False):
+    """The same cell or script, snapshot and setup as a new job (``resume``: from RUN's checkpoint)."""
+    from .jobs import runs as runs_mod
+    return runs_mod.rerun(get_session(), job_or_run, hp=hp, target=target, resume=resume,
+                          wait=wait)
+
+
+def tag(job_or_run: str, tags: dict):
+    """Add tags to a job or a run after submit."""
+    from .jobs import runs as runs_mod
+    return runs_mod.tag(get_session(), job_or_run, tags)
+
+
+def cancel_all(target: str | None = None):
+    """Cancel every live job (on ``target`` only, when given); returns the job ids."""
+    from .jobs import runs as runs_mod
+    return runs_mod.cancel_all(get_session(), target=target)
 
 
 def job(job_id: str):
@@ -79,9 +122,11 @@ def job(job_id: str):
     return control.get_job(get_session(), job_id)
 
 
-def jobs(status: str | None = None, last: int | None = None):
+def jobs(status: str | None = None, last: int | None = None, experiment: str | None = None,
+         tags: dict | None = None):
     from .jobs import control
-    return control.list_jobs(get_session(), status=status, last=last)
+    return control.list_jobs(get_session(), status=status, last=last, experiment=experiment,
+                             tags=tags)
 
 
 def status(job_or_run: str):

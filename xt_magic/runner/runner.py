@@ -389,6 +389,7 @@ class Metrics:
         import _thread
         self.io, self.path, self.pending, self.last = io, path, [], time.monotonic()
         self.lock, self.flusher = _thread.allocate_lock(), False
+        self.feeders = []  # called before each flush (the run's spool: RunSpool.tick)
 
     def _add(self, kind, step, values):
         rec = {"kind": kind, "ts": time.time(), "values": {str(k): _jsonable(v)
@@ -399,6 +400,9 @@ class Metrics:
 
     def log(self, step=None, **values):
         self._add("metrics", step, values)
+        self.start()
+
+    def start(self):
         if not self.flusher:
             self.flusher = True
             import _thread
@@ -417,6 +421,8 @@ class Metrics:
 
     def tick(self, force=False):
         with self.lock:
+            for feed in self.feeders:
+                feed()
             if self.pending and (force or time.monotonic() - self.last >= FLUSH_SECONDS):
                 n = len(self.pending)
                 data = "".join(json.dumps(rec) + "\n" for rec in self.pending[:n])
@@ -694,12 +700,16 @@ def safe_extract(zip_bytes, dest, what="snapshot"):
     return names
 
 
-def _zip_dir(folder):
-    """files.zip bytes of every regular file under ``folder`` (None if there are none)."""
+def _zip_dir(folder, extra=()):
+    """files.zip bytes of every regular file under ``folder`` and the ``extra`` (name, file)
+    pairs (None if there are none)."""
     import io as _io
     import zipfile
     buf, count = _io.BytesIO(), 0
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, full in extra:
+            zf.write(full, name)
+            count += 1
         for base, dirs, files in os.walk(folder):
             for f in sorted(files):
                 full = os.path.join(base, f)
@@ -722,6 +732,9 @@ def install_sinks(metrics):
         standin.__doc__ = "Stand-in provided by the xt_magic runner (xt_magic is not installed)."
         standin.log, standin.log_hparams = metrics.log, metrics.log_hparams
         standin.__xt_standin__ = True
+        # the run's spool module: RunSpool puts it on sys.path
+        standin.checkpoint = lambda obj: __import__("_xt_spool").save_object(obj)
+        standin.restore = lambda default=None: __import__("_xt_spool").load_object(default)
         sys.modules["xt_magic"] = standin
 
 
@@ -808,14 +821,20 @@ def run_phase(ticket, io, console, key):
                 import pickle
                 ns.update(pickle.loads(raw))
             ns.update(hp_namespace(ticket.get("hparams") or {}))
+            spool = RunSpool(io, ticket, workdir, metrics, key)
+            run_env = spool.install()
             install_sinks(metrics)
+            sys.path.insert(0, spool.pydir)
+            metrics.feeders.append(spool.tick)
+            metrics.start()
+            run_env.update(fetch_shares(io, ticket, workdir, console))
             if ticket.get("hparams"):
                 metrics.log_hparams(**ticket["hparams"])
             os.environ.update({str(k): str(v) for k, v in (ticket.get("env") or {}).items()})
-            os.environ["XT_OUTPUT_DIR"] = outdir
-            os.environ["XT_RUN_ID"], os.environ["XT_JOB_ID"] = ticket["run"], ticket["job"]
+            os.environ.update(xt_environ(ticket, workdir, outdir, run_env))
             os.chdir(workdir)
             sys.path.insert(0, os.path.abspath(workdir))
+            sys.argv = [CELL_FILENAME]  # argparse in a cell sees no arguments: its defaults
             _CELL.append(cell)
             code = compile(cell, CELL_FILENAME, "exec")
         except Cancelled:
@@ -827,7 +846,10 @@ def run_phase(ticket, io, console, key):
                                    type(err), err, err.__traceback__))}
         else:
             try:
-                exec(code, ns)
+                if ticket.get("commands"):
+                    result.update(run_commands(ticket, workdir))
+                else:
+                    exec(code, ns)
             except SystemExit as err:
                 if err.code not in (None, 0):
                     result["error"] = {"type": "SystemExit", "message": str(err.code),
@@ -860,7 +882,8 @@ def run_phase(ticket, io, console, key):
         except OSError:
             _remove(workdir)
     if "error" in result:
-        append_event(io, ticket, "failed", key, exit_code=EXIT_FAILED, error=result["error"],
+        append_event(io, ticket, "failed", key, exit_code=result.get("exit_code") or EXIT_FAILED,
+                     error=result["error"],
                      reason=f"{result['error']['type']}: {result['error']['message']}"[:500],
                      duration=duration)
         return EXIT_FAILED
@@ -890,12 +913,512 @@ def _save_outputs(ticket, io, ns, outdir):
             raise
         io.put(paths["vars"], data)
         out["vars_sha256"] = _sha256(data)
-    if os.path.isdir(outdir) and os.listdir(outdir):
-        data, count = _zip_dir(outdir)
+    extra = after_files(os.path.dirname(outdir), outdir, ticket.get("after"))
+    if extra or (os.path.isdir(outdir) and os.listdir(outdir)):
+        data, count = _zip_dir(outdir, extra)
         if data:
             io.put(paths["files"], data)
             out["files_count"], out["files_sha256"] = count, _sha256(data)
     return out
+
+
+# ------------------------------------------- XT's run API, scripts and commands (docs/xt-users.md)
+# Modules written into the run's private python dir (.xt/py, first on PYTHONPATH and sys.path), so
+# every process of the run - the cell, a script, its subprocesses and workers - records into the
+# run: records go to a local spool file the runner tails into metrics.jsonl. Nothing secret and
+# no URL is in the environment: only local paths.
+SPOOL_SOURCE = '''"""Run records of any process of an xt_magic run (written by the xt_magic runner)."""
+import json
+import os
+import time
+
+CHECKPOINT_NAMES = ("dict_cp.json", "file.dat", "native.pkl")
+
+
+def active():
+    return bool(os.environ.get("XT_METRICS_SPOOL"))
+
+
+def _jsonable(value):
+    if isinstance(value, (int, float, str, bool)) or value is None:
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def record(kind, values=None, **fields):
+    """Append one record; one write with O_APPEND, so processes never interleave."""
+    path = os.environ.get("XT_METRICS_SPOOL")
+    if not path:
+        return False
+    rec = {"kind": kind, "ts": time.time()}
+    if values is not None:
+        rec["values"] = {str(k): _jsonable(v) for k, v in dict(values).items()}
+    rec.update({k: _jsonable(v) for k, v in fields.items() if v is not None})
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, (json.dumps(rec) + "\\n").encode())
+    finally:
+        os.close(fd)
+    return True
+
+
+def resuming():
+    return bool(os.environ.get("XT_RESUME_NAME"))
+
+
+def _ckpt(name):
+    folder = os.environ.get("XT_CHECKPOINT_DIR")
+    if not folder or name not in CHECKPOINT_NAMES:
+        return None
+    return os.path.join(folder, name)
+
+
+def save(name, data):
+    """Keep ``data`` as checkpoint ``name``; the runner uploads it to the run's store folder."""
+    path = _ckpt(name)
+    if path is None:
+        return False
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+    return record("checkpoint", name=name)
+
+
+def load(name):
+    path = _ckpt(name)
+    if path is None or not os.path.isfile(path) or not os.path.getsize(path):
+        return None
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def clear():
+    for name in CHECKPOINT_NAMES:
+        path = _ckpt(name)
+        if path and os.path.exists(path):
+            os.remove(path)
+            record("checkpoint", name=name, cleared=True)
+
+
+def save_object(obj):
+    try:
+        import cloudpickle as pickler
+    except ImportError:
+        import pickle as pickler
+    return save("native.pkl", pickler.dumps(obj))
+
+
+def load_object(default=None):
+    data = load("native.pkl")
+    if data is None:
+        return default
+    import pickle
+    return pickle.loads(data)
+'''
+
+XTLIB_RUN_SOURCE = '''"""Stand-in for XT's ``xtlib.run`` (written by the xt_magic runner: xtlib is not installed).
+Records go into the xt_magic run: metrics, hparams, events, tags and checkpoints."""
+import json
+import os
+
+import _xt_spool
+
+
+class _Store:
+    """Stands for XT's store object: scripts test ``if run.store:`` before checkpointing."""
+
+    def __bool__(self):
+        return True
+
+    def __getattr__(self, name):
+        raise AttributeError("xtlib.run.Run().store.%s: XT's store API is not available under "
+                             "xt_magic (use Run's methods, or files under $XT_OUTPUT_DIR)" % name)
+
+
+class Run:
+    def __init__(self, config=None, store=None, xt_logging=True, aml_logging=True,
+                 checkpoints_enabled=True, *args, **kwargs):
+        self.run_name = os.environ.get("XT_RUN_NAME")
+        self.job_id = os.environ.get("XT_JOB_ID")
+        self.ws_name = os.environ.get("XT_WORKSPACE_NAME")
+        self.exper_name = os.environ.get("XT_EXPERIMENT_NAME")
+        self.node_id = os.environ.get("XT_NODE_ID")
+        self.resume_name = os.environ.get("XT_RESUME_NAME")
+        self.config = config
+        self.store = _Store() if self.run_name else None
+        self.xt_logging = bool(xt_logging and self.run_name)  # XT: rank 0 logs, others pass False
+        self.aml_logging = aml_logging
+        self.checkpoints_enabled = bool(checkpoints_enabled and self.run_name)
+        self.is_aml = False
+        self.closed = False
+        self.metric_report_count = 0
+
+    def get_store(self):
+        return self.store
+
+    def log_hparam(self, name, value):
+        self.log_hparams({name: value})
+
+    def log_hparams(self, data_dict):
+        if self.xt_logging:
+            _xt_spool.record("hparams", data_dict)
+
+    def log_metrics(self, data_dict, step_name=None, stage=None):
+        if not self.xt_logging:
+            return
+        data = dict(data_dict)
+        if step_name and step_name in data:
+            step = data[step_name]
+        else:  # as XT: one automatic counter for the run's reports
+            self.metric_report_count += 1
+            step = self.metric_report_count
+        if stage:
+            data = {(k if k == step_name else "%s-%s" % (stage, k)): v for k, v in data.items()}
+        _xt_spool.record("metrics", data, step=step)
+
+    def log_event(self, event_name, data_dict=None):
+        if self.xt_logging:
+            _xt_spool.record("event", data_dict or {}, name=event_name)
+
+    def tag_run(self, tag_dict):
+        _xt_spool.record("tags", tag_dict, scope="run")
+
+    def tag_job(self, tag_dict):
+        _xt_spool.record("tags", tag_dict, scope="job")
+
+    def set_checkpoint(self, dict_cp, fn_cp=None):
+        if not self.checkpoints_enabled:
+            return False
+        if fn_cp:
+            with open(fn_cp, "rb") as fh:
+                _xt_spool.save("file.dat", fh.read())
+        _xt_spool.save("dict_cp.json", json.dumps(dict_cp).encode())
+        return True
+
+    def get_checkpoint(self, fn_cp_dest=None):
+        """As XT: the checkpoint of the run this one resumes (None when not resuming)."""
+        data = _xt_spool.load("dict_cp.json") if _xt_spool.resuming() else None
+        if data is None or not self.checkpoints_enabled:
+            return None
+        if fn_cp_dest:
+            blob = _xt_spool.load("file.dat")
+            if blob is not None:
+                folder = os.path.dirname(os.path.abspath(fn_cp_dest))
+                os.makedirs(folder, exist_ok=True)  # as XT's download: the app's dir may not exist
+                with open(fn_cp_dest, "wb") as fh:
+                    fh.write(blob)
+        return json.loads(data)
+
+    def clear_checkpoint(self):
+        if not self.checkpoints_enabled:
+            return False
+        _xt_spool.clear()
+        return True
+
+    def is_resuming(self):
+        return _xt_spool.resuming()
+
+    def close(self):
+        self.closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+'''
+
+XTLIB_INIT_SOURCE = '''"""Stand-in for XT's xtlib (written by the xt_magic runner): run.Run and file_utils."""
+__version__ = "0.0.0+xt_magic"
+'''
+
+XTLIB_FILE_UTILS_SOURCE = '''"""The parts of XT's xtlib.file_utils training scripts use (xt_magic runner stand-in)."""
+import os
+
+
+def ensure_dir_exists(dir=None, file=None):
+    path = os.path.dirname(file) if file else dir
+    if path:
+        os.makedirs(path, exist_ok=True)
+
+
+def read_text_file(fn):
+    with open(fn) as fh:
+        return fh.read()
+
+
+def write_text_file(fn, text):
+    ensure_dir_exists(file=fn)
+    with open(fn, "w") as fh:
+        fh.write(text)
+'''
+
+XT_MAGIC_STANDIN_SOURCE = '''"""Stand-in for xt_magic in a run (written by the xt_magic runner: xt_magic is not installed)."""
+import _xt_spool
+
+__xt_standin__ = True
+
+
+def log(step=None, **metrics):
+    _xt_spool.record("metrics", metrics, step=step)
+
+
+def log_hparams(**hparams):
+    _xt_spool.record("hparams", hparams)
+
+
+def checkpoint(obj):
+    _xt_spool.save_object(obj)
+
+
+def restore(default=None):
+    return _xt_spool.load_object(default)
+'''
+
+SPOOL_KINDS = ("metrics", "hparams", "event", "tags")
+# A stored checkpoint: MAGIC, the hex HMAC (job key) of {run, name, sha256 of DATA}, newline, DATA.
+# Only the runner (the job key holder) can make one that verifies: a store writer cannot plant a
+# pickle a resumed run would load. Empty = cleared.
+CHECKPOINT_MAGIC = b"XTCK1 "
+
+
+def pack_checkpoint(key, run, name, data):
+    sig = sign_fields(key, {"run": run, "name": name, "sha256": _sha256(data)})
+    return CHECKPOINT_MAGIC + sig.encode() + b"\n" + data
+
+
+def unpack_checkpoint(blob):
+    """(sig, data) of a stored checkpoint; None when it is not one."""
+    if not blob.startswith(CHECKPOINT_MAGIC) or b"\n" not in blob:
+        return None
+    head, data = blob[len(CHECKPOINT_MAGIC):].split(b"\n", 1)
+    return head.decode("ascii", "replace"), data
+
+
+def _importable(name):
+    return any(getattr(f, "find_spec", None) and f.find_spec(name, None) for f in sys.meta_path)
+
+
+class RunSpool:
+    """The run's local spool (tailed into metrics.jsonl), checkpoint dir and python dir."""
+
+    def __init__(self, io, ticket, workdir, metrics, key):
+        self.io, self.ticket, self.metrics, self.key = io, ticket, metrics, key
+        base = os.path.join(os.path.abspath(workdir), ".xt")
+        self.path = os.path.join(base, "spool.jsonl")
+        self.ckpt_dir = os.path.join(base, "checkpoint")
+        self.pydir = os.path.join(base, "py")
+        self.offset, self.partial = 0, b""
+        ck = ticket.get("checkpoint") or {}
+        self.ck_write, self.ck_read = ck.get("write") or {}, ck.get("read") or {}
+        # another run's checkpoint (%xt_rerun --resume): the kernel checked its signature and
+        # signed the sha256 of its data into this ticket
+        self.ck_sha = ck.get("sha256") or {}
+
+    def install(self):
+        """Write the modules, fetch a checkpoint to resume from; returns the run's env additions."""
+        os.makedirs(self.ckpt_dir, exist_ok=True)
+        files = {"_xt_spool.py": SPOOL_SOURCE}
+        if not _importable("xtlib"):
+            files.update({"xtlib/__init__.py": XTLIB_INIT_SOURCE, "xtlib/run.py": XTLIB_RUN_SOURCE,
+                          "xtlib/file_utils.py": XTLIB_FILE_UTILS_SOURCE})
+        if not _importable("xt_magic"):
+            files["xt_magic/__init__.py"] = XT_MAGIC_STANDIN_SOURCE
+        for name, text in files.items():
+            os.makedirs(os.path.dirname(os.path.join(self.pydir, *name.split("/"))),
+                        exist_ok=True)
+            with open(os.path.join(self.pydir, *name.split("/")), "w") as fh:
+                fh.write(text)
+        open(self.path, "ab").close()
+        resuming = bool(self.ticket.get("resume"))
+        for name, path in self.ck_read.items():
+            try:
+                data = self.checked_checkpoint(name, self.io.get(path))
+            except RunnerError:
+                continue  # no checkpoint of that kind
+            if data and "/" not in name:
+                with open(os.path.join(self.ckpt_dir, name), "wb") as fh:
+                    fh.write(data)
+                resuming = True
+        py = os.environ.get("PYTHONPATH")
+        env = {"XT_METRICS_SPOOL": self.path, "XT_CHECKPOINT_DIR": self.ckpt_dir,
+               "PYTHONPATH": self.pydir + (os.pathsep + py if py else "")}
+        if resuming:  # XT's name: the run whose checkpoint this one starts from
+            env["XT_RESUME_NAME"] = str(self.ticket.get("resume") or self.ticket["run"])
+        else:
+            os.environ.pop("XT_RESUME_NAME", None)
+        return env
+
+    def checked_checkpoint(self, name, blob):
+        """The data of a stored checkpoint, or None (none, cleared, or not verifying: noted)."""
+        unpacked = unpack_checkpoint(blob) if blob else None
+        if unpacked is None:
+            if blob:
+                sys.stderr.write(f"[xt] checkpoint {name} is not one this job wrote: ignored\n")
+            return None
+        sig, data = unpacked
+        if name in self.ck_sha:
+            ok = _sha256(data) == self.ck_sha[name]
+        else:
+            ok = verify_fields(self.key, {"run": self.ticket["run"], "name": name,
+                                          "sha256": _sha256(data), "sig": sig})
+        if not ok:
+            sys.stderr.write(f"[xt] checkpoint {name} does not verify: ignored\n")
+            return None
+        return data
+
+    def tick(self):
+        """Move complete new spool lines into the metrics buffer; upload changed checkpoints."""
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read()
+        except OSError:
+            return
+        if not data:
+            return
+        self.offset += len(data)
+        data, self.partial = self.partial + data, b""
+        lines = data.split(b"\n")
+        self.partial = lines.pop()  # a line still being written
+        for line in lines:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(rec, dict):
+                continue
+            if rec.get("kind") == "checkpoint":
+                self._upload(rec.get("name"), rec.get("cleared"))
+            elif rec.get("kind") in SPOOL_KINDS:
+                self.metrics.pending.append(rec)
+
+    def _upload(self, name, cleared):
+        path = self.ck_write.get(name)
+        if not path:
+            return
+        blob = b""  # empty = cleared
+        if not cleared:
+            try:
+                with open(os.path.join(self.ckpt_dir, name), "rb") as fh:
+                    blob = pack_checkpoint(self.key, self.ticket["run"], name, fh.read())
+            except OSError:
+                return
+        self.io.put(path, blob)
+
+
+def _node_rank():
+    """A multi-node run's rank (Batch: the rank ticket's XT_RANK, the node's NODE_RANK)."""
+    for name in ("XT_RANK", "NODE_RANK"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
+def xt_environ(ticket, workdir, outdir, spool_env):
+    """XT's run environment (docs/xt-users.md), plus the spool's local paths."""
+    env = {"XT_RUN_NAME": ticket["run"], "XT_RUN_ID": ticket["run"], "XT_JOB_ID": ticket["job"],
+           "XT_WORKSPACE_NAME": str(ticket.get("workspace") or ""),
+           "XT_EXPERIMENT_NAME": str(ticket.get("experiment") or ""),
+           "XT_NODE_ID": "node%d" % _node_rank(),
+           "XT_OUTPUT_DIR": outdir}
+    env.update(spool_env)
+    return env
+
+
+def fetch_shares(io, ticket, workdir, console):
+    """data/model ``download``: copy the listed store files under the work dir; their dirs' env."""
+    env = {}
+    for key, var in (("data", "XT_DATA_DIR"), ("model", "XT_MODEL_DIR")):
+        spec = ticket.get(key)
+        if not spec:
+            continue
+        dest = os.path.join(os.path.abspath(workdir), spec.get("dir") or f"xt-{key}")
+        os.makedirs(dest, exist_ok=True)
+        for rel, path in sorted((spec.get("files") or {}).items()):
+            parts = _check_path(rel)
+            full = os.path.join(dest, *parts)
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            with open(full, "wb") as fh:
+                fh.write(io.get(path))
+        console.say(f"[xt] {key}: {len(spec.get('files') or {})} file(s) from the store in {dest}")
+        env[var] = dest
+    return env
+
+
+def after_files(workdir, outdir, spec):
+    """(archive name, file) of the after-files.after-dirs matches outside the output dir."""
+    import fnmatch
+    import glob
+    if not spec:
+        return []
+    workdir, outdir = os.path.abspath(workdir), os.path.abspath(outdir)
+    omit = list(spec.get("omit") or [])
+    found = {}
+    for pattern in spec.get("dirs") or []:
+        pattern = str(pattern)
+        if pattern.endswith("/**"):
+            pattern += "/*"
+        for full in glob.glob(os.path.join(workdir, pattern), recursive=True):
+            rel = os.path.relpath(full, workdir).replace(os.sep, "/")
+            inside_out = full == outdir or full.startswith(outdir + os.sep)
+            if (not os.path.isfile(full) or os.path.islink(full) or inside_out
+                    or rel.startswith(("..", ".xt/"))
+                    or any(fnmatch.fnmatch(part, o) or fnmatch.fnmatch(rel, o)
+                           for o in omit for part in rel.split("/"))):
+                continue
+            found[rel] = full
+    return sorted(found.items())
+
+
+def _killpg(pgid, sig):
+    try:
+        os.killpg(pgid, sig)
+    except OSError:
+        pass
+
+
+def run_commands(ticket, workdir):
+    """Run the ticket's commands in order (each in its own process group); a dict with ``error``
+    and ``exit_code`` when one fails, else an empty dict. Cancel kills the group."""
+    import signal
+    import subprocess
+    for cmd in ticket.get("commands") or []:
+        argv = [str(a) for a in cmd.get("argv") or []]
+        if cmd.get("python"):
+            argv = [sys.executable, *argv]
+        shown = " ".join(argv[1:] if cmd.get("python") else argv)
+        sys.stdout.write(f"[xt] running: {'python ' if cmd.get('python') else ''}{shown}\n")
+        sys.stdout.flush()
+        try:
+            proc = subprocess.Popen(argv, cwd=workdir, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        except OSError as err:
+            return {"exit_code": 127, "error": {
+                "type": type(err).__name__, "message": f"cannot start {argv[0]!r}: {err.strerror}",
+                "traceback": f"cannot start {argv[0]!r}: {err}\n"}}
+        try:
+            rc = proc.wait()
+        except BaseException:  # cancelled (SIGTERM) or interrupted: the command goes too
+            _killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(3)
+            except subprocess.TimeoutExpired:
+                _killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            raise
+        if rc:
+            how = (f"was killed by signal {-rc}" if rc < 0 else f"exited with code {rc}")
+            message = f"{shown} {how}"
+            return {"exit_code": rc if rc > 0 else 128 - rc,
+                    "error": {"type": "CommandFailed", "message": message,
+                              "traceback": message + "\n"}}
+    return {}
 
 
 def main(argv):

@@ -31,7 +31,7 @@ class _RunView:
 
     def __init__(self, run: str, hparams: dict, layout, store):
         from ..core.protocol.events import Tail
-        self.run, self.hparams = run, hparams or {}
+        self.run, self.hparams = run, dict(hparams or {})
         self.events = Tail(store, layout.events(run))
         self.metrics = Tail(store, layout.metrics(run))
         self.console = Tail(store, layout.console(run))
@@ -193,11 +193,15 @@ class JobMonitor(WidgetView):
                     self.bytes_read += len(new)
                     changed = True
                     for rec in parse(new):
+                        if rec.get("kind") == "hparams":  # the ticket's, then the run's own
+                            view.hparams.update(rec.get("values") or {})
+                            continue
                         if rec.get("kind", "metrics") != "metrics":
-                            continue  # the runner's hparams record: shown from the job record
+                            continue  # events and tags (XT's run API): not charted
                         values = rec.get("values") or {}
                         view.latest.update(values)
-                        x = rec.get("step", rec.get(self.step_name))
+                        # general.step-name (e.g. epoch) when the record has it, as %xt_plot
+                        x = values.get(self.step_name, rec.get("step"))
                         for name, value in values.items():
                             if isinstance(value, (int, float)) and not isinstance(value, bool):
                                 pts = view.series.setdefault(name, [])

@@ -13,7 +13,7 @@ from ..protocol.layout import Layout
 from . import ids
 from .context import _Ctx, _split_id
 from .job import Job, _summary
-from .records import JobRecord
+from .records import JobRecord, tags_match
 
 
 def get_job(session, job_id: str) -> Job:
@@ -35,14 +35,17 @@ def _all_records(ctx: _Ctx) -> list[JobRecord]:
     return sorted(out, key=lambda r: ids.job_number(r.job) or 0)
 
 
-def list_jobs(session, status: str | None = None, last: int | None = None):
-    """Jobs in the workspace, oldest first (DataFrame when pandas is installed, else rows)."""
+def list_jobs(session, status: str | None = None, last: int | None = None,
+              experiment: str | None = None, tags: dict | None = None):
+    """Jobs in the workspace, oldest first (DataFrame when pandas is installed, else rows);
+    ``experiment`` and ``tags`` (K -> V, all must match) filter."""
     if status and status not in events.STATES:
         raise JobError(f"unknown status {status!r}", hint="one of: " + ", ".join(events.STATES))
     if last is not None and last < 1:
         raise JobError(f"--last {last}: expected a positive number of jobs")
     ctx = _Ctx(session)
-    records = _all_records(ctx)
+    records = [r for r in _all_records(ctx) if (not experiment or (r.experiment or "") == experiment)
+               and tags_match(r.tags, tags)]
     if last:
         records = records[-last:]
     rows = []
@@ -58,8 +61,10 @@ def list_jobs(session, status: str | None = None, last: int | None = None):
             continue
         rows.append({"job": record.job, "name": record.name, "target": record.target,
                      "submitted": record.submitted, "runs": len(record.runs),
-                     "status": job.status, "states": _summary(counts)})
-    return _frame(rows, ["job", "name", "target", "submitted", "runs", "status", "states"])
+                     "status": job.status, "states": _summary(counts),
+                     "experiment": record.experiment, "tags": dict(record.tags)})
+    return _frame(rows, ["job", "name", "target", "submitted", "runs", "status", "states",
+                         "experiment", "tags"])
 
 
 def _frame(rows: list[dict], columns: list[str]):

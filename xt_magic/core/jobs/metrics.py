@@ -8,14 +8,42 @@ from .context import _Ctx, _norm_job
 from .control import get_job
 
 
+class RunLog:
+    """One run's metrics.jsonl read once: metric records, hyperparameters (the ticket's and those
+    the run logged, e.g. XT's ``log_hparams``), tags (XT's ``tag_run``/``tag_job``) and events."""
+
+    def __init__(self, store, lay: Layout, run: str, hp: dict | None = None):
+        self.run, self.hparams, self.metrics, self.tags, self.events = run, dict(hp or {}), [], {}, []
+        for rec in events.parse(store.read_from(lay.metrics(run), 0)):
+            kind, values = rec.get("kind", "metrics"), rec.get("values") or {}
+            if kind == "metrics":
+                self.metrics.append(rec)
+            elif kind == "hparams":
+                self.hparams.update(values)
+            elif kind == "tags":
+                self.tags.update(values)
+            elif kind == "event":
+                self.events.append(rec)
+
+    def last(self) -> dict:
+        out: dict = {}
+        for rec in self.metrics:
+            out.update(rec.get("values") or {})
+        return out
+
+    def best(self, name: str, maximize: bool):
+        values = [v for rec in self.metrics for k, v in (rec.get("values") or {}).items()
+                  if k == name and isinstance(v, (int, float)) and not isinstance(v, bool)]
+        return (max if maximize else min)(values) if values else None
+
+
 def _metric_rows(store, lay: Layout, run: str, hp: dict) -> list[dict]:
     """metrics.jsonl ``{"kind": "metrics", "step", "ts", "values": {...}}`` -> flat rows."""
+    log = RunLog(store, lay, run, hp)
     rows = []
-    for rec in events.parse(store.read_from(lay.metrics(run), 0)):
-        if rec.get("kind", "metrics") != "metrics":
-            continue
+    for rec in log.metrics:
         row = {"run": run, "step": rec.get("step"), "ts": rec.get("ts")}
-        row.update({f"hp.{k}": v for k, v in (hp or {}).items()})
+        row.update({f"hp.{k}": v for k, v in log.hparams.items()})
         row.update(rec.get("values") or {})
         rows.append(row)
     return rows

@@ -29,6 +29,8 @@ class JobRecord:
     snapshot: str | None = None
     tags: dict = field(default_factory=dict)
     python: str = ""
+    experiment: str | None = None                      # general.experiment / --experiment
+    run_tags: dict = field(default_factory=dict)        # run -> tags (%xt_tag RUN K=V)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
@@ -50,3 +52,9 @@ class JobRecord:
         except StoreError:
             raise JobError(f"no job {job!r} in workspace {workspace!r}",
                            hint="%xt_jobs lists the jobs") from None
+
+
+def tags_match(tags: dict, wanted: dict | None) -> bool:
+    """Every wanted tag is there; a wanted value of None (a bare ``--tag K``) matches any value."""
+    return all(k in tags and (v is None or str(tags[k]) == str(v))
+               for k, v in (wanted or {}).items())

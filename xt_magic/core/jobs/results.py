@@ -14,6 +14,7 @@ from . import ids, packaging
 from .context import _split_id
 from .control import get_job
 from .job import Job, _summary
+from .metrics import RunLog
 
 
 class RunResult:
@@ -182,7 +183,8 @@ def results(session, job_id: str, into: dict | None = None, raise_errors: bool =
             files_dir = os.path.join(os.path.expanduser(cache), job.record.workspace, run)
             os.makedirs(files_dir, exist_ok=True)
             safe_extract(data["files"], files_dir)
-        out.append(RunResult(run, info["state"], hp, variables, files_dir, info.get("error"),
+        logged = RunLog(store, lay, run, hp).hparams  # the run's own log_hparams too
+        out.append(RunResult(run, info["state"], logged, variables, files_dir, info.get("error"),
                              info.get("reason")))
     res = Results(job, out)
     if into is not None:

@@ -16,7 +16,7 @@ from ..errors import JobError, XTError
 from ..paths import xt_home
 from ..protocol import events, keys, tickets
 from ..protocol.layout import Layout
-from . import ids, packaging, snapshot, sweeps
+from . import ids, packaging, snapshot, sweeps, xtrun
 from .context import _Ctx
 from .fanout import _each_run, _RunError, _store_workers
 from .job import Job
@@ -27,9 +27,18 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, name=None,
              inputs=None, outputs=None, hp=None, hp_config=None, search=None, runs=None,
              repeat=None, env=None, code_dir=None, wait=False, tags=None, dry_run=False,
-             max_seconds=None, seed=None, out=None, env_secret=None):
-    """Package the cell, write the job to the store, hand its runs to the backend; return a Job."""
-    packaging.check_source(source)
+             max_seconds=None, seed=None, out=None, env_secret=None, experiment=None,
+             commands=None, reuse=None, resume=None):
+    """Package the cell, write the job to the store, hand its runs to the backend; return a Job.
+
+    ``commands`` (script and command jobs, core/jobs/scripts.py): run those instead of a cell.
+    ``reuse`` (``%xt_rerun``): an earlier job's inputs and snapshot. ``resume``: a run whose
+    checkpoint the new runs start from."""
+    if commands is None:
+        packaging.check_source(source)
+    elif outputs:
+        raise JobError("--outputs names cell variables: a script or command job has none",
+                       hint="write files under $XT_OUTPUT_DIR instead")
     if max_seconds is not None and max_seconds < 1:
         raise JobError(f"--max-seconds {max_seconds}: expected a positive number of seconds")
     outputs = [sweeps.check_name(n, "output") for n in (outputs or [])]
@@ -44,15 +53,20 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
                        hint="known: " + ", ".join(sorted(cfg.get("setups") or {})))
     setup_ticket = packaging.resolve_setup(setup_name, setup_cfg)
 
-    specs = sweeps.load_specs(hp, hp_config)  # --hp wins over the file
     seed = 0 if seed is None else int(seed)
-    search_used, points = sweeps.expand(specs, search, runs, repeat, seed,
-                                        limit=cfg.get("hyperparameter-search.max-runs-limit"))
+    if reuse and reuse.get("points") is not None and not (hp or hp_config or search or runs):
+        specs, search_used, points = {}, reuse.get("search"), list(reuse["points"])
+    else:
+        hp, hp_config, search, runs = xtrun.sweep_defaults(cfg, hp, hp_config, search, runs)
+        specs = sweeps.load_specs(hp, hp_config)  # --hp wins over the file
+        search_used, points = sweeps.expand(specs, search, runs, repeat, seed,
+                                            limit=cfg.get("hyperparameter-search.max-runs-limit"))
 
     from ...runner.runner import hp_namespace  # the names a run's cell gets for its hparams
-    input_values = packaging.choose_inputs(source, namespace, inputs,
-                                           exclude=set(hp_namespace(dict.fromkeys(specs))))
+    input_values = {} if commands is not None or reuse else packaging.choose_inputs(
+        source, namespace, inputs, exclude=set(hp_namespace(dict.fromkeys(specs))))
     run_env = jobenv.explicit_env(_job_env(cfg, env), env_secret, from_flag=env)
+    experiment = xtrun.experiment(cfg, experiment)
 
     code_dirs = code_dir or (cfg.get("code.code-dirs") if cfg.get("code.code-upload", True) else None)
     omit = cfg.get("code.code-omit") or []
@@ -60,16 +74,31 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
     # never snapshot the store itself or XT_HOME (envs, caches) when they sit under a code dir
     skip = (ctx.store.local_dir(), xt_home())
     if dry_run:
-        return Preview(backend.name, points, sorted(input_values), outputs,
-                       snapshot.plan(code_dirs, omit, cwd, skip) if code_dirs else None,
-                       setup_ticket)
+        plan = snapshot.plan(code_dirs, omit, cwd, skip) if code_dirs and not reuse else None
+        if callable(commands):
+            commands = commands(code_dirs, plan.files if plan else [])
+        return Preview(backend.name, points, sorted(input_values), outputs, plan, setup_ticket,
+                       commands)
 
     inputs_pkl = packaging.pickle_inputs(input_values, cwd) if input_values else None
     limit = cfg.get("code.max-snapshot-mb")
-    snap = snapshot.build(ctx.store, code_dirs, omit, cwd,
-                          max_bytes=None if limit is None else int(float(limit) * 2**20),
-                          zip_mode=cfg.get("code.code-zip") or "fast", skip_dirs=skip
-                          ) if code_dirs else None
+    if reuse:
+        snap, inputs_pkl = reuse.get("snapshot"), reuse.get("inputs_pkl")
+        input_values = dict.fromkeys(reuse.get("inputs") or [])
+    else:
+        snap = snapshot.build(ctx.store, code_dirs, omit, cwd,
+                              max_bytes=None if limit is None else int(float(limit) * 2**20),
+                              zip_mode=cfg.get("code.code-zip") or "fast", skip_dirs=skip
+                              ) if code_dirs else None
+    if callable(commands):  # a script: its path inside the snapshot just built
+        commands = commands(code_dirs, snap.files if snap else [])
+    notes: list[str] = []
+    shares = xtrun.share_specs(cfg, ctx.store, notes)
+    for note in notes:
+        print(f"[xt] note: {note}", file=out or sys.stdout)
+    after = xtrun.after_spec(cfg)
+    prefix = xtrun.option_prefix(cfg)
+    resume_sha = xtrun.resume_checkpoints(ctx.store, ctx.layout, resume) if resume else None
 
     store, lay = ctx.store, ctx.layout
     job_id = ids.allocate_job_id(store, ctx.ws)
@@ -96,7 +125,11 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
         name=name, runs=run_ids, hparams=points, outputs=outputs, inputs=sorted(input_values),
         search=search_used, setup=setup_name, snapshot=snap.path if snap else None,
         tags=dict(tags or {}), python=".".join(map(str, sys.version_info[:2])),
-        extra={"seed": seed, "max_seconds": max_seconds, "env_keys": sorted(run_env)})
+        experiment=experiment,
+        extra={"seed": seed, "max_seconds": max_seconds, "env_keys": sorted(run_env),
+               **({"commands": commands} if commands is not None else {}),
+               **({"resume": resume} if resume else {}),
+               **({"rerun_of": reuse["job"]} if reuse and reuse.get("job") else {})})
     record.save(store)
 
     from ..compute.base import Launch
@@ -106,7 +139,11 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
     def write_run(run: str, point: dict) -> Launch:
         ticket = tickets.sign(tickets.build(
             lay, job_id, run, bundle=bundle, hparams=point, outputs=outputs, env=run_env,
-            setup=setup_ticket, python=python, max_seconds=max_seconds), key)
+            setup=setup_ticket, python=python, max_seconds=max_seconds)
+            | xtrun.ticket_fields(lay, run, point, experiment=experiment, resume=resume,
+                                  resume_sha=resume_sha, after=after, shares=shares,
+                                  commands=commands, prefix=prefix),
+            key)
         # a new run's events blob does not exist yet: the blob store creates it and appends (2
         # round trips, not append-404-create-append's 3)
         store.append_new(lay.events(run), events.make_event(events.CREATED, job=job_id, run=run))
@@ -193,12 +230,14 @@ def _job_env(cfg, extra: dict | None) -> dict:
 class Preview:
     """What ``--dry-run`` would submit: runs, inputs, outputs, snapshot files and size."""
 
-    def __init__(self, target, points, inputs, outputs, snap, setup):
+    def __init__(self, target, points, inputs, outputs, snap, setup, commands=None):
         self.target, self.points, self.inputs, self.outputs, self.snapshot, self.setup = (
             target, points, inputs, outputs, snap, setup)
+        self.commands = commands
 
     def __repr__(self) -> str:
         lines = [f"dry run: {len(self.points)} run(s) on target {self.target!r}",
+                 *([f"runs: {xtrun.describe(self.commands)}"] if self.commands else []),
                  f"inputs: {', '.join(self.inputs) or '-'}   outputs: {', '.join(self.outputs) or '-'}"]
         if self.setup:
             lines.append(f"setup: {self.setup['name']} pip={self.setup['pip-packages']}")

@@ -52,6 +52,10 @@ class Layout:
     def metrics(self, run: str) -> str:
         return self.run(run, "metrics.jsonl")
 
+    def checkpoint(self, run: str, name: str) -> str:
+        """A run's checkpoint object (XT's set_checkpoint, xt_magic.checkpoint)."""
+        return self.run(run, f"checkpoints/{name}")
+
     def run_paths(self, run: str) -> dict:
         """The paths a run's ticket names: events, console, metrics, vars, files."""
         return self._paths(self.run_dir(run))

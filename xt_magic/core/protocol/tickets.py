@@ -62,6 +62,17 @@ def _writes(ticket: dict) -> tuple[list[str], list[str]]:
     return [p["vars"], p["files"]], [p["events"], p["console"], p["metrics"]]
 
 
+def _xt_paths(ticket: dict) -> tuple[list[str], list[str]]:
+    """XT run features (core/jobs/xtrun.py): (reads: data/model files and a resumed run's
+    checkpoint; read-writes: the run's own checkpoint, read back after a requeue)."""
+    ck = ticket.get("checkpoint") or {}
+    own = list((ck.get("write") or {}).values())
+    reads = [p for p in (ck.get("read") or {}).values() if p not in own]  # a resumed run's
+    for key in ("data", "model"):
+        reads += list(((ticket.get(key) or {}).get("files") or {}).values())
+    return reads, own
+
+
 def expiry_seconds(max_seconds) -> int:
     """How long node access lasts: the run's limit (or a week) plus a day of queueing."""
     return int(max_seconds or WEEK) + 24 * 3600
@@ -71,12 +82,13 @@ def node_access(store, ticket: dict, shared: NodeAccess | None = None) -> NodeAc
     """What a node needs for this ticket and nothing more: read the bundle, write the outputs,
     append events/console/metrics. ``shared``: the job's read access, made once per job."""
     write, append = _writes(ticket)
+    xt_reads, read_write = _xt_paths(ticket)
     expiry = expiry_seconds(ticket.get("max_seconds"))
     if shared is None:
-        return store.node_access(read=_reads(ticket.get("bundle")), write=write, append=append,
-                                 expiry_seconds=expiry)
-    return shared.merge(store.node_access(read=[], write=write, append=append,
-                                          expiry_seconds=expiry))
+        return store.node_access(read=_reads(ticket.get("bundle")) + xt_reads, write=write,
+                                 append=append, expiry_seconds=expiry, read_write=read_write)
+    return shared.merge(store.node_access(read=xt_reads, write=write, append=append,
+                                          expiry_seconds=expiry, read_write=read_write))
 
 
 def job_access(store, bundle: dict, max_seconds=None) -> NodeAccess:

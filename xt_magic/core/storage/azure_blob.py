@@ -32,7 +32,7 @@ SINGLE_PUT = 8 * 1024 * 1024          # above this, upload in parallel blocks
 PROGRESS_BAR_MIN = 16 * 1024 * 1024   # default tqdm bar only for big files
 MAX_SAS_SECONDS = 7 * 24 * 3600       # user delegation keys live at most 7 days
 KEY_HEADROOM = 3600                   # a user delegation key outlives the SAS it signs by this
-PERMISSIONS = {"read": "r", "write": "cw", "append": "acw"}
+PERMISSIONS = {"read": "r", "write": "cw", "append": "acw", "read_write": "rcw"}
 
 
 def _is_connection_string(value: str) -> bool:
@@ -290,8 +290,9 @@ class AzureBlobStore(Store):
                 f"{self._container.container_name}")
 
     def node_access(self, *, read: list[str], write: list[str], append: list[str],
-                    expiry_seconds: int):
-        """Per-blob SAS URLs: read -> ``r``, write -> ``cw``, append -> ``acw``; nothing else.
+                    expiry_seconds: int, read_write: list[str] = ()):
+        """Per-blob SAS URLs: read -> ``r``, write -> ``cw``, append -> ``acw``, read_write ->
+        ``rcw`` (a run's checkpoint, read back after a requeue); nothing else.
 
         User-delegation SAS when the store uses the login credential (AAD), account-key SAS
         otherwise. Expiry is capped at 7 days (the user delegation key's limit).
@@ -300,7 +301,7 @@ class AzureBlobStore(Store):
         now = _dt.datetime.now(_dt.timezone.utc)
         start = now - _dt.timedelta(minutes=5)  # tolerate clock skew on nodes
         expiry = now + _dt.timedelta(seconds=min(max(int(expiry_seconds), 60), MAX_SAS_SECONDS))
-        if write or append:
+        if write or append or read_write:
             self._ensure_container()
         signing = {"account_key": self._account_key}
         if self._aad:
@@ -312,7 +313,8 @@ class AzureBlobStore(Store):
             raise StoreError("cannot sign SAS URLs: the blob store has no account key",
                              hint="configure the storage key, or use %xt_login (RBAC)")
         urls = {}
-        for op, paths in (("read", read), ("write", write), ("append", append)):
+        for op, paths in (("read", read), ("write", write), ("append", append),
+                          ("read_write", read_write)):
             for path in paths:
                 blob = self._blob(path)
                 sas = generate_blob_sas(

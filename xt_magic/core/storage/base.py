@@ -77,12 +77,13 @@ class Store(ABC):
 
     @abstractmethod
     def node_access(self, *, read: list[str], write: list[str], append: list[str],
-                    expiry_seconds: int):
+                    expiry_seconds: int, read_write: list[str] = ()):
         """A :class:`~xt_magic.core.protocol.access.NodeAccess` reaching exactly these paths.
 
         File store: ``FileAccess(root)`` (the node shares the filesystem). Blob store:
         ``UrlAccess`` with a read SAS for each ``read`` path, a create/write SAS for each ``write``
-        path, and an add/create SAS for each ``append`` path (append blobs). Never an account
+        path, an add/create SAS for each ``append`` path (append blobs), and read plus
+        create/write for each ``read_write`` path (a run's checkpoint). Never an account
         key or a credential. It goes to nodes only in a launch secret, never into the store.
         """
 

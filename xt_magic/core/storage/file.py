@@ -124,7 +124,7 @@ class FileStore(Store):
     def local_dir(self) -> str:
         return self.root
 
-    def node_access(self, *, read, write, append, expiry_seconds):
+    def node_access(self, *, read, write, append, expiry_seconds, read_write=()):
         # nodes share this filesystem: the root is all they need (no credential exists)
         from ..protocol.access import FileAccess
         return FileAccess(self.root)
