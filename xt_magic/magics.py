@@ -8,7 +8,7 @@ from __future__ import annotations
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from .core import api
+from .core import api, naming
 from .core.errors import XTError
 
 
@@ -133,15 +133,24 @@ class XTMagics(Magics):
         def flat(groups):
             return [w for group in (groups or []) for w in group]
 
-        options = dict(
-            target=args.target, setup=args.setup, name=args.name,
-            inputs=_csv(args.inputs), outputs=_csv(args.outputs), hp=flat(args.hp),
-            hp_config=args.hp_config, search=args.search, runs=args.runs, repeat=args.repeat,
-            env=_kv(flat(args.env), "--env"), code_dir=args.code_dir, tags=_kv(flat(args.tag), "--tag"),
-            max_seconds=args.max_seconds, wait=args.wait, dry_run=args.dry_run, seed=args.seed,
-            env_secret=flat(args.env_secret),
-        )
-        return api.run_cell(cell or "", self.shell.user_ns, **options)
+        with naming.flags():  # errors name --flags, not the API's parameters
+            from .core.jobs.sweeps import parse_hp_args
+            hp = parse_hp_args(flat(args.hp)) if args.hp else None
+            options = dict(
+                target=args.target, setup=args.setup, name=args.name,
+                inputs=_csv(args.inputs), outputs=_csv(args.outputs), hp=hp,
+                hp_config=args.hp_config, search=args.search, runs=args.runs,
+                repeat=args.repeat, env=_kv(flat(args.env), "--env"), code_dir=args.code_dir,
+                tags=_kv(flat(args.tag), "--tag"), max_seconds=args.max_seconds, seed=args.seed,
+                env_secret=flat(args.env_secret),
+            )
+            if args.dry_run:
+                return api.preview(cell or "", self.shell.user_ns, **options)
+            job = api.run_cell(cell or "", self.shell.user_ns, wait=args.wait, **options)
+            if args.wait:
+                # the user declared --outputs and chose to wait: the values belong in the notebook
+                return job.results(into=self.shell.user_ns if options["outputs"] else None)
+            return job
 
     @magic_arguments()
     @argument("--status", help="only jobs with a run in this state")
@@ -150,7 +159,8 @@ class XTMagics(Magics):
     def xt_jobs(self, line=""):
         """List jobs (a DataFrame when pandas is installed)."""
         args = _parse(self.xt_jobs, line)
-        return api.jobs(status=args.status, last=args.last)
+        with naming.flags():
+            return api.jobs(status=args.status, last=args.last)
 
     @magic_arguments()
     @argument("id", help="job or run id")
@@ -188,7 +198,8 @@ class XTMagics(Magics):
         """Fetch a job's results: output variables, files, exceptions."""
         args = _parse(self.xt_results, line)
         into = self.shell.user_ns if args.into_namespace else None
-        return api.results(args.job, into=into, raise_errors=args.raise_errors)
+        with naming.flags():
+            return api.results(args.job, into=into, raise_errors=args.raise_errors)
 
     @magic_arguments()
     @argument("job", help="job id")

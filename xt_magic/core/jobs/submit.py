@@ -13,6 +13,7 @@ import sys
 
 from ..auth import jobenv
 from ..errors import JobError, XTError
+from ..naming import param
 from ..paths import xt_home
 from ..protocol import events, keys, tickets
 from ..protocol.layout import Layout
@@ -28,10 +29,12 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
              inputs=None, outputs=None, hp=None, hp_config=None, search=None, runs=None,
              repeat=None, env=None, code_dir=None, wait=False, tags=None, dry_run=False,
              max_seconds=None, seed=None, out=None, env_secret=None):
-    """Package the cell, write the job to the store, hand its runs to the backend; return a Job."""
+    """Package the cell, write the job to the store, hand its runs to the backend; return a Job
+    (``wait``: once every run is final), or with ``dry_run`` the Preview. ``hp``: a dict, see
+    ``sweeps.load_specs``. Errors name parameters, or flags inside ``naming.flags()``."""
     packaging.check_source(source)
     if max_seconds is not None and max_seconds < 1:
-        raise JobError(f"--max-seconds {max_seconds}: expected a positive number of seconds")
+        raise JobError(f"{param('max_seconds')} must be >= 1 (seconds), got {max_seconds}")
     outputs = [sweeps.check_name(n, "output") for n in (outputs or [])]
     ctx = _Ctx(session)
     cfg = ctx.cfg
@@ -44,7 +47,7 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
                        hint="known: " + ", ".join(sorted(cfg.get("setups") or {})))
     setup_ticket = packaging.resolve_setup(setup_name, setup_cfg)
 
-    specs = sweeps.load_specs(hp, hp_config)  # --hp wins over the file
+    specs = sweeps.load_specs(hp, hp_config)  # hp wins over the file
     seed = 0 if seed is None else int(seed)
     search_used, points = sweeps.expand(specs, search, runs, repeat, seed,
                                         limit=cfg.get("hyperparameter-search.max-runs-limit"))
@@ -145,8 +148,6 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
     job = Job(session, record)
     if wait:
         job.wait(out=out)
-        # the user declared --outputs and chose to wait: the values belong in the notebook
-        return job.results(into=namespace if outputs else None)
     return job
 
 
@@ -176,10 +177,10 @@ def _mark_failed(store, lay: Layout, run_ids: list[str], reason: str, workers: i
 
 
 def _job_env(cfg, extra: dict | None) -> dict:
-    """general.env-vars + --env, as strings; names checked; never a $vault secret."""
+    """general.env-vars + the env parameter, as strings; names checked; never a $vault secret."""
     env = {}
     for source, values in (("general.env-vars", cfg.get("general.env-vars") or {}),
-                           ("--env", extra or {})):
+                           (param("env"), extra or {})):
         for key, value in values.items():
             if not _ENV_NAME.match(str(key)):
                 raise JobError(f"{source}: bad environment variable name {key!r}")
@@ -191,7 +192,7 @@ def _job_env(cfg, extra: dict | None) -> dict:
 
 
 class Preview:
-    """What ``--dry-run`` would submit: runs, inputs, outputs, snapshot files and size."""
+    """What ``preview`` (``--dry-run``) would submit: runs, inputs, outputs, snapshot files and size."""
 
     def __init__(self, target, points, inputs, outputs, snap, setup):
         self.target, self.points, self.inputs, self.outputs, self.snapshot, self.setup = (
