@@ -31,3 +31,8 @@ def flags():
         yield
     finally:
         _FLAGS.reset(token)
+
+
+def listing(name: str, values: list[str]) -> str:
+    """``env_secret=['A', 'B']`` for the API, ``--env-secret A B`` inside ``flags()``."""
+    return f"{param(name)} {' '.join(values)}" if _FLAGS.get() else f"{name}={list(values)!r}"

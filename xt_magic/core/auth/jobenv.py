@@ -19,7 +19,7 @@ import os
 import re
 
 from ..errors import JobError
-from ..naming import param
+from ..naming import listing, param
 
 #: kernel variables a job gets (fnmatch patterns, case-sensitive)
 ALLOWED = (
@@ -86,9 +86,9 @@ def explicit_env(env: dict, secret_names=None, from_flag=None, environ=None) -> 
             source = param("env") if name in (from_flag or {}) else "general.env-vars"
             refused.append(f"{source} {name}: {reason}")
     if refused:
-        names = " ".join(r.split()[1].rstrip(":") for r in refused)
+        names = [r.split()[1].rstrip(":") for r in refused]
         raise JobError("refusing to put a secret-looking variable in a job's environment: "
                        + "; ".join(refused),
-                       hint=f"if the job needs it, add {param('env_secret')} {names} "
+                       hint=f"if the job needs it, add {listing('env_secret', names)} "
                             "(its value is then visible to the job)")
     return out
