@@ -199,7 +199,7 @@ class Preview:
             target, points, inputs, outputs, snap, setup)
 
     def __repr__(self) -> str:
-        lines = [f"dry run: {len(self.points)} run(s) on target {self.target!r}",
+        lines = [f"preview: {len(self.points)} run(s) on target {self.target!r}, nothing submitted",
                  f"inputs: {', '.join(self.inputs) or '-'}   outputs: {', '.join(self.outputs) or '-'}"]
         if self.setup:
             lines.append(f"setup: {self.setup['name']} pip={self.setup['pip-packages']}")
