@@ -122,10 +122,10 @@ def _names(value, what: str) -> list[str] | None:
     return list(value)
 
 
-def _job_options(target, setup, name, inputs, outputs, hp, hp_config, search, runs, repeat, env,
-                 env_secret, code_dir, tags, max_seconds, seed) -> dict:
-    return dict(target=target, setup=setup, name=name, inputs=_names(inputs, "inputs"),
-                outputs=_names(outputs, "outputs"), hp=hp, hp_config=hp_config, search=search,
+def _job_options(target, setup, name, hp, hp_config, search, runs, repeat, env, env_secret,
+                 code_dir, tags, max_seconds, seed) -> dict:
+    """The options run_cell, preview and submit share, as core/jobs/submit.py takes them."""
+    return dict(target=target, setup=setup, name=name, hp=hp, hp_config=hp_config, search=search,
                 runs=runs, repeat=repeat, env=env, env_secret=_names(env_secret, "env_secret"),
                 code_dir=[code_dir] if isinstance(code_dir, str) else code_dir, tags=tags,
                 max_seconds=max_seconds, seed=seed)
@@ -146,9 +146,10 @@ def run_cell(source: str, namespace: dict | None = None, *, target: str | None =
     (``job.results()``). See docs/api.md.
     """
     from .jobs import submit
-    options = _job_options(target, setup, name, inputs, outputs, hp, hp_config, search, runs,
-                           repeat, env, env_secret, code_dir, tags, max_seconds, seed)
+    options = _job_options(target, setup, name, hp, hp_config, search, runs, repeat, env,
+                           env_secret, code_dir, tags, max_seconds, seed)
     return submit.run_cell(get_session(), source, {} if namespace is None else namespace,
+                           inputs=_names(inputs, "inputs"), outputs=_names(outputs, "outputs"),
                            wait=wait, **options)
 
 
@@ -161,9 +162,10 @@ def preview(source: str, namespace: dict | None = None, *, target: str | None = 
     """What ``run_cell`` with the same arguments would submit (runs, inputs, outputs, snapshot
     files and sizes, setup); submits nothing."""
     from .jobs import submit
-    options = _job_options(target, setup, name, inputs, outputs, hp, hp_config, search, runs,
-                           repeat, env, env_secret, code_dir, tags, max_seconds, seed)
+    options = _job_options(target, setup, name, hp, hp_config, search, runs, repeat, env,
+                           env_secret, code_dir, tags, max_seconds, seed)
     return submit.run_cell(get_session(), source, {} if namespace is None else namespace,
+                           inputs=_names(inputs, "inputs"), outputs=_names(outputs, "outputs"),
                            dry_run=True, **options)
 
 
@@ -181,10 +183,8 @@ def submit(fn, *args, target: str | None = None, hp: dict | None = None,
     ``functools.partial(fn, target=...)``.
     """
     from .jobs import functions
-    options = _job_options(target, setup, name, None, None, hp, hp_config, search, runs, repeat,
-                           env, env_secret, code_dir, tags, max_seconds, seed)
-    for own in ("inputs", "outputs"):
-        options.pop(own)
+    options = _job_options(target, setup, name, hp, hp_config, search, runs, repeat, env,
+                           env_secret, code_dir, tags, max_seconds, seed)
     return functions.submit(get_session(), fn, args, kwargs, wait=wait, **options)
 
 
