@@ -148,6 +148,19 @@ def test_config_object_gets_sets_and_shows():
     assert xt.config("general.username") != "bob"
 
 
+def test_config_and_login_errors_name_parameters_and_their_magics_flags(ip, tmp_path):
+    path = str(tmp_path / "t.yaml")
+    xt.config.create("local", path)
+    with pytest.raises(ConfigError) as info:
+        xt.config.create("local", path)
+    assert info.value.hint == "add force=True to replace it"
+    with pytest.raises(ConfigError) as info:
+        ip.run_line_magic("xt_config", f"--create local --path {path}")
+    assert info.value.hint == "add --force to replace it"
+    with pytest.raises(ConfigError, match="^unknown template 'nosuch'"):
+        xt.config.create("nosuch")
+
+
 def test_every_api_name_is_exported():
     from xt_magic.core import api
     for name in xt._API:

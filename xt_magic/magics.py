@@ -72,6 +72,10 @@ class XTMagics(Magics):
     def xt_config(self, line=""):
         """Show, explain, set, validate, create or save the resolved XT config."""
         args = _parse(self.xt_config, line)
+        with naming.flags():
+            return self._config(args)
+
+    def _config(self, args):
         keys, assigned = _split_assignments(args.items)
         if args.form:
             from .widgets.config_form import ConfigForm
@@ -243,7 +247,8 @@ class XTMagics(Magics):
         if args.form:
             from .widgets.login_panel import LoginPanel
             return LoginPanel()
-        return api.login(method=args.method, tenant=args.tenant)
+        with naming.flags():
+            return api.login(method=args.method, tenant=args.tenant)
 
     @line_magic
     def xt_logout(self, line=""):

@@ -36,3 +36,8 @@ def flags():
 def listing(name: str, values: list[str]) -> str:
     """``env_secret=['A', 'B']`` for the API, ``--env-secret A B`` inside ``flags()``."""
     return f"{param(name)} {' '.join(values)}" if _FLAGS.get() else f"{name}={list(values)!r}"
+
+
+def switch(name: str) -> str:
+    """``force=True`` for the API, ``--force`` inside ``flags()``."""
+    return param(name) if _FLAGS.get() else f"{name}=True"
