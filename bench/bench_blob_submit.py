@@ -48,8 +48,8 @@ def main() -> None:
         def sweep(workers: int) -> tuple[float, float]:
             fanout.SUBMIT_WORKERS = workers
             t = time.perf_counter()
-            job = submit.run_cell(get_session(), "score = lr * 10", {}, hp={"lr": list(range(args.runs))},
-                                   outputs=["score"])
+            job = submit.run_cell(get_session(), "score = lr * 10", {},
+                                   hp={"lr": list(range(args.runs))}, outputs=["score"])
             took = time.perf_counter() - t
             job.wait(timeout=600, progress=False)
             assert job.states() == {"completed": args.runs}, job.states()
