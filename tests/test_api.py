@@ -168,3 +168,13 @@ def test_every_api_name_is_exported():
         assert name in dir(xt) and name in xt.__all__
     with pytest.raises(AttributeError):
         xt.no_such_thing  # noqa: B018
+
+
+def test_hp_takes_tuples_ranges_and_numpy_values_as_plain_python():
+    import numpy as np
+    preview = xt.preview("x = 1", hp={"lr": np.linspace(0.1, 0.3, 3), "n": np.int64(4),
+                                      "k": range(2), "act": ("relu", "tanh")})
+    assert len(preview.points) == 3 * 2 * 2
+    point = preview.points[-1]
+    assert point == {"lr": 0.3, "n": 4, "k": 1, "act": "tanh"}
+    assert {type(v) for v in point.values()} == {float, int, str}

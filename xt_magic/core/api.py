@@ -5,7 +5,7 @@ Each function delegates to the module that owns the concern, importing it on fir
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError, JobError
 from .session import get_session

@@ -357,8 +357,13 @@ def _dict_specs(hp, specs: dict, errors: list[str]) -> None:
             specs[name] = value
             continue
         try:
+            if hasattr(value, "tolist") and not isinstance(value, SCALARS):
+                value = value.tolist()  # a numpy array or scalar: Python values, JSON-able
             if isinstance(value, (tuple, range)):
                 value = list(value)
+            if isinstance(value, list):
+                value = [v.item() if hasattr(v, "item") and not isinstance(v, SCALARS) else v
+                         for v in value]
             if isinstance(value, str) and value.strip().startswith("$") \
                     and _dist(value) is None:
                 raise ValueError("not a $distribution such as $uniform(0, 1)")
