@@ -51,20 +51,19 @@ def main() -> None:
         from xt_magic.core.jobs import fanout, submit
         from xt_magic.core.session import get_session
         spent = time_submits(batch.BatchBackend)
-        values = ",".join(str(i) for i in range(args.runs))
         submit.run_cell(get_session(), "score = 1", {}).wait(timeout=600, progress=False)  # warm
         workers = getattr(fanout, "SUBMIT_WORKERS", 1)
         fanout.SUBMIT_WORKERS = 1  # the sequential baseline
         t = time.perf_counter()
-        base = submit.run_cell(get_session(), "score = lr * 10", {}, hp=[f"lr=[{values}]"],
-                                outputs=["score"])
+        base = submit.run_cell(get_session(), "score = lr * 10", {},
+                                hp={"lr": list(range(args.runs))}, outputs=["score"])
         seq_submit, seq_backend = time.perf_counter() - t, spent[-1]
         base.wait(timeout=600, progress=False)
         fanout.SUBMIT_WORKERS = workers
         received = len(server.received)
         t0 = time.perf_counter()
-        job = submit.run_cell(get_session(), "score = lr * 10", {}, hp=[f"lr=[{values}]"],
-                               outputs=["score"])
+        job = submit.run_cell(get_session(), "score = lr * 10", {},
+                               hp={"lr": list(range(args.runs))}, outputs=["score"])
         t1 = time.perf_counter()
         sent = len(server.received) - received
         time.sleep(0.5)

@@ -44,13 +44,12 @@ def main() -> None:
         from xt_magic.core.session import get_session
         spent = time_submits(local.LocalBackend)
         default_workers = getattr(fanout, "SUBMIT_WORKERS", 1)
-        values = ",".join(str(i) for i in range(args.runs))
 
         def sweep(workers: int) -> tuple[float, float]:
             fanout.SUBMIT_WORKERS = workers
             t = time.perf_counter()
-            job = submit.run_cell(get_session(), "score = lr * 10", {}, hp=[f"lr=[{values}]"],
-                                   outputs=["score"])
+            job = submit.run_cell(get_session(), "score = lr * 10", {},
+                                   hp={"lr": list(range(args.runs))}, outputs=["score"])
             took = time.perf_counter() - t
             job.wait(timeout=600, progress=False)
             assert job.states() == {"completed": args.runs}, job.states()

@@ -64,7 +64,7 @@ def main() -> None:
     submit, done = statistics.median(submits), statistics.median(dones)
 
     t = time.perf_counter()
-    sweep = api.run_cell("x = i", ns, hp=[f"i=$linspace(0,{args.sweep - 1},{args.sweep})"])
+    sweep = api.run_cell("x = i", ns, hp={"i": f"$linspace(0,{args.sweep - 1},{args.sweep})"})
     sweep_submit = time.perf_counter() - t
     while not sweep.refresh().done:
         time.sleep(0.25)

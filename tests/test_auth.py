@@ -71,7 +71,8 @@ def test_failures_name_every_method_and_the_fix(aad_vault, monkeypatch):
     text = str(info.value)
     for method in ("environment", "managed-identity", "cli", "device-code"):
         assert f"- {method}: " in text
-    assert "az login" in text and "AZURE_CLIENT_SECRET" in text and "--method" in text
+    assert "az login" in text and "AZURE_CLIENT_SECRET" in text
+    assert text.endswith("pick another method with method=M")  # %xt_login says --method M
     assert get_session().auth is None
 
 

@@ -99,8 +99,7 @@ def test_sweep_of_50_runs_bulk_created_through_throttling(batch_config):
     server = batch_config["server"]
     batch_config["write"](**{"max-runs": 10})
     server.faults["throttle"] = 3   # 429 + Retry-After: the SDK's retry policy rides it out
-    values = ",".join(str(i) for i in range(50))
-    job = submit("score = lr * 10", hp=[f"lr=[{values}]"], outputs=["score"])
+    job = submit("score = lr * 10", hp={"lr": list(range(50))}, outputs=["score"])
     assert len(job.runs) == 50
     calls = [r for r in server.received if r["path"].split("?")[0].endswith("/addtaskcollection")]
     assert len(calls) == 1 and len(json.loads(calls[0]["body"])["value"]) == 50
@@ -257,7 +256,7 @@ def test_bad_vm_size_and_quota_errors_name_the_fix(batch_config):
 
 
 def test_sas_of_one_run_cannot_write_another_runs_outputs(batch_config):
-    job = submit("v = lr", hp=["lr=[1,2]"], outputs=["v"])
+    job = submit("v = lr", hp={"lr": [1, 2]}, outputs=["v"])
     job.wait(timeout=60, progress=False)
     run1, run2 = job.runs
     st = store()
@@ -288,7 +287,7 @@ def test_sas_of_one_run_cannot_write_another_runs_outputs(batch_config):
 def test_setup_realised_by_job_preparation_once_per_node(batch_config):
     server = batch_config["server"]
     batch_config["write"](setup="nodeenv", **{"max-runs": 2})
-    job = submit("import os\ns = os.environ.get('XT_TEST_SETUP')", hp=["i=[1,2,3]"],
+    job = submit("import os\ns = os.environ.get('XT_TEST_SETUP')", hp={"i": [1, 2, 3]},
                  outputs=["s"])
     job.wait(timeout=60, progress=False)
     assert set(job.results()["s"].values()) == {"activated"}

@@ -19,8 +19,9 @@ HEAD = """# Magics reference
 do not edit by hand. tests/test_docs.py fails while this file is stale. -->
 
 Load the extension with `%load_ext xt_magic`. In a notebook, `%xt_run?` (any magic followed by `?`)
-shows the same help. Every magic is one call into `xt_magic.core.api`, so the same things work from a
-plain Python script (`from xt_magic.core import api`). Config keys are in [config.md](config.md).
+shows the same help. Every magic is one call into the Python API, so the same things work from a
+plain Python script (`import xt_magic as xt`, [api.md](api.md)). Config keys are in
+[config.md](config.md).
 """
 
 

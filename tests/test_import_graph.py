@@ -17,7 +17,8 @@ LAYERS = [
     ("xt_magic.core.storage",),
     ("xt_magic.core.protocol",),
     # the floor: anything may use these; they use nothing above
-    ("xt_magic.core.config", "xt_magic.core.auth", "xt_magic.core.errors", "xt_magic.core.paths",
+    ("xt_magic.core.config", "xt_magic.core.auth", "xt_magic.core.errors", "xt_magic.core.naming",
+     "xt_magic.core.paths",
      "xt_magic.core.registry", "xt_magic.core.session", "xt_magic.runner"),
 ]
 

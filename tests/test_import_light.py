@@ -25,6 +25,24 @@ def test_import_and_load_ext_are_light():
     assert not (loaded & HEAVY), f"heavy modules imported at load: {sorted(loaded & HEAVY)}"
 
 
+API_PROBE = r"""
+import json, sys
+import xt_magic as xt
+before = sorted(m for m in sys.modules if m.startswith("xt_magic"))
+names = {n: callable(getattr(xt, n)) for n in xt._API}   # touched, not called
+print(json.dumps([before, names, sorted({m.split(".")[0] for m in sys.modules})]))
+"""
+
+
+def test_api_names_load_lazily_and_nothing_heavy_until_called():
+    out = subprocess.run([sys.executable, "-c", API_PROBE], capture_output=True, text=True, check=True)
+    before, names, loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert before == ["xt_magic"]  # the API module itself loads on the first name used
+    assert {"submit", "run_cell", "preview", "jobs", "job", "config", "login", "logout"} <= set(names)
+    assert all(names.values()), names
+    assert not (set(loaded) & HEAVY), f"heavy modules imported by the API names: {sorted(set(loaded) & HEAVY)}"
+
+
 def test_unload_and_reload(ip):
     ip.extension_manager.unload_extension("xt_magic")
     assert "xt_config" not in ip.magics_manager.magics["line"]

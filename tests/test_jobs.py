@@ -88,8 +88,15 @@ def test_unpicklable_input_named(sync_local, tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, msg", [
-    ({"hp": ["lr=[0.1"]}, "closing"),
-    ({"hp": ["1x=[1]"]}, "bad hyperparameter name"),
+    ({"hp": {"lr": []}}, r"^hp\['lr'\]: bad value \[\]: empty list"),
+    ({"hp": {"1x": [1]}}, r"^hp\['1x'\]: bad hyperparameter name"),
+    ({"hp": {"wd": "$loguniform(0, 1)"}}, r"^hp\['wd'\]: .*bounds must be > 0"),
+    ({"hp": {"wd": "$loguniform(1e-5"}}, r"^hp\['wd'\]: .*not a \$distribution"),
+    ({"hp": ["lr=[0.1]"]}, "^hp must be a dict"),
+    ({"max_seconds": 0}, "^max_seconds must be >= 1"),
+    ({"runs": 0}, "^runs must be >= 1"),
+    ({"search": "random", "hp": {"lr": [1, 2]}}, "^random search needs runs=N"),
+    ({"outputs": "y"}, "^outputs must be a list of variable names"),
     ({"outputs": ["not-a-name"]}, "bad output name"),
     ({"inputs": ["class"]}, "bad input name"),
     ({"inputs": ["nope"]}, "not defined"),
@@ -109,7 +116,7 @@ def test_syntax_error_and_magic_lines(sync_local):
 
 def test_sweep_runs_get_hparams(sync_local):
     job = api.run_cell("import xt_magic\nresult = lr * layers\nxt_magic.log(step=1, acc=result)\n",
-                       notebook_ns(), hp=["lr=[0.1,0.2]", "layers=[2,4,8]"], outputs=["result"])
+                       notebook_ns(), hp={"lr": [0.1, 0.2], "layers": [2, 4, 8]}, outputs=["result"])
     assert len(job.runs) == 6 and job.record.search == "grid"
     res = job.results()
     assert [r["result"] for r in res] == pytest.approx([0.2, 0.4, 0.8, 0.4, 0.8, 1.6])
@@ -123,7 +130,7 @@ def test_sweep_runs_get_hparams(sync_local):
 
 def test_ticket_matches_contract(null_local, xt_home):
     job = api.run_cell("y = x + 1", notebook_ns("x = 1"), outputs=["y"], env={"MODE": "fast"},
-                       hp=["lr=[0.5]"], max_seconds=30)
+                       hp={"lr": [0.5]}, max_seconds=30)
     root = store_root(xt_home)
     with open(os.path.join(root, "ws1/runs/run1.1/ticket.json")) as fh:
         ticket = json.load(fh)
@@ -163,7 +170,7 @@ def test_ticket_matches_contract(null_local, xt_home):
 
 def test_dry_run_submits_nothing(null_local, xt_home, tmp_path):
     (tmp_path / "work" / "train.py").write_text("print(1)\n")
-    preview = api.run_cell("print(a)", notebook_ns("a = 1"), dry_run=True, hp=["k=[1,2]"])
+    preview = api.preview("print(a)", notebook_ns("a = 1"), hp={"k": [1, 2]})
     text = repr(preview)
     assert "2 run(s)" in text and "train.py" in text and "inputs: a" in text
     assert not null_local.submitted and not os.path.exists(xt_home / "file_store" / "ws1")
@@ -257,7 +264,7 @@ def test_canary_secret_never_in_store_or_bundle(sync_local, xt_home, monkeypatch
     (tmp_path / "work" / "code.py").write_text("A = 1\n")
     ns = notebook_ns("def g():\n    return 5\nx = 2\n")
     api.run_cell("import code\ny = g() * x\nprint('y', y)\n", ns, outputs=["y"],
-                 hp=["lr=[0.1,0.2]"], env={"MODE": "m"})
+                 hp={"lr": [0.1, 0.2]}, env={"MODE": "m"})
     api.run_cell("raise RuntimeError('boom')", ns)
     assert api.results("job1")["run1.1"]["y"] == 10
     found = []

@@ -82,7 +82,7 @@ def test_kill_9_is_failed_with_signal():
 def test_sweep_of_six_with_metrics_and_follow(capsys):
     job = api.run_cell("import xt_magic\nfor step in range(3):\n"
                        "    xt_magic.log(step=step, loss=lr / (step + 1))\nprint('lr', lr)\n",
-                       {"__name__": "__main__"}, hp=["lr=[0.1,0.2,0.3]"], repeat=2)
+                       {"__name__": "__main__"}, hp={"lr": [0.1, 0.2, 0.3]}, repeat=2)
     assert len(job.runs) == 6
     api.logs("run1.6", follow=True)
     assert "lr 0.3" in capsys.readouterr().out

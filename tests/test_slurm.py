@@ -171,7 +171,7 @@ def test_run_cell_sweep_end_to_end(slurm):
     from xt_magic.core import api
     configure({"partition": "debug"})
     job = api.run_cell("z = k * 3\n", {"__name__": "__main__"}, target="cluster",
-                       hp=["k=[1,2]"], outputs=["z"])
+                       hp={"k": [1, 2]}, outputs=["z"])
     job.wait(timeout=90, progress=False)
     res = job.results()
     assert sorted(res["z"].values()) == [3, 6]

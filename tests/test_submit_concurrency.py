@@ -29,7 +29,7 @@ def null_local(monkeypatch):
 
 def sweep():
     return api.run_cell("score = lr * 10", {"__name__": "__main__"},
-                        hp=[f"lr=[{','.join(str(i) for i in range(RUNS))}]"])
+                        hp={"lr": list(range(RUNS))})
 
 
 def run_events(store, run):

@@ -157,7 +157,7 @@ def until(pred, timeout=90.0):
 
 def test_monitor_follows_a_sweep_to_the_end_with_incremental_reads(xt_home):
     from xt_magic.widgets.monitor import JobMonitor
-    job = api.run_cell(SWEEP, {"__name__": "__main__"}, hp=["lr=[0.1,0.2,0.4]"])
+    job = api.run_cell(SWEEP, {"__name__": "__main__"}, hp={"lr": [0.1, 0.2, 0.4]})
     mon = JobMonitor(job.id)
     until(lambda: not mon.polling)
     assert set(mon.states().values()) == {"completed"}
@@ -177,7 +177,7 @@ def test_monitor_follows_a_sweep_to_the_end_with_incremental_reads(xt_home):
 def test_monitor_shows_hparams_the_run_logged(xt_home):
     from xt_magic.widgets.monitor import JobMonitor
     job = api.run_cell("from xtlib.run import Run\nRun().log_hparams({'arch': 'mlp-7'})\n",
-                       {"__name__": "__main__"}, hp=["lr=[0.3]"]).wait(timeout=60, progress=False)
+                       {"__name__": "__main__"}, hp={"lr": [0.3]}).wait(timeout=60, progress=False)
     mon = JobMonitor(job.id, start=False)
     mon.tick()
     assert "<th>arch</th>" in mon.table.value and "mlp-7" in mon.table.value
@@ -203,7 +203,7 @@ def test_monitor_resumes_in_a_fresh_session_and_backs_off(xt_home):
 
 def test_monitor_cancel_buttons(xt_home):
     from xt_magic.widgets.monitor import JobMonitor
-    job = api.run_cell("import time\ntime.sleep(60)\n", {"__name__": "__main__"}, hp=["k=[1,2]"])
+    job = api.run_cell("import time\ntime.sleep(60)\n", {"__name__": "__main__"}, hp={"k": [1, 2]})
     mon = JobMonitor(job.id, min_interval=0.1)
     until(lambda: list(mon.states().values()).count("running") == 2)
     mon.run_picker.value = job.runs[0]
@@ -310,7 +310,7 @@ def test_monitor_over_the_blob_store_on_batch(batch_config):
     """Incremental reads work the same over append blobs (ranged GETs): a Batch sweep with its
     jobs in Azurite reaches all-completed in the monitor."""
     from xt_magic.widgets.monitor import JobMonitor
-    job = api.run_cell(SWEEP, {"__name__": "__main__"}, hp=["lr=[0.1,0.2]"], target="batch")
+    job = api.run_cell(SWEEP, {"__name__": "__main__"}, hp={"lr": [0.1, 0.2]}, target="batch")
     mon = JobMonitor(job.id, min_interval=0.1)
     until(lambda: not mon.polling, timeout=120)
     assert set(mon.states().values()) == {"completed"}, mon.states()

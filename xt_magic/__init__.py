@@ -1,14 +1,35 @@
-"""xt_magic: XT (Experiment Tools) in Jupyter.
+"""xt_magic: XT (Experiment Tools) in Jupyter and in scripts.
 
-``%load_ext xt_magic`` registers the magics. ``xt_magic.log(step=..., **metrics)`` and
-``xt_magic.log_hparams(...)`` record metrics from inside a job. Importing this package loads no
-azure, ssh, widget, pandas or matplotlib module: they load on first use.
+``%load_ext xt_magic`` registers the magics. ``import xt_magic as xt`` is the Python API
+(docs/api.md): ``xt.submit(fn, ...)``, ``xt.run_cell(...)``, ``xt.preview(...)``, ``xt.jobs()``,
+``xt.job(id)``, ``xt.config(...)``, ``xt.login()``, ``xt.logout()``; ``xt.log(step=...,
+**metrics)`` and ``xt.log_hparams(...)`` record metrics from inside a job. Importing this package
+loads no azure, ssh, widget, pandas or matplotlib module, nor the API's modules: each name loads
+on first use (module ``__getattr__``).
 """
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["log", "log_hparams", "checkpoint", "restore", "load_ipython_extension",
+
+#: the Python API, each name resolved from core/api.py on first access
+_API = ("submit", "run_cell", "preview", "submit_script", "run_command", "job", "jobs", "runs",
+        "status", "logs", "cancel", "cancel_all", "rerun", "tag", "results", "metrics", "plot",
+        "config", "login", "logout", "whoami")
+__all__ = ["log", "log_hparams", "checkpoint", "restore", *_API, "load_ipython_extension",
            "unload_ipython_extension"]
+
+
+def __getattr__(name):
+    if name in _API:
+        from .core import api
+        value = getattr(api, name)
+        globals()[name] = value  # later lookups skip this hook
+        return value
+    raise AttributeError(f"module 'xt_magic' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_API))
 
 
 def log(step=None, **metrics):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from .core import api
+from .core import api, naming
 from .core.errors import XTError
 
 
@@ -72,6 +72,10 @@ class XTMagics(Magics):
     def xt_config(self, line=""):
         """Show, explain, set, validate, create or save the resolved XT config."""
         args = _parse(self.xt_config, line)
+        with naming.flags():
+            return self._config(args)
+
+    def _config(self, args):
         keys, assigned = _split_assignments(args.items)
         if args.form:
             from .widgets.config_form import ConfigForm
@@ -148,23 +152,32 @@ class XTMagics(Magics):
         def flat(groups):
             return [w for group in (groups or []) for w in group]
 
-        options = dict(
-            target=args.target, setup=args.setup, name=args.name, hp=flat(args.hp),
-            hp_config=args.hp_config, search=args.search, runs=args.runs, repeat=args.repeat,
-            env=_kv(flat(args.env), "--env"), code_dir=args.code_dir, tags=_kv(flat(args.tag), "--tag"),
-            max_seconds=args.max_seconds, wait=args.wait, dry_run=args.dry_run, seed=args.seed,
-            env_secret=flat(args.env_secret),
-            experiment=args.experiment,
-        )
-        if cell is not None:
-            return api.run_cell(cell, self.shell.user_ns, inputs=_csv(args.inputs),
-                                outputs=_csv(args.outputs), **options)
-        if args.inputs or args.outputs:
-            raise XTError("--inputs/--outputs name cell variables: use %%xt_run with a cell",
-                          hint="a script writes files under $XT_OUTPUT_DIR instead")
-        if script:
-            return api.submit_script(script, script_args, **options)
-        return api.run_command(command, **options)
+        with naming.flags():  # errors name --flags, not the API's parameters
+            from .core.jobs.sweeps import parse_hp_args
+            hp = parse_hp_args(flat(args.hp)) if args.hp else None
+            options = dict(
+                target=args.target, setup=args.setup, name=args.name, hp=hp,
+                hp_config=args.hp_config, search=args.search, runs=args.runs,
+                repeat=args.repeat, env=_kv(flat(args.env), "--env"), code_dir=args.code_dir,
+                tags=_kv(flat(args.tag), "--tag"), max_seconds=args.max_seconds, seed=args.seed,
+                env_secret=flat(args.env_secret), experiment=args.experiment,
+            )
+            if cell is None:
+                if args.inputs or args.outputs:
+                    raise XTError("--inputs/--outputs name cell variables: use %%xt_run with a cell",
+                                  hint="a script writes files under $XT_OUTPUT_DIR instead")
+                options.update(wait=args.wait, dry_run=args.dry_run)
+                job = (api.submit_script(script, script_args, **options) if script
+                       else api.run_command(command, **options))
+                return job.results() if args.wait and not args.dry_run else job
+            options.update(inputs=_csv(args.inputs), outputs=_csv(args.outputs))
+            if args.dry_run:
+                return api.preview(cell, self.shell.user_ns, **options)
+            job = api.run_cell(cell, self.shell.user_ns, wait=args.wait, **options)
+            if args.wait:
+                # the user declared --outputs and chose to wait: the values belong in the notebook
+                return job.results(into=self.shell.user_ns if options["outputs"] else None)
+            return job
 
     @magic_arguments()
     @argument("--status", help="only jobs with a run in this state")
@@ -175,8 +188,9 @@ class XTMagics(Magics):
     def xt_jobs(self, line=""):
         """List jobs with their experiment and tags (a DataFrame when pandas is installed)."""
         args = _parse(self.xt_jobs, line)
-        return api.jobs(status=args.status, last=args.last, experiment=args.experiment,
-                        tags=_tags(_flat(args.tag), "--tag"))
+        with naming.flags():
+            return api.jobs(status=args.status, last=args.last, experiment=args.experiment,
+                            tags=_tags(_flat(args.tag), "--tag"))
 
     @magic_arguments()
     @argument("--job", help="only the runs of this job (or one run id)")
@@ -208,8 +222,12 @@ class XTMagics(Magics):
         """Run a job's (or one run's) cell or script again as a new job: same inputs, code
         snapshot and setup."""
         args = _parse(self.xt_rerun, line)
-        return api.rerun(args.id, hp=_flat(args.hp) or None, target=args.target,
-                         resume=args.resume, wait=args.wait)
+        with naming.flags():
+            from .core.jobs.sweeps import parse_hp_args
+            hp = parse_hp_args(_flat(args.hp)) if args.hp else None
+            job = api.rerun(args.id, hp=hp, target=args.target, resume=args.resume,
+                            wait=args.wait)
+            return job.results() if args.wait else job
 
     @magic_arguments()
     @argument("id", help="job or run id")
@@ -264,7 +282,8 @@ class XTMagics(Magics):
         """Fetch a job's results: output variables, files, exceptions."""
         args = _parse(self.xt_results, line)
         into = self.shell.user_ns if args.into_namespace else None
-        return api.results(args.job, into=into, raise_errors=args.raise_errors)
+        with naming.flags():
+            return api.results(args.job, into=into, raise_errors=args.raise_errors)
 
     @magic_arguments()
     @argument("job", help="job id")
@@ -308,7 +327,8 @@ class XTMagics(Magics):
         if args.form:
             from .widgets.login_panel import LoginPanel
             return LoginPanel()
-        return api.login(method=args.method, tenant=args.tenant)
+        with naming.flags():
+            return api.login(method=args.method, tenant=args.tenant)
 
     @line_magic
     def xt_logout(self, line=""):

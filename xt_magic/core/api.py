@@ -5,9 +5,13 @@ Each function delegates to the module that owns the concern, importing it on fir
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
+from .errors import ConfigError, JobError
 from .session import get_session
+
+if TYPE_CHECKING:
+    from .jobs.job import Job
 
 # --- config (core/config/service.py) -------------------------------------------------------
 
@@ -60,17 +64,130 @@ def config_reset():
     return service.reset(get_session())
 
 
+_UNSET = object()
+
+
+class Config:
+    """``xt.config``: the resolved config, pythonic.
+
+    ``xt.config()`` shows it, ``xt.config("general.username")`` is one value,
+    ``xt.config("general.username", "ada")`` or ``xt.config({"k": v, ...})`` sets session values
+    (validated at once), ``xt.config["k"]`` / ``xt.config["k"] = v`` the same; ``.explain(key)``,
+    ``.save(path)``, ``.validate(path)``, ``.create(kind)``, ``.reset()`` as ``%xt_config`` has them.
+    """
+
+    def __call__(self, key=None, value=_UNSET):
+        if isinstance(key, dict):
+            if value is not _UNSET:
+                raise ConfigError("config({...}) sets the dict's values: give no second argument")
+            return config_set(key)
+        if key is None:
+            return config_show()
+        if value is _UNSET:
+            return config_get(key)
+        return config_set({key: value})
+
+    def __getitem__(self, key: str):
+        return config_get(key)
+
+    def __setitem__(self, key: str, value) -> None:
+        config_set({key: value})
+
+    def show(self, keys: list[str] | None = None):
+        return config_show(keys)
+
+    explain = staticmethod(config_explain)
+    save = staticmethod(config_save)
+    validate = staticmethod(config_validate)
+    create = staticmethod(config_create)
+    reset = staticmethod(config_reset)
+
+    def __repr__(self) -> str:
+        return "xt.config: call it to show the config, xt.config(KEY) for a value"
+
+
+config = Config()
+
+
 # --- jobs (core/jobs/) -----------------------------------------------------------------------
 
 
-def run_cell(source: str, namespace: dict | None = None, **options: Any):
-    """Submit a cell as a job; returns a Job at once (``wait=True`` blocks with progress).
+def _names(value, what: str) -> list[str] | None:
+    """A list of variable names; a bare string is the usual slip (``outputs="y"``)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        raise JobError(f"{what} must be a list of variable names, got the string {value!r}",
+                       hint=f"{what}=[{value!r}]")
+    return list(value)
 
-    Options: target, setup, name, inputs, outputs, hp, hp_config, search, runs, repeat, env,
-    code_dir, wait, tags, dry_run, max_seconds, seed, experiment. See docs/jobs.md.
+
+def _job_options(target, setup, name, hp, hp_config, search, runs, repeat, env, env_secret,
+                 code_dir, tags, max_seconds, seed, experiment) -> dict:
+    """The options run_cell, preview and submit share, as core/jobs/submit.py takes them."""
+    return dict(target=target, setup=setup, name=name, hp=hp, hp_config=hp_config, search=search,
+                runs=runs, repeat=repeat, env=env, env_secret=_names(env_secret, "env_secret"),
+                code_dir=[code_dir] if isinstance(code_dir, str) else code_dir, tags=tags,
+                max_seconds=max_seconds, seed=seed, experiment=experiment)
+
+
+def run_cell(source: str, namespace: dict | None = None, *, target: str | None = None,
+             setup: str | None = None, name: str | None = None, inputs=None, outputs=(),
+             hp: dict | None = None, hp_config: str | None = None, search: str | None = None,
+             runs: int | None = None, repeat: int | None = None, env: dict | None = None,
+             env_secret=None, code_dir=None, tags: dict | None = None,
+             max_seconds: int | None = None, seed: int | None = None,
+             experiment: str | None = None, wait: bool = False) -> Job:
+    """Submit ``source`` as a job and return its Job (after every run ends with ``wait=True``).
+
+    ``namespace``: where the cell's free names (or ``inputs``) are taken from. ``hp``: one run
+    per point, e.g. ``{"lr": [0.1, 0.2], "wd": "$loguniform(1e-5, 1e-2)", "opt": "adam"}`` (a
+    list is the values, a ``$distribution`` string is one, anything else a constant);
+    ``hp_config``: an XT hp-config file (``hp`` wins). ``outputs``: variables to bring back
+    (``job.results()``). See docs/api.md.
     """
     from .jobs import submit
-    return submit.run_cell(get_session(), source, namespace or {}, **options)
+    options = _job_options(target, setup, name, hp, hp_config, search, runs, repeat, env,
+                           env_secret, code_dir, tags, max_seconds, seed, experiment)
+    return submit.run_cell(get_session(), source, {} if namespace is None else namespace,
+                           inputs=_names(inputs, "inputs"), outputs=_names(outputs, "outputs"),
+                           wait=wait, **options)
+
+
+def preview(source: str, namespace: dict | None = None, *, target: str | None = None,
+            setup: str | None = None, name: str | None = None, inputs=None, outputs=(),
+            hp: dict | None = None, hp_config: str | None = None, search: str | None = None,
+            runs: int | None = None, repeat: int | None = None, env: dict | None = None,
+            env_secret=None, code_dir=None, tags: dict | None = None,
+            max_seconds: int | None = None, seed: int | None = None,
+            experiment: str | None = None):
+    """What ``run_cell`` with the same arguments would submit (runs, inputs, outputs, snapshot
+    files and sizes, setup); submits nothing."""
+    from .jobs import submit
+    options = _job_options(target, setup, name, hp, hp_config, search, runs, repeat, env,
+                           env_secret, code_dir, tags, max_seconds, seed, experiment)
+    return submit.run_cell(get_session(), source, {} if namespace is None else namespace,
+                           inputs=_names(inputs, "inputs"), outputs=_names(outputs, "outputs"),
+                           dry_run=True, **options)
+
+
+def submit(fn, *args, target: str | None = None, hp: dict | None = None,
+           hp_config: str | None = None, search: str | None = None, runs: int | None = None,
+           repeat: int | None = None, seed: int | None = None, setup: str | None = None,
+           name: str | None = None, env: dict | None = None, env_secret=None, code_dir=None,
+           tags: dict | None = None, max_seconds: int | None = None,
+           experiment: str | None = None, wait: bool = False, **kwargs) -> Job:
+    """Run ``fn(*args, **kwargs)`` as a job; each run also gets its hyperparameters as keyword
+    arguments. ``job.result()`` is the return value (one run), ``job.results()`` each run's
+    (``.value``). ``fn`` and the arguments travel with cloudpickle, like a cell's inputs.
+
+    The keywords above are submit's own: pass a function's argument of the same name with
+    ``functools.partial(fn, target=...)``.
+    """
+    from .jobs import functions
+    options = _job_options(target, setup, name, hp, hp_config, search, runs, repeat, env,
+                           env_secret, code_dir, tags, max_seconds, seed, experiment)
+    return functions.submit(get_session(), fn, args, kwargs, wait=wait, **options)
 
 
 def submit_script(script: str, args: list[str] | None = None, **options: Any):
@@ -96,7 +213,7 @@ def runs(job: str | None = None, status: str | None = None, experiment: str | No
                               tags=tags, sort=sort, top=top, reverse=reverse)
 
 
-def rerun(job_or_run: str, hp: list[str] | None = None, target: str | None = None,
+def rerun(job_or_run: str, hp: dict | None = None, target: str | None = None,
           resume: bool = False, wait: bool = False):
     """The same cell or script, snapshot and setup as a new job (``resume``: from RUN's checkpoint)."""
     from .jobs import runs as runs_mod

@@ -19,6 +19,7 @@ import os
 import re
 
 from ..errors import JobError
+from ..naming import listing, param
 
 #: kernel variables a job gets (fnmatch patterns, case-sensitive)
 ALLOWED = (
@@ -76,18 +77,18 @@ def explicit_env(env: dict, secret_names=None, from_flag=None, environ=None) -> 
     for name in marked:
         if name not in out:
             if name not in environ:
-                raise JobError(f"--env-secret {name}: not given by --env or general.env-vars and "
-                               "not set in the kernel's environment")
+                raise JobError(f"{param('env_secret')} {name}: not given by {param('env')} or "
+                               "general.env-vars and not set in the kernel's environment")
             out[name] = environ[name]
     for name, value in env.items():
         reason = None if name in marked else secret_reason(name, value)
         if reason:
-            source = "--env" if name in (from_flag or {}) else "general.env-vars"
+            source = param("env") if name in (from_flag or {}) else "general.env-vars"
             refused.append(f"{source} {name}: {reason}")
     if refused:
-        names = " ".join(r.split()[1].rstrip(":") for r in refused)
+        names = [r.split()[1].rstrip(":") for r in refused]
         raise JobError("refusing to put a secret-looking variable in a job's environment: "
                        + "; ".join(refused),
-                       hint=f"if the job needs it, add --env-secret {names} "
+                       hint=f"if the job needs it, add {listing('env_secret', names)} "
                             "(its value is then visible to the job)")
     return out

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import AuthError
+from ..naming import assign
 from .cache import AuthCache, identity_from_claims, token_claims
 
 LOGIN_SCOPE = "https://management.azure.com/.default"
@@ -35,7 +36,7 @@ FIXES = {
     "device-code": "open the URL shown, enter the code, and finish signing in; "
                    "check general.azure-tenant-id",
     "browser": "needs a browser on the kernel's machine; on a remote kernel use "
-               "--method device-code",
+               "the device-code method",
     "service-principal": "set AZURE_CLIENT_ID and AZURE_CLIENT_SECRET or "
                          "AZURE_CLIENT_CERTIFICATE_PATH (tenant: general.azure-tenant-id)",
 }
@@ -185,7 +186,7 @@ def login(session, method: str | None = None, tenant: str | None = None, out=Non
         return status
     lines = [f"  - {name}: {why} (fix: {FIXES.get(name, '')})" for name, why in tried]
     raise AuthError("login failed; tried " + ", ".join(n for n, _ in tried) + "\n" +
-                    "\n".join(lines), hint="or pick another method with %xt_login --method M")
+                    "\n".join(lines), hint=f"or pick another method with {assign('method', 'M')}")
 
 
 def logout(session) -> str:

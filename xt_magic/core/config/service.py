@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from ..errors import ConfigError, Problem
+from ..naming import param, switch
 from . import loader
 from .resolved import MASK, VaultRef, lookup, split_key
 
@@ -303,7 +304,7 @@ def save(session, path: str | None = None) -> Shown:
                 text = fh.read()
         except (OSError, UnicodeDecodeError) as err:
             raise ConfigError(f"cannot read {path}: {getattr(err, 'strerror', None) or err}",
-                              hint="pick another --path") from None
+                              hint=f"pick another {param('path')}") from None
     # a broken file is reported (file:line), never overwritten; repeated keys keep the last (as read)
     doc = loader.parse_text(text, path) if text.strip() else None
     yaml = loader.yaml_rt()
@@ -326,7 +327,7 @@ def save(session, path: str | None = None) -> Shown:
         write_atomic(path, text.getvalue(), mode=0o666, keep_existing=True)
     except OSError as err:
         raise ConfigError(f"cannot write {path}: {err.strerror}",
-                          hint="pick another --path") from None
+                          hint=f"pick another {param('path')}") from None
     n = len(session.values)
     reset(session)
     return Shown(f"saved {n} value{'s' * (n != 1)} to {path}")
@@ -374,11 +375,11 @@ def create(session, kind: str, path: str | None = None, force: bool = False) -> 
     from .validate import did_you_mean
     known = templates()
     if kind not in known:
-        raise ConfigError(f"--create {kind}: unknown template",
+        raise ConfigError(f"unknown template {kind!r}",
                           hint=did_you_mean(kind, known) or f"choose {', '.join(known)}")
     path = path or loader.local_config_path(session.cwd)
     if os.path.exists(path) and not force:
-        raise ConfigError(f"{path} exists; not overwritten", hint="add --force to replace it")
+        raise ConfigError(f"{path} exists; not overwritten", hint=f"add {switch('force')} to replace it")
     with open(known[kind], encoding="utf-8") as fh:
         text = fh.read()
     from ...runner.runner import write_atomic
@@ -386,7 +387,7 @@ def create(session, kind: str, path: str | None = None, force: bool = False) -> 
         write_atomic(path, text, mode=0o666, keep_existing=True)
     except OSError as err:
         raise ConfigError(f"cannot write {path}: {err.strerror}",
-                          hint="pick another --path") from None
+                          hint=f"pick another {param('path')}") from None
     session.invalidate()
     return Shown(f"wrote the {kind} template to {path} — edit it, then %xt_config --validate")
 

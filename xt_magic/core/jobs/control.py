@@ -8,6 +8,7 @@ import sys
 import time
 
 from ..errors import JobError, StoreError, XTError
+from ..naming import param
 from ..protocol import events
 from ..protocol.layout import Layout
 from . import ids
@@ -42,7 +43,7 @@ def list_jobs(session, status: str | None = None, last: int | None = None,
     if status and status not in events.STATES:
         raise JobError(f"unknown status {status!r}", hint="one of: " + ", ".join(events.STATES))
     if last is not None and last < 1:
-        raise JobError(f"--last {last}: expected a positive number of jobs")
+        raise JobError(f"{param('last')} must be >= 1 (a number of jobs), got {last}")
     ctx = _Ctx(session)
     records = [r for r in _all_records(ctx) if (not experiment or (r.experiment or "") == experiment)
                and tags_match(r.tags, tags)]

@@ -108,8 +108,22 @@ class Job:
         return self
 
     def results(self, into: dict | None = None, raise_errors: bool = False) -> "Results":
+        """Each run's outcome (variables, files, error; ``.value`` for an ``xt.submit`` run)."""
         from .results import results
         return results(self.session, self.id, into=into, raise_errors=raise_errors)
+
+    def result(self, timeout: float | None = None):
+        """The return value of a one-run ``xt.submit`` job, once it is done; a run that raised
+        raises RunFailed with its remote traceback."""
+        from .functions import RESULT
+        if RESULT not in self.record.outputs:
+            raise JobError(f"{self.id} runs a cell, not a function: job.results() gives its "
+                           "output variables")
+        if len(self.record.runs) != 1:
+            raise JobError(f"{self.id} has {len(self.record.runs)} runs: "
+                           "job.results() gives each run's value")
+        self.wait(timeout=timeout, progress=False)
+        return self.results().runs_list[0].value
 
     def cancel(self) -> "Job":
         from .control import cancel

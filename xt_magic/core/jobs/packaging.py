@@ -18,6 +18,7 @@ import types
 import zipfile
 
 from ..errors import JobError
+from ..naming import param
 from .sweeps import check_name
 
 # names the kernel defines that are never inputs
@@ -126,7 +127,8 @@ def choose_inputs(source: str, namespace: dict, declared: list[str] | None,
     if declared:
         missing = [n for n in declared if check_name(n, "input") not in namespace]
         if missing:
-            raise JobError(f"--inputs: {', '.join(missing)} not defined in the notebook")
+            raise JobError(f"{param('inputs')}: {', '.join(missing)} not defined in the "
+                           "namespace")
         return {n: namespace[n] for n in declared}
     chosen = {}
     for name in free_names(source):
@@ -176,7 +178,8 @@ def pickle_inputs(values: dict, cwd: str | None = None) -> bytes:
                     reason = str(err).splitlines()[0] if str(err) else type(err).__name__
                     raise JobError(f"input variable {name!r} ({type(value).__name__}) cannot be "
                                    f"sent to the job: {reason}",
-                                   hint="create it inside the cell, or leave it out of --inputs"
+                                   hint="create it inside the cell, or leave it out of "
+                                        + param("inputs")
                                    ) from None
             raise
     finally:

@@ -7,6 +7,7 @@ import os
 from ...runner.runner import RunnerError
 from ...runner.runner import safe_extract as _runner_safe_extract
 from ..errors import JobError, RunFailed
+from ..naming import param
 from ..paths import runs_cache_dir
 from ..protocol import events, keys, tickets
 from ..protocol.layout import Layout
@@ -30,8 +31,14 @@ class RunResult:
             if self.state != events.COMPLETED:
                 raise JobError(f"run {self.run} is {self.state}: no output variables yet")
             raise JobError(f"run {self.run} has no output variable {name!r}",
-                           hint="declare it with --outputs")
+                           hint=f"declare it with {param('outputs')}")
         return self.variables[name]
+
+    @property
+    def value(self):
+        """What the function returned, for a run of ``xt.submit`` (RunFailed if it raised)."""
+        from .functions import RESULT
+        return self[RESULT]
 
     def raise_error(self) -> None:
         if self.state == events.FAILED:

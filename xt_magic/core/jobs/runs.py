@@ -127,7 +127,7 @@ def cancel_all(session, target: str | None = None) -> list[str]:
     return done
 
 
-def rerun(session, job_or_run: str, hp: list[str] | None = None, target: str | None = None,
+def rerun(session, job_or_run: str, hp: dict | None = None, target: str | None = None,
           resume: bool = False, wait: bool = False, out=None):
     """A new job running the same cell, script or command with the same inputs, code snapshot
     and setup: the same hyperparameters unless ``hp`` is given; ``resume``: the new run starts

@@ -30,8 +30,9 @@ def _take_inline_sweeps(session, args, options: dict) -> list[str]:
     if prefix is None:  # XT: option-prefix null turns option parsing and generation off
         return [str(a) for a in args]
     words, inline = inline_sweeps([str(a) for a in args], prefix)
-    if inline:
-        options["hp"] = list(options.get("hp") or []) + inline
+    if inline:  # XT's inline sweeps, then --hp (which wins, as over a file)
+        from .sweeps import parse_hp_args
+        options["hp"] = {**parse_hp_args(inline), **(options.get("hp") or {})}
     return words
 
 

@@ -13,6 +13,7 @@ import sys
 
 from ..auth import jobenv
 from ..errors import JobError, XTError
+from ..naming import param
 from ..paths import xt_home
 from ..protocol import events, keys, tickets
 from ..protocol.layout import Layout
@@ -29,7 +30,9 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
              repeat=None, env=None, code_dir=None, wait=False, tags=None, dry_run=False,
              max_seconds=None, seed=None, out=None, env_secret=None, experiment=None,
              commands=None, reuse=None, resume=None):
-    """Package the cell, write the job to the store, hand its runs to the backend; return a Job.
+    """Package the cell, write the job to the store, hand its runs to the backend; return a Job
+    (``wait``: once every run is final), or with ``dry_run`` the Preview. ``hp``: a dict, see
+    ``sweeps.load_specs``. Errors name parameters, or flags inside ``naming.flags()``.
 
     ``commands`` (script and command jobs, core/jobs/scripts.py): run those instead of a cell.
     ``reuse`` (``%xt_rerun``): an earlier job's inputs and snapshot. ``resume``: a run whose
@@ -37,10 +40,10 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
     if commands is None:
         packaging.check_source(source)
     elif outputs:
-        raise JobError("--outputs names cell variables: a script or command job has none",
+        raise JobError(f"{param('outputs')} names cell variables: a script or command job has none",
                        hint="write files under $XT_OUTPUT_DIR instead")
     if max_seconds is not None and max_seconds < 1:
-        raise JobError(f"--max-seconds {max_seconds}: expected a positive number of seconds")
+        raise JobError(f"{param('max_seconds')} must be >= 1 (seconds), got {max_seconds}")
     outputs = [sweeps.check_name(n, "output") for n in (outputs or [])]
     ctx = _Ctx(session)
     cfg = ctx.cfg
@@ -182,8 +185,6 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
     job = Job(session, record)
     if wait:
         job.wait(out=out)
-        # the user declared --outputs and chose to wait: the values belong in the notebook
-        return job.results(into=namespace if outputs else None)
     return job
 
 
@@ -213,10 +214,10 @@ def _mark_failed(store, lay: Layout, run_ids: list[str], reason: str, workers: i
 
 
 def _job_env(cfg, extra: dict | None) -> dict:
-    """general.env-vars + --env, as strings; names checked; never a $vault secret."""
+    """general.env-vars + the env parameter, as strings; names checked; never a $vault secret."""
     env = {}
     for source, values in (("general.env-vars", cfg.get("general.env-vars") or {}),
-                           ("--env", extra or {})):
+                           (param("env"), extra or {})):
         for key, value in values.items():
             if not _ENV_NAME.match(str(key)):
                 raise JobError(f"{source}: bad environment variable name {key!r}")
@@ -228,7 +229,7 @@ def _job_env(cfg, extra: dict | None) -> dict:
 
 
 class Preview:
-    """What ``--dry-run`` would submit: runs, inputs, outputs, snapshot files and size."""
+    """What ``preview`` (``--dry-run``) would submit: runs, inputs, outputs, snapshot files and size."""
 
     def __init__(self, target, points, inputs, outputs, snap, setup, commands=None):
         self.target, self.points, self.inputs, self.outputs, self.snapshot, self.setup = (
@@ -236,7 +237,7 @@ class Preview:
         self.commands = commands
 
     def __repr__(self) -> str:
-        lines = [f"dry run: {len(self.points)} run(s) on target {self.target!r}",
+        lines = [f"preview: {len(self.points)} run(s) on target {self.target!r}, nothing submitted",
                  *([f"runs: {xtrun.describe(self.commands)}"] if self.commands else []),
                  f"inputs: {', '.join(self.inputs) or '-'}   outputs: {', '.join(self.outputs) or '-'}"]
         if self.setup:

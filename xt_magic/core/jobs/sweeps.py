@@ -1,6 +1,11 @@
-"""Hyperparameter sweeps: ``--hp`` specs and XT hp-config files -> one hparams dict per run.
+"""Hyperparameter sweeps: ``hp`` dicts, ``--hp`` words and XT hp-config files -> one hparams dict
+per run.
 
-Inline: ``lr=[0.01,0.1] layers=[2,4] act=[relu,tanh] seed=$randint(0,9) wd=$loguniform(1e-5,1e-2)``.
+API: ``hp={"lr": [0.01, 0.1], "seed": "$randint(0, 9)", "opt": "adam"}`` (a list is the values, a
+``$distribution`` string is one, anything else a constant). Magic: ``--hp lr=[0.01,0.1]
+layers=[2,4] act=[relu,tanh] seed=$randint(0,9) wd=$loguniform(1e-5,1e-2)``, parsed by
+``parse_hp_args`` into such a dict. One parser of ``$distribution`` text (``_dist``) serves all
+three.
 File (XT format)::
 
     hyperparameter-distributions:
@@ -32,6 +37,7 @@ import reprlib
 from dataclasses import dataclass
 
 from ..errors import JobError
+from ..naming import assign, param
 
 _DIST = re.compile(r"^\$(\w+)\((.*)\)$", re.S)
 _ARITY = {"linspace": (3, 3), "randint": (0, 2), "uniform": (2, 2), "loguniform": (2, 2),
@@ -335,9 +341,45 @@ def _raise(errors: list[str]) -> None:
         raise JobError(f"{len(errors)} problems in the sweep: " + "; ".join(errors))
 
 
+def _dict_specs(hp, specs: dict, errors: list[str]) -> None:
+    """The API's ``hp={"lr": [0.1, 0.2], "wd": "$loguniform(1e-5, 1e-2)", "opt": "adam"}``: a
+    list (or tuple, range) is the values, a ``$distribution`` string is one, anything else a
+    constant; a Dist (parsed ``--hp`` words) is taken as is."""
+    if not isinstance(hp, dict):
+        raise JobError(f"hp must be a dict such as {{'lr': [0.1, 0.2]}}, got {type(hp).__name__}")
+    for name, value in hp.items():
+        where = f"hp[{_short(name)}]"
+        problem = hp_name_problem(name)
+        if problem:
+            errors.append(f"{where}: {problem}")
+            continue
+        if isinstance(value, Dist):
+            specs[name] = value
+            continue
+        try:
+            if hasattr(value, "tolist") and not isinstance(value, SCALARS):
+                value = value.tolist()  # a numpy array or scalar: Python values, JSON-able
+            if isinstance(value, (tuple, range)):
+                value = list(value)
+            if isinstance(value, list):
+                value = [v.item() if hasattr(v, "item") and not isinstance(v, SCALARS) else v
+                         for v in value]
+            if isinstance(value, str) and value.strip().startswith("$") \
+                    and _dist(value) is None:
+                raise ValueError("not a $distribution such as $uniform(0, 1)")
+            specs[name] = _file_value(value)
+        except ValueError as err:
+            errors.append(f"{where}: bad value {_short(value)}: {err}")
+
+
 def parse_hp_args(words: list[str]) -> dict:
-    """``["lr=[0.01,0.1]", "layers=[2,4]"]`` -> {name: list | Dist} (order kept)."""
-    return load_specs(words, None)
+    """``["lr=[0.01,0.1]", "layers=[2,4]"]`` (the magic's ``--hp`` words) -> {name: list | Dist}
+    (order kept), every problem in one error naming ``--hp``."""
+    errors: list[str] = []
+    specs: dict = {}
+    _parse_args(words or [], specs, errors)
+    _raise(errors)
+    return specs
 
 
 def load_hp_config(path: str) -> dict:
@@ -345,11 +387,13 @@ def load_hp_config(path: str) -> dict:
     return load_specs(None, path)
 
 
-def load_specs(words: list[str] | None, path: str | None) -> dict:
-    """``--hp`` words and an hp-config file together (``--hp`` wins); every problem in one error."""
+def load_specs(hp: dict | None, path: str | None) -> dict:
+    """An ``hp`` dict (see ``_dict_specs``) and an hp-config file together (``hp`` wins); every
+    problem in one error."""
     errors: list[str] = []
     specs: dict = {}
-    _parse_args(words or [], specs, errors)
+    if hp is not None:
+        _dict_specs(hp, specs, errors)
     if path:
         for name, value in _load_file(path, errors).items():
             specs.setdefault(name, value)
@@ -395,27 +439,28 @@ def expand(specs: dict, search: str | None = None, runs: int | None = None,
     ``limit``: most runs allowed (``hyperparameter-search.max-runs-limit``), checked before any
     point is made."""
     if repeat is not None and repeat < 1:
-        raise JobError(f"--repeat must be >= 1, got {repeat}")
+        raise JobError(f"{param('repeat')} must be >= 1, got {repeat}")
     if runs is not None and runs < 1:
-        raise JobError(f"--runs must be >= 1, got {runs}")
+        raise JobError(f"{param('runs')} must be >= 1, got {runs}")
     rng = random.Random(seed)
     sizes = _sizes(specs)
     if not specs:
         if search:
-            raise JobError(f"--search {search} needs hyperparameters (--hp or --hp-config)")
+            raise JobError(f"{assign('search', search)} needs hyperparameters "
+                           f"({param('hp')} or {param('hp_config')})")
         search = None
     elif search is None:
         search = "random" if runs or any(n is None for n in sizes.values()) else "grid"
     if search not in (None, "grid", "random"):
         raise JobError(f"search {search!r} is not supported here (use grid or random)")
     if search == "random" and not runs:
-        raise JobError("random search needs --runs N")
+        raise JobError(f"random search needs {assign('runs', 'N')}")
     total = run_count(specs, search, runs, repeat)
     limit = MAX_RUNS_LIMIT if limit is None else int(limit)
     if total > limit:
         raise JobError(f"the sweep makes {_count_text(total)} runs, over the limit of {limit:,}",
                        key="hyperparameter-search.max-runs-limit",
-                       hint="narrow the grid, use --runs N, or raise the limit")
+                       hint=f"narrow the grid, use {assign('runs', 'N')}, or raise the limit")
     if search is None:
         points = [{} for _ in range(runs or 1)]
     elif search == "grid":
