@@ -9,6 +9,7 @@ import yaml
 
 import runner_helpers as rh
 from remote_helpers import launches_for, wait_final
+from runner_helpers import wait_for
 from xt_magic.core import session as session_mod
 from xt_magic.core.compute import get_backend, ssh
 from xt_magic.core.compute.slurm import batch_script, outcome, parse_scontrol, sbatch_args
@@ -178,6 +179,51 @@ def test_run_cell_sweep_end_to_end(slurm):
     assert len({backend()._state(r.run)["backend_id"].split("_")[0] for r in res}) == 1
 
 
+REQUEUE_CELL = """\
+import time
+import xt_magic
+from xtlib.run import Run
+state = xt_magic.restore({"starts": 0})
+state["starts"] += 1
+xt_magic.checkpoint(state)
+print("start", state["starts"], "resuming", Run().is_resuming(), flush=True)
+if state["starts"] == 1:
+    time.sleep(600)  # preempted here: the test requeues the Slurm job
+starts = state["starts"]
+"""
+
+
+@pytest.mark.slurm
+def test_requeued_task_resumes_from_its_checkpoint(slurm):
+    """A Slurm requeue (preemption) starts the run again with its launch secret, resuming from
+    its checkpoint; the launch file is gone once the run is final."""
+    from xt_magic.core import api
+    from xt_magic.core.jobs.context import _Ctx
+    configure({"partition": "debug"})
+    job = api.run_cell(REQUEUE_CELL, {"__name__": "__main__"}, target="cluster",
+                       outputs=["starts"])
+    run = job.runs[0]
+    ctx = _Ctx(session_mod.get_session())
+    console = ctx.store.local_path(ctx.layout.run(run, "console.txt"))
+    wait_for(lambda: os.path.exists(console) and "start 1" in open(console).read(), 60)
+    slurm_id = backend()._state(run)["backend_id"]
+    subprocess.run(["scontrol", "requeue", slurm_id], check=True, capture_output=True)
+    def pending():
+        out = subprocess.run(["scontrol", "-o", "show", "job", slurm_id], capture_output=True,
+                             text=True).stdout
+        return "JobState=PENDING" in out
+    wait_for(pending, 60)
+    # a requeued job is held back (BeginTime about two minutes on): make it eligible now
+    subprocess.run(["scontrol", "update", f"JobId={slurm_id}", "StartTime=now"], check=True,
+                   capture_output=True)
+    job.wait(timeout=180, progress=False)
+    text = open(console).read()
+    assert job.results()["starts"] == 2, text
+    assert "start 2 resuming True" in text
+    rundir = os.path.join(backend().work_dir, "runs", run)
+    assert os.path.isdir(rundir) and not [f for f in os.listdir(rundir) if "launch" in f]
+
+
 @pytest.mark.slurm
 def test_kernel_environment_does_not_reach_the_job(slurm, monkeypatch):
     """--export whitelist: a secret in the kernel's environment is not in the job's."""
@@ -213,4 +259,4 @@ def test_slurm_with_blob_store(slurm, azurite, azurite_container, ip):
     assert azurite.key not in ticket and "sig=" not in ticket  # the URLs came in launch.json,
     assert not os.path.exists(os.path.join(run_dir, "launch.json"))  # deleted once read
     script = open(os.path.join(backend().work_dir, "jobs", "job1", "job.sh")).read()
-    assert "sig=" not in script and "XT_LAUNCH_FILE=launch.json" in script
+    assert "sig=" not in script and "export XT_LAUNCH_FILE=\"$L\"" in script

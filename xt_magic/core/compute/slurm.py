@@ -10,7 +10,8 @@ The job's environment is limited to ``--export=PATH,HOME,USER,LANG,XT_HOME`` so 
 kernel's environment (credentials included) leaks into jobs; the runner sets the job's own env vars
 from its ticket. Store access works as on the pool (staging.py): a file store must be visible at
 the same path on the cluster (checked on the login node), else use a blob store; the launch secret
-is a 0600 ``launch.json`` in the run directory, named to the runner by ``XT_LAUNCH_FILE``.
+is a 0600 ``launch.json`` in the run directory; each start of the task hands the runner a
+private copy through ``XT_LAUNCH_FILE`` (see ``batch_script``).
 
 Status comes from ``scontrol show job`` (``sacct`` needs slurmdbd, absent on many small clusters);
 finished jobs stay visible for slurm.conf's MinJobAge (default 300 s). Time limit, failure exit
@@ -134,8 +135,12 @@ def sbatch_args(target: dict, job_id: str, count: int, out_dir: str,
 def batch_script(job_id: str, python: list[str], run_dirs: list[str], runners: list[str],
                  tickets: list[str]) -> str:
     """The bash script sbatch runs: task i (``SLURM_ARRAY_TASK_ID``, 0 for a single job) runs
-    ``python runner.py ticket`` in its run directory, with ``XT_LAUNCH_FILE`` naming the run's
-    launch file there. Every value is shell-quoted."""
+    ``python runner.py ticket`` in its run directory. Every value is shell-quoted.
+
+    The runner deletes the launch file it is given, so each start gets a private copy of the
+    run's ``launch.json``: a requeued task (preemption, ``scontrol requeue``) starts again with
+    its secret and resumes. Once the runner has reported the run final (exit 0 or 1) the
+    original is deleted; a killed start keeps it for the next one."""
     def arr(values):
         return "(" + " ".join(q(v) for v in values) + ")"
     return "\n".join([
@@ -146,8 +151,11 @@ def batch_script(job_id: str, python: list[str], run_dirs: list[str], runners: l
         f"TICKETS={arr(tickets)}",
         'i="${SLURM_ARRAY_TASK_ID:-0}"',
         'mkdir -p "${DIRS[$i]}" && cd "${DIRS[$i]}" || exit 97',
-        f"export XT_LAUNCH_FILE={q(LAUNCH_FILE)}",
-        f'exec {ssh.join(python)} "${{RUNNERS[$i]}}" "${{TICKETS[$i]}}"',
+        "umask 077",
+        f'L=".launch.$$"; cp {q(LAUNCH_FILE)} "$L" 2>/dev/null && export XT_LAUNCH_FILE="$L"',
+        f'{ssh.join(python)} "${{RUNNERS[$i]}}" "${{TICKETS[$i]}}"; rc=$?',
+        f'rm -f "$L"; case $rc in 0|1) rm -f {q(LAUNCH_FILE)};; esac',
+        "exit $rc",
         "",
     ])
 
