@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import runner_helpers as rh
 from xt_magic.core import session as session_mod
 from xt_magic.core.compute import get_backend, ssh
-from xt_magic.core.compute.pool import kill_script, start_script, status_script
+from xt_magic.core.compute.pool import status_script
 from xt_magic.core.compute.slurm import batch_script
 from xt_magic.core.errors import TargetError
 
@@ -40,22 +40,33 @@ def canary():
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(segment=nasty_text, arg=nasty_text, limit=st.sampled_from([None, 30]),
-       slots=st.sampled_from([None, 50]))
-def test_pool_scripts_quote_everything(tmp_path, segment, arg, limit, slots):
-    """start/status/kill scripts run by a real sh with hostile dir names and arguments."""
-    directory = str(tmp_path / segment.replace("\0", ""))
-    pid = subprocess.run(["sh", "-c", start_script(directory, ["printf", "%s", arg], limit, slots)],
-                         capture_output=True, text=True, cwd=tmp_path).stdout.strip()
-    assert pid.isdigit()
-    rh.wait_for(lambda: os.path.exists(os.path.join(directory, "exit")), 10, "exit file")
-    with open(os.path.join(directory, "runner.log"), encoding="utf-8", errors="surrogateescape",
-              newline="") as fh:
-        assert fh.read() == arg
-    work = os.path.dirname(directory)
-    out = subprocess.run(["sh", "-c", status_script(work, [])], capture_output=True, text=True)
-    assert out.stdout.strip().startswith("live")
-    assert subprocess.run(["sh", "-c", kill_script(directory)]).returncode == 0
+@given(segment=nasty_text, run=st.sampled_from(["run1.1", "r-2_x.3"]))
+def test_pool_scripts_quote_everything(tmp_path, segment, run):
+    """The status script and the box agent's command line (as the pool builds them) run by a
+    real sh with hostile work dirs: the live run is found, then cancelled, and nothing else runs."""
+    import json
+    import sys
+    from xt_magic.core.compute import local_supervisor
+    from xt_magic.runner.runner import proc_start
+    work = tmp_path / segment.replace("\0", "")
+    rundir = work / "runs" / run
+    rundir.mkdir(parents=True, exist_ok=True)
+    sleeper = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        (rundir / "pid").write_text(f"{sleeper.pid} {proc_start(sleeper.pid)}")
+        out = subprocess.run(["sh", "-c", status_script(str(work), [run])], capture_output=True,
+                             text=True).stdout
+        assert f"{run} alive" in out and "live 1" in out
+        jobdir = work / "jobs" / "t1"
+        jobdir.mkdir(parents=True, exist_ok=True)
+        (jobdir / "job.json").write_text(json.dumps({
+            "launches": [], "runner": rh.RUNNER, "runs_dir": str(work / "runs"), "grace": 1}))
+        argv = [sys.executable, local_supervisor.__file__, "--cancel", str(jobdir), run]
+        assert subprocess.run(["sh", "-c", ssh.join(argv)]).returncode == 0
+        assert sleeper.wait(10) in (-15, -9)  # its group was killed
+    finally:
+        sleeper.kill()
+        sleeper.wait()
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

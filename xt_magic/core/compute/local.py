@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import socket
 import sys
 import time
@@ -135,29 +134,11 @@ class LocalBackend(Backend):
                               f"{err}") from err
 
     def _spawn_supervisor(self, jobdir: str) -> int:
-        log = os.path.join(jobdir, "supervisor.log")
-        script = sup.__file__
         from ..auth.jobenv import job_environ  # jobs never inherit the kernel's credentials
-        # with site (not -I -S): it forks the runs, which need the interpreter's full sys.path
-        return os.posix_spawn(sys.executable, [sys.executable, script, jobdir],
-                              job_environ(), setsid=True, file_actions=[
-                                  (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-                                  (os.POSIX_SPAWN_OPEN, 1, log,
-                                   os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
-                                  (os.POSIX_SPAWN_DUP2, 1, 2)])
+        return sup.spawn(jobdir, sys.executable, job_environ())
 
-    @staticmethod
-    def _load(jobdir: str) -> dict:
-        with open(os.path.join(jobdir, "job.json")) as fh:
-            return json.load(fh)
-
-    @staticmethod
-    def _supervisor_alive(jobdir: str) -> bool:
-        fd = sup.try_lock(os.path.join(jobdir, "supervisor.lock"))
-        if fd is None:
-            return True
-        os.close(fd)
-        return False
+    _load = staticmethod(sup.load_spec)
+    _supervisor_alive = staticmethod(sup.alive)
 
     # ------------------------------------------------------------------------------ Backend API
     def submit(self, job_id: str, launches: list[Launch]) -> None:
@@ -217,21 +198,23 @@ class LocalBackend(Backend):
             info = self._ticket_state(ticket)
             if info["state"] in events.FINAL or not _ours(info, spec):
                 continue
-            rundir = os.path.join(jobdir, "runs", run)
+            rundir = sup.run_dir(jobdir, spec, run)
             if os.path.exists(os.path.join(rundir, "cancel")):
                 self._append(ticket, events.CANCELLED, reason="cancelled")
                 continue
-            pid, pstart = _read_pid(rundir)
+            pid, pstart = sup.read_pid(rundir)
             exit_code = _read_int(os.path.join(rundir, "exit"))
             if exit_code is not None:  # reaped, but its supervisor died before reporting
                 self._append(ticket, events.FAILED, exit_code=exit_code,
                              reason=sup.exit_reason(exit_code))
+                node.write_atomic(os.path.join(rundir, "reported"), "")
             elif pid is not None:
                 if node.proc_alive(pid, pstart):
                     self._check_time_limit(launch, ticket, info, pid, rundir)
                 else:
                     self._append(ticket, events.FAILED, reason="process gone without a result "
                                  "(exit status unknown: its supervisor was gone too)")
+                    node.write_atomic(os.path.join(rundir, "reported"), "")
             else:
                 unstarted = True
         if unstarted:
@@ -243,7 +226,7 @@ class LocalBackend(Backend):
                        None)
         if limit and started and time.time() - started > float(limit):
             node.write_atomic(os.path.join(rundir, "timeout"), str(limit))
-            _kill_groups([pid], CANCEL_GRACE)
+            sup.kill_groups(node, [pid], CANCEL_GRACE)
             self._append(ticket, events.FAILED, reason="time limit", max_seconds=limit)
 
     def cancel(self, job_id: str, run_ids: list[str]) -> None:
@@ -261,16 +244,11 @@ class LocalBackend(Backend):
                 continue
             if self._ticket_state(ticket)["state"] in events.FINAL:
                 continue
-            rundir = os.path.join(jobdir, "runs", run)
-            os.makedirs(rundir, exist_ok=True)
-            with sup.JobLock(jobdir):  # the supervisor starts runs under the same lock
-                node.write_atomic(os.path.join(rundir, "cancel"), "")
-                pid, pstart = _read_pid(rundir)
-            if pid is not None and node.proc_start(pid) is not None and (
-                    pstart is None or node.proc_start(pid) == pstart):
+            pid = sup.mark_cancelled(node, jobdir, spec, run)
+            if pid is not None:
                 pids.append(pid)
             targets.append(ticket)
-        _kill_groups(pids, float(spec.get("grace", CANCEL_GRACE)))
+        sup.kill_groups(node, pids, float(spec.get("grace", CANCEL_GRACE)))
         for ticket in targets:
             self._append(ticket, events.CANCELLED, reason="cancelled by user")
 
@@ -287,48 +265,3 @@ def _read_int(path):
             return int(fh.read().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-
-
-def _read_pid(rundir):
-    try:
-        with open(os.path.join(rundir, "pid")) as fh:
-            parts = fh.read().split()
-        return int(parts[0]), (int(parts[1]) if len(parts) > 1 and parts[1] != "None" else None)
-    except (OSError, ValueError, IndexError):
-        return None, None
-
-
-def _kill_groups(pgids, grace):
-    """SIGTERM each process group, wait up to ``grace`` s, then SIGKILL what is left."""
-    live = []
-    for pgid in pgids:
-        try:
-            os.killpg(pgid, signal.SIGTERM)
-            live.append(pgid)
-        except (ProcessLookupError, PermissionError):
-            pass
-    deadline = time.monotonic() + grace
-    while live and time.monotonic() < deadline:
-        live = [p for p in live if _group_alive(p)]
-        if live:
-            time.sleep(0.02)
-    for pgid in live:
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-def _group_alive(pgid) -> bool:
-    """Any non-zombie process left in the group (the leader may be a zombie awaiting reaping)."""
-    if node.proc_alive(pgid, None):
-        return True
-    try:
-        names = [n for n in os.listdir("/proc") if n.isdigit()]
-    except OSError:
-        return False
-    for name in names:
-        fields = node.proc_stat(name)
-        if fields and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            return True
-    return False

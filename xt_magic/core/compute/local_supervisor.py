@@ -1,6 +1,16 @@
-"""Detached supervisor of one local job: ``python local_supervisor.py JOBDIR``.
+"""Detached supervisor of one job on one box: the local target's, and a pool box's agent.
 
-Standard library only. One per job (never one process per waiting run): it starts the job's runs
+Standard library only; one program for both (a pool delivers this very file to each box over
+SFTP, content addressed, next to the job's spec)::
+
+    python local_supervisor.py JOBDIR                 supervise (what --start spawns)
+    python local_supervisor.py --start JOBDIR...      start a detached supervisor for each JOBDIR
+                                                      whose supervisor is not alive; prints one
+                                                      JSON line per JOBDIR: alive|started|missing
+    python local_supervisor.py --cancel JOBDIR RUN... mark runs cancelled (a queued run never
+                                                      starts), kill running ones' process groups
+
+One per job and box (never one process per waiting run): it starts the job's runs
 as box slots free up (a fork of itself running runner.main when the run uses this interpreter, so
 a run costs no interpreter start-up; a spawned ``python -c BOOTSTRAP`` otherwise), reaps them,
 records their exit status, enforces max-seconds, and reports a run that died without a final
@@ -11,19 +21,29 @@ Box slots are ``SLOTS/slot{i}.lock`` files (i < max-runs) shared by every job an
 box: a run holds its slot with ``flock`` on a descriptor inherited by the runner process, so the
 slot frees exactly when that process exits, whoever launched it.
 
-JOBDIR layout (written by local.py's LocalBackend.submit)::
+JOBDIR layout (written by LocalBackend.submit, or by PoolBackend.submit over SFTP)::
 
     job.json               {"launches": [{"run", "ticket", "ticket_file", "max_seconds", "launch"}],
-                            "python", "runner", "slots", "max_runs", "grace", "token"}
+                            "python", "runner", "slots", "max_runs", "grace", "token", "runs_dir"}
                            (0600 in a 0700 dir: "launch" is the run's launch secret, handed to
-                           the runner in its environment as XT_LAUNCH, never on a command line)
+                           the runner in its environment as XT_LAUNCH, never on a command line).
+                           "python": null = this interpreter (runs are forks of the supervisor),
+                           else an argv (or one path) to spawn; "max_runs": null = the cores;
+                           "runs_dir": where run dirs go (default JOBDIR/runs)
     lock                   job lock: start-vs-cancel decisions are taken under it
     supervisor.lock        held by the live supervisor
-    runs/{run}/pid         "pid pstart" of the runner (its process group id is pid)
-    runs/{run}/exit        exit code (negative: killed by that signal)
-    runs/{run}/cancel      marker: cancelled, never start it / report nothing on its exit
-    runs/{run}/timeout     marker: killed for its time limit (already reported)
-    runs/{run}/runner.log  the runner's own stdout/stderr
+    supervisor             "pid pstart" of the latest supervisor
+    started                made by the first --start: stale run files were cleared then
+    RUNS/{run}/pid         "pid pstart" of the runner (its process group id is pid)
+    RUNS/{run}/exit        exit code (negative: killed by that signal)
+    RUNS/{run}/reported    its end was reported (a restarted supervisor does not report it again)
+    RUNS/{run}/cancel      marker: cancelled, never start it / report nothing on its exit
+    RUNS/{run}/timeout     marker: killed for its time limit (already reported)
+    RUNS/{run}/runner.log  the runner's own stdout/stderr
+
+A supervisor started again (its predecessor was killed) adopts the runs still alive (they run in
+their own sessions; their exits are polled, and a limit still applies), reports those that died
+meanwhile, and starts those never started.
 """
 import fcntl
 import json
@@ -98,19 +118,28 @@ def final_reported(runner, launch):
     return any(e.get("state") in runner.FINAL_STATES for e in runner.parse_events(data))
 
 
+def run_dir(jobdir, spec, run):
+    return os.path.join(spec.get("runs_dir") or os.path.join(jobdir, "runs"), run)
+
+
 def handle_exit(jobdir, spec, launch, code):
-    """Record a reaped run's exit code and report it if the runner did not."""
-    rundir = os.path.join(jobdir, "runs", launch["run"])
+    """Record a reaped run's exit code and report it if the runner did not (``code`` None: the
+    run was not our child, so its exit status is unknown)."""
+    rundir = run_dir(jobdir, spec, launch["run"])
     runner = load_runner(spec["runner"])
-    runner.write_atomic(os.path.join(rundir, "exit"), str(code))
-    if os.path.exists(os.path.join(rundir, "cancel")) or os.path.exists(
-            os.path.join(rundir, "timeout")):
-        return
-    if code in (0, 1) and final_reported(runner, launch) is not False:
-        return  # the runner wrote completed / failed
-    report(spec["runner"], launch, "failed", exit_code=code, reason=exit_reason(code),
-           signal=signal.Signals(-code).name if code < 0 and -code in signal.valid_signals()
-           else None)
+    if code is not None:
+        runner.write_atomic(os.path.join(rundir, "exit"), str(code))
+    if not any(os.path.exists(os.path.join(rundir, m)) for m in ("cancel", "timeout", "reported")):
+        done = final_reported(runner, launch)
+        if code is None:
+            if done is not True:
+                report(spec["runner"], launch, "failed", reason="process gone without a result "
+                       "(exit status unknown: its supervisor was gone too)")
+        elif code not in (0, 1) or done is False:  # else the runner wrote completed / failed
+            report(spec["runner"], launch, "failed", exit_code=code, reason=exit_reason(code),
+                   signal=signal.Signals(-code).name
+                   if code < 0 and -code in signal.valid_signals() else None)
+    runner.write_atomic(os.path.join(rundir, "reported"), "")
 
 
 # fds the supervisor holds that a forked run must not keep (supervisor.lock, wakeup pipe)
@@ -123,14 +152,15 @@ def start_run(jobdir, spec, launch, slot_fd):
     When the run uses this interpreter, the runner is a fork of this (already started, site
     loaded) process: no interpreter start-up per run. Otherwise it is spawned."""
     run = launch["run"]
-    rundir = os.path.join(jobdir, "runs", run)
+    rundir = run_dir(jobdir, spec, run)
     os.makedirs(rundir, exist_ok=True)
     runner = load_runner(spec["runner"])
     ticket_file = launch.get("ticket_file")
     if not ticket_file or not os.path.exists(ticket_file):
         ticket_file = os.path.join(rundir, "ticket.json")
         runner.write_atomic(ticket_file, json.dumps(launch["ticket"]))
-    python = spec["python"]
+    python = spec.get("python") or sys.executable
+    argv = python if isinstance(python, list) else [python]
     secret = json.dumps(launch["launch"])
     log = os.path.join(rundir, "runner.log")
     lock = JobLock(jobdir)
@@ -139,7 +169,8 @@ def start_run(jobdir, spec, launch, slot_fd):
                 os.path.join(rundir, "pid")):
             return None
         os.set_inheritable(slot_fd, True)
-        if os.path.abspath(python) == os.path.abspath(sys.executable):  # not realpath: venvs
+        if argv == [sys.executable] or (len(argv) == 1 and os.path.abspath(argv[0]) == os.path.abspath(
+                sys.executable)):  # not realpath: venvs
             pid = os.fork()
             if pid == 0:
                 _run_in_child(runner, ticket_file, log, slot_fd, [lock.fd] + _PRIVATE_FDS,
@@ -147,7 +178,9 @@ def start_run(jobdir, spec, launch, slot_fd):
         else:
             # the runner takes both out of its environment before anything else runs
             env = dict(os.environ, XT_SLOT_FD=str(slot_fd), XT_LAUNCH=secret)
-            pid = os.posix_spawnp(python, runner.command(python, ticket_file), env, setsid=True,
+            cmd = runner.command(argv[0], ticket_file)
+            cmd[1:1] = argv[1:]
+            pid = os.posix_spawnp(argv[0], cmd, env, setsid=True,
                                   file_actions=[
                                       (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
                                       (os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_CREAT
@@ -203,7 +236,7 @@ def _run_in_child(runner, ticket_file, log, slot_fd, private_fds, pid_file, secr
 
 class Slots:
     def __init__(self, folder, count):
-        self.folder, self.count = folder, max(1, int(count))
+        self.folder, self.count = folder, max(1, int(count or os.cpu_count() or 1))
         os.makedirs(folder, exist_ok=True)
 
     def acquire(self):
@@ -219,21 +252,32 @@ def supervise(jobdir):
     if me is None:
         return 0  # another supervisor already runs this job
     _PRIVATE_FDS.append(me)
-    with open(os.path.join(jobdir, "job.json")) as fh:
-        spec = json.load(fh)
+    spec = load_spec(jobdir)
     runner = load_runner(spec["runner"])
     runner.write_atomic(os.path.join(jobdir, "supervisor"),
                         f"{os.getpid()} {runner.proc_start(os.getpid())}")
-    slots = Slots(spec["slots"], spec["max_runs"])
+    slots = Slots(spec["slots"], spec.get("max_runs"))
     grace = float(spec.get("grace", 5))
     pending = []
-    for launch in spec["launches"]:
-        rundir = os.path.join(jobdir, "runs", launch["run"])
-        if not (os.path.exists(os.path.join(rundir, "pid"))
-                or os.path.exists(os.path.join(rundir, "cancel"))):
-            pending.append(launch)
-    pending.reverse()  # pop() from the end keeps submission order
     running = {}  # pid -> [launch, started, kill_at]
+    adopted = {}  # pid -> [launch, started, kill_at]: runs of a supervisor that died (not ours)
+    adopted_start = {}  # pid -> its start time (a reused pid is not the run)
+    for launch in spec["launches"]:
+        rundir = run_dir(jobdir, spec, launch["run"])
+        if os.path.exists(os.path.join(rundir, "cancel")):
+            continue
+        pid, pstart = read_pid(rundir)
+        if pid is None:
+            pending.append(launch)
+        elif os.path.exists(os.path.join(rundir, "exit")):
+            handle_exit(jobdir, spec, launch, None)  # reaped, maybe not reported
+        elif runner.proc_alive(pid, pstart):
+            age = time.time() - os.stat(os.path.join(rundir, "pid")).st_mtime
+            adopted[pid] = [launch, time.monotonic() - age, None]
+            adopted_start[pid] = pstart
+        else:
+            handle_exit(jobdir, spec, launch, None)
+    pending.reverse()  # pop() from the end keeps submission order
     wait = 0.05   # slot poll period while blocked; backs off so many waiting jobs stay cheap
     rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     _PRIVATE_FDS.extend((rfd, wfd))
@@ -241,7 +285,7 @@ def supervise(jobdir):
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a cancel kills runs, never the supervisor
 
-    while pending or running:
+    while pending or running or adopted:
         while pending:
             fd = slots.acquire()
             if fd is None:
@@ -268,12 +312,16 @@ def supervise(jobdir):
             entry = running.pop(pid, None)
             if entry:
                 handle_exit(jobdir, spec, entry[0], os.waitstatus_to_exitcode(status))
+        for pid, entry in list(adopted.items()):
+            if not runner.proc_alive(pid, adopted_start[pid]):
+                del adopted[pid]
+                handle_exit(jobdir, spec, entry[0], None)
         now = time.monotonic()
-        for pid, entry in running.items():
+        for pid, entry in [*running.items(), *adopted.items()]:
             launch, started, kill_at = entry
             limit = launch.get("max_seconds")
             if kill_at is None and limit and now - started > float(limit):
-                rundir = os.path.join(jobdir, "runs", launch["run"])
+                rundir = run_dir(jobdir, spec, launch["run"])
                 runner.write_atomic(os.path.join(rundir, "timeout"), str(limit))
                 _killpg(pid, signal.SIGTERM)
                 report(spec["runner"], launch, "failed", reason="time limit",
@@ -300,5 +348,132 @@ def _killpg(pgid, sig):
         pass
 
 
+def read_pid(rundir):
+    """(pid, pstart) from a run's ``pid`` file; (None, None) when it has none."""
+    try:
+        with open(os.path.join(rundir, "pid")) as fh:
+            parts = fh.read().split()
+        return int(parts[0]), (int(parts[1]) if len(parts) > 1 and parts[1] != "None" else None)
+    except (OSError, ValueError, IndexError):
+        return None, None
+
+
+def load_spec(jobdir):
+    with open(os.path.join(jobdir, "job.json")) as fh:
+        return json.load(fh)
+
+
+def alive(jobdir):
+    """Whether a supervisor of ``jobdir`` runs (it holds supervisor.lock)."""
+    fd = try_lock(os.path.join(jobdir, "supervisor.lock"))
+    if fd is None:
+        return True
+    os.close(fd)
+    return False
+
+
+def spawn(jobdir, python=None, env=None):
+    """Start a supervisor of ``jobdir`` detached: own session, no terminal, output to its log, so
+    it outlives the kernel or SSH session that started it. Returns its pid."""
+    python = python or sys.executable
+    log = os.path.join(jobdir, "supervisor.log")
+    # with site (not -I -S): it forks the runs, which need the interpreter's full sys.path
+    return os.posix_spawn(python, [python, os.path.abspath(__file__), jobdir],
+                          os.environ if env is None else env, setsid=True, file_actions=[
+                              (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+                              (os.POSIX_SPAWN_OPEN, 1, log,
+                               os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
+                              (os.POSIX_SPAWN_DUP2, 1, 2)])
+
+
+def start(jobdir):
+    """``--start``: a supervisor for ``jobdir`` unless one is alive. The first start clears what
+    an earlier job with the same run ids left in the run dirs (a shared RUNS dir on a box)."""
+    if not os.path.exists(os.path.join(jobdir, "job.json")):
+        return "missing"
+    if alive(jobdir):
+        return "alive"
+    with JobLock(jobdir):
+        marker = os.path.join(jobdir, "started")
+        if not os.path.exists(marker):
+            spec = load_spec(jobdir)
+            for launch in spec["launches"]:
+                rundir = run_dir(jobdir, spec, launch["run"])
+                for name in ("pid", "exit", "reported", "cancel", "timeout"):
+                    try:
+                        os.unlink(os.path.join(rundir, name))
+                    except FileNotFoundError:
+                        pass
+            open(marker, "w").close()
+    spawn(jobdir)
+    return "started"
+
+
+def mark_cancelled(runner, jobdir, spec, run):
+    """Mark a run cancelled under the job lock (so it never starts); its pid when it runs.
+    ``runner``: the runner module (its /proc reader and atomic write)."""
+    rundir = run_dir(jobdir, spec, run)
+    os.makedirs(rundir, exist_ok=True)
+    with JobLock(jobdir):  # the supervisor starts runs under the same lock
+        runner.write_atomic(os.path.join(rundir, "cancel"), "")
+        pid, pstart = read_pid(rundir)
+    if pid is not None and not os.path.exists(os.path.join(rundir, "exit")) and \
+            runner.proc_start(pid) is not None and (pstart is None or runner.proc_start(pid) == pstart):
+        return pid
+    return None
+
+
+def kill_groups(runner, pgids, grace):
+    """SIGTERM each process group, wait up to ``grace`` s, then SIGKILL what is left."""
+    live = []
+    for pgid in pgids:
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+            live.append(pgid)
+        except (ProcessLookupError, PermissionError):
+            pass
+    deadline = time.monotonic() + grace
+    while live and time.monotonic() < deadline:
+        live = [p for p in live if group_alive(runner, p)]
+        if live:
+            time.sleep(0.02)
+    for pgid in live:
+        _killpg(pgid, signal.SIGKILL)
+
+
+def group_alive(runner, pgid):
+    """Any non-zombie process left in the group (the leader may be a zombie awaiting reaping)."""
+    if runner.proc_alive(pgid, None):
+        return True
+    try:
+        names = [n for n in os.listdir("/proc") if n.isdigit()]
+    except OSError:
+        return False
+    for name in names:
+        fields = runner.proc_stat(name)
+        if fields and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
+
+
+def cancel(jobdir, runs):
+    """``--cancel``: mark ``runs`` cancelled and kill those running."""
+    spec = load_spec(jobdir)
+    runner = load_runner(spec["runner"])
+    pids = [p for p in (mark_cancelled(runner, jobdir, spec, r) for r in runs) if p]
+    kill_groups(runner, pids, float(spec.get("grace", 5)))
+
+
+def main(argv):
+    if argv[1:2] == ["--start"]:
+        for jobdir in argv[2:]:
+            print(json.dumps({"jobdir": jobdir, "agent": start(jobdir)}), flush=True)
+        return 0
+    if argv[1:2] == ["--cancel"]:
+        cancel(argv[2], argv[3:])
+        return 0
+    return supervise(argv[1])
+
+
 if __name__ == "__main__":
-    sys.exit(supervise(sys.argv[1]))
+    sys.exit(main(sys.argv))

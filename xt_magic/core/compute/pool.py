@@ -1,88 +1,79 @@
 """PoolBackend: runs spread over SSH boxes (``service: pool`` with non-localhost boxes).
 
-On each box a run gets a directory ``{work-dir}/runs/{run}`` holding ``pid``, ``exit`` and
-``runner.log``. The runner is started detached (``setsid nohup sh -c '...; echo $? > exit'``) so
-the SSH session can close at once; the process group id is the recorded ``pid``.
+``submit`` spreads the runs over the reachable boxes and, on each box, hands its share to a box
+agent: the local target's supervisor program (``local_supervisor.py``, stdlib only), delivered over
+SFTP content addressed (``{work-dir}/bin/{sha}/local_supervisor.py``) and started detached
+(``--start``: own session, no terminal), so it outlives the SSH session and the kernel. It starts
+the queued runs as the box's slots free (``{work-dir}/slots/slot{i}.lock``, flock-ed by each run:
+max-runs holds across jobs and kernels), reports exits, signals and time limits, and honours
+cancel markers. Its spec, ``{work-dir}/jobs/{token}/job.json``, holds the runs' launch secrets:
+written over SFTP 0600 in a 0700 dir, never on a command line or in the store; each run gets its
+secret in its environment (``XT_LAUNCH``). Run dirs are ``{work-dir}/runs/{run}`` (``pid``,
+``exit``, ``runner.log``, and the staged runner/ticket when the box reaches a blob store by URL).
 
-Store access from the box: see staging.py (the runner straight from a file store the box sees at
-the same path, else runner and ticket uploaded; the launch secret in a 0600 ``launch.json``).
-
-Queue: when every box is at ``max-runs`` a run is recorded ``queued`` without a host, and started
-by a later :meth:`poll` when a slot frees. Live slot counts come from the boxes themselves (live
-run directories), so several kernels share the boxes correctly.
+``queued`` carries ``backend_id: BOX:TOKEN`` (the agent's job dir). ``poll`` reads states from the
+store; it only restarts an agent that is gone (``--start`` again, from the spec already on the box:
+no key from the kernel), and fails the runs of a box it cannot reach. Store access from the box:
+staging.py.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import posixpath
+import secrets
 import shlex
-import time
 
 from ..errors import TargetError, XTError
-from ..protocol import tickets
-from ..protocol.events import CANCELLED, FINAL, QUEUED
-from . import ssh
+from ..protocol.events import CANCELLED, FINAL, QUEUED, RUNNING
+from . import local_supervisor, ssh
 from .base import TEMPLATES, Backend, Launch
 from .ssh import box_for
 from .staging import Staging
 
 q = shlex.quote
-CLAIM_STALE_SECONDS = 120
+CANCEL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 
 
 def run_dir(box: ssh.Box, run_id: str) -> str:
     return posixpath.join(box.work_dir, "runs", ssh.check_name(run_id, "run id"))
 
 
-def start_script(directory: str, argv: list[str], max_seconds: int | None = None,
-                 max_runs: int | None = None) -> str:
-    """sh script: start ``argv`` detached in ``directory`` (own session = own process group) with
-    output to runner.log; its exit code lands in ``exit``; prints the pid (= process group id).
-
-    With ``max_seconds`` the session leader watches the clock: past the limit it writes a
-    ``timeout`` marker and TERMs its group (it traps TERM itself so it can still write ``exit``),
-    then KILLs it 10 s later. With ``max_runs`` it prints ``full`` instead of starting when that
-    many runs are live under the work dir (``DIR/../..``). ``cd DIR;`` rather than ``cd DIR && ... &``: the latter keeps the
-    channel open until the job ends (local_components.md)."""
-    if max_seconds:
-        n = int(max_seconds)
-        inner = (f"trap true TERM; {ssh.join(argv)} & r=$!; i=0; "
-                 "while kill -0 $r 2>/dev/null; do "
-                 f"if [ $i -ge {n} ]; then echo {n} > timeout; kill -TERM -$$ 2>/dev/null; fi; "
-                 f"if [ $i -ge {n + 10} ]; then kill -KILL -$$; fi; "
-                 "sleep 1; i=$((i+1)); done; wait $r; echo $? > exit.tmp; mv exit.tmp exit")
-    else:
-        inner = f"{ssh.join(argv)}; echo $? > exit.tmp; mv exit.tmp exit"
-    start = (f"mkdir -p {q(directory)} && cd {q(directory)} || exit 97; "
-             "rm -f exit exit.tmp pid timeout; "
-             f"setsid nohup sh -c {q(inner)} > runner.log 2>&1 < /dev/null 9>&- & "
-             "echo $! > pid; echo $!")
-    if not max_runs:
-        return start
-    # count and start under one lock on the box, so concurrent submitters/pollers (several
-    # kernels) never exceed max-runs; fd 9 is closed for the run so it does not hold the lock
-    work = posixpath.dirname(posixpath.dirname(directory))
-    return (f"mkdir -p {q(work)} && exec 9>>{q(work + '/.slots.lock')} || exit 97; "
-            "command -v flock >/dev/null 2>&1 && flock 9; "
-            f"n=0; w={q(work)}; for d in \"$w\"/runs/*; do if [ ! -f \"$d/exit\" ] && "
-            f"{_ALIVE}; then n=$((n+1)); fi; done; "
-            f"if [ $n -ge {int(max_runs)} ]; then echo full; exit 0; fi; " + start)
+def agent_dir(box: ssh.Box, token: str) -> str:
+    return posixpath.join(box.work_dir, "jobs", ssh.check_name(token, "agent token"))
 
 
-# With /proc: the process $p is still ours (its cwd is the run dir $d), not a reused PID.
-_OURS = ('{ [ ! -d "/proc/$p" ] || '
-         '[ "$(readlink "/proc/$p/cwd")" = "$(cd "$d" 2>/dev/null && pwd -P)" ]; }')
-# Run dir $d holds a live run of ours (a zombie counts as gone: PID 1 here reaps orphans late).
-_ALIVE = ('[ -f "$d/pid" ] && p=$(cat "$d/pid") && kill -0 "$p" 2>/dev/null && '
+_AGENT: dict = {}
+
+
+def agent_source() -> tuple[bytes, str]:
+    """(bytes, sha256) of the supervisor program the boxes run (read once per process)."""
+    if not _AGENT:
+        with open(local_supervisor.__file__, "rb") as fh:
+            data = fh.read()
+        _AGENT.update(data=data, sha=hashlib.sha256(data).hexdigest())
+    return _AGENT["data"], _AGENT["sha"]
+
+
+def agent_path(box: ssh.Box) -> str:
+    return posixpath.join(box.work_dir, "bin", agent_source()[1][:32], "local_supervisor.py")
+
+
+# With /proc: the process $p is still the run's (same start time as its pid file records), not a
+# reused PID.
+_OURS = ('{ [ ! -d "/proc/$p" ] || { [ -n "$s" ] && '
+         '[ "$(sed "s/.*) //" "/proc/$p/stat" | cut -d" " -f20)" = "$s" ]; }; }')
+# Run dir $d holds a live run (a zombie counts as gone: PID 1 here reaps orphans late).
+_ALIVE = ('[ -f "$d/pid" ] && p=$(cut -d" " -f1 "$d/pid") && s=$(cut -s -d" " -f2 "$d/pid") && '
+          'kill -0 "$p" 2>/dev/null && '
           '! grep -qs "^State:[[:space:]]*Z" "/proc/$p/status" && ' + _OURS)
 
 
 def status_script(work_dir: str, run_ids: list[str]) -> str:
     """sh script printing ``RUN exit N`` / ``RUN alive`` / ``RUN gone -`` per run (plus
     `` timeout`` when the run hit its time limit), then
-    ``live N`` (live runs under work_dir, for slot counting) and ``cores N``. A zombie counts as
-    gone: PID 1 here reaps orphans late."""
+    ``live N`` (live runs under work_dir, for placement and %xt_boxes) and ``cores N``."""
     runs = " ".join(q(ssh.check_name(r, "run id")) for r in run_ids)
     return (f"w={q(work_dir)}; for r in {runs}; do d=\"$w/runs/$r\"; "
             "t=; [ -f \"$d/timeout\" ] && t=\" timeout\"; "
@@ -92,20 +83,6 @@ def status_script(work_dir: str, run_ids: list[str]) -> str:
             f"else echo \"$r gone - $t\"; fi; done; "
             f"n=0; for d in \"$w\"/runs/*; do if [ ! -f \"$d/exit\" ] && {_ALIVE}; then n=$((n+1)); fi; "
             "done; echo \"live $n\"; echo \"cores $(nproc 2>/dev/null || echo 1)\"")
-
-
-def kill_script(directory: str) -> str:
-    """sh script: TERM the run's process group, give it 3 s, then KILL it. A leader PID now used
-    by another process is left alone (a PID is never reused while its group still exists).
-    (dash's kill takes no ``--``; zombies, which PID 1 reaps late here, do not count as alive.)"""
-    return (f"d={q(directory)}; [ -f \"$d/pid\" ] || exit 0; [ -f \"$d/exit\" ] && exit 0; "
-            "p=$(cat \"$d/pid\"); " + _OURS + " || exit 0; kill -TERM \"-$p\" 2>/dev/null; i=0; "
-            "while ps -o stat= -s \"$p\" 2>/dev/null | grep -q '^[^Z]' && [ $i -lt 30 ]; do "
-            "sleep 0.1; i=$((i+1)); done; kill -KILL \"-$p\" 2>/dev/null; exit 0")
-
-
-class BoxFull(Exception):
-    """The box had no free slot when the start script counted under its lock."""
 
 
 class PoolBackend(Backend):
@@ -134,14 +111,22 @@ class PoolBackend(Backend):
         self._staging = {n: Staging(store, self._sees_fn(b)) for n, b in self.boxes.items()}
         self._cores: dict[str, int] = {}  # default max-runs of a box: its cores
         self._errors: dict[str, Exception] = {}  # why a box had no slots in the last count
+        self._delivered: set = set()  # boxes holding this kernel's agent program
 
     # -- helpers ------------------------------------------------------------------------------
     @staticmethod
-    def _placement(info: dict) -> tuple[str | None, int | None]:
-        """(box name, process group id) from ``backend_id`` ("BOX:PGID"); the runner's own
-        ``running`` event overwrites ``host``/``pid`` with the node's hostname and its pid."""
-        box, _, pgid = str(info.get("backend_id") or "").rpartition(":")
-        return (box, int(pgid)) if box and pgid.isdigit() else (None, None)
+    def _agent_of(info: dict) -> tuple[str | None, str | None]:
+        """(box name, agent token) from ``backend_id`` ("BOX:TOKEN")."""
+        box, _, token = str(info.get("backend_id") or "").rpartition(":")
+        return (box, token) if box and token else (None, None)
+
+    @classmethod
+    def _placement(cls, info: dict) -> tuple[str | None, int | None]:
+        """(box name, process group id): the box from ``backend_id``, the group from the runner's
+        own ``running`` event (None until it started)."""
+        pgid = next((e.get("pgid") for e in reversed(info["events"])
+                     if e.get("state") == RUNNING and isinstance(e.get("pgid"), int)), None)
+        return cls._agent_of(info)[0], pgid
 
     @staticmethod
     def _sees_fn(box):
@@ -164,69 +149,93 @@ class PoolBackend(Backend):
                 counts[n] = int(facts["live"])
                 self._cores[n] = int(facts["cores"])
             except (TargetError, ValueError, KeyError) as err:
-                counts[n] = None  # unreachable: no slots
+                counts[n] = None  # unreachable
                 self._errors[n] = err
         return counts
 
-    def _start(self, box: ssh.Box, launch: Launch, job_id: str) -> None:
-        directory = run_dir(box, launch.run_id)
-        staged = self._staging[box.name].stage(launch, directory, f"box {box.name!r}")
-        if staged.uploads:
-            ssh.put_files(box, staged.uploads)
-        ssh.put_files(box, staged.secret, mode=0o600)
-        limit = (launch.max_seconds or launch.ticket.get("max_seconds")
-                 or self.target.get("max-seconds"))
-        argv = staged.env_argv() + box.python_argv() + [staged.runner, staged.ticket]
-        out = ssh.run_script(box, start_script(directory, argv, limit,
-                                               box.max_runs or self._cores.get(box.name, 1)),
-                             timeout=30).stdout.strip()
-        if out == "full":
-            raise BoxFull(box.name)
-        if not out.isdigit():
-            raise TargetError(f"box {box.name!r}: runner did not start (got {out[:200]!r})")
-        pid = int(out)
-        self._event(launch.run_id, QUEUED, host=box.name, pid=pid,
-                    backend_id=f"{box.name}:{pid}", job=job_id, max_seconds=limit)
+    def _capacity(self, n: str) -> int:
+        return self.boxes[n].max_runs or self._cores.get(n, 1)
 
-    def _place(self, job_id: str, launches: list[Launch], counts: dict) -> list[Launch]:
-        """Start launches on boxes with free slots; return those still waiting."""
-        waiting = []
+    def _spread(self, launches: list[Launch], counts: dict) -> dict[str, list[Launch]]:
+        """Each run to the reachable box least loaded for its capacity (live + given so far)."""
+        load = {n: c for n, c in counts.items() if c is not None}
+        shares: dict[str, list[Launch]] = {n: [] for n in load}
         for launch in launches:
-            started = False
-            for n, box in self.boxes.items():
-                live = counts.get(n)
-                if live is None or live >= (box.max_runs or self._cores.get(n, 1)):
-                    continue
-                try:
-                    self._start(box, launch, job_id)
-                except BoxFull:  # another kernel took the last slot meanwhile
-                    counts[n] = None
-                    continue
-                except TargetError as err:
-                    if "cannot see the file store" in err.message:
-                        self._fail_unless_final(launch.run_id, str(err))
-                        started = True
-                        break
-                    counts[n] = None  # box went away: try the next one
-                    continue
-                counts[n] = live + 1
-                started = True
-                break
-            if not started:
-                waiting.append(launch)
-        return waiting
+            n = min(load, key=lambda b: ((load[b] + len(shares[b])) / self._capacity(b),
+                                         list(self.boxes).index(b)))
+            shares[n].append(launch)
+        return {n: s for n, s in shares.items() if s}
 
-    def _launch_from_store(self, job_id: str, run_id: str) -> Launch:
-        """A waiting run's Launch, made again in this kernel: the stored (signed) ticket, and a
-        launch secret from the job key derived on this machine (tickets.relaunch)."""
-        ticket_path = self.layout.ticket(run_id)
-        ticket = json.loads(self.store.read_bytes(ticket_path))
-        return Launch(run_id=run_id, job_id=job_id, workspace=self.layout.ws, ticket=ticket,
-                      ticket_path=ticket_path, launch_secret=tickets.relaunch(self.store, ticket))
+    def _deliver_agent(self, box: ssh.Box) -> str:
+        path = agent_path(box)
+        if box.name not in self._delivered:
+            ssh.put_files(box, {path: agent_source()[0]}, once=True)
+            self._delivered.add(box.name)
+        return path
+
+    def _agent_command(self, box: ssh.Box, *args: str) -> list[str]:
+        return box.python_argv() + [self._deliver_agent(box), *args]
+
+    def _start_agents(self, box: ssh.Box, jobdirs: list[str]) -> dict:
+        """``--start`` the agents of these job dirs on the box: {jobdir: alive|started|missing}."""
+        out = ssh.run(box, self._agent_command(box, "--start", *jobdirs), timeout=30).stdout
+        found = {}
+        for line in out.splitlines():
+            try:
+                rec = json.loads(line)
+                found[rec["jobdir"]] = rec["agent"]
+            except (ValueError, KeyError, TypeError):
+                continue
+        return found
+
+    def _hand_over(self, box: ssh.Box, job_id: str, launches: list[Launch]) -> None:
+        """Give the box's agent this share: stage the runs, write the spec, start the agent."""
+        token = secrets.token_hex(8)
+        jobdir = agent_dir(box, token)
+        uploads, entries, runner, queued = {}, [], None, []
+        for launch in launches:
+            directory = run_dir(box, launch.run_id)
+            try:
+                staged = self._staging[box.name].stage(launch, directory, f"box {box.name!r}")
+            except TargetError as err:
+                if "cannot see the file store" not in err.message:
+                    raise
+                self._fail_unless_final(launch.run_id, str(err))
+                continue
+            uploads.update(staged.uploads)
+            runner = posixpath.join(directory, staged.runner)
+            limit = (launch.max_seconds or launch.ticket.get("max_seconds")
+                     or self.target.get("max-seconds"))
+            entries.append({"run": launch.run_id, "ticket": launch.ticket,
+                            "ticket_file": posixpath.join(directory, staged.ticket),
+                            "max_seconds": limit, "launch": launch.launch_secret})
+            queued.append((launch.run_id, limit))
+        if not entries:
+            return
+        spec = {"launches": entries, "python": None, "runner": runner, "token": token,
+                "slots": posixpath.join(box.work_dir, "slots"), "max_runs": box.max_runs,
+                "grace": self.target.get("kill-grace", CANCEL_GRACE),
+                "runs_dir": posixpath.join(box.work_dir, "runs")}
+        if uploads:
+            ssh.put_files(box, uploads)
+        self._deliver_agent(box)
+        ssh.put_files(box, {posixpath.join(jobdir, "job.json"): json.dumps(spec).encode()},
+                      mode=0o600, dir_mode=0o700)
+        for run_id, limit in queued:  # queued before the agent can write running
+            self._event(run_id, QUEUED, host=box.name, backend_id=f"{box.name}:{token}",
+                        job=job_id, max_seconds=limit)
+        try:
+            state = self._start_agents(box, [jobdir]).get(jobdir)
+        except TargetError as err:  # the spec is on the box: a later poll starts it again
+            state = f"not confirmed ({err.message})"
+        if state not in ("started", "alive"):
+            for run_id, _limit in queued:
+                self._event(run_id, QUEUED, reason=f"box {box.name!r}: agent {state}; the next "
+                            "poll starts it")
 
     # -- Backend API --------------------------------------------------------------------------
     def submit(self, job_id: str, launches: list[Launch]) -> None:
-        """Start what fits now; the rest is recorded ``queued`` (no host) for :meth:`poll`."""
+        """Spread the runs over the reachable boxes; each box's agent queues its share."""
         ssh.check_name(job_id, "job id")
         for launch in launches:
             ssh.check_name(launch.run_id, "run id")
@@ -240,106 +249,73 @@ class PoolBackend(Backend):
                               f"{getattr(first, 'message', first)}"
                               + (f"; {others}" if others else ""),
                               hint=getattr(first, "hint", None))
-        for launch in self._place(job_id, launches, counts):
-            self._event(launch.run_id, QUEUED, reason="waiting for a free box slot", job=job_id)
+        left, last = list(launches), ""
+        while left:
+            if all(c is None for c in counts.values()):
+                for launch in left:
+                    self._fail_unless_final(launch.run_id, "no box of target "
+                                            f"{self.name!r} is reachable: {last}")
+                return
+            again = []
+            for n, share in self._spread(left, counts).items():
+                try:
+                    self._hand_over(self.boxes[n], job_id, share)
+                except TargetError as err:  # box went away before its agent had the runs
+                    counts[n], last = None, err.message
+                    again += share
+            left = again
 
     def poll(self, job_id: str, run_ids: list[str]) -> None:
-        """Reconcile started runs from their boxes; start waiting runs whose turn has come."""
-        by_box: dict[str, list[str]] = {}
-        waiting = []
+        """States come from the store; only an agent that is gone is started again (from the
+        spec on its box), and the runs of a box that cannot be reached fail."""
+        agents: dict[str, dict[str, list[str]]] = {}
         for run_id in run_ids:
             info = self._state(run_id)
             if info["state"] in FINAL:
                 continue
-            host = self._placement(info)[0]
-            if host in self.boxes:
-                by_box.setdefault(host, []).append(run_id)
-            elif info["state"] == QUEUED:
-                waiting.append(run_id)
-        counts: dict = {}
-        for n, box in self.boxes.items():
-            runs = by_box.get(n, [])
-            if not runs and not waiting:
-                continue
+            n, token = self._agent_of(info)
+            if n in self.boxes:
+                jobdir = agent_dir(self.boxes[n], token)
+                agents.setdefault(n, {}).setdefault(jobdir, []).append(run_id)
+        for n, jobs in agents.items():
             try:
-                out = ssh.run_script(box, status_script(box.work_dir, runs), timeout=30).stdout
+                found = self._start_agents(self.boxes[n], list(jobs))
             except TargetError as err:
-                counts[n] = None
-                for run_id in runs:
+                for run_id in (r for runs in jobs.values() for r in runs):
                     self._fail_unless_final(run_id, f"box {n!r} lost: {err.message}")
                 continue
-            for line in out.splitlines():
-                parts = line.split()
-                if parts[:1] == ["live"]:
-                    counts[n] = int(parts[1])
-                elif parts[:1] == ["cores"]:
-                    self._cores[n] = int(parts[1])
-                elif len(parts) >= 2 and parts[0] in runs:
-                    self._reconcile(n, parts[0], parts[1:])
-        if waiting:
-            if all(counts.get(n) is None for n in self.boxes):
-                for run_id in waiting:
-                    self._fail_unless_final(run_id, "no box of target "
-                                            f"{self.name!r} is reachable")
-                return
-            # several kernels may poll the same job: only the one holding the claim starts it
-            launches = []
-            for run_id in (r for r in waiting if self._claim(r)):
-                try:
-                    launches.append(self._launch_from_store(job_id, run_id))
-                except XTError as err:  # no job key here, or a ticket that does not verify
-                    self._fail_unless_final(run_id, err.message)
-                    self.store.delete(self._claim_path(run_id))
-            for launch in self._place(job_id, launches, counts):
-                self.store.delete(self._claim_path(launch.run_id))
-
-    def _claim_path(self, run_id: str) -> str:
-        return self.layout.claim(run_id, "pool-start")
-
-    def _claim(self, run_id: str) -> bool:
-        path = self._claim_path(run_id)
-        stamp = str(time.time()).encode()
-        if self.store.create_exclusive(path, stamp):
-            return True
-        try:
-            age = time.time() - float(self.store.read_bytes(path))
-        except (XTError, ValueError):
-            age = 0.0
-        if age > CLAIM_STALE_SECONDS:  # its holder died between claiming and starting
-            self.store.delete(path)
-            return self.store.create_exclusive(path, stamp)
-        return False
-
-    def _reconcile(self, box_name: str, run_id: str, status: list[str]) -> None:
-        code = int(status[1]) if len(status) > 1 and status[1].lstrip("-").isdigit() else None
-        if "timeout" in status:
-            self._fail_unless_final(run_id, f"time limit reached on box {box_name!r}",
-                                    exit_code=code)
-        elif status[0] == "exit":
-            self._fail_unless_final(
-                run_id, f"runner exited with code {code} on box {box_name!r} without reporting "
-                        "a result", exit_code=code)
-        elif status[0] == "gone":
-            self._fail_unless_final(
-                run_id, f"runner process on box {box_name!r} is gone without an exit code "
-                        "(killed, or the box restarted)")
+            for jobdir, runs in jobs.items():
+                if found.get(jobdir) == "missing":
+                    for run_id in runs:
+                        self._fail_unless_final(run_id, f"box {n!r} no longer has the job's "
+                                                "agent spec (its work dir was cleared)")
 
     def cancel(self, job_id: str, run_ids: list[str]) -> None:
-        """Kill each run's remote process group (TERM, then KILL) and record ``cancelled``."""
-        errors = []
+        """Cancel markers the agent honours (a queued run never starts), a running run's process
+        group killed (TERM, then KILL), and ``cancelled`` recorded."""
+        agents: dict[str, dict[str, list[str]]] = {}
+        live = []
         for run_id in run_ids:
             info = self._state(run_id)
             if info["state"] in FINAL:
                 continue
-            box = self.boxes.get(self._placement(info)[0] or "")
-            if box is not None:
+            live.append(run_id)
+            n, token = self._agent_of(info)
+            if n in self.boxes:
+                agents.setdefault(n, {}).setdefault(agent_dir(self.boxes[n], token),
+                                                    []).append(run_id)
+        errors = {}
+        for n, jobs in agents.items():
+            box = self.boxes[n]
+            for jobdir, runs in jobs.items():
                 try:
-                    ssh.run_script(box, kill_script(run_dir(box, run_id)), timeout=30)
+                    ssh.run(box, self._agent_command(box, "--cancel", jobdir, *runs), timeout=60)
                 except TargetError as err:
-                    errors.append(err.message)
+                    errors.update({r: err.message for r in runs})
+        for run_id in live:
             self._event(run_id, CANCELLED, reason="cancelled by user" + (
-                f" (box unreachable; the process may still run: {errors[-1]})"
-                if box is not None and errors else ""))
+                f" (box unreachable; the process may still run: {errors[run_id]})"
+                if run_id in errors else ""))
 
     def close(self) -> None:
         for box in self.boxes.values():

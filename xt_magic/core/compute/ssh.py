@@ -341,10 +341,13 @@ async def _sftp(conn, key):
 
 
 def put_files(box: Box, files: dict[str, bytes], *, mode: int | None = None,
+              dir_mode: int | None = None, once: bool = False,
               timeout: float = DEFAULT_TIMEOUT) -> None:
     """Write ``{remote path: bytes}`` over SFTP, creating parent directories. ``mode``: the
     files are created with it (0600 for a launch secret: never readable by others, not even
-    briefly), and set to it if they existed."""
+    briefly), and set to it if they existed; ``dir_mode``: their directory gets it (0700 for a
+    directory of secrets). ``once``: content-addressed files, left alone when they exist and
+    written whole or not at all (a temporary name, then renamed)."""
     import asyncssh
     key = _conn_key(box)
     attrs = asyncssh.SFTPAttrs(permissions=mode) if mode is not None else asyncssh.SFTPAttrs()
@@ -352,13 +355,20 @@ def put_files(box: Box, files: dict[str, bytes], *, mode: int | None = None,
     async def op(conn):
         sftp = await _sftp(conn, key)
         for path, data in files.items():
+            if once and await sftp.exists(path):
+                continue
             parent = os.path.dirname(path)
             if parent:
                 await sftp.makedirs(parent, exist_ok=True)
-            async with sftp.open(path, "wb", attrs) as fh:
+                if dir_mode is not None:
+                    await sftp.chmod(parent, dir_mode)
+            target = f"{path}.tmp-{os.urandom(6).hex()}" if once else path
+            async with sftp.open(target, "wb", attrs) as fh:
                 await fh.write(data)
             if mode is not None:
-                await sftp.chmod(path, mode)
+                await sftp.chmod(target, mode)
+            if once:
+                await sftp.posix_rename(target, path)
     _with_retry(box, op, timeout)
 
 

@@ -6,9 +6,9 @@ and the ticket uploaded next to the run and reaches the store through the URLs o
 access. A file store the node cannot see is a TargetError telling to use a blob store: outputs are
 never copied back by hand, so every target writes events/console/outputs the same way.
 
-Either way the launch secret goes into ``launch.json`` in the run directory, created 0600 and
-deleted by the runner once read; the runner finds it through ``XT_LAUNCH_FILE`` (a path: never
-the secret itself on a command line).
+``secret`` is the launch secret as ``launch.json`` in the run directory (Slurm: created 0600,
+deleted by the runner once read, found through ``XT_LAUNCH_FILE``: a path, never the secret on a
+command line); the pool instead puts every launch secret of a box in its agent's 0600 spec.
 """
 from __future__ import annotations
 

@@ -64,10 +64,6 @@ class Layout:
         """Batch: the node's own stdout/stderr, uploaded when the task ends."""
         return self.run(run, f"node/{name}")
 
-    def claim(self, run: str, what: str) -> str:
-        """An exclusive marker a backend creates so one process alone acts on the run."""
-        return self.run(run, f"{what}.claim")
-
     # -- batch multi-node ranks ------------------------------------------------------------------
     def rank_dir(self, run: str, rank: int) -> str:
         return f"{self.ws}/runs/{run}/rank{int(rank)}"

@@ -14,7 +14,6 @@ Launch secret, delivered only through the launch channel (process environment ``
 from __future__ import annotations
 
 from ...runner.runner import canonical, sign_fields, verify_fields
-from . import keys
 from .access import NodeAccess
 from .layout import Layout
 
@@ -22,7 +21,7 @@ VERSION = 2
 WEEK = 7 * 24 * 3600
 
 __all__ = ["VERSION", "build", "sign", "verify", "verify_event", "node_access", "launch_secret",
-           "relaunch", "expiry_seconds", "job_access", "canonical"]
+           "expiry_seconds", "job_access", "canonical"]
 
 
 def build(layout: Layout, job: str, run: str, *, bundle: dict, hparams: dict | None = None,
@@ -99,14 +98,3 @@ def job_access(store, bundle: dict, max_seconds=None) -> NodeAccess:
 
 def launch_secret(key: bytes, access: NodeAccess) -> dict:
     return {"key": key.hex(), "access": access.to_json()}
-
-
-def relaunch(store, ticket: dict) -> dict:
-    """The launch secret of a stored ticket, made again in a later kernel (a pool run that waited
-    for a slot): the job key is derived on this machine, the access signed afresh."""
-    key = keys.job_key(store, ticket["workspace"], ticket["job"])
-    if not verify(ticket, key):  # never hand out write access for paths a store writer chose
-        from ..errors import JobError
-        raise JobError(f"{ticket.get('run')}: stored ticket signature does not verify; "
-                       "not started")
-    return launch_secret(key, node_access(store, ticket))
