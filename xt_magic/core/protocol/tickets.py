@@ -14,6 +14,7 @@ Launch secret, delivered only through the launch channel (process environment ``
 from __future__ import annotations
 
 from ...runner.runner import canonical, sign_fields, verify_fields
+from . import keys
 from .access import NodeAccess
 from .layout import Layout
 
@@ -21,7 +22,7 @@ VERSION = 2
 WEEK = 7 * 24 * 3600
 
 __all__ = ["VERSION", "build", "sign", "verify", "verify_event", "node_access", "launch_secret",
-           "expiry_seconds", "job_access", "canonical"]
+           "relaunch", "expiry_seconds", "job_access", "canonical"]
 
 
 def build(layout: Layout, job: str, run: str, *, bundle: dict, hparams: dict | None = None,
@@ -98,3 +99,16 @@ def job_access(store, bundle: dict, max_seconds=None) -> NodeAccess:
 
 def launch_secret(key: bytes, access: NodeAccess) -> dict:
     return {"key": key.hex(), "access": access.to_json()}
+
+
+def relaunch(store, ticket: dict) -> dict:
+    """The launch secret of a stored ticket made again on this machine (a run started a second
+    time from its ticket: a requeue, a restarted driver): the job key is derived here, the access
+    signed afresh, and only for a ticket whose signature verifies (never write access for paths
+    a store writer chose)."""
+    key = keys.job_key(store, ticket["workspace"], ticket["job"])
+    if not verify(ticket, key):
+        from ..errors import JobError
+        raise JobError(f"{ticket.get('run')}: stored ticket signature does not verify; "
+                       "not started")
+    return launch_secret(key, node_access(store, ticket))
