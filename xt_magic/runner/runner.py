@@ -249,15 +249,15 @@ class FileIO:
     def put(self, path, data):
         full = self._full(path)
         os.makedirs(os.path.dirname(full), exist_ok=True)
-        write_atomic(full, data)
+        write_atomic(full, data, mode=0o666)  # store objects: 0666 & ~umask (docs/security.md)
 
     def open_append(self, path):
         full = self._full(path)
         try:
-            return os.open(full, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            return os.open(full, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         except FileNotFoundError:
             os.makedirs(os.path.dirname(full), exist_ok=True)
-            return os.open(full, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            return os.open(full, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
 
     def append(self, path, data):
         fd = self.open_append(path)
@@ -666,34 +666,60 @@ def _fetch_checked(io, path, sha, what):
     return data
 
 
-def safe_extract(zip_bytes, dest, what="snapshot"):
-    """Unpack a zip refusing absolute paths, ``..``, drive letters and links; every entry is checked
-    before anything is written. Returns the names extracted. (The kernel uses this one too.)"""
+def safe_extract(source, dest, what="snapshot"):
+    """Unpack a zip (bytes, or the path of a zip file: read in chunks, never whole) refusing
+    absolute paths, ``..``, drive letters, links, names that are no file (``.``), a name used as
+    both a file and a folder, and names too long for the filesystem; every entry is checked before
+    anything is written. Returns the names extracted. (The kernel uses this one too.)"""
     import io as _io
     import stat
     import zipfile
     dest = os.path.realpath(dest)
     names = []
-    with zipfile.ZipFile(_io.BytesIO(zip_bytes)) as zf:
+    src = source if isinstance(source, (str, os.PathLike)) else _io.BytesIO(source)
+    with zipfile.ZipFile(src) as zf:
         infos = zf.infolist()
+        files, folders = set(), set()
         for info in infos:
             name = info.filename
             mode = info.external_attr >> 16
             parts = name.replace("\\", "/").split("/")
-            target = os.path.realpath(os.path.join(dest, *[p for p in parts if p]))
+            kept = [p for p in parts if p and p != "."]
+            target = os.path.realpath(os.path.join(dest, *kept))
             if (name.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]
                     or stat.S_ISLNK(mode)
                     or (target != dest and not target.startswith(dest + os.sep))):
                 raise RunnerError(f"unsafe path {name!r} in {what}: refusing to unpack")
+            if not kept:
+                if info.is_dir():
+                    continue  # "./": the destination itself
+                raise RunnerError(f"entry {name!r} in {what} names no file: refusing to unpack")
+            if (len(os.path.join(dest, *kept).encode()) >= 4096
+                    or any(len(p.encode()) > 255 for p in kept)):
+                raise RunnerError(f"entry {name[:80]!r}... in {what}: name too long for the "
+                                  "filesystem; refusing to unpack")
+            key = "/".join(kept)
+            (folders if info.is_dir() else files).add(key)
+            folders.update("/".join(kept[:i]) for i in range(1, len(kept)))
+        clash = sorted(files & folders)
+        if clash:
+            raise RunnerError(f"entry {clash[0]!r} in {what} is both a file and a folder: "
+                              "refusing to unpack")
         for info in infos:
-            parts = [p for p in info.filename.replace("\\", "/").split("/") if p]
+            parts = [p for p in info.filename.replace("\\", "/").split("/") if p and p != "."]
+            if not parts:
+                continue
             target = os.path.join(dest, *parts)
             if info.is_dir():
                 os.makedirs(target, exist_ok=True)
                 continue
             os.makedirs(os.path.dirname(target), exist_ok=True)
-            with zf.open(info) as src, open(target, "wb") as out:
-                out.write(src.read())
+            with zf.open(info) as fin, open(target, "wb") as out:
+                while True:
+                    chunk = fin.read(1 << 20)
+                    if not chunk:
+                        break
+                    out.write(chunk)
             if (info.external_attr >> 16) & 0o111:
                 os.chmod(target, 0o755)
             names.append(info.filename)
