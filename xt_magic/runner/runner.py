@@ -12,8 +12,9 @@ ticket"). Phases:
    the run's console, buffer metrics, write outputs and ``completed`` — or ``failed`` with the
    exception's type, message and traceback.
 
-Exit codes: 0 completed, 1 failed (and reported), 2 failed without being able to report, 143
-cancelled by SIGTERM (nothing reported: the canceller writes ``cancelled``).
+Exit codes: 0 completed, 1 failed (and reported), 2 failed without being able to report, 3 the
+same because the disk is full (ENOSPC: its supervisor names the cause), 143 cancelled by SIGTERM
+(nothing reported: the canceller writes ``cancelled``).
 Startup is kept cheap: modules not needed by a trivial job are imported where they are used.
 Nothing here prints or writes environment values, URLs (they carry SAS tokens) or other secrets.
 """
@@ -27,7 +28,7 @@ APPEND_BLOCK_MAX = 4 * 1024 * 1024
 FLUSH_SECONDS = 1.0                 # console (urls) and metrics flush period
 SINK_MODULE = "_xt_runner_sink"     # what xt_magic.log() looks for (core/jobs/metrics_log.py)
 CELL_FILENAME = "<xt_run cell>"
-EXIT_OK, EXIT_FAILED, EXIT_UNREPORTED, EXIT_CANCELLED = 0, 1, 2, 143
+EXIT_OK, EXIT_FAILED, EXIT_UNREPORTED, EXIT_NO_SPACE, EXIT_CANCELLED = 0, 1, 2, 3, 143
 # `python runner.py T` compiles this file on every start (a script is never cached); importing it
 # as a module uses __pycache__: `python -c BOOTSTRAP RUNNER_DIR T` does the same, 10-30 ms sooner.
 BOOTSTRAP = ("import sys; sys.path.insert(0, sys.argv[1]); import runner; "
@@ -575,6 +576,56 @@ def _remove(path):
     shutil.rmtree(path, ignore_errors=True)
 
 
+# ------------------------------------------------------------------------------- work dirs
+def workdir_base():
+    """``$TMPDIR/xt-runs-<uid>``: this user's private (0700) parent of run work dirs. One shared
+    folder would be another user's to create, read or fill."""
+    base = os.path.join(os.environ.get("TMPDIR") or "/tmp", f"xt-runs-{os.getuid()}")
+    try:
+        os.mkdir(base, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(base)
+    import stat
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        raise RunnerError(f"work dir base {base} is not a folder of this user: refusing to use it")
+    if st.st_mode & 0o077:
+        os.chmod(base, 0o700)
+    return base
+
+
+def make_workdir(run):
+    """A new private work dir (0700, unpredictable name) named after this process, so a sweep can
+    tell when its run is gone: ``{run}.{pid}-{pstart}.{random}``. (tempfile would cost every run
+    its import; os.mkdir with a random name is what mkdtemp does.)"""
+    base = workdir_base()
+    pid = os.getpid()
+    while True:
+        path = os.path.join(base, f"{run}.{pid}-{proc_start(pid)}.{os.urandom(6).hex()}")
+        try:
+            os.mkdir(path, 0o700)
+            return path
+        except FileExistsError:
+            continue
+
+
+def sweep_workdirs(base=None):
+    """Remove the work dirs of runs whose process is gone (killed runs leave theirs behind)."""
+    try:
+        base = base or workdir_base()
+        names = os.listdir(base)
+    except (OSError, RunnerError):
+        return
+    for name in names:
+        try:
+            pid, pstart = name.rsplit(".", 2)[-2].split("-")
+            gone = not proc_alive(int(pid), int(pstart) if pstart != "None" else None)
+        except (ValueError, IndexError):
+            continue
+        if gone:
+            _remove(os.path.join(base, name))
+
+
 def _build_env(env_dir, python, pip, conda, name, console):
     import shutil
     import site
@@ -805,12 +856,6 @@ def hp_namespace(hparams):
 def run_phase(ticket, io, console, key):
     import _signal  # the C module: `signal` builds enums at import, which costs startup time
     _signal.signal(_signal.SIGTERM, _on_sigterm)
-    slot = os.environ.pop("XT_SLOT_FD", None)
-    if slot:  # a local box slot held by this process: the cell's children must not inherit it
-        try:
-            os.set_inheritable(int(slot), False)
-        except (OSError, ValueError):
-            pass
     paths, bundle = ticket["paths"], ticket.get("bundle") or {}
     pid = os.getpid()
     append_event(io, ticket, "running", host=os.uname().nodename, pid=pid, pgid=os.getpgrp(),
@@ -821,8 +866,8 @@ def run_phase(ticket, io, console, key):
     workdir = ticket.get("workdir")
     own_workdir = not workdir
     if own_workdir:
-        base = os.path.join(os.environ.get("TMPDIR") or "/tmp", "xt-runs")
-        workdir = os.path.join(base, f"{ticket.get('workspace', 'ws')}.{ticket['run']}.{pid}")
+        sweep_workdirs()
+        workdir = make_workdir(ticket["run"])
     outdir = os.path.join(os.path.abspath(workdir), "output")
     t0 = time.time()
     result = {}
@@ -891,6 +936,8 @@ def run_phase(ticket, io, console, key):
         console.say("[xt] cancelled (SIGTERM)")
         capture.stop()
         metrics.tick(force=True)
+        if own_workdir:
+            _drop_workdir(workdir, outdir)
         return EXIT_CANCELLED
     except BaseException as err:  # saving outputs failed
         result["error"] = {"type": type(err).__name__, "message": str(err),
@@ -901,12 +948,7 @@ def run_phase(ticket, io, console, key):
     metrics.tick(force=True)
     duration = round(time.time() - t0, 3)
     if own_workdir:
-        os.chdir("/")
-        try:  # the usual case: nothing left but an empty output dir (no shutil import)
-            os.rmdir(outdir)
-            os.rmdir(workdir)
-        except OSError:
-            _remove(workdir)
+        _drop_workdir(workdir, outdir)
     if "error" in result:
         append_event(io, ticket, "failed", key, exit_code=result.get("exit_code") or EXIT_FAILED,
                      error=result["error"],
@@ -917,6 +959,15 @@ def run_phase(ticket, io, console, key):
     append_event(io, ticket, "completed", key, exit_code=EXIT_OK, duration=duration,
                  **result["outputs"])
     return EXIT_OK
+
+
+def _drop_workdir(workdir, outdir):
+    os.chdir("/")
+    try:  # the usual case: nothing left but an empty output dir (no shutil import)
+        os.rmdir(outdir)
+        os.rmdir(workdir)
+    except OSError:
+        _remove(workdir)
 
 
 def _save_outputs(ticket, io, ns, outdir):
@@ -1501,10 +1552,23 @@ def main(argv):
             append_event(io, ticket, "failed", key, exit_code=EXIT_FAILED, reason=message[:500],
                          error={"type": type(err).__name__, "message": str(err),
                                 "traceback": traceback.format_exc()})
-        except BaseException:
+        except BaseException as report_err:
             sys.stderr.write(f"xt runner: {message}\n")
+            if _no_space(err) or _no_space(report_err):
+                sys.stderr.write("xt runner: no space left on device (ENOSPC)\n")
+                return EXIT_NO_SPACE
             return EXIT_UNREPORTED
         return EXIT_FAILED
+
+
+def _no_space(err):
+    """Whether ``err`` (or what caused it) is a full disk."""
+    import errno
+    while err is not None:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 if __name__ == "__main__":
