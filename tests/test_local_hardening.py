@@ -12,48 +12,10 @@ import sys
 
 import pytest
 
+from procs import proc_stat, supervisors, zombie_children
 from runner_helpers import ROOT, wait_for
 from xt_magic.core import api, session
 from xt_magic.core.paths import local_root
-
-
-def _proc_stat(pid):
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()
-    except OSError:
-        return None
-
-
-def _procs():
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            fields = _proc_stat(name)
-            if fields:
-                yield int(name), fields
-
-
-def zombie_children():
-    me = os.getpid()
-    return [pid for pid, f in _procs() if int(f[1]) == me and f[0] == b"Z"]
-
-
-def supervisors(jobdir=None):
-    """Live (non-zombie) supervisor processes, of one job dir or of all (a forked run has its
-    supervisor's command line: it is told apart by its parent)."""
-    out = {}
-    for pid, f in _procs():
-        if f[0] in (b"Z", b"X"):
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                argv = fh.read().split(b"\0")
-        except OSError:
-            continue
-        if any(a.endswith(b"local_supervisor.py") for a in argv) and (
-                jobdir is None or jobdir.encode() in argv):
-            out[pid] = int(f[1])
-    return [pid for pid, parent in out.items() if parent not in out]
 
 
 def _config(xt_home, text):
@@ -104,7 +66,7 @@ def test_a_forked_grandchild_does_not_keep_the_slot(xt_home, tmp_path):
         quick = api.run_cell("v = 1\n", ns)
         quick.wait(timeout=30, progress=False)  # not 120 s behind the grandchild
         assert quick.state("run2.1") == "completed"
-        assert _proc_stat(grandchild) is not None  # still alive: the slot was freed anyway
+        assert proc_stat(grandchild) is not None  # still alive: the slot was freed anyway
     finally:
         os.kill(grandchild, signal.SIGKILL)
 
@@ -188,6 +150,7 @@ def test_a_run_whose_local_record_is_deleted_fails(xt_home):
     os.kill(sup_pid, signal.SIGKILL)
     pid = int(open(os.path.join(jobdir, "runs", "run1.1", "pid")).read().split()[0])
     os.killpg(pid, signal.SIGKILL)
+    wait_for(lambda: (proc_stat(pid) or [b"X"])[0] in (b"Z", b"X"), what="the run to die")
     shutil.rmtree(jobdir)
     job = api.status(job.id)
     assert job.state("run1.1") == "failed"
