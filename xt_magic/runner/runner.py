@@ -252,6 +252,19 @@ class FileIO:
         os.makedirs(os.path.dirname(full), exist_ok=True)
         write_atomic(full, data, mode=0o666)  # store objects: 0666 & ~umask (docs/security.md)
 
+    def put_file(self, path, local):
+        """Move (or, across filesystems, copy in chunks) the file ``local`` to ``path``."""
+        full = self._full(path)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        try:
+            os.rename(local, full)  # created by open(): 0666 & ~umask already
+        except OSError:
+            import shutil
+            tmp = f"{os.path.join(os.path.dirname(full), '.tmp-' + os.path.basename(full))}." \
+                  f"{os.getpid()}"
+            shutil.copyfile(local, tmp)
+            os.replace(tmp, full)
+
     def open_append(self, path):
         full = self._full(path)
         try:
@@ -286,9 +299,12 @@ class UrlIO:
         import urllib.request
         hdrs = {"x-ms-version": APPEND_API_VERSION}
         hdrs.update(headers or {})
-        if data is not None:
-            hdrs["Content-Length"] = str(len(data))
+        if data is not None:  # bytes, or a file sent as it is read (never whole in memory)
+            hdrs["Content-Length"] = str(os.fstat(data.fileno()).st_size
+                                         if hasattr(data, "fileno") else len(data))
         for attempt in range(4):
+            if hasattr(data, "seek"):
+                data.seek(0)
             req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
             try:
                 with urllib.request.urlopen(req, timeout=60) as resp:
@@ -309,6 +325,10 @@ class UrlIO:
 
     def put(self, path, data):
         self._request("PUT", path, self._url(path), data, {"x-ms-blob-type": "BlockBlob"})
+
+    def put_file(self, path, local):
+        with open(local, "rb") as fh:
+            self._request("PUT", path, self._url(path), fh, {"x-ms-blob-type": "BlockBlob"})
 
     def append(self, path, data):
         url = self._url(path)
@@ -777,13 +797,12 @@ def safe_extract(source, dest, what="snapshot"):
     return names
 
 
-def _zip_dir(folder, extra=()):
-    """files.zip bytes of every regular file under ``folder`` and the ``extra`` (name, file)
-    pairs (None if there are none)."""
-    import io as _io
+def _zip_dir(folder, dest, extra=()):
+    """Zip every regular file under ``folder`` and the ``extra`` (name, file) pairs into the file
+    ``dest`` (streamed: outputs may be larger than memory); the number of files."""
     import zipfile
-    buf, count = _io.BytesIO(), 0
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+    count = 0
+    with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, full in extra:
             zf.write(full, name)
             count += 1
@@ -793,7 +812,17 @@ def _zip_dir(folder, extra=()):
                 if os.path.isfile(full) and not os.path.islink(full):
                     zf.write(full, os.path.relpath(full, folder))
                     count += 1
-    return (buf.getvalue(), count) if count else (None, 0)
+    return count
+
+
+def sha256_file(path):
+    """sha256 of a file read in chunks. (The kernel uses this one too.)"""
+    import hashlib
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def install_sinks(metrics):
@@ -992,10 +1021,16 @@ def _save_outputs(ticket, io, ns, outdir):
         out["vars_sha256"] = _sha256(data)
     extra = after_files(os.path.dirname(outdir), outdir, ticket.get("after"))
     if extra or (os.path.isdir(outdir) and os.listdir(outdir)):
-        data, count = _zip_dir(outdir, extra)
-        if data:
-            io.put(paths["files"], data)
-            out["files_count"], out["files_sha256"] = count, _sha256(data)
+        zpath = os.path.join(os.path.dirname(outdir), f".xt-files-{os.getpid()}.zip")
+        try:
+            count = _zip_dir(outdir, zpath, extra)
+            if count:
+                sha = sha256_file(zpath)
+                io.put_file(paths["files"], zpath)
+                out["files_count"], out["files_sha256"] = count, sha
+        finally:
+            if os.path.exists(zpath):
+                os.unlink(zpath)
     return out
 
 

@@ -8,6 +8,7 @@ import tempfile
 
 from ...runner.runner import RunnerError
 from ...runner.runner import safe_extract as _runner_safe_extract
+from ...runner.runner import sha256_file
 from ..errors import JobError, RunFailed
 from ..naming import param
 from ..paths import runs_cache_dir
@@ -135,19 +136,10 @@ def _verified(store, lay: Layout, job: str, run: str, final: dict, key_of, tmp: 
         local = data[name] = os.path.join(tmp, f"{run}.{name}")
         store.download_file(paths[name], local)
         sha = final.get(f"{name}_sha256")
-        if not sha or _file_sha256(local) != sha:
+        if not sha or sha256_file(local) != sha:
             raise JobError(f"{run}: {what} at {paths[name]} do not match the checksum its run "
                            "signed; nothing loaded")
     return data
-
-
-def _file_sha256(path: str) -> str:
-    import hashlib
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def safe_extract(source, dest: str) -> list[str]:
