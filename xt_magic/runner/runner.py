@@ -629,10 +629,10 @@ def make_workdir(run):
             continue
 
 
-def sweep_workdirs(base=None):
+def sweep_workdirs():
     """Remove the work dirs of runs whose process is gone (killed runs leave theirs behind)."""
     try:
-        base = base or workdir_base()
+        base = workdir_base()
         names = os.listdir(base)
     except (OSError, RunnerError):
         return
