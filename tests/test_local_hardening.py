@@ -112,7 +112,7 @@ import os, sys
 from xt_magic.core import api
 from xt_magic.core.compute.local import LocalBackend
 LocalBackend.submit = lambda self, job, launches: os.kill(os.getpid(), 9)
-api.run_cell("v = 1\\n", {"__name__": "__main__"}, hp=["a=[1,2,3]"])
+api.run_cell("v = 1\\n", {"__name__": "__main__"}, hp={"a": [1, 2, 3]})
 """
 
 

@@ -25,7 +25,7 @@ DYING_KERNEL = """
 import os, sys
 from xt_magic.core import api
 print("submitting", flush=True)
-api.run_cell("v = 1\\n", {"__name__": "__main__"}, hp=["a=[%s]" % ",".join(map(str, range(40)))])
+api.run_cell("v = 1\\n", {"__name__": "__main__"}, hp={"a": list(range(40))})
 """
 
 

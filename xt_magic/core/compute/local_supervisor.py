@@ -147,12 +147,12 @@ def _handle_exit(runner, jobdir, spec, launch, code):
     if code is not None:
         runner.write_atomic(os.path.join(rundir, "exit"), str(code))
     if not any(os.path.exists(os.path.join(rundir, m)) for m in ("cancel", "timeout", "reported")):
-        done = final_reported(runner, launch)
+        # the events are read only when the exit code leaves it open (a full disk's may not be)
         if code is None:
-            if done is not True:
+            if final_reported(runner, launch) is not True:
                 report(spec["runner"], launch, "failed", reason="process gone without a result "
                        "(exit status unknown: its supervisor was gone too)")
-        elif code not in (0, 1) or done is False:  # else the runner wrote completed / failed
+        elif code not in (0, 1) or final_reported(runner, launch) is False:  # else it reported
             report(spec["runner"], launch, "failed", exit_code=code, reason=exit_reason(code),
                    signal=signal.Signals(-code).name
                    if code < 0 and -code in signal.valid_signals() else None)
