@@ -273,13 +273,13 @@ def test_runs_never_load_the_runner_from_a_tree_being_rewritten(tmp_path, monkey
     tree.parent.mkdir()
     tree.write_bytes(open(local_mod.RUNNER, "rb").read())
     monkeypatch.setattr(local_mod, "RUNNER", str(tree))
-    spawn = LocalBackend._spawn_supervisor
+    spawn = LocalBackend._start_supervisor
 
-    def truncate_then_spawn(self, jobdir):  # the save's truncate lands before anything loads it
+    def truncate_then_spawn(self, jobdir, lock_fd=None):  # the save's truncate lands first
         tree.write_bytes(b"")
-        return spawn(self, jobdir)
+        return spawn(self, jobdir, lock_fd)
 
-    monkeypatch.setattr(LocalBackend, "_spawn_supervisor", truncate_then_spawn)
+    monkeypatch.setattr(LocalBackend, "_start_supervisor", truncate_then_spawn)
     root = tmp_path / "store"
     runs = make_job(root, "print('ran')\n", runs=2)
     backend(root, max_runs=1).submit("job1", launches(root, runs))

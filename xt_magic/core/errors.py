@@ -113,6 +113,11 @@ class StoreError(XTError):
     """Reading or writing the artifact store failed."""
 
 
+class DamagedObject(StoreError):
+    """A store object exists but cannot be used (not valid JSON, the wrong shape, a folder where a
+    file belongs, unreadable). Names the object; retrying does not help."""
+
+
 class TargetError(XTError):
     """A compute target rejected or lost work."""
 

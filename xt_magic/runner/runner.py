@@ -12,8 +12,9 @@ ticket"). Phases:
    the run's console, buffer metrics, write outputs and ``completed`` — or ``failed`` with the
    exception's type, message and traceback.
 
-Exit codes: 0 completed, 1 failed (and reported), 2 failed without being able to report, 143
-cancelled by SIGTERM (nothing reported: the canceller writes ``cancelled``).
+Exit codes: 0 completed, 1 failed (and reported), 2 failed without being able to report, 3 the
+same because the disk is full (ENOSPC: its supervisor names the cause), 143 cancelled by SIGTERM
+(nothing reported: the canceller writes ``cancelled``).
 Startup is kept cheap: modules not needed by a trivial job are imported where they are used.
 Nothing here prints or writes environment values, URLs (they carry SAS tokens) or other secrets.
 """
@@ -27,7 +28,7 @@ APPEND_BLOCK_MAX = 4 * 1024 * 1024
 FLUSH_SECONDS = 1.0                 # console (urls) and metrics flush period
 SINK_MODULE = "_xt_runner_sink"     # what xt_magic.log() looks for (core/jobs/metrics_log.py)
 CELL_FILENAME = "<xt_run cell>"
-EXIT_OK, EXIT_FAILED, EXIT_UNREPORTED, EXIT_CANCELLED = 0, 1, 2, 143
+EXIT_OK, EXIT_FAILED, EXIT_UNREPORTED, EXIT_NO_SPACE, EXIT_CANCELLED = 0, 1, 2, 3, 143
 # `python runner.py T` compiles this file on every start (a script is never cached); importing it
 # as a module uses __pycache__: `python -c BOOTSTRAP RUNNER_DIR T` does the same, 10-30 ms sooner.
 BOOTSTRAP = ("import sys; sys.path.insert(0, sys.argv[1]); import runner; "
@@ -249,15 +250,28 @@ class FileIO:
     def put(self, path, data):
         full = self._full(path)
         os.makedirs(os.path.dirname(full), exist_ok=True)
-        write_atomic(full, data)
+        write_atomic(full, data, mode=0o666)  # store objects: 0666 & ~umask (docs/security.md)
+
+    def put_file(self, path, local):
+        """Move (or, across filesystems, copy in chunks) the file ``local`` to ``path``."""
+        full = self._full(path)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        try:
+            os.rename(local, full)  # created by open(): 0666 & ~umask already
+        except OSError:
+            import shutil
+            tmp = f"{os.path.join(os.path.dirname(full), '.tmp-' + os.path.basename(full))}." \
+                  f"{os.getpid()}"
+            shutil.copyfile(local, tmp)
+            os.replace(tmp, full)
 
     def open_append(self, path):
         full = self._full(path)
         try:
-            return os.open(full, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            return os.open(full, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         except FileNotFoundError:
             os.makedirs(os.path.dirname(full), exist_ok=True)
-            return os.open(full, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            return os.open(full, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
 
     def append(self, path, data):
         fd = self.open_append(path)
@@ -285,9 +299,12 @@ class UrlIO:
         import urllib.request
         hdrs = {"x-ms-version": APPEND_API_VERSION}
         hdrs.update(headers or {})
-        if data is not None:
-            hdrs["Content-Length"] = str(len(data))
+        if data is not None:  # bytes, or a file sent as it is read (never whole in memory)
+            hdrs["Content-Length"] = str(os.fstat(data.fileno()).st_size
+                                         if hasattr(data, "fileno") else len(data))
         for attempt in range(4):
+            if hasattr(data, "seek"):
+                data.seek(0)
             req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
             try:
                 with urllib.request.urlopen(req, timeout=60) as resp:
@@ -308,6 +325,10 @@ class UrlIO:
 
     def put(self, path, data):
         self._request("PUT", path, self._url(path), data, {"x-ms-blob-type": "BlockBlob"})
+
+    def put_file(self, path, local):
+        with open(local, "rb") as fh:
+            self._request("PUT", path, self._url(path), fh, {"x-ms-blob-type": "BlockBlob"})
 
     def append(self, path, data):
         url = self._url(path)
@@ -575,6 +596,56 @@ def _remove(path):
     shutil.rmtree(path, ignore_errors=True)
 
 
+# ------------------------------------------------------------------------------- work dirs
+def workdir_base():
+    """``$TMPDIR/xt-runs-<uid>``: this user's private (0700) parent of run work dirs. One shared
+    folder would be another user's to create, read or fill."""
+    base = os.path.join(os.environ.get("TMPDIR") or "/tmp", f"xt-runs-{os.getuid()}")
+    try:
+        os.mkdir(base, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(base)
+    import stat
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        raise RunnerError(f"work dir base {base} is not a folder of this user: refusing to use it")
+    if st.st_mode & 0o077:
+        os.chmod(base, 0o700)
+    return base
+
+
+def make_workdir(run):
+    """A new private work dir (0700, unpredictable name) named after this process, so a sweep can
+    tell when its run is gone: ``{run}.{pid}-{pstart}.{random}``. (tempfile would cost every run
+    its import; os.mkdir with a random name is what mkdtemp does.)"""
+    base = workdir_base()
+    pid = os.getpid()
+    while True:
+        path = os.path.join(base, f"{run}.{pid}-{proc_start(pid)}.{os.urandom(6).hex()}")
+        try:
+            os.mkdir(path, 0o700)
+            return path
+        except FileExistsError:
+            continue
+
+
+def sweep_workdirs():
+    """Remove the work dirs of runs whose process is gone (killed runs leave theirs behind)."""
+    try:
+        base = workdir_base()
+        names = os.listdir(base)
+    except (OSError, RunnerError):
+        return
+    for name in names:
+        try:
+            pid, pstart = name.rsplit(".", 2)[-2].split("-")
+            gone = not proc_alive(int(pid), int(pstart) if pstart != "None" else None)
+        except (ValueError, IndexError):
+            continue
+        if gone:
+            _remove(os.path.join(base, name))
+
+
 def _build_env(env_dir, python, pip, conda, name, console):
     import shutil
     import site
@@ -666,47 +737,72 @@ def _fetch_checked(io, path, sha, what):
     return data
 
 
-def safe_extract(zip_bytes, dest, what="snapshot"):
-    """Unpack a zip refusing absolute paths, ``..``, drive letters and links; every entry is checked
-    before anything is written. Returns the names extracted. (The kernel uses this one too.)"""
+def safe_extract(source, dest, what="snapshot"):
+    """Unpack a zip (bytes, or the path of a zip file: read in chunks, never whole) refusing
+    absolute paths, ``..``, drive letters, links, names that are no file (``.``), a name used as
+    both a file and a folder, and names too long for the filesystem; every entry is checked before
+    anything is written. Returns the names extracted. (The kernel uses this one too.)"""
     import io as _io
     import stat
     import zipfile
     dest = os.path.realpath(dest)
     names = []
-    with zipfile.ZipFile(_io.BytesIO(zip_bytes)) as zf:
+    src = source if isinstance(source, (str, os.PathLike)) else _io.BytesIO(source)
+    with zipfile.ZipFile(src) as zf:
         infos = zf.infolist()
+        files, folders = set(), set()
         for info in infos:
             name = info.filename
             mode = info.external_attr >> 16
             parts = name.replace("\\", "/").split("/")
-            target = os.path.realpath(os.path.join(dest, *[p for p in parts if p]))
+            kept = [p for p in parts if p and p != "."]
+            target = os.path.realpath(os.path.join(dest, *kept))
             if (name.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]
                     or stat.S_ISLNK(mode)
                     or (target != dest and not target.startswith(dest + os.sep))):
                 raise RunnerError(f"unsafe path {name!r} in {what}: refusing to unpack")
+            if not kept:
+                if info.is_dir():
+                    continue  # "./": the destination itself
+                raise RunnerError(f"entry {name!r} in {what} names no file: refusing to unpack")
+            if (len(os.path.join(dest, *kept).encode()) >= 4096
+                    or any(len(p.encode()) > 255 for p in kept)):
+                raise RunnerError(f"entry {name[:80]!r}... in {what}: name too long for the "
+                                  "filesystem; refusing to unpack")
+            key = "/".join(kept)
+            (folders if info.is_dir() else files).add(key)
+            folders.update("/".join(kept[:i]) for i in range(1, len(kept)))
+        clash = sorted(files & folders)
+        if clash:
+            raise RunnerError(f"entry {clash[0]!r} in {what} is both a file and a folder: "
+                              "refusing to unpack")
         for info in infos:
-            parts = [p for p in info.filename.replace("\\", "/").split("/") if p]
+            parts = [p for p in info.filename.replace("\\", "/").split("/") if p and p != "."]
+            if not parts:
+                continue
             target = os.path.join(dest, *parts)
             if info.is_dir():
                 os.makedirs(target, exist_ok=True)
                 continue
             os.makedirs(os.path.dirname(target), exist_ok=True)
-            with zf.open(info) as src, open(target, "wb") as out:
-                out.write(src.read())
+            with zf.open(info) as fin, open(target, "wb") as out:
+                while True:
+                    chunk = fin.read(1 << 20)
+                    if not chunk:
+                        break
+                    out.write(chunk)
             if (info.external_attr >> 16) & 0o111:
                 os.chmod(target, 0o755)
             names.append(info.filename)
     return names
 
 
-def _zip_dir(folder, extra=()):
-    """files.zip bytes of every regular file under ``folder`` and the ``extra`` (name, file)
-    pairs (None if there are none)."""
-    import io as _io
+def _zip_dir(folder, dest, extra=()):
+    """Zip every regular file under ``folder`` and the ``extra`` (name, file) pairs into the file
+    ``dest`` (streamed: outputs may be larger than memory); the number of files."""
     import zipfile
-    buf, count = _io.BytesIO(), 0
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+    count = 0
+    with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, full in extra:
             zf.write(full, name)
             count += 1
@@ -716,7 +812,17 @@ def _zip_dir(folder, extra=()):
                 if os.path.isfile(full) and not os.path.islink(full):
                     zf.write(full, os.path.relpath(full, folder))
                     count += 1
-    return (buf.getvalue(), count) if count else (None, 0)
+    return count
+
+
+def sha256_file(path):
+    """sha256 of a file read in chunks. (The kernel uses this one too.)"""
+    import hashlib
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def install_sinks(metrics):
@@ -779,12 +885,6 @@ def hp_namespace(hparams):
 def run_phase(ticket, io, console, key):
     import _signal  # the C module: `signal` builds enums at import, which costs startup time
     _signal.signal(_signal.SIGTERM, _on_sigterm)
-    slot = os.environ.pop("XT_SLOT_FD", None)
-    if slot:  # a local box slot held by this process: the cell's children must not inherit it
-        try:
-            os.set_inheritable(int(slot), False)
-        except (OSError, ValueError):
-            pass
     paths, bundle = ticket["paths"], ticket.get("bundle") or {}
     pid = os.getpid()
     append_event(io, ticket, "running", host=os.uname().nodename, pid=pid, pgid=os.getpgrp(),
@@ -795,8 +895,8 @@ def run_phase(ticket, io, console, key):
     workdir = ticket.get("workdir")
     own_workdir = not workdir
     if own_workdir:
-        base = os.path.join(os.environ.get("TMPDIR") or "/tmp", "xt-runs")
-        workdir = os.path.join(base, f"{ticket.get('workspace', 'ws')}.{ticket['run']}.{pid}")
+        sweep_workdirs()
+        workdir = make_workdir(ticket["run"])
     outdir = os.path.join(os.path.abspath(workdir), "output")
     t0 = time.time()
     result = {}
@@ -865,6 +965,8 @@ def run_phase(ticket, io, console, key):
         console.say("[xt] cancelled (SIGTERM)")
         capture.stop()
         metrics.tick(force=True)
+        if own_workdir:
+            _drop_workdir(workdir, outdir)
         return EXIT_CANCELLED
     except BaseException as err:  # saving outputs failed
         result["error"] = {"type": type(err).__name__, "message": str(err),
@@ -875,12 +977,7 @@ def run_phase(ticket, io, console, key):
     metrics.tick(force=True)
     duration = round(time.time() - t0, 3)
     if own_workdir:
-        os.chdir("/")
-        try:  # the usual case: nothing left but an empty output dir (no shutil import)
-            os.rmdir(outdir)
-            os.rmdir(workdir)
-        except OSError:
-            _remove(workdir)
+        _drop_workdir(workdir, outdir)
     if "error" in result:
         append_event(io, ticket, "failed", key, exit_code=result.get("exit_code") or EXIT_FAILED,
                      error=result["error"],
@@ -891,6 +988,15 @@ def run_phase(ticket, io, console, key):
     append_event(io, ticket, "completed", key, exit_code=EXIT_OK, duration=duration,
                  **result["outputs"])
     return EXIT_OK
+
+
+def _drop_workdir(workdir, outdir):
+    os.chdir("/")
+    try:  # the usual case: nothing left but an empty output dir (no shutil import)
+        os.rmdir(outdir)
+        os.rmdir(workdir)
+    except OSError:
+        _remove(workdir)
 
 
 def _save_outputs(ticket, io, ns, outdir):
@@ -915,10 +1021,16 @@ def _save_outputs(ticket, io, ns, outdir):
         out["vars_sha256"] = _sha256(data)
     extra = after_files(os.path.dirname(outdir), outdir, ticket.get("after"))
     if extra or (os.path.isdir(outdir) and os.listdir(outdir)):
-        data, count = _zip_dir(outdir, extra)
-        if data:
-            io.put(paths["files"], data)
-            out["files_count"], out["files_sha256"] = count, _sha256(data)
+        zpath = os.path.join(os.path.dirname(outdir), f".xt-files-{os.getpid()}.zip")
+        try:
+            count = _zip_dir(outdir, zpath, extra)
+            if count:
+                sha = sha256_file(zpath)
+                io.put_file(paths["files"], zpath)
+                out["files_count"], out["files_sha256"] = count, sha
+        finally:
+            if os.path.exists(zpath):
+                os.unlink(zpath)
     return out
 
 
@@ -1475,10 +1587,23 @@ def main(argv):
             append_event(io, ticket, "failed", key, exit_code=EXIT_FAILED, reason=message[:500],
                          error={"type": type(err).__name__, "message": str(err),
                                 "traceback": traceback.format_exc()})
-        except BaseException:
+        except BaseException as report_err:
             sys.stderr.write(f"xt runner: {message}\n")
+            if _no_space(err) or _no_space(report_err):
+                sys.stderr.write("xt runner: no space left on device (ENOSPC)\n")
+                return EXIT_NO_SPACE
             return EXIT_UNREPORTED
         return EXIT_FAILED
+
+
+def _no_space(err):
+    """Whether ``err`` (or what caused it) is a full disk."""
+    import errno
+    while err is not None:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 if __name__ == "__main__":

@@ -219,9 +219,14 @@ class JobMonitor(WidgetView):
         return changed
 
     def _loop(self) -> None:
+        from ..core.errors import DamagedObject
         while not self._stop.is_set():
             try:
                 changed = self.tick()
+            except DamagedObject as err:  # polling again cannot mend it
+                self._show_error(err)
+                self.notification.value = note(f"monitoring stopped: {err}", "#b00020")
+                break
             except Exception as err:  # noqa: BLE001 - show it, keep polling (store may come back)
                 self._show_error(err)
                 changed = False

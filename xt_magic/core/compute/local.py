@@ -133,9 +133,14 @@ class LocalBackend(Backend):
             raise TargetError(f"could not record {state!r} for run {ticket.get('run')}: "
                               f"{err}") from err
 
-    def _spawn_supervisor(self, jobdir: str) -> int:
+    def _start_supervisor(self, jobdir: str, lock_fd: int | None = None) -> bool:
+        """The job's supervisor, unless one runs (False); race-free and never our child
+        (``sup.spawn``)."""
         from ..auth.jobenv import job_environ  # jobs never inherit the kernel's credentials
-        return sup.spawn(jobdir, sys.executable, job_environ())
+        try:
+            return sup.spawn(jobdir, sys.executable, job_environ(), lock_fd)
+        except OSError as err:
+            raise TargetError(f"could not start the local job supervisor: {err}") from err
 
     _load = staticmethod(sup.load_spec)
     _supervisor_alive = staticmethod(sup.alive)
@@ -176,21 +181,34 @@ class LocalBackend(Backend):
         for launch in launches:  # queued before the supervisor can write running
             self._append(launch.ticket, events.QUEUED, backend_id=f"local:{host}:{ws}/{job_id}",
                          host=host, token=token)
-        try:
-            self._spawn_supervisor(jobdir)
-        except OSError as err:
-            raise TargetError(f"could not start the local job supervisor: {err}") from err
+        self._start_supervisor(jobdir)
 
     def poll(self, job_id: str, run_ids: list[str]) -> None:
-        """Report runs whose process is gone; restart the supervisor for runs never started."""
+        """Report runs whose process is gone; restart the supervisor for runs never started (or
+        still running: it adopts them and takes their box slots back)."""
         jobdir = self._jobdir(job_id)
         if jobdir is None:
+            self._lost(job_id, run_ids)
             return
-        if self._supervisor_alive(jobdir):
-            return  # it reaps its runs and reports exits and time limits itself
-        spec = self._load(jobdir)
+        lock = sup.try_lock(os.path.join(jobdir, "supervisor.lock"))
+        if lock is None:
+            return  # a live supervisor reaps its runs and reports exits and time limits itself
+        try:
+            try:
+                spec = self._load(jobdir)
+            except (OSError, ValueError):
+                self._lost(job_id, run_ids)
+                return
+            if self._reconcile(jobdir, spec, run_ids):
+                self._start_supervisor(jobdir, lock)
+        finally:
+            os.close(lock)
+
+    def _reconcile(self, jobdir: str, spec: dict, run_ids: list[str]) -> bool:
+        """With no supervisor (we hold its lock): report what ended; True if a run still needs
+        one."""
         wanted = set(run_ids) if run_ids else None
-        unstarted = False
+        needed = False
         for launch in spec["launches"]:
             run, ticket = launch["run"], launch["ticket"]
             if wanted is not None and run not in wanted:
@@ -211,14 +229,29 @@ class LocalBackend(Backend):
             elif pid is not None:
                 if node.proc_alive(pid, pstart):
                     self._check_time_limit(launch, ticket, info, pid, rundir)
+                    needed = True
                 else:
                     self._append(ticket, events.FAILED, reason="process gone without a result "
                                  "(exit status unknown: its supervisor was gone too)")
                     node.write_atomic(os.path.join(rundir, "reported"), "")
             else:
-                unstarted = True
-        if unstarted:
-            self._spawn_supervisor(jobdir)
+                needed = True
+        return needed
+
+    def _lost(self, job_id: str, run_ids: list[str]) -> None:
+        """The job's local record ($XT_HOME/local/jobs/...) is gone: runs this machine queued whose
+        process is not running can never start or be reported; they fail now."""
+        host = socket.gethostname()
+        for run in run_ids:
+            path = self.layout.events(run)
+            info = events.state(self.store, path)
+            if info["state"] in events.FINAL or not str(info.get("backend_id") or "").startswith(
+                    f"local:{host}:"):
+                continue  # never queued here (the submit grace covers it) or already final
+            if _live_pid(info) is not None:
+                continue  # still running: its runner reports the end
+            events.append(self.store, path, events.FAILED, reason=f"its local job record is gone "
+                          f"({os.path.join(local_root(), 'jobs', self.layout.ws, job_id)})")
 
     def _check_time_limit(self, launch, ticket, info, pid, rundir) -> None:
         limit = launch.get("max_seconds")
@@ -233,9 +266,25 @@ class LocalBackend(Backend):
         """Stop runs (whole process group: SIGTERM, then SIGKILL) and append ``cancelled``;
         queued runs are cancelled before they start."""
         jobdir = self._jobdir(job_id)
-        if jobdir is None:
-            raise TargetError(f"job {job_id} is not known to the local target on this machine")
-        spec = self._load(jobdir)
+        spec = None
+        if jobdir is not None:
+            try:
+                spec = self._load(jobdir)
+            except (OSError, ValueError):
+                pass
+        if spec is None:  # its local record is gone: stop what still runs, from its events
+            pids, paths = [], []
+            for run in run_ids:
+                path = self.layout.events(run)
+                info = events.state(self.store, path)
+                if info["state"] not in events.FINAL:
+                    pid = _live_pid(info)
+                    pids += [pid] if pid is not None else []
+                    paths.append(path)
+            sup.kill_groups(node, pids, CANCEL_GRACE)
+            for path in paths:
+                events.append(self.store, path, events.CANCELLED, reason="cancelled by user")
+            return
         wanted = set(run_ids) if run_ids else None
         targets, pids = [], []
         for launch in spec["launches"]:
@@ -257,6 +306,18 @@ def _ours(info: dict, spec: dict) -> bool:
     """Whether the run's ``queued`` event came from the submission this job dir records."""
     tokens = [e.get("token") for e in info["events"] if e.get("state") == events.QUEUED]
     return not tokens or spec.get("token") in tokens
+
+
+def _live_pid(info: dict) -> int | None:
+    """The run's runner pid if it is running on this machine now (from its ``running`` event)."""
+    ev = next((e for e in reversed(info["events"]) if e.get("state") == events.RUNNING), None)
+    if not ev or ev.get("host") != os.uname().nodename:
+        return None
+    try:
+        pid = int(ev.get("pid"))
+    except (TypeError, ValueError):
+        return None
+    return pid if node.proc_alive(pid, ev.get("pstart")) else None
 
 
 def _read_int(path):

@@ -3,7 +3,8 @@
 Standard library only; one program for both (a pool delivers this very file to each box over
 SFTP, content addressed, next to the job's spec)::
 
-    python local_supervisor.py JOBDIR                 supervise (what --start spawns)
+    python local_supervisor.py JOBDIR [LOCK_FD]       supervise (what --start spawns; LOCK_FD:
+                                                      supervisor.lock, already locked for it)
     python local_supervisor.py --start JOBDIR...      start a detached supervisor for each JOBDIR
                                                       whose supervisor is not alive; prints one
                                                       JSON line per JOBDIR: alive|started|missing
@@ -15,11 +16,15 @@ as box slots free up (a fork of itself running runner.main when the run uses thi
 a run costs no interpreter start-up; a spawned ``python -c BOOTSTRAP`` otherwise), reaps them,
 records their exit status, enforces max-seconds, and reports a run that died without a final
 event as ``failed`` with the reason. It survives the kernel exiting (own session), and holds ``JOBDIR/supervisor.lock``
-for its whole life, which is how other processes tell whether it is alive.
+for its whole life, which is how other processes tell whether it is alive. Whoever starts it takes
+that lock first and hands it over (LOCK_FD), so two supervisors never run one job; it is started
+through ``sh ... &`` (double fork), so it is never a child its starter would have to reap.
 
 Box slots are ``SLOTS/slot{i}.lock`` files (i < max-runs) shared by every job and kernel using the
-box: a run holds its slot with ``flock`` on a descriptor inherited by the runner process, so the
-slot frees exactly when that process exits, whoever launched it.
+box: the supervisor holds a run's slot (``flock``) and frees it when the run's process ends, whatever
+the run's own children still do; the run never holds the descriptor. An adopted run (below) gets a
+slot too while one is free. Each time a run ends the supervisor also removes the private work dirs
+of runs that are gone (a killed run leaves its own behind).
 
 JOBDIR layout (written by LocalBackend.submit, or by PoolBackend.submit over SFTP)::
 
@@ -85,6 +90,8 @@ def exit_reason(code):
             return f"killed by signal {-code}"
     if code == 2:
         return "the runner could not report its result (exit code 2); see runner.log"
+    if code == 3:  # runner.EXIT_NO_SPACE
+        return "no space left on device (ENOSPC): the runner could not write its result"
     return f"exited with code {code} without reporting a result"
 
 
@@ -124,30 +131,41 @@ def run_dir(jobdir, spec, run):
 
 def handle_exit(jobdir, spec, launch, code):
     """Record a reaped run's exit code and report it if the runner did not (``code`` None: the
-    run was not our child, so its exit status is unknown)."""
-    rundir = run_dir(jobdir, spec, launch["run"])
+    run was not our child, so its exit status is unknown). False if that could not be written (a
+    full disk): the caller tries again later."""
     runner = load_runner(spec["runner"])
+    try:
+        _handle_exit(runner, jobdir, spec, launch, code)
+    except (OSError, runner.RunnerError) as err:
+        sys.stderr.write(f"xt supervisor: reporting {launch['run']} failed ({err}); will retry\n")
+        return False
+    return True
+
+
+def _handle_exit(runner, jobdir, spec, launch, code):
+    rundir = run_dir(jobdir, spec, launch["run"])
     if code is not None:
         runner.write_atomic(os.path.join(rundir, "exit"), str(code))
     if not any(os.path.exists(os.path.join(rundir, m)) for m in ("cancel", "timeout", "reported")):
-        done = final_reported(runner, launch)
+        # the events are read only when the exit code leaves it open (a full disk's may not be)
         if code is None:
-            if done is not True:
+            if final_reported(runner, launch) is not True:
                 report(spec["runner"], launch, "failed", reason="process gone without a result "
                        "(exit status unknown: its supervisor was gone too)")
-        elif code not in (0, 1) or done is False:  # else the runner wrote completed / failed
+        elif code not in (0, 1) or final_reported(runner, launch) is False:  # else it reported
             report(spec["runner"], launch, "failed", exit_code=code, reason=exit_reason(code),
                    signal=signal.Signals(-code).name
                    if code < 0 and -code in signal.valid_signals() else None)
     runner.write_atomic(os.path.join(rundir, "reported"), "")
 
 
-# fds the supervisor holds that a forked run must not keep (supervisor.lock, wakeup pipe)
+# fds the supervisor holds that a forked run must not keep (supervisor.lock, wakeup pipe, and the
+# box slots of every run it holds one for)
 _PRIVATE_FDS = []
 
 
-def start_run(jobdir, spec, launch, slot_fd):
-    """Start the runner holding ``slot_fd``; None if the run was cancelled meanwhile.
+def start_run(jobdir, spec, launch):
+    """Start the runner; None if the run was cancelled meanwhile.
 
     When the run uses this interpreter, the runner is a fork of this (already started, site
     loaded) process: no interpreter start-up per run. Otherwise it is spawned."""
@@ -168,16 +186,16 @@ def start_run(jobdir, spec, launch, slot_fd):
         if os.path.exists(os.path.join(rundir, "cancel")) or os.path.exists(
                 os.path.join(rundir, "pid")):
             return None
-        os.set_inheritable(slot_fd, True)
         if argv == [sys.executable] or (len(argv) == 1 and os.path.abspath(argv[0]) == os.path.abspath(
                 sys.executable)):  # not realpath: venvs
             pid = os.fork()
             if pid == 0:
-                _run_in_child(runner, ticket_file, log, slot_fd, [lock.fd] + _PRIVATE_FDS,
+                _run_in_child(runner, ticket_file, log, [lock.fd] + _PRIVATE_FDS,
                               os.path.join(rundir, "pid"), secret)
         else:
-            # the runner takes both out of its environment before anything else runs
-            env = dict(os.environ, XT_SLOT_FD=str(slot_fd), XT_LAUNCH=secret)
+            # the runner takes it out of its environment before anything else runs; our own fds
+            # (slots included) are all close-on-exec
+            env = dict(os.environ, XT_LAUNCH=secret)
             cmd = runner.command(argv[0], ticket_file)
             cmd[1:1] = argv[1:]
             pid = os.posix_spawnp(argv[0], cmd, env, setsid=True,
@@ -190,13 +208,13 @@ def start_run(jobdir, spec, launch, slot_fd):
     return pid
 
 
-def _run_in_child(runner, ticket_file, log, slot_fd, private_fds, pid_file, secret):
+def _run_in_child(runner, ticket_file, log, private_fds, pid_file, secret):
     """The forked child: become a clean runner process, run, exit (never returns)."""
     code = 2
     try:
         # recorded before the run can write "running", even if the supervisor dies right now
         runner.write_atomic(pid_file, f"{os.getpid()} {runner.proc_start(os.getpid())}")
-        for fd in private_fds:  # else the job lock / supervisor.lock would stay held by the run
+        for fd in private_fds:  # else the run (and what it forks) would hold our locks and slots
             os.close(fd)
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGTERM):
@@ -209,7 +227,6 @@ def _run_in_child(runner, ticket_file, log, slot_fd, private_fds, pid_file, secr
         os.dup2(out, 2)
         os.close(null)
         os.close(out)
-        os.environ["XT_SLOT_FD"] = str(slot_fd)
         os.environ["XT_LAUNCH"] = secret  # runner.main takes it out again first thing
         if "random" in sys.modules:  # never share a random state between forked runs
             sys.modules["random"].seed()
@@ -247,10 +264,15 @@ class Slots:
         return None
 
 
-def supervise(jobdir):
-    me = try_lock(os.path.join(jobdir, "supervisor.lock"))
-    if me is None:
-        return 0  # another supervisor already runs this job
+def supervise(jobdir, lock_fd=None):
+    if lock_fd is not None:  # handed over by whoever started us, already locked
+        me = lock_fd
+        fcntl.flock(me, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours already: a no-op that checks it
+        os.set_inheritable(me, False)
+    else:
+        me = try_lock(os.path.join(jobdir, "supervisor.lock"))
+        if me is None:
+            return 0  # another supervisor already runs this job
     _PRIVATE_FDS.append(me)
     spec = load_spec(jobdir)
     runner = load_runner(spec["runner"])
@@ -259,24 +281,27 @@ def supervise(jobdir):
     slots = Slots(spec["slots"], spec.get("max_runs"))
     grace = float(spec.get("grace", 5))
     pending = []
-    running = {}  # pid -> [launch, started, kill_at]
-    adopted = {}  # pid -> [launch, started, kill_at]: runs of a supervisor that died (not ours)
+    running = {}  # pid -> [launch, started, kill_at, slot fd]
+    adopted = {}  # pid -> [launch, started, kill_at, slot fd]: runs of a supervisor that died
     adopted_start = {}  # pid -> its start time (a reused pid is not the run)
+    unreported = []  # (launch, code) whose report could not be written (a full disk): retried
     for launch in spec["launches"]:
         rundir = run_dir(jobdir, spec, launch["run"])
         if os.path.exists(os.path.join(rundir, "cancel")):
             continue
         pid, pstart = read_pid(rundir)
         if pid is None:
-            pending.append(launch)
-        elif os.path.exists(os.path.join(rundir, "exit")):
-            handle_exit(jobdir, spec, launch, None)  # reaped, maybe not reported
+            if not final_reported(runner, launch):  # e.g. failed after an interrupted submit
+                pending.append(launch)
+        elif os.path.exists(os.path.join(rundir, "exit")):  # reaped, maybe not reported
+            if not handle_exit(jobdir, spec, launch, None):
+                unreported.append((launch, None))
         elif runner.proc_alive(pid, pstart):
             age = time.time() - os.stat(os.path.join(rundir, "pid")).st_mtime
-            adopted[pid] = [launch, time.monotonic() - age, None]
+            adopted[pid] = [launch, time.monotonic() - age, None, _take(slots.acquire())]
             adopted_start[pid] = pstart
-        else:
-            handle_exit(jobdir, spec, launch, None)
+        elif not handle_exit(jobdir, spec, launch, None):
+            unreported.append((launch, None))
     pending.reverse()  # pop() from the end keeps submission order
     wait = 0.05   # slot poll period while blocked; backs off so many waiting jobs stay cheap
     rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -285,23 +310,24 @@ def supervise(jobdir):
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a cancel kills runs, never the supervisor
 
-    while pending or running or adopted:
+    while pending or running or adopted or unreported:
         while pending:
-            fd = slots.acquire()
+            fd = _take(slots.acquire())
             if fd is None:
                 break
             launch = pending.pop()
             try:
-                pid = start_run(jobdir, spec, launch, fd)
+                pid = start_run(jobdir, spec, launch)
             except OSError as err:
                 pid = None
                 report(spec["runner"], launch, "failed",
                        reason=f"could not start the runner: {err}")
-            finally:
-                os.close(fd)  # the runner holds the slot now
             if pid:
-                running[pid] = [launch, time.monotonic(), None]
+                running[pid] = [launch, time.monotonic(), None, fd]
+            else:
+                _release(fd)
             wait = 0.05
+        ended = []
         while running:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -311,14 +337,20 @@ def supervise(jobdir):
                 break
             entry = running.pop(pid, None)
             if entry:
-                handle_exit(jobdir, spec, entry[0], os.waitstatus_to_exitcode(status))
+                _release(entry[3])  # its process ended: the slot is free, whatever it forked
+                ended.append((entry[0], os.waitstatus_to_exitcode(status)))
         for pid, entry in list(adopted.items()):
             if not runner.proc_alive(pid, adopted_start[pid]):
                 del adopted[pid]
-                handle_exit(jobdir, spec, entry[0], None)
+                _release(entry[3])
+                ended.append((entry[0], None))
+        if ended:
+            runner.sweep_workdirs()  # what killed runs left behind
+        unreported = [(launch, code) for launch, code in unreported + ended
+                      if not handle_exit(jobdir, spec, launch, code)]
         now = time.monotonic()
         for pid, entry in [*running.items(), *adopted.items()]:
-            launch, started, kill_at = entry
+            launch, started, kill_at, _ = entry
             limit = launch.get("max_seconds")
             if kill_at is None and limit and now - started > float(limit):
                 rundir = run_dir(jobdir, spec, launch["run"])
@@ -333,12 +365,25 @@ def supervise(jobdir):
         if pending:  # our own runs' exits wake us at once (SIGCHLD); other jobs' are polled
             wait = min(wait * 1.5, 0.5)
         try:
-            if select.select([rfd], [], [], wait if pending else 0.5)[0]:
+            if select.select([rfd], [], [], wait if pending else (1.0 if unreported else 0.5))[0]:
                 os.read(rfd, 4096)
                 wait = 0.05
         except (BlockingIOError, InterruptedError):
             pass
     return 0
+
+
+def _take(fd):
+    """Keep a slot fd from every run started later (a forked run closes _PRIVATE_FDS)."""
+    if fd is not None:
+        _PRIVATE_FDS.append(fd)
+    return fd
+
+
+def _release(fd):
+    if fd is not None:
+        _PRIVATE_FDS.remove(fd)
+        os.close(fd)
 
 
 def _killpg(pgid, sig):
@@ -372,18 +417,39 @@ def alive(jobdir):
     return False
 
 
-def spawn(jobdir, python=None, env=None):
+def spawn(jobdir, python=None, env=None, lock_fd=None):
     """Start a supervisor of ``jobdir`` detached: own session, no terminal, output to its log, so
-    it outlives the kernel or SSH session that started it. Returns its pid."""
+    it outlives the kernel or SSH session that started it. False if one is alive.
+
+    Race-free: ``lock_fd`` (the caller's flock on supervisor.lock, else taken here) is handed to
+    the new supervisor, so the lock is never free between "none runs" and "one runs". Started
+    through ``sh -c '"$@" &'`` (a double fork): the supervisor is never our child, so nothing is
+    left to reap (a kernel that spawned it directly kept a zombie per job)."""
+    fd = lock_fd if lock_fd is not None else try_lock(os.path.join(jobdir, "supervisor.lock"))
+    if fd is None:
+        return False
     python = python or sys.executable
     log = os.path.join(jobdir, "supervisor.log")
-    # with site (not -I -S): it forks the runs, which need the interpreter's full sys.path
-    return os.posix_spawn(python, [python, os.path.abspath(__file__), jobdir],
-                          os.environ if env is None else env, setsid=True, file_actions=[
-                              (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-                              (os.POSIX_SPAWN_OPEN, 1, log,
-                               os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
-                              (os.POSIX_SPAWN_DUP2, 1, 2)])
+    try:
+        os.set_inheritable(fd, True)
+        # with site (not -I -S): it forks the runs, which need the interpreter's full sys.path
+        pid = os.posix_spawn("/bin/sh", ["/bin/sh", "-c", '"$@" &', "sh", python,
+                                         os.path.abspath(__file__), jobdir, str(fd)],
+                             os.environ if env is None else env, setsid=True, file_actions=[
+                                 (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+                                 (os.POSIX_SPAWN_OPEN, 1, log,
+                                  os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
+                                 (os.POSIX_SPAWN_DUP2, 1, 2)])
+        try:
+            os.waitpid(pid, 0)  # sh exits as soon as the supervisor is started
+        except ChildProcessError:
+            pass  # SIGCHLD ignored here: already reaped
+    finally:
+        if lock_fd is None:
+            os.close(fd)
+        else:
+            os.set_inheritable(fd, False)
+    return True
 
 
 def start(jobdir):
@@ -391,7 +457,8 @@ def start(jobdir):
     an earlier job with the same run ids left in the run dirs (a shared RUNS dir on a box)."""
     if not os.path.exists(os.path.join(jobdir, "job.json")):
         return "missing"
-    if alive(jobdir):
+    lock = try_lock(os.path.join(jobdir, "supervisor.lock"))
+    if lock is None:
         return "alive"
     with JobLock(jobdir):
         marker = os.path.join(jobdir, "started")
@@ -405,7 +472,10 @@ def start(jobdir):
                     except FileNotFoundError:
                         pass
             open(marker, "w").close()
-    spawn(jobdir)
+    try:
+        spawn(jobdir, lock_fd=lock)
+    finally:
+        os.close(lock)
     return "started"
 
 
@@ -472,7 +542,7 @@ def main(argv):
     if argv[1:2] == ["--cancel"]:
         cancel(argv[2], argv[3:])
         return 0
-    return supervise(argv[1])
+    return supervise(argv[1], int(argv[2]) if len(argv) > 2 else None)
 
 
 if __name__ == "__main__":

@@ -25,15 +25,24 @@ def get_job(session, job_id: str) -> Job:
 
 
 def _all_records(ctx: _Ctx) -> list[JobRecord]:
+    """Every readable job record (damaged ones are left to %xt_jobs to show)."""
+    return [record for _, record, _ in _all_entries(ctx) if record is not None]
+
+
+def _all_entries(ctx: _Ctx) -> list[tuple[str, JobRecord | None, str | None]]:
+    """(job, record, problem) of every job.json; a damaged one has no record and a problem.
+    (job.json is written atomically: a half-written one is damage, not a job being submitted.)"""
     out = []
     for path in ctx.store.list(f"{ctx.ws}/jobs"):
         parts = path.split("/")
         if len(parts) == 4 and parts[3] == "job.json":
             try:
-                out.append(JobRecord.from_json(ctx.store.read_bytes(path)))
-            except (StoreError, ValueError, TypeError):
-                continue  # a job being written by another kernel right now
-    return sorted(out, key=lambda r: ids.job_number(r.job) or 0)
+                record = JobRecord.from_json(ctx.store.read_bytes(path), where=path)
+            except StoreError as err:
+                out.append((parts[2], None, err.message))
+            else:
+                out.append((parts[2], record, None))
+    return sorted(out, key=lambda r: ids.job_number(r[0]) or 0)
 
 
 def list_jobs(session, status: str | None = None, last: int | None = None,
@@ -45,27 +54,42 @@ def list_jobs(session, status: str | None = None, last: int | None = None,
     if last is not None and last < 1:
         raise JobError(f"{param('last')} must be >= 1 (a number of jobs), got {last}")
     ctx = _Ctx(session)
-    records = [r for r in _all_records(ctx) if (not experiment or (r.experiment or "") == experiment)
-               and tags_match(r.tags, tags)]
+    records = [(name, r, problem) for name, r, problem in _all_entries(ctx)
+               if (r is None and not (experiment or tags)) or r is not None and (
+                   (not experiment or (r.experiment or "") == experiment)
+                   and tags_match(r.tags, tags))]
     if last:
         records = records[-last:]
     rows = []
-    for record in records:
-        job = Job(session, record)
-        if not job.done:
-            try:
-                job.refresh()
-            except XTError:
-                pass  # target not reachable now: show what the store says
+    for name, record, problem in records:
+        if record is None:
+            if not status:
+                rows.append({"job": name, "name": None, "target": None, "submitted": None,
+                             "runs": None, "status": None, "states": None, "problem": problem})
+            continue
+        try:
+            job = Job(session, record)
+            if not job.done:
+                try:
+                    job.refresh()
+                except XTError:
+                    pass  # target not reachable now: show what the store says
+        except StoreError as err:  # this job's objects only: the others still list
+            rows.append({"job": name, "name": record.name, "target": record.target,
+                         "submitted": record.submitted, "runs": len(record.runs), "status": None,
+                         "states": None, "problem": err.message})
+            continue
         counts = job.states()
         if status and not counts.get(status):
             continue
+        problem = "; ".join(job.problems[r] for r in record.runs if r in job.problems)
         rows.append({"job": record.job, "name": record.name, "target": record.target,
                      "submitted": record.submitted, "runs": len(record.runs),
                      "status": job.status, "states": _summary(counts),
-                     "experiment": record.experiment, "tags": dict(record.tags)})
+                     "experiment": record.experiment, "tags": dict(record.tags),
+                     "problem": problem})
     return _frame(rows, ["job", "name", "target", "submitted", "runs", "status", "states",
-                         "experiment", "tags"])
+                         "experiment", "tags", "problem"])
 
 
 def _frame(rows: list[dict], columns: list[str]):
@@ -86,8 +110,9 @@ def status(session, job_or_run: str):
     job_id, run = _split_id(job_or_run)
     job = get_job(session, job_id).refresh()
     if run is None:
-        return job
+        return job.check()
     _check_run(job, run)
+    job.check(run)
     info = {k: v for k, v in job.info(run).items() if k not in ("events", "final")}
     return {"run": run, **info}
 
@@ -97,9 +122,12 @@ def logs(session, run_id: str, follow: bool = False, out=None, poll_seconds: flo
     out = out or sys.stdout
     job_id, run = _split_id(run_id)
     job = get_job(session, job_id)
+    if not run and not job.record.runs:
+        raise JobError(f"{job_id} has no runs")
     run = run or job.record.runs[0]
     if run not in job.record.runs:
         raise JobError(f"{job_id} has no run {run}")
+    job.check(run)
     store = job._ctx().store
     path = Layout(job.record.workspace).console(run)
     offset = 0
@@ -111,7 +139,7 @@ def logs(session, run_id: str, follow: bool = False, out=None, poll_seconds: flo
             out.flush()
         if not follow:
             return None
-        if job.refresh().info(run)["state"] in events.FINAL:
+        if job.refresh().check(run).info(run)["state"] in events.FINAL:
             tail = store.read_from(path, offset)
             if tail:
                 out.write(tail.decode("utf-8", "replace"))
@@ -125,9 +153,19 @@ def cancel(session, job_or_run: str) -> Job:
     job = get_job(session, job_id)
     if run:
         _check_run(job, run)
+        job.check(run)
     targets = [run] if run else job.record.runs
-    live = [r for r in targets if job.info(r)["state"] not in events.FINAL]
-    if live:
-        job._backend().cancel(job_id, live)
-    return job.refresh()
+    live = [r for r in targets if job.info(r)["state"] not in events.FINAL
+            and r not in job.problems]
+    # a run no backend ever received (its submit was interrupted) has nothing to stop
+    unsent = [r for r in live if not job.info(r).get("backend_id")
+              and job.info(r)["state"] == events.CREATED]
+    lay = Layout(job.record.workspace)
+    for r in unsent:
+        events.append(job._ctx().store, lay.events(r), events.CANCELLED,
+                      reason="cancelled by user (never reached its target)")
+    sent = [r for r in live if r not in unsent]
+    if sent:
+        job._backend().cancel(job_id, sent)
+    return job.refresh().check()
 

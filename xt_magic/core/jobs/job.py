@@ -5,13 +5,19 @@ import json
 import sys
 import time
 from collections import Counter
+from datetime import datetime
 
-from ..errors import JobError
+from ..errors import DamagedObject, JobError
 from ..protocol import events
 from ..protocol.layout import Layout
 from .context import _Ctx
 from .fanout import _each_run, _RunError, _store_workers
 from .records import JobRecord
+
+
+#: seconds after a job's submit time after which a run no target received is failed
+#: (``internal.submit-grace-seconds``)
+SUBMIT_GRACE = 120.0
 
 
 class Job:
@@ -21,6 +27,7 @@ class Job:
         self.session, self.record = session, record
         self.id = record.job
         self._info: dict[str, dict] = {}
+        self.problems: dict[str, str] = {}  # run -> what is wrong with its store objects
         self._read()
 
     # internals
@@ -33,7 +40,13 @@ class Job:
                 if not (run in self._info and self._info[run]["state"] in events.FINAL)]
 
         def read(run: str) -> dict:
-            return events.state(store, lay.events(run))
+            try:
+                info = events.state(store, lay.events(run))
+            except DamagedObject as err:
+                self.problems[run] = err.message
+                return events.fold([])
+            self.problems.pop(run, None)
+            return info
         try:  # one read per run: concurrent on a remote store
             infos = _each_run(read, [(run,) for run in live], _store_workers(store, len(live)))
         except _RunError as err:
@@ -55,14 +68,50 @@ class Job:
     def target(self) -> str:
         return self.record.target
 
+    def check(self, run: str | None = None) -> "Job":
+        """JobError naming the damaged store object of ``run`` (or of any run)."""
+        bad = [r for r in ([run] if run else self.record.runs) if r in self.problems]
+        if bad:
+            more = f" (and {len(bad) - 1} more run(s))" if len(bad) > 1 else ""
+            raise JobError(f"{self.problems[bad[0]]}{more}")
+        return self
+
     def refresh(self) -> "Job":
         """Reconcile with the backend (dead processes become failed) and re-read the states."""
         self._read()
-        live = [r for r in self.record.runs if self._info[r]["state"] not in events.FINAL]
+        if self._fail_unsent():
+            self._read()
+        live = [r for r in self.record.runs
+                if self._info[r]["state"] not in events.FINAL and r not in self.problems]
         if live:
             self._backend().poll(self.id, live)
             self._read()
         return self
+
+    def _fail_unsent(self) -> bool:
+        """Runs still ``created`` a grace period after the submit never reached a backend (the
+        submitting kernel died mid-submit): nothing would ever move them, so they fail."""
+        unsent = [r for r in self.record.runs if self._info[r]["state"] == events.CREATED
+                  and r not in self.problems]
+        if not unsent:
+            return False
+        ctx = self._ctx()
+        grace = ctx.cfg.get("internal.submit-grace-seconds")
+        grace = SUBMIT_GRACE if grace is None else float(grace)
+        try:
+            submitted = datetime.fromisoformat(self.record.submitted).timestamp()
+        except (TypeError, ValueError):
+            submitted = None  # no usable submit time: the grace runs from the first event
+        if submitted is None:
+            submitted = min((e.get("ts") for r in unsent for e in self._info[r]["events"]
+                             if isinstance(e.get("ts"), (int, float))), default=None)
+        if submitted is None or time.time() - submitted < grace:
+            return False
+        lay = Layout(self.record.workspace)
+        for run in unsent:
+            events.append(ctx.store, lay.events(run), events.FAILED,
+                          reason="submit interrupted: the target never received this run")
+        return True
 
     def state(self, run: str) -> str:
         return self._info[run]["state"]
@@ -94,7 +143,7 @@ class Job:
         delay = 0.05
         try:
             while True:
-                self.refresh()
+                self.refresh().check()  # a damaged run can never be seen to end
                 counts = self.states()
                 bar.update(sum(counts[s] for s in events.FINAL), _summary(counts))
                 if self.done:

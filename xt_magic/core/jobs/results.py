@@ -3,15 +3,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 
 from ...runner.runner import RunnerError
 from ...runner.runner import safe_extract as _runner_safe_extract
+from ...runner.runner import sha256_file
 from ..errors import JobError, RunFailed
 from ..naming import param
 from ..paths import runs_cache_dir
 from ..protocol import events, keys, tickets
 from ..protocol.layout import Layout
-from . import ids, packaging
+from . import ids
 from .context import _split_id
 from .control import get_job
 from .job import Job, _summary
@@ -113,36 +116,54 @@ class Results:
                 + "".join(rows) + "</table></div>")
 
 
-def _read(store, path: str) -> bytes | None:
-    return store.read_bytes(path) if store.exists(path) else None
-
-
-def _verified(store, lay: Layout, job: str, run: str, final: dict, key_of) -> dict:
-    """The bytes of a completed run's outputs, only if its final event carries a valid signature
-    of this job's key for this job and run, and each output's sha256 is the signed one.
+def _verified(store, lay: Layout, job: str, run: str, final: dict, key_of, tmp: str) -> dict:
+    """Local copies (under ``tmp``) of a completed run's outputs, only if its final event carries
+    a valid signature of this job's key for this job and run, and each output's sha256 is the
+    signed one. Outputs are streamed to files and hashed from them: never whole in memory.
 
     Anyone able to write the store could plant a pickle and an event naming its sha256; only a
     holder of the job key (the runner, through the launch channel) can sign one."""
     paths = lay.run_paths(run)
-    data = {"vars": _read(store, paths["vars"]), "files": _read(store, paths["files"])}
-    if not any(data.values()) and not (final.get("vars_sha256") or final.get("files_sha256")):
-        return data  # nothing to load
+    present = [name for name in ("vars", "files") if store.exists(paths[name])]
+    if not present and not (final.get("vars_sha256") or final.get("files_sha256")):
+        return {}  # nothing to load
     if not tickets.verify_event(key_of(), final, job, run):
         raise JobError(f"{run}: result signature does not verify; nothing loaded")
+    data = {}
     for name, what in (("vars", "output variables"), ("files", "output files")):
+        if name not in present:
+            continue
+        local = data[name] = os.path.join(tmp, f"{run}.{name}")
+        store.download_file(paths[name], local)
         sha = final.get(f"{name}_sha256")
-        if data[name] is not None and (not sha or packaging.sha256(data[name]) != sha):
+        if not sha or sha256_file(local) != sha:
             raise JobError(f"{run}: {what} at {paths[name]} do not match the checksum its run "
                            "signed; nothing loaded")
     return data
 
 
-def safe_extract(data: bytes, dest: str) -> list[str]:
-    """The runner's extraction (refuses ``..``, absolute paths, drive letters, links) as a JobError."""
+def safe_extract(source, dest: str) -> list[str]:
+    """The runner's extraction (refuses ``..``, absolute paths, drive letters, links, clashing or
+    over-long names) as a JobError. ``source``: zip bytes or a zip file's path."""
     try:
-        return _runner_safe_extract(data, dest, what="output files")
+        return _runner_safe_extract(source, dest, what="output files")
     except RunnerError as err:
         raise JobError(str(err)) from None
+
+
+def _cache_base(ctx) -> str:
+    return os.path.expanduser(str(ctx.cfg.get("general.run-cache-dir") or runs_cache_dir()))
+
+
+def run_cache_dir(ctx, record, run: str) -> str:
+    """A run's folder in the runs cache, private to one store and one job submission: another
+    store's (or a wiped store's) job with the same id never shows these files."""
+    import hashlib
+    import re
+    store_id = hashlib.sha256(ctx.store.describe().encode()).hexdigest()[:16]
+    stamp = re.sub(r"[^0-9]", "", record.submitted or "")[:17] or "unknown"
+    return os.path.join(_cache_base(ctx), store_id, record.workspace, f"{record.job}-{stamp}",
+                        run)
 
 
 def results(session, job_id: str, into: dict | None = None, raise_errors: bool = False,
@@ -157,9 +178,9 @@ def results(session, job_id: str, into: dict | None = None, raise_errors: bool =
         job.wait()
     else:
         job.refresh()
+    job.check(only)
     ctx = job._ctx()
     store, lay = ctx.store, Layout(job.record.workspace)
-    cache = str(ctx.cfg.get("general.run-cache-dir") or runs_cache_dir())
     keys_cache: list[bytes] = []
 
     def key_of() -> bytes:  # derived only when some run has outputs to load
@@ -167,6 +188,17 @@ def results(session, job_id: str, into: dict | None = None, raise_errors: bool =
             keys_cache.append(keys.job_key(store, job.record.workspace, job.id))
         return keys_cache[0]
 
+    base = _cache_base(ctx)
+    os.makedirs(base, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=base, prefix=".fetch-")
+    try:
+        return _load(job, only, store, lay, key_of, tmp, into, raise_errors,
+                     lambda run: run_cache_dir(ctx, job.record, run))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load(job, only, store, lay, key_of, tmp, into, raise_errors, folder_of) -> Results:
     hps = job.record.hparams or [{}] * len(job.record.runs)
     picked = []
     for run, hp in zip(job.record.runs, hps):
@@ -177,7 +209,7 @@ def results(session, job_id: str, into: dict | None = None, raise_errors: bool =
         info = job.info(run)
         data = {}
         if info["state"] == events.COMPLETED:
-            data = _verified(store, lay, job.id, run, info.get("final") or {}, key_of)
+            data = _verified(store, lay, job.id, run, info.get("final") or {}, key_of, tmp)
         picked.append((run, hp, info, data))
     # every run checked before anything is unpickled or extracted
     out = []
@@ -185,10 +217,12 @@ def results(session, job_id: str, into: dict | None = None, raise_errors: bool =
         variables, files_dir = {}, None
         if data.get("vars") is not None:
             import cloudpickle
-            variables = cloudpickle.loads(data["vars"])
+            with open(data["vars"], "rb") as fh:
+                variables = cloudpickle.load(fh)
         if data.get("files") is not None:
-            files_dir = os.path.join(os.path.expanduser(cache), job.record.workspace, run)
-            os.makedirs(files_dir, exist_ok=True)
+            files_dir = folder_of(run)
+            shutil.rmtree(files_dir, ignore_errors=True)  # no file of an earlier fetch stays
+            os.makedirs(files_dir)
             safe_extract(data["files"], files_dir)
         logged = RunLog(store, lay, run, hp).hparams  # the run's own log_hparams too
         out.append(RunResult(run, info["state"], logged, variables, files_dir, info.get("error"),

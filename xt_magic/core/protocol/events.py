@@ -45,7 +45,7 @@ def fold(events: list[dict]) -> dict:
                   "ended": None, "error": None, "events": events, "final": None}
     for ev in events:
         state = ev.get("state")
-        if state not in _ORDER or info["state"] in FINAL:
+        if not isinstance(state, str) or state not in _ORDER or info["state"] in FINAL:
             continue
         if _ORDER[state] < _ORDER[info["state"]] and state != QUEUED:
             continue  # out-of-order non-final events never move a run backwards

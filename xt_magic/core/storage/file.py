@@ -3,6 +3,10 @@
 Writes are atomic (temp file + ``os.replace``), ids are allocated with ``O_CREAT|O_EXCL`` and
 append-only objects use ``O_APPEND`` so concurrent writers (client, runner, reconciler, several
 kernels) never interleave half-lines on a local filesystem.
+
+File modes (docs/security.md "File store modes"): every object and folder is created as ordinary
+files are, from the writer's umask (files 0666 & ~umask, folders 0777 & ~umask): 0644 / 0755 with
+the usual umask 022, group-writable with 002, private with 077. The runner writes the same way.
 """
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import os
 from typing import Iterator
 
 from ...runner.runner import write_atomic
-from ..errors import StoreError
+from ..errors import DamagedObject, StoreError
 from ..paths import xt_home
 from .base import Store, check_path
 
@@ -64,7 +68,7 @@ class FileStore(Store):
         except FileNotFoundError:
             raise StoreError(f"not found in store: {path}") from None
         except OSError as err:
-            raise StoreError(f"cannot read {path}: {err.strerror}") from err
+            raise DamagedObject(f"cannot read {path}: {err.strerror}") from err
 
     def read_from(self, path: str, offset: int) -> bytes:
         try:
@@ -73,11 +77,14 @@ class FileStore(Store):
                 return fh.read()
         except FileNotFoundError:
             return b""
+        except OSError as err:  # a folder or an unreadable file where an object belongs
+            raise DamagedObject(f"cannot read {path}: {err.strerror}") from err
 
     def write_bytes(self, path: str, data: bytes) -> None:
         full = self._full(path)
         try:
-            self._retry_in_new_dir(full, lambda: write_atomic(full, data, mode=0o600))
+            # 0666 & ~umask, as open() gives: the module docstring's one policy
+            self._retry_in_new_dir(full, lambda: write_atomic(full, data, mode=0o666))
         except OSError as err:
             raise StoreError(f"cannot write {path}: {err.strerror}") from err
 
@@ -85,7 +92,7 @@ class FileStore(Store):
         full = self._full(path)
         try:
             fd = self._retry_in_new_dir(full, lambda: os.open(
-                full, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+                full, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         except FileExistsError:
             return False
         except OSError as err:
@@ -98,13 +105,32 @@ class FileStore(Store):
         full = self._full(path)
         try:
             fd = self._retry_in_new_dir(full, lambda: os.open(
-                full, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644))
+                full, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666))
             try:
                 os.write(fd, data)  # one write(2): concurrent appenders never interleave lines
             finally:
                 os.close(fd)
         except OSError as err:
             raise StoreError(f"cannot append to {path}: {err.strerror}") from err
+
+    def download_file(self, path: str, local_file: str) -> None:
+        """Copy in chunks (outputs can be larger than memory), atomically replacing the target."""
+        import shutil
+        import tempfile
+        folder = os.path.dirname(os.path.abspath(local_file))
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as out, open(self._full(path), "rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+            os.replace(tmp, local_file)
+        except BaseException as err:
+            _unlink(tmp)
+            if isinstance(err, FileNotFoundError):
+                raise StoreError(f"not found in store: {path}") from None
+            if isinstance(err, OSError):
+                raise StoreError(f"cannot download {path}: {err.strerror}") from err
+            raise
 
     def exists(self, path: str) -> bool:
         return os.path.isfile(self._full(path))
