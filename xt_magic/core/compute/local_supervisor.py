@@ -262,22 +262,31 @@ def supervise(jobdir):
     running = {}  # pid -> [launch, started, kill_at]
     adopted = {}  # pid -> [launch, started, kill_at]: runs of a supervisor that died (not ours)
     adopted_start = {}  # pid -> its start time (a reused pid is not the run)
-    for launch in spec["launches"]:
-        rundir = run_dir(jobdir, spec, launch["run"])
-        if os.path.exists(os.path.join(rundir, "cancel")):
-            continue
-        pid, pstart = read_pid(rundir)
-        if pid is None:
-            pending.append(launch)
-        elif os.path.exists(os.path.join(rundir, "exit")):
-            handle_exit(jobdir, spec, launch, None)  # reaped, maybe not reported
-        elif runner.proc_alive(pid, pstart):
-            age = time.time() - os.stat(os.path.join(rundir, "pid")).st_mtime
-            adopted[pid] = [launch, time.monotonic() - age, None]
-            adopted_start[pid] = pstart
-        else:
-            handle_exit(jobdir, spec, launch, None)
-    pending.reverse()  # pop() from the end keeps submission order
+    known = set()  # runs of job.json looked at (a search adds runs to a live job)
+
+    def add_new(spec):
+        new = []
+        for launch in spec["launches"]:
+            if launch["run"] in known:
+                continue
+            known.add(launch["run"])
+            rundir = run_dir(jobdir, spec, launch["run"])
+            if os.path.exists(os.path.join(rundir, "cancel")):
+                continue
+            pid, pstart = read_pid(rundir)
+            if pid is None:
+                new.append(launch)
+            elif os.path.exists(os.path.join(rundir, "exit")):
+                handle_exit(jobdir, spec, launch, None)  # reaped, maybe not reported
+            elif runner.proc_alive(pid, pstart):
+                age = time.time() - os.stat(os.path.join(rundir, "pid")).st_mtime
+                adopted[pid] = [launch, time.monotonic() - age, None]
+                adopted_start[pid] = pstart
+            else:
+                handle_exit(jobdir, spec, launch, None)
+        pending[:0] = reversed(new)  # pop() from the end keeps submission order
+    add_new(spec)
+    seen = None  # re-read under the job lock on the first pass: runs may have been added
     wait = 0.05   # slot poll period while blocked; backs off so many waiting jobs stay cheap
     rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     _PRIVATE_FDS.extend((rfd, wfd))
@@ -285,7 +294,24 @@ def supervise(jobdir):
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a cancel kills runs, never the supervisor
 
-    while pending or running or adopted:
+    while True:
+        if not (pending or running or adopted):
+            # a last look under the job lock (the lock LocalBackend._add writes under): runs
+            # added now are started; otherwise supervisor.lock is released before the job lock,
+            # so an adder that gets the job lock next sees no supervisor and starts one
+            lock = JobLock(jobdir)
+            lock.__enter__()
+            spec = load_spec(jobdir)
+            add_new(spec)
+            if not (pending or adopted):
+                os.close(me)
+                return 0
+            lock.__exit__()
+        if _stat(jobdir) != seen:  # runs added to the job (a search makes them as it goes)
+            with JobLock(jobdir):
+                seen = _stat(jobdir)
+                spec = load_spec(jobdir)
+                add_new(spec)
         while pending:
             fd = slots.acquire()
             if fd is None:
@@ -339,6 +365,14 @@ def supervise(jobdir):
         except (BlockingIOError, InterruptedError):
             pass
     return 0
+
+
+def _stat(jobdir):
+    try:
+        st = os.stat(os.path.join(jobdir, "job.json"))
+        return st.st_mtime_ns, st.st_size, st.st_ino
+    except OSError:
+        return None
 
 
 def _killpg(pgid, sig):
