@@ -207,14 +207,14 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
     return job
 
 
-#: Per-run store round trips (at submit each run's `created` event and ticket, then each run's
-
 def run_ticket(lay: Layout, job_id: str, run: str, point: dict, spec: dict) -> dict:
     """The unsigned ticket of one run from the job's ticket spec (``build``: tickets.build's
     arguments, ``fields``: xtrun.ticket_fields')."""
     return (tickets.build(lay, job_id, run, hparams=point, **spec["build"])
             | xtrun.ticket_fields(lay, run, point, **spec["fields"]))
 
+
+#: Per-run store round trips (at submit each run's `created` event and ticket, then each run's
 
 def _run_error(job_id: str, err: _RunError) -> XTError:
     """One error naming the run (the store's own error type kept: StoreError, AuthError...)."""
