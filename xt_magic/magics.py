@@ -112,9 +112,21 @@ class XTMagics(Magics):
     @argument("--hp", nargs="+", action="append", metavar="NAME=VALUES",
               help="sweep values: lr=[0.01,0.1] layers=[2,4] seed=$randint(0,9)")
     @argument("--hp-config", help="YAML file with hyperparameter-distributions:")
-    @argument("--search", choices=["grid", "random"],
-              help="search type (default: grid over lists, random with --runs)")
-    @argument("--runs", type=int, help="number of runs for random search")
+    @argument("--search", choices=["grid", "random", "bayesian", "dgd"],
+              help="search type (default: hyperparameter-search.search-type; grid over lists, "
+                   "random with --runs)")
+    @argument("--runs", type=int, help="number of runs for random or bayesian search")
+    @argument("--concurrent", type=int,
+              help="bayesian: runs at once (default: hyperparameter-search.concurrent)")
+    @argument("--metric", help="metric a search optimises (default: general.primary-metric)")
+    @argument("--maximize", action="store_true", default=None,
+              help="larger metric is better (default: general.maximize-metric)")
+    @argument("--minimize", action="store_false", dest="maximize", help="smaller metric is better")
+    @argument("--objective", choices=["last", "best"],
+              help="a run's value: its last or best logged metric "
+                   "(default: hyperparameter-search.objective)")
+    @argument("--early-stop", choices=["none", "median", "bandit", "truncation"],
+              help="early-stopping policy for sweeps (default: early-stopping.early-policy)")
     @argument("--repeat", type=int, help="repeat each sweep point N times")
     @argument("--seed", type=int, help="random seed for sweep sampling (default 0: reproducible)")
     @argument("--env", nargs="+", action="append", metavar="K=V", help="environment variables")
@@ -161,6 +173,8 @@ class XTMagics(Magics):
                 repeat=args.repeat, env=_kv(flat(args.env), "--env"), code_dir=args.code_dir,
                 tags=_kv(flat(args.tag), "--tag"), max_seconds=args.max_seconds, seed=args.seed,
                 env_secret=flat(args.env_secret), experiment=args.experiment,
+                concurrent=args.concurrent, metric=args.metric, maximize=args.maximize,
+                objective=args.objective, early_stop=args.early_stop,
             )
             if cell is None:
                 if args.inputs or args.outputs:

@@ -145,6 +145,7 @@ class Task:
 class Job:
     def __init__(self, server: "BatchServer", spec: dict):
         self.server, self.spec, self.id = server, spec, spec["id"]
+        spec.setdefault("onAllTasksComplete", "noaction")  # the service's default
         self.state = "active"
         self.created = self.changed = _now()
         self.tasks: dict[str, Task] = {}

@@ -123,12 +123,13 @@ def _names(value, what: str) -> list[str] | None:
 
 
 def _job_options(target, setup, name, hp, hp_config, search, runs, repeat, env, env_secret,
-                 code_dir, tags, max_seconds, seed, experiment) -> dict:
-    """The options run_cell, preview and submit share, as core/jobs/submit.py takes them."""
+                 code_dir, tags, max_seconds, seed, experiment, **searching) -> dict:
+    """The options run_cell, preview and submit share, as core/jobs/submit.py takes them
+    (``searching``: concurrent, metric, maximize, objective, early_stop; docs/jobs.md)."""
     return dict(target=target, setup=setup, name=name, hp=hp, hp_config=hp_config, search=search,
                 runs=runs, repeat=repeat, env=env, env_secret=_names(env_secret, "env_secret"),
                 code_dir=[code_dir] if isinstance(code_dir, str) else code_dir, tags=tags,
-                max_seconds=max_seconds, seed=seed, experiment=experiment)
+                max_seconds=max_seconds, seed=seed, experiment=experiment, **searching)
 
 
 def run_cell(source: str, namespace: dict | None = None, *, target: str | None = None,
@@ -137,18 +138,24 @@ def run_cell(source: str, namespace: dict | None = None, *, target: str | None =
              runs: int | None = None, repeat: int | None = None, env: dict | None = None,
              env_secret=None, code_dir=None, tags: dict | None = None,
              max_seconds: int | None = None, seed: int | None = None,
-             experiment: str | None = None, wait: bool = False) -> Job:
+             experiment: str | None = None, wait: bool = False, concurrent: int | None = None,
+             metric: str | None = None, maximize: bool | None = None,
+             objective: str | None = None, early_stop: str | None = None) -> Job:
     """Submit ``source`` as a job and return its Job (after every run ends with ``wait=True``).
 
     ``namespace``: where the cell's free names (or ``inputs``) are taken from. ``hp``: one run
     per point, e.g. ``{"lr": [0.1, 0.2], "wd": "$loguniform(1e-5, 1e-2)", "opt": "adam"}`` (a
     list is the values, a ``$distribution`` string is one, anything else a constant);
     ``hp_config``: an XT hp-config file (``hp`` wins). ``outputs``: variables to bring back
-    (``job.results()``). See docs/api.md.
+    (``job.results()``). ``search="bayesian"`` with ``runs``/``concurrent`` optimises ``metric``
+    (``maximize``, ``objective`` last|best); ``early_stop`` median|bandit|truncation stops poor
+    runs of any sweep (docs/jobs.md). See docs/api.md.
     """
     from .jobs import submit
     options = _job_options(target, setup, name, hp, hp_config, search, runs, repeat, env,
-                           env_secret, code_dir, tags, max_seconds, seed, experiment)
+                           env_secret, code_dir, tags, max_seconds, seed, experiment,
+                           concurrent=concurrent, metric=metric, maximize=maximize,
+                           objective=objective, early_stop=early_stop)
     return submit.run_cell(get_session(), source, {} if namespace is None else namespace,
                            inputs=_names(inputs, "inputs"), outputs=_names(outputs, "outputs"),
                            wait=wait, **options)
@@ -160,12 +167,16 @@ def preview(source: str, namespace: dict | None = None, *, target: str | None = 
             runs: int | None = None, repeat: int | None = None, env: dict | None = None,
             env_secret=None, code_dir=None, tags: dict | None = None,
             max_seconds: int | None = None, seed: int | None = None,
-            experiment: str | None = None):
+            experiment: str | None = None, concurrent: int | None = None,
+            metric: str | None = None, maximize: bool | None = None,
+            objective: str | None = None, early_stop: str | None = None):
     """What ``run_cell`` with the same arguments would submit (runs, inputs, outputs, snapshot
-    files and sizes, setup); submits nothing."""
+    files and sizes, setup, the search); submits nothing."""
     from .jobs import submit
     options = _job_options(target, setup, name, hp, hp_config, search, runs, repeat, env,
-                           env_secret, code_dir, tags, max_seconds, seed, experiment)
+                           env_secret, code_dir, tags, max_seconds, seed, experiment,
+                           concurrent=concurrent, metric=metric, maximize=maximize,
+                           objective=objective, early_stop=early_stop)
     return submit.run_cell(get_session(), source, {} if namespace is None else namespace,
                            inputs=_names(inputs, "inputs"), outputs=_names(outputs, "outputs"),
                            dry_run=True, **options)

@@ -64,32 +64,70 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def _plane(points, width: int, height: int, xlabel: str = ""):
+    """(point -> svg coordinates, axis labels) for a chart spanning ``points``."""
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+    x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
+    pad = 28
+
+    def at(x, y):
+        return (pad + (x - x0) / (x1 - x0) * (width - pad - 6),
+                height - pad + 10 - (y - y0) / (y1 - y0) * (height - pad))
+    axes = (f"<text x='2' y='12' font-size='10'>{_fmt(y1)}</text>"
+            f"<text x='2' y='{height - pad + 10}' font-size='10'>{_fmt(y0)}</text>"
+            f"<text x='{pad}' y='{height - 2}' font-size='10'>{xlabel}{_fmt(x0)}</text>"
+            f"<text x='{width - 40 - 6 * len(xlabel)}' y='{height - 2}' font-size='10'>"
+            f"{xlabel}{_fmt(x1)}</text>")
+    return at, axes
+
+
 def svg_chart(series: dict[str, list[tuple[float, float]]], width: int = 360, height: int = 150) -> str:
     """A tiny line chart, one polyline per run (no plotting library: cheap to redraw each tick)."""
     points = [p for pts in series.values() for p in pts]
     if not points:
         return note("no metrics logged yet")
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
-    x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
-    pad = 28
+    at, axes = _plane(points, width, height)
     colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
     lines = []
     for i, (run, pts) in enumerate(series.items()):
-        coords = " ".join(f"{pad + (x - x0) / (x1 - x0) * (width - pad - 6):.1f},"
-                          f"{height - pad + 10 - (y - y0) / (y1 - y0) * (height - pad):.1f}" for x, y in pts)
+        coords = " ".join("%.1f,%.1f" % at(x, y) for x, y in pts)
         color = colors[i % len(colors)]
         lines.append(f"<polyline fill='none' stroke='{color}' stroke-width='1.5' points='{coords}'>"
                      f"<title>{html.escape(run)}</title></polyline>")
-    axes = (f"<text x='2' y='12' font-size='10'>{_fmt(y1)}</text>"
-            f"<text x='2' y='{height - pad + 10}' font-size='10'>{_fmt(y0)}</text>"
-            f"<text x='{pad}' y='{height - 2}' font-size='10'>{_fmt(x0)}</text>"
-            f"<text x='{width - 40}' y='{height - 2}' font-size='10'>{_fmt(x1)}</text>")
     legend = " ".join(f"<span style='color:{colors[i % len(colors)]}'>━ {html.escape(run)}</span>"
                       for i, run in enumerate(series))
     return (f"<svg class='xt-chart' width='{width}' height='{height}' "
             f"style='border:1px solid #ddd;background:#fff'>{axes}{''.join(lines)}</svg>"
             f"<div style='font-size:85%'>{legend}</div>")
+
+
+def trial_chart(rows: list[dict], width: int = 360, height: int = 150) -> str:
+    """The trial history: each run's value against run order (dots; an x for a run stopped early,
+    grey for one that did not complete) and the best so far (a step line)."""
+    pts = [(r["order"], r["value"]) for r in rows if r["value"] is not None]
+    if not pts:
+        return note("no trial has reported its metric yet")
+    at, axes = _plane(pts, width, height, "run ")
+    marks = []
+    for r in rows:
+        if r["value"] is None:
+            continue
+        x, y = at(r["order"], r["value"])
+        tip = f"<title>{html.escape(r['run'])}: {_fmt(r['value'])}</title>"
+        if r["stopped"]:
+            marks.append(f"<path class='xt-stopped' d='M{x - 3:.1f},{y - 3:.1f}l6,6m0,-6l-6,6' "
+                         f"stroke='#b00020' stroke-width='1.5'>{tip}</path>")
+        else:
+            color = "#1f77b4" if r["state"] == "completed" else "#aaa"
+            marks.append(f"<circle class='xt-trial' cx='{x:.1f}' cy='{y:.1f}' r='2.5' "
+                         f"fill='{color}'>{tip}</circle>")
+    best = [at(r["order"], r["best"]) for r in rows if r["best"] is not None]
+    line = " ".join(f"{x:.1f},{y:.1f}" for x, y in best)
+    return (f"<svg class='xt-trials' width='{width}' height='{height}' "
+            f"style='border:1px solid #ddd;background:#fff'>{axes}"
+            f"<polyline class='xt-best-line' fill='none' stroke='#070' stroke-width='1.2' "
+            f"points='{line}'/>{''.join(marks)}</svg>")
 
 
 class JobMonitor(WidgetView):
@@ -106,9 +144,12 @@ class JobMonitor(WidgetView):
         self.id = self.job.id
         cfg = self.session.config()
         self.store = get_store(self.session, cfg)
-        layout = Layout(self.job.record.workspace)
+        self.layout = layout = Layout(self.job.record.workspace)
         hps = self.job.record.hparams or [{}] * len(self.job.record.runs)
         self.runs = {r: _RunView(r, hp, layout, self.store) for r, hp in zip(self.job.record.runs, hps)}
+        # a search: best so far and the trial history are shown; a bayesian one grows
+        self.search = getattr(self.job, "search", None)
+        self.search_open = bool(getattr(self.job, "search_open", False))
         self.step_name = str(cfg.get("general.step-name") or "step")
         self.primary_metric = cfg.get("general.primary-metric")
         self.min_interval, self.max_interval = min_interval, max_interval
@@ -126,6 +167,7 @@ class JobMonitor(WidgetView):
                                       layout=w.Layout(width="360px"))
         self.progress_text = w.HTML()
         self.table = w.HTML()
+        self.search_view = w.HTML()
         self.run_picker = w.Dropdown(options=list(self.runs), description="run",
                                      layout=w.Layout(width="220px"))
         self.metric_picker = w.Dropdown(options=[], description="metric", layout=w.Layout(width="220px"))
@@ -142,7 +184,7 @@ class JobMonitor(WidgetView):
         self.metric_picker.observe(self._on_metric, names="value")
         self.widget = w.VBox([
             self.header, w.HBox([self.progress, self.progress_text, self.cancel_job_button]),
-            self.table, self.notification,
+            self.table, self.search_view, self.notification,
             w.HBox([self.run_picker, self.cancel_run_button, self.metric_picker]),
             w.HBox([w.VBox([self.log], layout=w.Layout(width="60%")), self.chart]),
             self.message, self.out])
@@ -168,7 +210,19 @@ class JobMonitor(WidgetView):
     @property
     def done(self) -> bool:
         from ..core.protocol.events import FINAL
-        return all(v.info["state"] in FINAL for v in self.runs.values())
+        return not self.search_open and all(v.info["state"] in FINAL for v in self.runs.values())
+
+    def _grow(self) -> bool:
+        """Views for the runs a bayesian search made since the last tick."""
+        from ..core.jobs import search
+        runs, points, over = search.runs_and_points(self.store, self.layout, self.job.record)
+        self.search_open = not over
+        new = [(r, p) for r, p in zip(runs, points) if r not in self.runs]
+        for run, point in new:
+            self.runs[run] = _RunView(run, point, self.layout, self.store)
+        if new:
+            self.run_picker.options = list(self.runs)
+        return bool(new) or over
 
     def tick(self) -> bool:
         """Read what was appended since the last tick; True if anything changed."""
@@ -176,9 +230,12 @@ class JobMonitor(WidgetView):
         changed = False
         with self._lock:
             self.ticks += 1
+            if self.search_open:
+                changed = self._grow()
             now = time.monotonic()
             live = [r for r, v in self.runs.items() if v.info["state"] not in FINAL]
-            if live and now - self._last_reconcile >= self.reconcile_every and self.ticks > 1:
+            if (live or self.search_open) and now - self._last_reconcile >= self.reconcile_every \
+                    and self.ticks > 1:
                 self._last_reconcile = now
                 self.job.refresh()  # the backend marks runs whose process is gone as failed
             for view in self.runs.values():
@@ -275,11 +332,13 @@ class JobMonitor(WidgetView):
         self.header.value = (f"<b>{html.escape(self.id)}</b> {html.escape(record.name or '')} on "
                              f"<code>{html.escape(record.target)}</code> — {len(views)} run(s): "
                              f"<span class='xt-summary'>{html.escape(summary)}</span>")
+        total = max(len(views), int((self.search or {}).get("runs") or 0))
+        self.progress.max = max(1, total)
         self.progress.value = final
         self.progress.bar_style = ("success" if counts.get("completed") == len(views) else
                                    "danger" if final == len(views) and counts.get("failed") else
                                    "warning" if final == len(views) else "info")
-        self.progress_text.value = f"&nbsp;{final}/{len(views)} done"
+        self.progress_text.value = f"&nbsp;{final}/{total} done"
         metric_names = sorted({k for v in views for k in v.latest})
         hp_names = sorted({k for v in views for k in v.hparams})
         head = "".join(f"<th>{html.escape(h)}</th>" for h in
@@ -304,16 +363,34 @@ class JobMonitor(WidgetView):
             self.metric_picker.options = metric_names
             preferred = [keep, self.primary_metric] + metric_names
             self.metric_picker.value = next((m for m in preferred if m in metric_names), None)
+        if self.search:
+            self.search_view.value = self._search_panel(views)
         metric = self.metric_picker.value
         self.chart.value = svg_chart({v.run: v.series.get(metric, []) for v in views if metric in v.series})
         view = self.runs.get(self.run_picker.value)
         if view is not None and self.log.value != view.log:
             self.log.value = view.log
-        self.cancel_job_button.disabled = final == len(views)
+        self.cancel_job_button.disabled = final == len(views) and not self.search_open
         self.cancel_run_button.disabled = view is None or view.info["state"] in FINAL
-        if final == len(views):
+        if final == len(views) and not self.search_open:
             self.notification.value = (
                 f"<b class='xt-done'>● {html.escape(self.id)} finished: {html.escape(summary)}</b>")
+
+    def _search_panel(self, views) -> str:
+        from ..core.jobs import search
+        spec = self.search
+        metric, maximize = spec["metric"], spec.get("maximize", True)
+        rows = search.rank([(v.run, v.hparams, v.info, search.objective_value(
+            v.series.get(metric, []), spec.get("objective", "last"), maximize)) for v in views],
+            maximize)
+        best = rows[-1]["best"] if rows else None
+        at = next((r["run"] for r in rows if r["value"] == best and r["state"] == "completed"), "")
+        stopped = sum(r["stopped"] for r in rows)
+        head = (f"<b>{html.escape(spec.get('type') or 'sweep')} search</b>, "
+                f"{'max' if maximize else 'min'} <code>{html.escape(metric)}</code>: "
+                f"best so far <span class='xt-best'>{_fmt(best) if best is not None else '-'}"
+                f"</span> {html.escape(at)}" + (f", {stopped} stopped early" if stopped else ""))
+        return f"<div class='xt-search'>{head}<br>{trial_chart(rows)}</div>"
 
     # -- actions ----------------------------------------------------------------------------------
     @safe
@@ -353,4 +430,4 @@ class JobMonitor(WidgetView):
         return f"JobMonitor({self.id}: {json.dumps(self.states())})"
 
 
-__all__ = ["JobMonitor", "svg_chart"]
+__all__ = ["JobMonitor", "svg_chart", "trial_chart"]

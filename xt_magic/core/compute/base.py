@@ -40,6 +40,9 @@ class Launch:
     ticket_path: str
     launch_secret: dict = None
     max_seconds: int | None = None   # wall-clock limit, if the target or call set one
+    #: more runs may be added to this job by later ``submit`` calls (a search makes them as it
+    #: goes): a backend keeps the job open until ``finish``
+    open_job: bool = False
 
     @property
     def layout(self) -> Layout:
@@ -99,8 +102,13 @@ class Backend(ABC):
         runs whose turn has come. Cheap; safe to call from any process at any time."""
 
     @abstractmethod
-    def cancel(self, job_id: str, run_ids: list[str]) -> None:
-        """Stop these runs (whole process group / task / slurm job) and append ``cancelled``."""
+    def cancel(self, job_id: str, run_ids: list[str], reason: str | None = None) -> None:
+        """Stop these runs (whole process group / task / slurm job) and append ``cancelled``
+        with ``reason`` (default "cancelled by user"; early stopping names its rule)."""
+
+    def finish(self, job_id: str) -> None:
+        """No more runs will be added to this job (a search is over): release what a job kept
+        open for them. Default: nothing to release."""
 
     # -- run events, from the store alone (protocol/events.py) -------------------------------------
     def _state(self, run_id: str) -> dict:

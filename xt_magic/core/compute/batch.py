@@ -463,14 +463,17 @@ class BatchBackend(Backend):
             id=bjob, display_name=job_id, pool_info=pool_info,
             job_preparation_task=prep,
             metadata=[m.BatchMetadataItem(name="xt-target", value=self.name)])
+        more = any(launch.open_job for launch in launches)
         try:
             self._call("create the job", client.create_job, options)
         except TargetError as err:
-            if isinstance(err.__context__, ResourceExistsError):
+            exists = isinstance(err.__context__, ResourceExistsError)
+            if not exists:
+                raise
+            if not (more and self._open_job(bjob, job_id)):  # else: a search adding runs
                 raise TargetError(f"Batch job {bjob!r} already exists", hint="a job id is "
                                   "reused: check that general.workspace and the store are the "
                                   "ones this job was allocated in") from None
-            raise
         slots = self.pool_spec()["slots"] if not self.target.get("pool") else 1
         # SAS signing and the queued events are per run: fan out (a sweep has hundreds)
         from concurrent.futures import ThreadPoolExecutor
@@ -489,9 +492,11 @@ class BatchBackend(Backend):
             errors = getattr(err, "errors", None)
             raise translate(errors[0] if errors else err, "create tasks",
                             service=self.service_name, target=self.name) from None
-        # now that the tasks are in, Batch ends the job (and a per-job pool) after the last one
-        self._call("update the job", client.update_job, bjob,
-                   m.BatchJobUpdateOptions(all_tasks_complete_mode="terminatejob"))
+        # now that the tasks are in, Batch ends the job (and a per-job pool) after the last one;
+        # a search's job stays open for its next runs until finish()
+        if not more:
+            self._call("update the job", client.update_job, bjob,
+                       m.BatchJobUpdateOptions(all_tasks_complete_mode="terminatejob"))
         host = pool_info.pool_id or "auto-pool"
         with ThreadPoolExecutor(max_workers=min(16, len(launches))) as pool:
             list(pool.map(lambda launch: events.append(
@@ -500,6 +505,27 @@ class BatchBackend(Backend):
                 launches))
 
     # -- status ---------------------------------------------------------------------------------
+    def _open_job(self, bjob: str, job_id: str) -> bool:
+        """Whether Batch job ``bjob`` is this job's and still takes tasks."""
+        try:
+            job = self.client().get_job(bjob)
+        except Exception:  # noqa: BLE001 - not ours to add to: the create error is raised
+            return False
+        return job.state == "active" and job.display_name == job_id
+
+    def finish(self, job_id: str) -> None:
+        """A search is over: end its Batch job (and a per-job pool) after its last task."""
+        from azure.batch import models as m
+        bjob = batch_job_id(self.layout.ws, job_id, self.store)
+        tasks = self._tasks(bjob)
+        if tasks is None:
+            return
+        if all(t.state == "completed" for t in tasks.values()):
+            self._cleanup(bjob, force=True)
+        else:
+            self._call("update the job", self.client().update_job, bjob,
+                       m.BatchJobUpdateOptions(all_tasks_complete_mode="terminatejob"))
+
     def _tasks(self, bjob: str) -> dict | None:
         from azure.core.exceptions import ResourceNotFoundError
         try:
@@ -609,8 +635,10 @@ class BatchBackend(Backend):
             raise translate(err, "terminate a task", service=self.service_name,
                             target=self.name) from None
 
-    def _cleanup(self, bjob: str) -> None:
-        """Terminate the Batch job; delete the pool when nothing else uses it (keep-alive 0)."""
+    def _cleanup(self, bjob: str, force: bool = False) -> None:
+        """Terminate the Batch job; delete the pool when nothing else uses it (keep-alive 0).
+        A job still open for more tasks (a search between runs) is left alone unless ``force``
+        (``finish``)."""
         try:
             from azure.batch.models import BatchJobTerminateOptions
         except ImportError:  # 15.1 keeps it private, yet terminating without it fails in the SDK
@@ -619,6 +647,9 @@ class BatchBackend(Backend):
         client = self.client()
         try:
             job = client.get_job(bjob)
+            if not force and job.state == "active" and \
+                    getattr(job, "all_tasks_complete_mode", None) == "noaction":
+                return  # its search adds the next run; finish() ends it
             if job.state == "active":
                 client.begin_terminate_job(bjob, BatchJobTerminateOptions(
                     termination_reason="xt: all runs ended"), polling_interval=1)
@@ -630,7 +661,7 @@ class BatchBackend(Backend):
         if not self.target.get("pool"):
             self.reap_idle_pools()
 
-    def cancel(self, job_id: str, run_ids: list[str]) -> None:
+    def cancel(self, job_id: str, run_ids: list[str], reason: str | None = None) -> None:
         """Terminate the runs' tasks (and the job once none is left) and record ``cancelled``."""
         bjob = batch_job_id(self.layout.ws, job_id, self.store)
         tasks = self._tasks(bjob) or {}
@@ -639,7 +670,7 @@ class BatchBackend(Backend):
             if tid in tasks and tasks[tid].state != "completed":
                 self._terminate(bjob, tid)
             if self._state(run)["state"] not in FINAL:
-                self._event(run, CANCELLED, reason="cancelled by user")
+                self._event(run, CANCELLED, reason=reason or "cancelled by user")
         tasks = self._tasks(bjob)
         if tasks and all(t.state == "completed" for t in tasks.values()):
             self._cleanup(bjob)

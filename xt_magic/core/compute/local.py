@@ -152,6 +152,9 @@ class LocalBackend(Backend):
             return
         ws = launches[0].workspace
         jobdir = self._jobdir(job_id, ws)
+        if os.path.exists(os.path.join(jobdir, "job.json")) and launches[0].open_job \
+                and self._adds_to(jobdir):
+            return self._add(jobdir, ws, job_id, launches)
         if os.path.exists(os.path.join(jobdir, "job.json")):
             # same ws/job id from an earlier store (ids restart with a new store): stale unless
             # its supervisor still runs
@@ -166,6 +169,15 @@ class LocalBackend(Backend):
         setup = launches[0].ticket.get("setup") or {}
         python = setup.get("python") or sys.executable
         token = secrets.token_hex(8)
+        spec = {"launches": self._entries(launches), "python": python, "runner": runner_copy(),
+                "token": token, "slots": os.path.join(local_root(), "slots", "localhost"),
+                "max_runs": self.max_runs(), "grace": self.target.get("kill-grace", CANCEL_GRACE),
+                "store": self.store.identity()}
+        node.write_atomic(os.path.join(jobdir, "job.json"), json.dumps(spec), mode=0o600)
+        self._queued(launches, ws, job_id, token)
+        self._start_supervisor(jobdir)
+
+    def _entries(self, launches: list[Launch]) -> list[dict]:
         entries = []
         for launch in launches:
             limit = launch.max_seconds or launch.ticket.get("max_seconds") \
@@ -173,15 +185,34 @@ class LocalBackend(Backend):
             entries.append({"run": launch.run_id, "ticket": launch.ticket,
                             "ticket_file": launch.access.local_path(launch.ticket_path),
                             "max_seconds": limit, "launch": launch.launch_secret})
-        spec = {"launches": entries, "python": python, "runner": runner_copy(), "token": token,
-                "slots": os.path.join(local_root(), "slots", "localhost"),
-                "max_runs": self.max_runs(), "grace": self.target.get("kill-grace", CANCEL_GRACE)}
-        node.write_atomic(os.path.join(jobdir, "job.json"), json.dumps(spec), mode=0o600)
+        return entries
+
+    def _queued(self, launches: list[Launch], ws: str, job_id: str, token: str) -> None:
         host = socket.gethostname()
         for launch in launches:  # queued before the supervisor can write running
             self._append(launch.ticket, events.QUEUED, backend_id=f"local:{host}:{ws}/{job_id}",
                          host=host, token=token)
-        self._start_supervisor(jobdir)
+
+    def _adds_to(self, jobdir: str) -> bool:
+        """Whether ``jobdir`` is this store's submission of the job (runs added later, as a
+        search makes them), not a stale one from an earlier store with the same ids."""
+        try:
+            return self._load(jobdir).get("store") == self.store.identity()
+        except (OSError, ValueError):
+            return False
+
+    def _add(self, jobdir: str, ws: str, job_id: str, launches: list[Launch]) -> None:
+        """Add runs to a submitted job: its live supervisor picks them up (it re-reads job.json
+        when it changes, and checks once more under the job lock before it exits); a supervisor
+        that is gone is started again."""
+        with sup.JobLock(jobdir):
+            spec = self._load(jobdir)
+            known = {e["run"] for e in spec["launches"]}
+            new = [lc for lc in launches if lc.run_id not in known]
+            spec["launches"].extend(self._entries(new))
+            node.write_atomic(os.path.join(jobdir, "job.json"), json.dumps(spec), mode=0o600)
+            self._queued(new, ws, job_id, spec["token"])
+        self._start_supervisor(jobdir)  # unless one runs
 
     def poll(self, job_id: str, run_ids: list[str]) -> None:
         """Report runs whose process is gone; restart the supervisor for runs never started (or
@@ -262,7 +293,7 @@ class LocalBackend(Backend):
             sup.kill_groups(node, [pid], CANCEL_GRACE)
             self._append(ticket, events.FAILED, reason="time limit", max_seconds=limit)
 
-    def cancel(self, job_id: str, run_ids: list[str]) -> None:
+    def cancel(self, job_id: str, run_ids: list[str], reason: str | None = None) -> None:
         """Stop runs (whole process group: SIGTERM, then SIGKILL) and append ``cancelled``;
         queued runs are cancelled before they start."""
         jobdir = self._jobdir(job_id)
@@ -299,7 +330,7 @@ class LocalBackend(Backend):
             targets.append(ticket)
         sup.kill_groups(node, pids, float(spec.get("grace", CANCEL_GRACE)))
         for ticket in targets:
-            self._append(ticket, events.CANCELLED, reason="cancelled by user")
+            self._append(ticket, events.CANCELLED, reason=reason or "cancelled by user")
 
 
 def _ours(info: dict, spec: dict) -> bool:

@@ -285,24 +285,33 @@ def supervise(jobdir, lock_fd=None):
     adopted = {}  # pid -> [launch, started, kill_at, slot fd]: runs of a supervisor that died
     adopted_start = {}  # pid -> its start time (a reused pid is not the run)
     unreported = []  # (launch, code) whose report could not be written (a full disk): retried
-    for launch in spec["launches"]:
-        rundir = run_dir(jobdir, spec, launch["run"])
-        if os.path.exists(os.path.join(rundir, "cancel")):
-            continue
-        pid, pstart = read_pid(rundir)
-        if pid is None:
-            if not final_reported(runner, launch):  # e.g. failed after an interrupted submit
-                pending.append(launch)
-        elif os.path.exists(os.path.join(rundir, "exit")):  # reaped, maybe not reported
-            if not handle_exit(jobdir, spec, launch, None):
+    known = set()  # runs of job.json looked at (a search adds runs to a live job)
+
+    def add_new(spec):
+        new = []
+        for launch in spec["launches"]:
+            if launch["run"] in known:
+                continue
+            known.add(launch["run"])
+            rundir = run_dir(jobdir, spec, launch["run"])
+            if os.path.exists(os.path.join(rundir, "cancel")):
+                continue
+            pid, pstart = read_pid(rundir)
+            if pid is None:
+                if not final_reported(runner, launch):  # e.g. failed after an interrupted submit
+                    new.append(launch)
+            elif os.path.exists(os.path.join(rundir, "exit")):  # reaped, maybe not reported
+                if not handle_exit(jobdir, spec, launch, None):
+                    unreported.append((launch, None))
+            elif runner.proc_alive(pid, pstart):
+                age = time.time() - os.stat(os.path.join(rundir, "pid")).st_mtime
+                adopted[pid] = [launch, time.monotonic() - age, None, _take(slots.acquire())]
+                adopted_start[pid] = pstart
+            elif not handle_exit(jobdir, spec, launch, None):
                 unreported.append((launch, None))
-        elif runner.proc_alive(pid, pstart):
-            age = time.time() - os.stat(os.path.join(rundir, "pid")).st_mtime
-            adopted[pid] = [launch, time.monotonic() - age, None, _take(slots.acquire())]
-            adopted_start[pid] = pstart
-        elif not handle_exit(jobdir, spec, launch, None):
-            unreported.append((launch, None))
-    pending.reverse()  # pop() from the end keeps submission order
+        pending[:0] = reversed(new)  # pop() from the end keeps submission order
+    add_new(spec)
+    seen = None  # re-read under the job lock on the first pass: runs may have been added
     wait = 0.05   # slot poll period while blocked; backs off so many waiting jobs stay cheap
     rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     _PRIVATE_FDS.extend((rfd, wfd))
@@ -310,7 +319,24 @@ def supervise(jobdir, lock_fd=None):
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a cancel kills runs, never the supervisor
 
-    while pending or running or adopted or unreported:
+    while True:
+        if not (pending or running or adopted or unreported):
+            # a last look under the job lock (the lock LocalBackend._add writes under): runs
+            # added now are started; otherwise supervisor.lock is released before the job lock,
+            # so an adder that gets the job lock next sees no supervisor and starts one
+            lock = JobLock(jobdir)
+            lock.__enter__()
+            spec = load_spec(jobdir)
+            add_new(spec)
+            if not (pending or adopted):
+                os.close(me)
+                return 0
+            lock.__exit__()
+        if _stat(jobdir) != seen:  # runs added to the job (a search makes them as it goes)
+            with JobLock(jobdir):
+                seen = _stat(jobdir)
+                spec = load_spec(jobdir)
+                add_new(spec)
         while pending:
             fd = _take(slots.acquire())
             if fd is None:
@@ -386,6 +412,14 @@ def _release(fd):
         os.close(fd)
 
 
+def _stat(jobdir):
+    try:
+        st = os.stat(os.path.join(jobdir, "job.json"))
+        return st.st_mtime_ns, st.st_size, st.st_ino
+    except OSError:
+        return None
+
+
 def _killpg(pgid, sig):
     try:
         os.killpg(pgid, sig)
@@ -417,38 +451,45 @@ def alive(jobdir):
     return False
 
 
-def spawn(jobdir, python=None, env=None, lock_fd=None):
-    """Start a supervisor of ``jobdir`` detached: own session, no terminal, output to its log, so
-    it outlives the kernel or SSH session that started it. False if one is alive.
-
-    Race-free: ``lock_fd`` (the caller's flock on supervisor.lock, else taken here) is handed to
-    the new supervisor, so the lock is never free between "none runs" and "one runs". Started
-    through ``sh -c '"$@" &'`` (a double fork): the supervisor is never our child, so nothing is
-    left to reap (a kernel that spawned it directly kept a zombie per job)."""
-    fd = lock_fd if lock_fd is not None else try_lock(os.path.join(jobdir, "supervisor.lock"))
-    if fd is None:
-        return False
-    python = python or sys.executable
-    log = os.path.join(jobdir, "supervisor.log")
+def detach(argv, env, log, keep_fd=None):
+    """Start ``argv`` detached (own session, stdin /dev/null, output appended to ``log``) through
+    ``sh -c '"$@" &'`` (a double fork): it is never our child, so nothing is left to reap (a
+    kernel that spawned its supervisors directly kept a zombie per job). ``keep_fd`` is
+    inherited by it."""
+    if keep_fd is not None:
+        os.set_inheritable(keep_fd, True)
     try:
-        os.set_inheritable(fd, True)
-        # with site (not -I -S): it forks the runs, which need the interpreter's full sys.path
-        pid = os.posix_spawn("/bin/sh", ["/bin/sh", "-c", '"$@" &', "sh", python,
-                                         os.path.abspath(__file__), jobdir, str(fd)],
-                             os.environ if env is None else env, setsid=True, file_actions=[
+        pid = os.posix_spawn("/bin/sh", ["/bin/sh", "-c", '"$@" &', "sh", *argv], env,
+                             setsid=True, file_actions=[
                                  (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
                                  (os.POSIX_SPAWN_OPEN, 1, log,
                                   os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
                                  (os.POSIX_SPAWN_DUP2, 1, 2)])
         try:
-            os.waitpid(pid, 0)  # sh exits as soon as the supervisor is started
+            os.waitpid(pid, 0)  # sh exits as soon as the program is started
         except ChildProcessError:
             pass  # SIGCHLD ignored here: already reaped
     finally:
+        if keep_fd is not None:
+            os.set_inheritable(keep_fd, False)
+
+
+def spawn(jobdir, python=None, env=None, lock_fd=None):
+    """Start a supervisor of ``jobdir`` detached (``detach``), so it outlives the kernel or SSH
+    session that started it. False if one is alive.
+
+    Race-free: ``lock_fd`` (the caller's flock on supervisor.lock, else taken here) is handed to
+    the new supervisor, so the lock is never free between "none runs" and "one runs"."""
+    fd = lock_fd if lock_fd is not None else try_lock(os.path.join(jobdir, "supervisor.lock"))
+    if fd is None:
+        return False
+    try:
+        # with site (not -I -S): it forks the runs, which need the interpreter's full sys.path
+        detach([python or sys.executable, os.path.abspath(__file__), jobdir, str(fd)],
+               os.environ if env is None else env, os.path.join(jobdir, "supervisor.log"), fd)
+    finally:
         if lock_fd is None:
             os.close(fd)
-        else:
-            os.set_inheritable(fd, False)
     return True
 
 

@@ -290,7 +290,7 @@ class PoolBackend(Backend):
                         self._fail_unless_final(run_id, f"box {n!r} no longer has the job's "
                                                 "agent spec (its work dir was cleared)")
 
-    def cancel(self, job_id: str, run_ids: list[str]) -> None:
+    def cancel(self, job_id: str, run_ids: list[str], reason: str | None = None) -> None:
         """Cancel markers the agent honours (a queued run never starts), a running run's process
         group killed (TERM, then KILL), and ``cancelled`` recorded."""
         agents: dict[str, dict[str, list[str]]] = {}
@@ -313,7 +313,7 @@ class PoolBackend(Backend):
                 except TargetError as err:
                     errors.update({r: err.message for r in runs})
         for run_id in live:
-            self._event(run_id, CANCELLED, reason="cancelled by user" + (
+            self._event(run_id, CANCELLED, reason=(reason or "cancelled by user") + (
                 f" (box unreachable; the process may still run: {errors[run_id]})"
                 if run_id in errors else ""))
 

@@ -295,7 +295,7 @@ class SlurmBackend(Backend):
                     state, reason, code = result
                     self._event(run_id, state, reason=reason, exit_code=code)
 
-    def cancel(self, job_id: str, run_ids: list[str]) -> None:
+    def cancel(self, job_id: str, run_ids: list[str], reason: str | None = None) -> None:
         """scancel each run's Slurm job (array task) and record ``cancelled``."""
         for run_id in run_ids:
             info = self._state(run_id)
@@ -304,7 +304,7 @@ class SlurmBackend(Backend):
             slurm_id = str(info.get("backend_id") or "")
             if re.fullmatch(r"\d+(_\d+)?", slurm_id):
                 self.exec.run(["scancel", slurm_id])
-            self._event(run_id, CANCELLED, reason="cancelled by user")
+            self._event(run_id, CANCELLED, reason=reason or "cancelled by user")
 
     def close(self) -> None:
         if isinstance(self.exec, SSHExec):

@@ -154,6 +154,10 @@ def cancel(session, job_or_run: str) -> Job:
     if run:
         _check_run(job, run)
         job.check(run)
+    elif job.search_open:  # first, so the search's driver starts no run after this
+        from . import search
+        search.request_stop(job._ctx().store, Layout(job.record.workspace), job_id)
+        job._read()
     targets = [run] if run else job.record.runs
     live = [r for r in targets if job.info(r)["state"] not in events.FINAL
             and r not in job.problems]

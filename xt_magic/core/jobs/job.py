@@ -28,6 +28,10 @@ class Job:
         self.id = record.job
         self._info: dict[str, dict] = {}
         self.problems: dict[str, str] = {}  # run -> what is wrong with its store objects
+        from . import search
+        self._search = search.spec_of(record)
+        # a bayesian job's runs are made as the search goes: record.runs grows on every read
+        self._search_open = bool(self._search and self._search.get("type") == "bayesian")
         self._read()
 
     # internals
@@ -36,6 +40,11 @@ class Job:
 
     def _read(self) -> None:
         store, lay = self._ctx().store, Layout(self.record.workspace)
+        if self._search_open:
+            from . import search
+            runs, points, over = search.runs_and_points(store, lay, self.record)
+            self.record.runs, self.record.hparams = runs, points
+            self._search_open = not over
         live = [run for run in self.record.runs
                 if not (run in self._info and self._info[run]["state"] in events.FINAL)]
 
@@ -86,6 +95,9 @@ class Job:
         if live:
             self._backend().poll(self.id, live)
             self._read()
+        if self._search and (live or self._search_open):
+            from . import search  # a driver killed with its machine or kernel starts again
+            search.ensure_driver(self.session, self._ctx().store, self.record)
         return self
 
     def _fail_unsent(self) -> bool:
@@ -124,12 +136,32 @@ class Job:
 
     @property
     def done(self) -> bool:
-        return all(self._info[r]["state"] in events.FINAL for r in self.record.runs)
+        return not self._search_open and all(
+            self._info[r]["state"] in events.FINAL for r in self.record.runs)
+
+    @property
+    def search(self) -> dict | None:
+        """The job's search (type, metric, maximize, objective, early stopping...), or None."""
+        return self._search
+
+    @property
+    def search_open(self) -> bool:
+        """A bayesian search still making runs."""
+        return self._search_open
+
+    @property
+    def expected_runs(self) -> int:
+        """Runs the job will have (a bayesian search makes its runs as it goes)."""
+        if self._search and self._search.get("type") == "bayesian":
+            return max(len(self.record.runs), int(self._search.get("runs") or 0))
+        return len(self.record.runs)
 
     @property
     def status(self) -> str:
         """One word for the job: running while any run is live, else failed/cancelled/completed."""
         counts = self.states()
+        if self._search_open:
+            return events.RUNNING
         for s in (events.RUNNING, events.QUEUED, events.CREATED, events.FAILED, events.CANCELLED):
             if counts.get(s):
                 return s
@@ -138,7 +170,7 @@ class Job:
     def wait(self, timeout: float | None = None, progress: bool = True, out=None) -> "Job":
         """Block until every run is final, showing progress (tqdm.auto if installed)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        total = len(self.record.runs)
+        total = self.expected_runs
         bar = _Progress(total, f"{self.id}", enabled=progress, out=out)
         delay = 0.05
         try:
@@ -186,6 +218,32 @@ class Job:
         from .metrics import metrics
         return metrics(self.session, self.id)
 
+    def search_history(self):
+        """The search so far, one row per run in run order: value of the metric, best so far,
+        state, stopped early (and why), hyperparameters (a DataFrame when pandas is installed)."""
+        from . import search
+        from .control import _frame
+        rows = search.history(self._ctx().store, Layout(self.record.workspace), self.record,
+                              self._info)
+        columns = ["order", "run", "state", "value", "best", "stopped", "reason"]
+        return _frame(rows, columns + [c for c in (rows[0] if rows else {}) if c not in columns])
+
+    def search_summary(self) -> str | None:
+        """One line: search type, metric, runs so far, best value and run (None: no search)."""
+        if not self._search:
+            return None
+        from . import search
+        rows = search.history(self._ctx().store, Layout(self.record.workspace), self.record,
+                              self._info)
+        best = rows[-1]["best"] if rows else None
+        at = next((r["run"] for r in rows if r["value"] == best and not r["stopped"]), None)
+        stopped = sum(1 for r in rows if r["stopped"])
+        kind = self._search.get("type") or "sweep"
+        return (f"{kind} search on {'max' if self._search['maximize'] else 'min'} "
+                f"{self._search['metric']}: {len(rows)}/{self.expected_runs} runs"
+                + (f", best {best:.6g} ({at})" if best is not None else "")
+                + (f", {stopped} stopped early" if stopped else ""))
+
     def rows(self) -> list[dict]:
         out = []
         for run, hp in zip(self.record.runs, self.record.hparams or [{}] * len(self.record.runs)):
@@ -200,6 +258,9 @@ class Job:
         head = (f"Job {self.id}{' ' + repr(self.record.name) if self.record.name else ''} on "
                 f"{self.record.target}: {len(self.record.runs)} run(s), {_summary(self.states())}")
         lines = [head]
+        summary = self.search_summary()
+        if summary:
+            lines.append("  " + summary)
         for row in self.rows()[:20]:
             hp = f" {row['hparams']}" if row["hparams"] else ""
             why = f" ({row['reason']})" if row["reason"] else ""

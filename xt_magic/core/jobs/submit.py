@@ -17,7 +17,7 @@ from ..naming import param
 from ..paths import xt_home
 from ..protocol import events, keys, tickets
 from ..protocol.layout import Layout
-from . import ids, packaging, snapshot, sweeps, xtrun
+from . import ids, packaging, search as adaptive, snapshot, sweeps, xtrun
 from .context import _Ctx
 from .fanout import _each_run, _RunError, _store_workers
 from .job import Job
@@ -29,14 +29,16 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
              inputs=None, outputs=None, hp=None, hp_config=None, search=None, runs=None,
              repeat=None, env=None, code_dir=None, wait=False, tags=None, dry_run=False,
              max_seconds=None, seed=None, out=None, env_secret=None, experiment=None,
-             commands=None, reuse=None, resume=None):
+             commands=None, reuse=None, resume=None, concurrent=None, metric=None,
+             maximize=None, objective=None, early_stop=None):
     """Package the cell, write the job to the store, hand its runs to the backend; return a Job
     (``wait``: once every run is final), or with ``dry_run`` the Preview. ``hp``: a dict, see
     ``sweeps.load_specs``. Errors name parameters, or flags inside ``naming.flags()``.
 
     ``commands`` (script and command jobs, core/jobs/scripts.py): run those instead of a cell.
     ``reuse`` (``%xt_rerun``): an earlier job's inputs and snapshot. ``resume``: a run whose
-    checkpoint the new runs start from."""
+    checkpoint the new runs start from. ``concurrent``, ``metric``, ``maximize``,
+    ``objective``, ``early_stop``: bayesian search and early stopping (search.py)."""
     if commands is None:
         packaging.check_source(source)
     elif outputs:
@@ -57,13 +59,24 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
     setup_ticket = packaging.resolve_setup(setup_name, setup_cfg)
 
     seed = 0 if seed is None else int(seed)
+    searching = None  # the search's plan (a driver makes bayesian runs, applies early stopping)
     if reuse and reuse.get("points") is not None and not (hp or hp_config or search or runs):
         specs, search_used, points = {}, reuse.get("search"), list(reuse["points"])
     else:
         hp, hp_config, search, runs = xtrun.sweep_defaults(cfg, hp, hp_config, search, runs)
         specs = sweeps.load_specs(hp, hp_config)  # --hp wins over the file
-        search_used, points = sweeps.expand(specs, search, runs, repeat, seed,
-                                            limit=cfg.get("hyperparameter-search.max-runs-limit"))
+        search = adaptive.search_type(cfg, search, specs)
+        if search in ("random", "bayesian") and not runs:
+            runs = cfg.get("hyperparameter-search.max-runs")
+        searching = adaptive.plan(cfg, search, specs, runs, concurrent=concurrent, metric=metric,
+                                  maximize=maximize, objective=objective, early=early_stop,
+                                  seed=seed)
+        if search == "bayesian":  # its runs are made by its driver as results arrive
+            search_used, points = search, []
+        else:
+            search_used, points = sweeps.expand(
+                specs, search, runs, repeat, seed,
+                limit=cfg.get("hyperparameter-search.max-runs-limit"))
 
     from ...runner.runner import hp_namespace  # the names a run's cell gets for its hparams
     input_values = {} if commands is not None or reuse else packaging.choose_inputs(
@@ -81,7 +94,7 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
         if callable(commands):
             commands = commands(code_dirs, plan.files if plan else [])
         return Preview(backend.name, points, sorted(input_values), outputs, plan, setup_ticket,
-                       commands)
+                       commands, searching)
 
     inputs_pkl = packaging.pickle_inputs(input_values, cwd) if input_values else None
     limit = cfg.get("code.max-snapshot-mb")
@@ -132,21 +145,23 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
         extra={"seed": seed, "max_seconds": max_seconds, "env_keys": sorted(run_env),
                **({"commands": commands} if commands is not None else {}),
                **({"resume": resume} if resume else {}),
-               **({"rerun_of": reuse["job"]} if reuse and reuse.get("job") else {})})
+               **({"rerun_of": reuse["job"]} if reuse and reuse.get("job") else {}),
+               **({"search": searching} if searching else {})})
     record.save(store)
 
     from ..compute.base import Launch
     key = keys.job_key(store, ctx.ws, job_id, create=True)  # made here, never in the store
     shared = None  # the job's read access (read SASes), signed once below
 
+    # what every run's ticket is made from (a search's driver makes later runs from it too)
+    spec = {"build": {"bundle": bundle, "outputs": outputs, "env": run_env,
+                      "setup": setup_ticket, "python": python, "max_seconds": max_seconds},
+            "fields": {"experiment": experiment, "resume": resume, "resume_sha": resume_sha,
+                       "after": after, "shares": shares, "commands": commands,
+                       "prefix": prefix}}
+
     def write_run(run: str, point: dict) -> Launch:
-        ticket = tickets.sign(tickets.build(
-            lay, job_id, run, bundle=bundle, hparams=point, outputs=outputs, env=run_env,
-            setup=setup_ticket, python=python, max_seconds=max_seconds)
-            | xtrun.ticket_fields(lay, run, point, experiment=experiment, resume=resume,
-                                  resume_sha=resume_sha, after=after, shares=shares,
-                                  commands=commands, prefix=prefix),
-            key)
+        ticket = tickets.sign(run_ticket(lay, job_id, run, point, spec), key)
         # a new run's events blob does not exist yet: the blob store creates it and appends (2
         # round trips, not append-404-create-append's 3)
         store.append_new(lay.events(run), events.make_event(events.CREATED, job=job_id, run=run))
@@ -176,16 +191,27 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
             raise
         raise error from getattr(err, "cause", err)
     try:
-        backend.submit(job_id, launches)
+        if launches:  # a bayesian job has none yet
+            backend.submit(job_id, launches)
     except Exception as err:
         _mark_failed(store, lay, run_ids, f"submit failed: {err}", workers)
         if isinstance(err, XTError):
             raise
         raise JobError(f"{backend.name}: submitting {job_id} failed: {err}") from err
+    if searching:  # the search's driver: makes bayesian runs, applies early stopping
+        adaptive.start(session, store, lay, record, key,
+                       spec if search_used == "bayesian" else None)
     job = Job(session, record)
     if wait:
         job.wait(out=out)
     return job
+
+
+def run_ticket(lay: Layout, job_id: str, run: str, point: dict, spec: dict) -> dict:
+    """The unsigned ticket of one run from the job's ticket spec (``build``: tickets.build's
+    arguments, ``fields``: xtrun.ticket_fields')."""
+    return (tickets.build(lay, job_id, run, hparams=point, **spec["build"])
+            | xtrun.ticket_fields(lay, run, point, **spec["fields"]))
 
 
 #: Per-run store round trips (at submit each run's `created` event and ticket, then each run's
@@ -231,10 +257,10 @@ def _job_env(cfg, extra: dict | None) -> dict:
 class Preview:
     """What ``preview`` (``--dry-run``) would submit: runs, inputs, outputs, snapshot files and size."""
 
-    def __init__(self, target, points, inputs, outputs, snap, setup, commands=None):
+    def __init__(self, target, points, inputs, outputs, snap, setup, commands=None, search=None):
         self.target, self.points, self.inputs, self.outputs, self.snapshot, self.setup = (
             target, points, inputs, outputs, snap, setup)
-        self.commands = commands
+        self.commands, self.search = commands, search
 
     def __repr__(self) -> str:
         lines = [f"preview: {len(self.points)} run(s) on target {self.target!r}, nothing submitted",
@@ -242,6 +268,8 @@ class Preview:
                  f"inputs: {', '.join(self.inputs) or '-'}   outputs: {', '.join(self.outputs) or '-'}"]
         if self.setup:
             lines.append(f"setup: {self.setup['name']} pip={self.setup['pip-packages']}")
+        if self.search:
+            lines.append(adaptive.describe(self.search))
         for i, p in enumerate(self.points[:20], 1):
             lines.append(f"  run {i}: {p}")
         if len(self.points) > 20:

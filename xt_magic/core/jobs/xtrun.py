@@ -26,9 +26,6 @@ def sweep_defaults(cfg, hp, hp_config, search, runs):
         return hp, hp_config, search, runs
     kind = cfg.get("hyperparameter-search.search-type") or None
     limit = cfg.get("hyperparameter-search.max-runs")
-    if kind not in (None, "grid", "random"):
-        raise JobError(f"hyperparameter-search.search-type {kind!r} is not supported by xt_magic",
-                       key="hyperparameter-search.search-type", hint="use grid or random")
     if kind == "random" and not limit:
         kind = None  # XT's default search-type with no max-runs: grid over lists, as %%xt_run does
     return hp, str(path), kind, int(limit) if limit else None

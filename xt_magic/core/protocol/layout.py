@@ -33,6 +33,15 @@ class Layout:
     def runner(self, job: str) -> str:
         return self.bundle(job, "runner.py")
 
+    # -- adaptive search state (core/jobs/search.py) ---------------------------------------------
+    def search(self, job: str, name: str) -> str:
+        """``trials.jsonl`` (append only), ``template.json`` (signed ticket template), ``stop``."""
+        return f"{self.ws}/jobs/{job}/search/{name}"
+
+    def trial_claim(self, job: str, trial: int) -> str:
+        """Created exclusively by the driver that runs trial ``trial``."""
+        return f"{self.ws}/jobs/{job}/search/trial{int(trial)}.claim"
+
     # -- runs ------------------------------------------------------------------------------------
     def run_dir(self, run: str) -> str:
         return f"{self.ws}/runs/{run}"
