@@ -7,13 +7,13 @@ from __future__ import annotations
 import sys
 import time
 
-from ..errors import JobError, StoreError, XTError
+from ..errors import JobError, StoreError
 from ..naming import param
 from ..protocol import events
 from ..protocol.layout import Layout
 from . import ids
 from .context import _Ctx, _split_id
-from .job import Job, _summary
+from .job import Job, _summary, live_job
 from .records import JobRecord, tags_match
 
 
@@ -68,12 +68,7 @@ def list_jobs(session, status: str | None = None, last: int | None = None,
                              "runs": None, "status": None, "states": None, "problem": problem})
             continue
         try:
-            job = Job(session, record)
-            if not job.done:
-                try:
-                    job.refresh()
-                except XTError:
-                    pass  # target not reachable now: show what the store says
+            job = live_job(session, record)
         except StoreError as err:  # this job's objects only: the others still list
             rows.append({"job": name, "name": record.name, "target": record.target,
                          "submitted": record.submitted, "runs": len(record.runs), "status": None,

@@ -283,6 +283,19 @@ class Job:
                 f"<th>hparams</th><th>reason</th></tr>{rows}{more}</table></div>")
 
 
+def live_job(session, record: JobRecord) -> Job:
+    """A Job reconciled with its target for a listing; an unreachable target shows what the
+    store says."""
+    from ..errors import XTError
+    job = Job(session, record)
+    if not job.done:
+        try:
+            job.refresh()
+        except XTError:
+            pass
+    return job
+
+
 def _summary(counts: Counter) -> str:
     return ", ".join(f"{counts[s]} {s}" for s in events.STATES if counts.get(s)) or "no runs"
 

@@ -1,28 +1,18 @@
 """Verbs over runs across jobs (XT's `list runs`, `rerun`, `cancel all`, tags after submit)."""
 from __future__ import annotations
 
-from ..errors import JobError, XTError
+from ..errors import JobError
 from ..protocol import events
 from ..protocol.layout import Layout
 from .context import _Ctx, _split_id
 from .control import _all_records, _frame, cancel, get_job
-from .job import Job
+from .job import Job, live_job
 from .metrics import RunLog
 from .records import JobRecord, tags_match
 from .snapshot import Snapshot
 
 BASE_COLUMNS = ["job", "run", "experiment", "target", "status", "started", "ended", "exit_code",
                 "tags"]
-
-
-def _live_job(session, record: JobRecord) -> Job:
-    job = Job(session, record)
-    if not job.done:
-        try:
-            job.refresh()
-        except XTError:
-            pass  # target not reachable now: show what the store says
-    return job
 
 
 def list_runs(session, job: str | None = None, status: str | None = None,
@@ -45,7 +35,7 @@ def list_runs(session, job: str | None = None, status: str | None = None,
             continue
         if experiment and (record.experiment or "") != experiment:
             continue
-        live = _live_job(session, record)
+        live = live_job(session, record)
         lay = Layout(record.workspace)
         hps = record.hparams or [{}] * len(record.runs)
         for run, hp in zip(record.runs, hps):
