@@ -80,6 +80,20 @@ def test_job_runs_and_results_return(sshd_factory, xt_home):
     assert cloudpickle.loads(rh.read(be.store.root, launches[0].ticket["paths"]["vars"]))["y"] == 42
 
 
+def test_a_box_login_environment_is_allowlisted_too(sshd_factory, xt_home):
+    """What the box's own login environment holds (a password, a token) never reaches the cell;
+    the allowlisted knobs (threads, locale) do."""
+    configure(xt_home, [sshd_factory(env={"BOX_DB_PASSWORD": "canary-box-pw",
+                                          "HF_TOKEN": "canary-box-hf", "OMP_NUM_THREADS": "3"})])
+    be = backend()
+    job, launches = launches_for(be.store, "import os\nprint(sorted(os.environ.items()))")
+    be.submit(job, launches)
+    assert wait_states(be, job, [launches[0].run_id]) == {launches[0].run_id: "completed"}
+    console = rh.read(be.store.root, launches[0].ticket["paths"]["console"]).decode()
+    assert "('OMP_NUM_THREADS', '3')" in console
+    assert "canary-box" not in console and "BOX_DB_PASSWORD" not in console
+
+
 def test_sweep_across_two_boxes_respects_max_runs_with_queue(sshd_factory, xt_home):
     configure(xt_home, [sshd_factory(), sshd_factory()], max_runs=1)
     be = backend()

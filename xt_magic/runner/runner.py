@@ -179,6 +179,64 @@ def take_launch():
     return launch
 
 
+# ---------------------------------------------------------------------- a run's environment
+#: what a run's environment keeps (exact names, and prefixes ending in *): locale, paths,
+#: proxies, CUDA/threading knobs, non-secret PYTHON*/PIP_*, virtualenv/conda, Slurm's and Batch's
+#: own task variables, distributed-training coordinates, the run's XT_* (core/auth/jobenv.py
+#: applies the same list to the kernel's environment when it starts job processes)
+ENV_ALLOWED = (
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "TZ", "TMPDIR", "LANG", "LANGUAGE", "LC_*",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY",
+    "http_proxy", "https_proxy", "no_proxy", "all_proxy",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "LD_LIBRARY_PATH",
+    "CUDA_*", "NVIDIA_*", "OMP_*", "MKL_*", "OPENBLAS_*", "NUMEXPR_*",
+    "PYTHON*", "PIP_*", "VIRTUAL_ENV", "CONDA_*", "XT_*",
+    "SLURM_*",  # Slurm's task variables, and SLURM_CONF for sbatch/squeue started with this env
+    "AZ_BATCH_*", "RANK", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+)
+#: never kept, whatever the list says: the launch secret
+ENV_DENIED = frozenset({LAUNCH_ENV, LAUNCH_FILE_ENV})
+_ENV_EXACT = frozenset(p for p in ENV_ALLOWED if not p.endswith("*"))
+_ENV_PREFIXES = tuple(p[:-1] for p in ENV_ALLOWED if p.endswith("*"))
+# words of a variable name that say it holds a secret (names split on _ - .); a word ending in
+# KEY(S) or TOKEN(S) too (APIKEY, ACCESSTOKEN)
+_SECRET_WORDS = frozenset({"SECRET", "SECRETS", "PASSWORD", "PASSWORDS", "PASSWD", "PASSPHRASE",
+                           "CREDENTIAL", "CREDENTIALS", "SAS", "PAT", "CONNSTR", "PRIVATE"})
+
+
+def secret_reason(name, value=None):
+    """Why ``name`` (with ``value``) looks like a credential; None when it does not. (String
+    work only: no ``re`` import at runner start-up.)"""
+    upper = name.upper()
+    if "CONNECTION_STRING" in upper:
+        return "its name contains CONNECTION_STRING"
+    for word in upper.replace("-", "_").replace(".", "_").split("_"):
+        if word in _SECRET_WORDS or word.endswith(("KEY", "KEYS", "TOKEN", "TOKENS")):
+            return f"its name contains {word}"
+    if value and _url_with_password(str(value).strip()):
+        return "its value is a URL with a password"
+    return None
+
+
+def _url_with_password(text):
+    """``scheme://user:password@host...``"""
+    scheme, sep, rest = text.partition("://")
+    if not sep or not scheme or not scheme[0].isalpha() or \
+            not all(c.isalnum() or c in "+.-" for c in scheme):
+        return False
+    authority = rest.split("/", 1)[0]
+    user, at, _host = authority.rpartition("@")
+    name, colon, password = user.partition(":")
+    return bool(at and colon and password) and not any(c.isspace() for c in user)
+
+
+def allowed_environ(environ):
+    """The allowlisted, secret-free part of ``environ``."""
+    return {k: v for k, v in environ.items()
+            if k not in ENV_DENIED and (k in _ENV_EXACT or k.startswith(_ENV_PREFIXES))
+            and secret_reason(k, v) is None}
+
+
 def launch_env(launch):
     """A fresh 0600 launch file for a process this runner starts (the re-exec into a setup env):
     returns the environment entry pointing at it."""
@@ -1548,6 +1606,11 @@ def main(argv):
     if launch is None:
         sys.stderr.write("xt runner: no launch secret (XT_LAUNCH / XT_LAUNCH_FILE)\n")
         return EXIT_UNREPORTED
+    # a node's own environment (an SSH login's, a Batch node's) is allowlisted like the kernel's:
+    # the run adds only what its ticket names (general.env-vars, --env)
+    kept = allowed_environ(os.environ)
+    os.environ.clear()
+    os.environ.update(kept)
     try:
         with open(ticket_path, "rb") as fh:
             ticket = json.load(fh)

@@ -14,54 +14,19 @@ name or value there is refused (:func:`explicit_env`) unless the user marks the 
 """
 from __future__ import annotations
 
-import fnmatch
 import os
-import re
 
+# one allowlist and one secret test for the kernel and the runner (stdlib, on every node)
+from ...runner.runner import ENV_ALLOWED as ALLOWED  # noqa: F401 - re-exported
+from ...runner.runner import ENV_DENIED as DENIED  # noqa: F401
+from ...runner.runner import allowed_environ, secret_reason
 from ..errors import JobError
 from ..naming import listing, param
-
-#: kernel variables a job gets (fnmatch patterns, case-sensitive)
-ALLOWED = (
-    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "TZ", "TMPDIR", "LANG", "LANGUAGE", "LC_*",
-    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY",
-    "http_proxy", "https_proxy", "no_proxy", "all_proxy",
-    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "LD_LIBRARY_PATH",
-    "CUDA_*", "NVIDIA_*", "OMP_*", "MKL_*", "OPENBLAS_*", "NUMEXPR_*",
-    "PYTHON*", "VIRTUAL_ENV", "CONDA_*", "XT_*",
-    "SLURM_CONF",  # where Slurm's own tools (sbatch, squeue: started with this env) find the cluster
-)
-#: never passed, whatever the patterns above say: the launch secret of the local supervisor
-DENIED = frozenset({"XT_LAUNCH", "XT_LAUNCH_FILE"})
-
-# a word of a variable name that says it holds a secret (words split on _ - .)
-_SECRET_WORD = re.compile(r"^(\w*(KEY|TOKEN)S?|SECRETS?|PASSWORDS?|PASSWD|PASSPHRASE|CREDENTIALS?|"
-                          r"SAS|PAT|CONNSTR|PRIVATE)$")
-# a URL with a password in it: scheme://user:password@host
-_URL_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://[^/@\s:]*:[^/@\s]+@")
-
-
-def secret_reason(name: str, value: str | None = None) -> str | None:
-    """Why ``name`` (with ``value``) looks like a credential; None when it does not."""
-    upper = name.upper()
-    if "CONNECTION_STRING" in upper:
-        return "its name says it is a connection string"
-    for word in re.split(r"[_\-.]+", upper):
-        if _SECRET_WORD.match(word):
-            return f"its name contains {word}"
-    if value and _URL_PASSWORD.match(str(value).strip()):
-        return "its value is a URL with a password"
-    return None
-
-
-def _allowed(name: str) -> bool:
-    return name not in DENIED and any(fnmatch.fnmatchcase(name, p) for p in ALLOWED)
 
 
 def job_environ(environ=None) -> dict:
     """The allowlisted, secret-free part of ``environ`` (default ``os.environ``)."""
-    environ = os.environ if environ is None else environ
-    return {k: v for k, v in environ.items() if _allowed(k) and secret_reason(k, v) is None}
+    return allowed_environ(os.environ if environ is None else environ)
 
 
 def explicit_env(env: dict, secret_names=None, from_flag=None, environ=None) -> dict:
