@@ -111,10 +111,12 @@ def test_search_resumes_after_the_submitter_and_driver_are_killed(tmp_path):
 
 
 # runs with the same curve, and one (c == 5) far worse that would run on for two minutes
-CURVES = ("import time, xt_magic\n"
+CURVES = ("import os, time, xt_magic\n"
           "curve = [9.0, 9.0, 9.0, 9.0] if c == 5 else [1.0, 0.8, 0.6, 0.5]\n"
           "for step, loss in enumerate(curve, 1):\n"
           "    xt_magic.log(step=step, loss=loss)\n"
+          "last = curve[-1]\n"
+          "open(os.path.join(os.environ['XT_OUTPUT_DIR'], 'curve.txt'), 'w').write(str(curve))\n"
           "if c == 5:\n"
           "    time.sleep(120)\n")
 
@@ -123,7 +125,7 @@ def test_early_stop_median_on_a_grid_sweep(ip):
     api.config_set({"early-stopping.delay-evaluation": "2"})
     cell = CURVES
     job = ip.run_cell_magic("xt_run", "--hp c=[5,0,1,2,3,4] --early-stop median --metric loss "
-                            "--minimize", cell)
+                            "--minimize --outputs last", cell)
     job.wait(timeout=100, progress=False)
     assert job.state("run1.1") == "cancelled"
     # median at step 2: its best so far 9 against the others' running average (1.0 + 0.8) / 2
@@ -131,6 +133,10 @@ def test_early_stop_median_on_a_grid_sweep(ip):
     assert [job.state(f"run1.{i}") for i in range(2, 7)] == ["completed"] * 5
     df = job.metrics()
     assert list(df[df["run"] == "run1.1"]["loss"]) == [9.0] * 4  # its metrics are kept
+    stopped = job.results().runs["run1.1"]  # and its outputs so far, signed by its runner
+    assert stopped.variables == {"last": 9.0}
+    with open(os.path.join(stopped.files_dir, "curve.txt")) as fh:
+        assert fh.read() == str([9.0] * 4)
     history = job.search_history()
     assert list(history["stopped"]) == [True] + [False] * 5
     assert history["best"].iloc[-1] == 0.5

@@ -958,6 +958,7 @@ def run_phase(ticket, io, console, key):
     outdir = os.path.join(os.path.abspath(workdir), "output")
     t0 = time.time()
     result = {}
+    ns = {}
     try:
         try:
             os.makedirs(outdir, exist_ok=True)
@@ -1023,6 +1024,12 @@ def run_phase(ticket, io, console, key):
         console.say("[xt] cancelled (SIGTERM)")
         capture.stop()
         metrics.tick(force=True)
+        try:  # what the run made so far stays (an early-stopped run): signed like a result
+            saved = _save_outputs(ticket, io, ns, outdir, partial=True)
+            if saved:
+                append_event(io, ticket, OUTPUTS_EVENT, key, partial=True, **saved)
+        except BaseException as err:  # noqa: BLE001 - a second TERM, a store error: give up
+            sys.stderr.write(f"xt runner: outputs so far not kept: {type(err).__name__}\n")
         if own_workdir:
             _drop_workdir(workdir, outdir)
         return EXIT_CANCELLED
@@ -1057,9 +1064,17 @@ def _drop_workdir(workdir, outdir):
         _remove(workdir)
 
 
-def _save_outputs(ticket, io, ns, outdir):
+#: the event (no run state: fold passes it by) a cancelled run's signed outputs so far are in
+OUTPUTS_EVENT = "outputs"
+
+
+def _save_outputs(ticket, io, ns, outdir, partial=False):
+    """Write the run's output variables and files; their sha256s (to sign). ``partial`` (a
+    cancelled run): the declared variables defined so far, no error for the others."""
     paths, out = ticket["paths"], {}
     names = list(ticket.get("outputs") or [])
+    if partial:
+        names = [n for n in names if n in ns]
     if names:
         missing = [n for n in names if n not in ns]
         if missing:

@@ -6,7 +6,7 @@ import os
 import shutil
 import tempfile
 
-from ...runner.runner import RunnerError
+from ...runner.runner import OUTPUTS_EVENT, RunnerError
 from ...runner.runner import safe_extract as _runner_safe_extract
 from ...runner.runner import sha256_file
 from ..errors import JobError, RunFailed
@@ -210,6 +210,10 @@ def _load(job, only, store, lay, key_of, tmp, into, raise_errors, folder_of) -> 
         data = {}
         if info["state"] == events.COMPLETED:
             data = _verified(store, lay, job.id, run, info.get("final") or {}, key_of, tmp)
+        elif info["state"] == events.CANCELLED:  # outputs so far (an early-stopped run)
+            kept = [e for e in info["events"] if e.get("state") == OUTPUTS_EVENT]
+            if kept:
+                data = _verified(store, lay, job.id, run, kept[-1], key_of, tmp)
         picked.append((run, hp, info, data))
     # every run checked before anything is unpickled or extracted
     out = []
