@@ -33,6 +33,20 @@ def test_submit_passes_each_runs_hyperparameters_as_keyword_arguments():
         job.result()
 
 
+def test_submit_runs_a_bayesian_search_over_a_function():
+    def objective(x):
+        import xt_magic
+        xt_magic.log(loss=(x - 3) ** 2)
+        return x
+
+    job = xt.submit(objective, hp={"x": "$uniform(0, 6)"}, search="bayesian", runs=4,
+                    concurrent=2, metric="loss", maximize=False, seed=3, wait=True)
+    assert job.states() == {"completed": 4}
+    history = job.search_history()
+    assert len(history) == 4 and history["best"].iloc[-1] == min(history["value"])
+    assert sorted(r.value for r in job.results()) == sorted(history["hp.x"])
+
+
 def test_a_function_that_raises_raises_run_failed_with_its_type():
     def boom(x):
         raise ValueError(f"bad x={x}")

@@ -187,17 +187,23 @@ def submit(fn, *args, target: str | None = None, hp: dict | None = None,
            repeat: int | None = None, seed: int | None = None, setup: str | None = None,
            name: str | None = None, env: dict | None = None, env_secret=None, code_dir=None,
            tags: dict | None = None, max_seconds: int | None = None,
-           experiment: str | None = None, wait: bool = False, **kwargs) -> Job:
+           experiment: str | None = None, wait: bool = False, concurrent: int | None = None,
+           metric: str | None = None, maximize: bool | None = None,
+           objective: str | None = None, early_stop: str | None = None, **kwargs) -> Job:
     """Run ``fn(*args, **kwargs)`` as a job; each run also gets its hyperparameters as keyword
     arguments. ``job.result()`` is the return value (one run), ``job.results()`` each run's
-    (``.value``). ``fn`` and the arguments travel with cloudpickle, like a cell's inputs.
+    (``.value``). ``fn`` and the arguments travel with cloudpickle, like a cell's inputs. A
+    search (``search="bayesian"``, ``early_stop``) optimises a ``metric`` ``fn`` logs with
+    ``xt.log``, as for ``run_cell``.
 
     The keywords above are submit's own: pass a function's argument of the same name with
     ``functools.partial(fn, target=...)``.
     """
     from .jobs import functions
     options = _job_options(target, setup, name, hp, hp_config, search, runs, repeat, env,
-                           env_secret, code_dir, tags, max_seconds, seed, experiment)
+                           env_secret, code_dir, tags, max_seconds, seed, experiment,
+                           concurrent=concurrent, metric=metric, maximize=maximize,
+                           objective=objective, early_stop=early_stop)
     return functions.submit(get_session(), fn, args, kwargs, wait=wait, **options)
 
 
