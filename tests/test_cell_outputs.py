@@ -1,0 +1,142 @@
+"""A cell runs on the node as a notebook cell: its outputs come back as nbformat outputs.
+
+Runner level (hand-built tickets): outputs.jsonl records, the run notebook, the output cap, the
+path without IPython on the node. The kernel side (live outputs with --wait, red cells, sweeps)
+is driven through real kernels further down.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import nbformat
+
+from runner_helpers import RUNNER, events, make_job, read
+
+
+def _run(root, cell, python=sys.executable, args=(), env=None, **kw):
+    [(run, tp, t)] = make_job(root, cell, capture_bytes=kw.pop("capture_bytes", 20 << 20), **kw)
+    p = subprocess.run([python, *args, RUNNER, tp], capture_output=True, text=True, timeout=120,
+                       env=env)
+    final = events(root, t)[-1]
+    records = [json.loads(line) for line in read(root, t["paths"]["outputs"]).splitlines()]
+    return p, t, final, records
+
+
+def _notebook(root, t, final):
+    raw = read(root, t["paths"]["notebook"])
+    assert hashlib.sha256(raw).hexdigest() == final["notebook_sha256"]
+    nb = nbformat.reads(raw.decode(), as_version=4)
+    nbformat.validate(nb)
+    return nb
+
+
+RICH_CELL = """\
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import Markdown, display
+for i in range(3):
+    print("step", i)
+display(Markdown("**bold** move"))
+plt.plot([1, 2, 3])
+plt.show()
+!echo from-shell
+df = pd.DataFrame({"x": [1.0, 2.0, 3.0]})
+df.describe()
+"""
+
+
+def test_rich_outputs_in_order_and_run_notebook(tmp_path):
+    root = tmp_path / "store"
+    p, t, final, recs = _run(root, RICH_CELL, hparams={"lr": 0.1}, inputs={"a": 1})
+    assert p.returncode == 0, read(root, t["paths"]["console"])
+    raw = read(root, t["paths"]["outputs"])
+    assert hashlib.sha256(raw).hexdigest() == final["outputs_sha256"]
+    kinds = [(r["output_type"], sorted(r.get("data", {}))) for r in recs]
+    assert kinds == [("stream", []), ("display_data", ["text/markdown", "text/plain"]),
+                     ("display_data", ["image/png", "text/plain"]), ("stream", []),
+                     ("execute_result", ["text/html", "text/plain"])]
+    assert recs[0]["text"] == "step 0\nstep 1\nstep 2\n"
+    assert recs[1]["data"]["text/markdown"] == "**bold** move"
+    assert recs[2]["data"]["image/png"].startswith("iVBORw0KGgo")  # base64 of a PNG header
+    assert "from-shell" in recs[3]["text"]
+    assert "<table" in recs[4]["data"]["text/html"] and "mean" in recs[4]["data"]["text/plain"]
+    console = read(root, t["paths"]["console"]).decode()
+    assert "step 2" in console  # the console keeps every line as before
+    nb = _notebook(root, t, final)
+    params, cell = nb.cells
+    assert params.metadata.tags == ["parameters"] and "lr = 0.1" in params.source
+    assert "inputs (values from the submitting kernel): a" in params.source
+    assert cell.source == RICH_CELL
+    assert [o.output_type for o in cell.outputs] == [
+        "stream", "display_data", "display_data", "stream", "execute_result"]
+
+
+def test_error_is_an_error_output_and_failed_event(tmp_path):
+    root = tmp_path / "store"
+    cell = "print('before')\ndef f():\n    raise ValueError('bad value')\nf()\n"
+    p, t, final, recs = _run(root, cell)
+    assert p.returncode == 1 and final["state"] == "failed"
+    assert [r["output_type"] for r in recs] == ["stream", "error"]
+    err = recs[1]
+    assert (err["ename"], err["evalue"]) == ("ValueError", "bad value")
+    assert err["traceback"][1].startswith('  File "<xt_run cell>", line 4')
+    assert final["outputs_sha256"] == hashlib.sha256(read(root, t["paths"]["outputs"])).hexdigest()
+    nb = _notebook(root, t, final)
+    assert nb.metadata.xt.state == "failed" and nb.cells[1].outputs[-1].ename == "ValueError"
+
+
+def test_outputs_capped_with_a_note_and_figure_loop(tmp_path):
+    root = tmp_path / "store"
+    cell = ("import matplotlib.pyplot as plt\n"
+            "for i in range(500):\n"
+            "    plt.figure(figsize=(1, 1)); plt.plot([i, 0]); plt.show()\n"
+            "print('done')\n")
+    cap = 200_000
+    p, t, final, recs = _run(root, cell, capture_bytes=cap)
+    assert p.returncode == 0, read(root, t["paths"]["console"])
+    raw = read(root, t["paths"]["outputs"])
+    figures = [r for r in recs if r["output_type"] == "display_data"]
+    assert 10 < len(figures) < 500 and len(raw) < cap + 1000
+    assert "outputs cut here" in recs[-1]["text"] and recs[-1]["name"] == "stderr"
+    assert "done" in read(root, t["paths"]["console"]).decode()  # the console is not capped
+
+
+def _python_without_ipython(tmp_path):
+    """The venv's python with -S and a PYTHONPATH holding its packages minus IPython."""
+    import site
+    farm = tmp_path / "site-no-ipython"
+    farm.mkdir()
+    for sp in site.getsitepackages():
+        for name in os.listdir(sp):
+            if not name.lower().startswith(("ipython", "ipykernel", "xt_magic", "__editable__")) \
+                    and not (farm / name).exists():
+                (farm / name).symlink_to(os.path.join(sp, name))
+    env = dict(os.environ, PYTHONPATH=str(farm))
+    return ["-S"], env
+
+
+def test_node_without_ipython_still_captures_value_prints_and_figures(tmp_path):
+    args, env = _python_without_ipython(tmp_path)
+    root = tmp_path / "store"
+    cell = ("import importlib.util, matplotlib.pyplot as plt\n"
+            "assert importlib.util.find_spec('IPython') is None\n"
+            "class Rich:\n"
+            "    def _repr_html_(self): return '<b>rich</b>'\n"
+            "    def __repr__(self): return 'Rich()'\n"
+            "print('hello')\n"
+            "display(Rich())\n"
+            "plt.plot([1, 2]); plt.show()\n"
+            "x = 21\n"
+            "x * 2\n")
+    p, t, final, recs = _run(root, cell, args=args, env=env)
+    assert p.returncode == 0, read(root, t["paths"]["console"])
+    assert [r["output_type"] for r in recs] == ["stream", "display_data", "display_data",
+                                                "execute_result"]
+    assert recs[1]["data"] == {"text/html": "<b>rich</b>", "text/plain": "Rich()"}
+    assert "image/png" in recs[2]["data"]
+    assert recs[3]["data"] == {"text/plain": "42"}
+    _notebook(root, t, final)
