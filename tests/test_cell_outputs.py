@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import nbformat
+from pathlib import Path
 
 from runner_helpers import RUNNER, events, make_job, read
 
@@ -140,3 +141,77 @@ def test_node_without_ipython_still_captures_value_prints_and_figures(tmp_path):
     assert "image/png" in recs[2]["data"]
     assert recs[3]["data"] == {"text/plain": "42"}
     _notebook(root, t, final)
+
+
+# ------------------------------------------------------------------ in a kernel (nbclient)
+def _notebook_of(*cells):
+    from nbformat.v4 import new_code_cell, new_notebook
+    return new_notebook(cells=[new_code_cell(c) for c in cells])
+
+
+def _kinds(cell):
+    return [(o.output_type, sorted(o.get("data", {})) or o.get("name")) for o in cell.outputs]
+
+
+def test_wait_cells_show_remote_outputs_and_the_raising_cell_stops_the_notebook():
+    import pytest
+    from nbclient.exceptions import CellExecutionError
+    from test_notebooks import execute
+    nb = _notebook_of(
+        "%load_ext xt_magic",
+        "%%xt_run --wait\nimport pandas as pd\ndf = pd.DataFrame({'x': [1.0, 2.0, 3.0]})\n"
+        "df.describe()",
+        "%%xt_run --wait\nx = 21\nx * 2",
+        "%%xt_run --wait\nfor i in range(3):\n    print('line', i)",
+        "%%xt_run --wait\nimport matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.show()",
+        "%%xt_run --wait\nfrom IPython.display import Markdown, display\n"
+        "display(Markdown('# remote *markdown*'))",
+        "%%xt_run --wait\nprint('about to fail')\nraise ValueError('remote bad value')",
+        "print('never reached')")
+    with pytest.raises(CellExecutionError) as info:
+        execute(nb, Path.cwd(), timeout=180)
+    assert "remote bad value" in str(info.value)
+    describe, double, loop, figure, markdown, failing, after = nb.cells[1:]
+    html = [o for o in describe.outputs if "text/html" in o.get("data", {})]
+    assert html and "<table" in html[0].data["text/html"] and "mean" in html[0].data["text/plain"]
+    assert any(o.get("data", {}).get("text/plain") == "42" for o in double.outputs)
+    streams = "".join(o.text for o in loop.outputs if o.output_type == "stream")
+    assert "line 0\nline 1\nline 2\n" in streams
+    pngs = [o for o in figure.outputs if "image/png" in o.get("data", {})]
+    assert len(pngs) == 1 and "Figure" not in "".join(o.get("text", "") for o in figure.outputs)
+    md = [o for o in markdown.outputs if "text/markdown" in o.get("data", {})]
+    assert md and md[0].data["text/markdown"] == "# remote *markdown*"
+    assert "about to fail" in "".join(o.get("text", "") for o in failing.outputs)
+    [err] = [o for o in failing.outputs if o.output_type == "error"]
+    assert err.ename == "RunFailed" and "ValueError" in err.evalue
+    assert "remote bad value" in "\n".join(err.traceback)
+    assert after.outputs == []  # Run All stopped at the red cell
+
+
+def test_sweep_outputs_grouped_no_raise_and_run_notebooks(tmp_path):
+    import nbformat
+    from test_notebooks import execute
+    nb = _notebook_of(
+        "%load_ext xt_magic",
+        "%%xt_run --hp lr=[1,2,3,4] --wait --no-raise\nprint('lr is', lr)\n"
+        "if lr == 3:\n    raise ValueError('three')\nlr * 10",
+        "from xt_magic.core import api\njob = api.job('job1')\nnb = job.notebook('run1.2')\n"
+        "print(nb.cells[0].source)\nprint(nb.cells[1].outputs[-1]['data']['text/plain'])",
+        f"%xt_results job1 --notebooks {tmp_path / 'nbs'}")
+    execute(nb, Path.cwd(), timeout=180)
+    groups = [o.data["text/html"] for o in nb.cells[1].outputs
+              if "xt-run-outputs" in o.get("data", {}).get("text/html", "")]
+    assert len(groups) == 4
+    by_run = {g.split("data-run='")[1].split("'")[0]: g for g in groups}
+    assert "lr=2" in by_run["run1.2"] and "lr is 2" in by_run["run1.2"] and "20" in by_run["run1.2"]
+    assert "three" in by_run["run1.3"] and "(failed)" in by_run["run1.3"]
+    assert by_run["run1.1"].startswith("<details open") and not by_run["run1.4"].startswith(
+        "<details open")  # beyond the first few: collapsed
+    text = "".join(o.get("text", "") for o in nb.cells[2].outputs)
+    assert "lr = 2" in text and "20" in text
+    saved = sorted(os.listdir(tmp_path / "nbs"))
+    assert saved == ["run1.1.ipynb", "run1.2.ipynb", "run1.3.ipynb", "run1.4.ipynb"]
+    run3 = nbformat.read(tmp_path / "nbs" / "run1.3.ipynb", as_version=4)
+    nbformat.validate(run3)
+    assert run3.cells[1].outputs[-1].output_type == "error"
+    assert "lr = 3" in run3.cells[0].source

@@ -12,12 +12,13 @@ from xt_magic.core import api
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
-def execute(name: str, cwd: Path, timeout: int = 120, first=None):
-    """Run a notebook in a kernel that is this venv's python, with the test's XT_HOME and cwd."""
+def execute(name, cwd: Path, timeout: int = 120, first=None):
+    """Run a notebook (a name under notebooks/, or a NotebookNode) in a kernel that is this
+    venv's python, with the test's XT_HOME and cwd."""
     import nbclient
     import nbformat
     from jupyter_client.kernelspec import NATIVE_KERNEL_NAME
-    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4) if isinstance(name, str) else name
     if first is not None:  # a test harness cell run before the notebook's own
         nb.cells.insert(0, first)
     client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name=NATIVE_KERNEL_NAME,

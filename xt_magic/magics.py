@@ -136,7 +136,11 @@ class XTMagics(Magics):
     @argument("--code-dir", action="append", help="code directory to snapshot (repeatable)")
     @argument("--tag", nargs="+", action="append", metavar="K=V", help="tags for the job")
     @argument("--max-seconds", type=int, help="wall-clock limit per run")
-    @argument("--wait", action="store_true", help="block with live progress, then show results")
+    @argument("--wait", action="store_true",
+              help="block, showing the runs' outputs in this cell as they come; a failed run "
+                   "raises (the cell turns red)")
+    @argument("--no-raise", action="store_true",
+              help="with --wait: a failed run does not raise; its error is shown as text")
     @argument("--experiment", help="experiment name recorded on the job (default: "
               "general.experiment)")
     @argument("--dry-run", "--preview", action="store_true",
@@ -187,7 +191,12 @@ class XTMagics(Magics):
             options.update(inputs=_csv(args.inputs), outputs=_csv(args.outputs))
             if args.dry_run:
                 return api.preview(cell, self.shell.user_ns, **options)
-            job = api.run_cell(cell, self.shell.user_ns, wait=args.wait, **options)
+            live = {}
+            if args.wait:  # the runs' outputs in this cell as they come; a failed run raises
+                from .widgets.cell_outputs import LiveOutputs
+                live = dict(on_output=LiveOutputs(raise_errors=not args.no_raise),
+                            raise_errors=not args.no_raise)
+            job = api.run_cell(cell, self.shell.user_ns, wait=args.wait, **live, **options)
             if args.wait:
                 # the user declared --outputs and chose to wait: the values belong in the notebook
                 return job.results(into=self.shell.user_ns if options["outputs"] else None)
@@ -291,13 +300,23 @@ class XTMagics(Magics):
               help="put output variables into the notebook namespace")
     @argument("--raise", dest="raise_errors", action="store_true",
               help="re-raise a failed run's exception with its remote traceback")
+    @argument("--notebooks", metavar="DIR",
+              help="save each run's executed cell as DIR/RUN.ipynb (with its outputs)")
+    @argument("--no-outputs", action="store_true", help="do not show the runs' cell outputs")
     @line_magic
     def xt_results(self, line=""):
-        """Fetch a job's results: output variables, files, exceptions."""
+        """Fetch a job's results: cell outputs (shown), output variables, files, exceptions."""
         args = _parse(self.xt_results, line)
         into = self.shell.user_ns if args.into_namespace else None
         with naming.flags():
-            return api.results(args.job, into=into, raise_errors=args.raise_errors)
+            res = api.results(args.job, into=into, raise_errors=args.raise_errors)
+        if not args.no_outputs:
+            from IPython.display import display
+            display(api.show(args.job))
+        if args.notebooks:
+            saved = api.save_notebooks(args.job, args.notebooks)
+            print(f"saved {len(saved)} run notebook(s) under {args.notebooks}")
+        return res
 
     @magic_arguments()
     @argument("job", help="job id")
@@ -412,7 +431,7 @@ def _join(words: list[str]) -> str:
 #: others (--seed, --name, --env, ...) are common script options there, so they go before it.
 AFTER_SCRIPT = frozenset({"--hp", "--hp-config", "--search", "--runs", "--repeat", "--target",
                           "--setup", "--tag", "--experiment", "--max-seconds", "--wait",
-                          "--dry-run", "--preview"})
+                          "--no-raise", "--dry-run", "--preview"})
 
 
 def _split_run_line(parser, words: list[str]):

@@ -140,7 +140,8 @@ def run_cell(source: str, namespace: dict | None = None, *, target: str | None =
              max_seconds: int | None = None, seed: int | None = None,
              experiment: str | None = None, wait: bool = False, concurrent: int | None = None,
              metric: str | None = None, maximize: bool | None = None,
-             objective: str | None = None, early_stop: str | None = None) -> Job:
+             objective: str | None = None, early_stop: str | None = None,
+             on_output=None, raise_errors: bool = False) -> Job:
     """Submit ``source`` as a job and return its Job (after every run ends with ``wait=True``).
 
     ``namespace``: where the cell's free names (or ``inputs``) are taken from. ``hp``: one run
@@ -149,7 +150,9 @@ def run_cell(source: str, namespace: dict | None = None, *, target: str | None =
     ``hp_config``: an XT hp-config file (``hp`` wins). ``outputs``: variables to bring back
     (``job.results()``). ``search="bayesian"`` with ``runs``/``concurrent`` optimises ``metric``
     (``maximize``, ``objective`` last|best); ``early_stop`` median|bandit|truncation stops poor
-    runs of any sweep (docs/jobs.md). See docs/api.md.
+    runs of any sweep (docs/jobs.md). With ``wait``: ``on_output(job, run, records)`` gets
+    each run's cell outputs (nbformat output dicts) as they come, and ``raise_errors`` raises
+    RunFailed when a run failed. See docs/api.md.
     """
     from .jobs import submit
     options = _job_options(target, setup, name, hp, hp_config, search, runs, repeat, env,
@@ -158,7 +161,7 @@ def run_cell(source: str, namespace: dict | None = None, *, target: str | None =
                            objective=objective, early_stop=early_stop)
     return submit.run_cell(get_session(), source, {} if namespace is None else namespace,
                            inputs=_names(inputs, "inputs"), outputs=_names(outputs, "outputs"),
-                           wait=wait, **options)
+                           wait=wait, on_output=on_output, raise_errors=raise_errors, **options)
 
 
 def preview(source: str, namespace: dict | None = None, *, target: str | None = None,
@@ -281,6 +284,21 @@ def cancel(job_or_run: str):
 def results(job_id: str, into: dict | None = None, raise_errors: bool = False):
     from .jobs import results
     return results.results(get_session(), job_id, into=into, raise_errors=raise_errors)
+
+
+def show(job_or_run: str):
+    """A run's cell outputs (RunOutputs), or every run's of a job grouped (JobOutputs)."""
+    from .jobs import control
+    from .jobs.context import _split_id
+    job_id, run = _split_id(job_or_run)
+    return control.get_job(get_session(), job_id).show(run)
+
+
+def save_notebooks(job_id: str, folder: str) -> list[str]:
+    """Save each ended run's notebook as ``FOLDER/RUN.ipynb``; returns the paths."""
+    from .jobs import control, outputs
+    job = control.get_job(get_session(), job_id).refresh()
+    return outputs.save_notebooks(job, folder)
 
 
 def metrics(job_id: str):

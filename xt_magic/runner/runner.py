@@ -1322,7 +1322,7 @@ def _ipython_shell(outputs, ns):
     return shell
 
 
-def _notebook_outputs(records):
+def notebook_outputs(records):
     """nbformat outputs from outputs.jsonl records: clear_output applied, streams joined."""
     outs, clear_next = [], False
     for rec in records:
@@ -1361,7 +1361,7 @@ def run_notebook(ticket, cell, input_names, records, state):
         "xt": {"job": ticket["job"], "run": ticket["run"], "workspace": ticket.get("workspace"),
                "state": state, "hparams": hp}},
         "cells": [code("xt-parameters", "\n".join(lines), [], None, ["parameters"]),
-                  code("xt-cell", cell, _notebook_outputs(records), 1)]}
+                  code("xt-cell", cell, notebook_outputs(records), 1)]}
 
 
 def _on_sigterm(signum, frame):

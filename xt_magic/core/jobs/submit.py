@@ -30,10 +30,13 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
              repeat=None, env=None, code_dir=None, wait=False, tags=None, dry_run=False,
              max_seconds=None, seed=None, out=None, env_secret=None, experiment=None,
              commands=None, reuse=None, resume=None, concurrent=None, metric=None,
-             maximize=None, objective=None, early_stop=None):
+             maximize=None, objective=None, early_stop=None, on_output=None,
+             raise_errors=False):
     """Package the cell, write the job to the store, hand its runs to the backend; return a Job
     (``wait``: once every run is final), or with ``dry_run`` the Preview. ``hp``: a dict, see
-    ``sweeps.load_specs``. Errors name parameters, or flags inside ``naming.flags()``.
+    ``sweeps.load_specs``. Errors name parameters, or flags inside ``naming.flags()``. With
+    ``wait``: ``on_output(job, run, records)`` gets the runs' cell outputs as they come (see
+    Job.wait); ``raise_errors``: RunFailed if a run failed.
 
     ``commands`` (script and command jobs, core/jobs/scripts.py): run those instead of a cell.
     ``reuse`` (``%xt_rerun``): an earlier job's inputs and snapshot. ``resume``: a run whose
@@ -151,11 +154,14 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
 
     from ..compute.base import Launch
     key = keys.job_key(store, ctx.ws, job_id, create=True)  # made here, never in the store
+    max_output_mb = float(cfg.get("general.max-output-mb") or 0)
+    capture = {"max_bytes": int(max_output_mb * 2 ** 20)} if max_output_mb > 0 else None
     shared = None  # the job's read access (read SASes), signed once below
 
     # what every run's ticket is made from (a search's driver makes later runs from it too)
     spec = {"build": {"bundle": bundle, "outputs": outputs, "env": run_env,
-                      "setup": setup_ticket, "python": python, "max_seconds": max_seconds},
+                      "setup": setup_ticket, "python": python, "max_seconds": max_seconds,
+                      "capture": capture},
             "fields": {"experiment": experiment, "resume": resume, "resume_sha": resume_sha,
                        "after": after, "shares": shares, "commands": commands,
                        "prefix": prefix}}
@@ -203,7 +209,9 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
                        spec if search_used == "bayesian" else None)
     job = Job(session, record)
     if wait:
-        job.wait(out=out)
+        job.wait(out=out, on_output=on_output, progress=not (on_output and len(run_ids) == 1))
+        if raise_errors:
+            job.raise_failed()
     return job
 
 
