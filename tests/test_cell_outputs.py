@@ -215,3 +215,62 @@ def test_sweep_outputs_grouped_no_raise_and_run_notebooks(tmp_path):
     nbformat.validate(run3)
     assert run3.cells[1].outputs[-1].output_type == "error"
     assert "lr = 3" in run3.cells[0].source
+
+
+# ------------------------------------------------------------------------- notebooks as jobs
+def _train_notebook(path, last="print('final', lr * steps)"):
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+    nb = new_notebook(cells=[
+        new_markdown_cell("# train"),
+        new_code_cell("lr = 0.5\nsteps = 3", metadata={"tags": ["parameters"]}),
+        new_code_cell("import xt_magic\nfor s in range(steps):\n"
+                      "    xt_magic.log(step=s, loss=lr / (s + 1))"),
+        new_code_cell(last)])
+    nbformat.write(nb, str(path))
+    return path
+
+
+def test_notebook_job_sweep_injects_values_and_keeps_executed_notebooks(tmp_path, ip):
+    from xt_magic.core import api
+    path = _train_notebook(tmp_path / "train.ipynb")
+    res = ip.run_line_magic("xt_run", f"--notebook {path} --hp lr=[0.1,0.2] --wait")
+    assert [r.state for r in res] == ["completed", "completed"]
+    job = api.job("job1")
+    assert job.record.name == "train.ipynb"
+    for run, lr in (("run1.1", 0.1), ("run1.2", 0.2)):
+        nb = job.notebook(run)
+        nbformat.validate(nb)
+        injected = nb.cells[2]
+        assert injected.metadata.tags == ["injected-parameters"] and f"lr = {lr}" in injected.source
+        assert nb.cells[-1].outputs[0].text == f"final {lr * 3}\n"
+    metrics = api.metrics("job1")
+    assert sorted(metrics[metrics["run"] == "run1.2"]["loss"].dropna()) == [0.2 / 3, 0.1, 0.2]
+
+
+def test_notebook_job_failing_cell_fails_with_its_index(tmp_path):
+    from xt_magic.core import api
+    from xt_magic.core.errors import RunFailed
+    import pytest
+    path = _train_notebook(tmp_path / "bad.ipynb", last="raise KeyError('nope')")
+    with pytest.raises(RunFailed) as info:
+        api.submit_notebook(str(path), parameters={"steps": 1}, wait=True)
+    assert "cell 3" in str(info.value) and "KeyError" in str(info.value)
+    assert "raise KeyError('nope')" in info.value.remote_traceback
+    nb = api.job("job1").notebook()
+    assert "steps = 1" in nb.cells[2].source and nb.cells[-1].outputs[-1].ename == "KeyError"
+
+
+def test_notebook_job_without_ipykernel_on_node_is_one_clear_line(tmp_path):
+    args, env = _python_without_ipython(tmp_path)
+    root = tmp_path / "store"
+    nb = nbformat.writes(nbformat.read(str(_train_notebook(tmp_path / "t.ipynb")), 4))
+    [(run, tp, t)] = make_job(root, nb, capture_bytes=1 << 20)
+    t["kind"] = "notebook"
+    with open(tp, "w") as fh:
+        json.dump(t, fh)
+    p = subprocess.run([sys.executable, *args, RUNNER, tp], capture_output=True, text=True,
+                       timeout=120, env=env)
+    final = events(root, t)[-1]
+    assert p.returncode == 1 and final["state"] == "failed"
+    assert "notebook jobs need ipykernel in the node's python" in final["reason"]
+    assert "\n" not in final["reason"]

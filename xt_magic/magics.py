@@ -143,6 +143,9 @@ class XTMagics(Magics):
               help="with --wait: a failed run does not raise; its error is shown as text")
     @argument("--experiment", help="experiment name recorded on the job (default: "
               "general.experiment)")
+    @argument("--notebook", metavar="PATH",
+              help="run this .ipynb as the job (line magic): --hp values go in after its cell "
+                   "tagged parameters; each run's executed notebook is kept")
     @argument("--dry-run", "--preview", action="store_true",
               help="show what would be submitted (files, sizes, runs) and submit nothing")
     @line_cell_magic
@@ -155,7 +158,8 @@ class XTMagics(Magics):
         --runs, --repeat, --target, --setup, --tag, --experiment, --max-seconds, --wait,
         --dry-run) may also follow the script, others (--seed, --name, --env, ...) go before it
         (put script arguments that share their names after ``--``). ``%xt_run [OPTIONS] -- CMD ARGS`` runs a
-        command (no shell). A bare ``%xt_run [OPTIONS]`` runs the config's ``commands``.
+        command (no shell). ``%xt_run --notebook PATH [OPTIONS]`` runs a whole notebook. A bare
+        ``%xt_run [OPTIONS]`` runs the config's ``commands``.
         """
         script = command = None
         if cell is None:
@@ -164,6 +168,9 @@ class XTMagics(Magics):
             args = _parse(self.xt_run, _join(xt_words))
         else:
             args = _parse(self.xt_run, line)
+        if args.notebook and (cell is not None or script or command):
+            raise XTError("%xt_run --notebook runs the notebook: no cell, script or command "
+                          "with it", hint="%xt_run --notebook PATH [OPTIONS]")
 
         def flat(groups):
             return [w for group in (groups or []) for w in group]
@@ -180,6 +187,19 @@ class XTMagics(Magics):
                 concurrent=args.concurrent, metric=args.metric, maximize=args.maximize,
                 objective=args.objective, early_stop=args.early_stop,
             )
+            live = {}
+            if args.wait and (cell is not None or args.notebook):
+                # the runs' outputs in this cell as they come; a failed run raises
+                from .widgets.cell_outputs import LiveOutputs
+                live = dict(on_output=LiveOutputs(raise_errors=not args.no_raise),
+                            raise_errors=not args.no_raise)
+            if args.notebook:
+                if args.inputs or args.outputs:
+                    raise XTError("--inputs/--outputs name cell variables: a notebook job has "
+                                  "none", hint="write files under $XT_OUTPUT_DIR instead")
+                job = api.submit_notebook(args.notebook, wait=args.wait, dry_run=args.dry_run,
+                                          **live, **options)
+                return job.results() if args.wait and not args.dry_run else job
             if cell is None:
                 if args.inputs or args.outputs:
                     raise XTError("--inputs/--outputs name cell variables: use %%xt_run with a cell",
@@ -191,11 +211,6 @@ class XTMagics(Magics):
             options.update(inputs=_csv(args.inputs), outputs=_csv(args.outputs))
             if args.dry_run:
                 return api.preview(cell, self.shell.user_ns, **options)
-            live = {}
-            if args.wait:  # the runs' outputs in this cell as they come; a failed run raises
-                from .widgets.cell_outputs import LiveOutputs
-                live = dict(on_output=LiveOutputs(raise_errors=not args.no_raise),
-                            raise_errors=not args.no_raise)
             job = api.run_cell(cell, self.shell.user_ns, wait=args.wait, **live, **options)
             if args.wait:
                 # the user declared --outputs and chose to wait: the values belong in the notebook

@@ -253,6 +253,25 @@ def cancel_all(target: str | None = None):
     return runs_mod.cancel_all(get_session(), target=target)
 
 
+def submit_notebook(path: str, parameters: dict | None = None, *, target: str | None = None,
+                    setup: str | None = None, name: str | None = None, hp: dict | None = None,
+                    hp_config: str | None = None, search: str | None = None,
+                    runs: int | None = None, repeat: int | None = None, env: dict | None = None,
+                    env_secret=None, code_dir=None, tags: dict | None = None,
+                    max_seconds: int | None = None, seed: int | None = None,
+                    experiment: str | None = None, wait: bool = False, dry_run: bool = False,
+                    on_output=None, raise_errors: bool = False) -> Job:
+    """Run a whole notebook as a job, papermill style: ``parameters`` (and each ``hp`` sweep
+    point) go into a cell after the one tagged ``parameters``; each run's executed notebook is
+    its stored notebook (``job.notebook(run)``). Other arguments as for ``run_cell``."""
+    from .jobs import submit
+    options = _job_options(target, setup, name, hp, hp_config, search, runs, repeat, env,
+                           env_secret, code_dir, tags, max_seconds, seed, experiment)
+    return submit.run_cell(get_session(), "", {}, notebook=path, parameters=dict(parameters or {}),
+                           wait=wait, dry_run=dry_run, on_output=on_output,
+                           raise_errors=raise_errors, **options)
+
+
 def job(job_id: str):
     """A Job handle for an existing job (works after a kernel restart)."""
     from .jobs import control

@@ -1364,6 +1364,136 @@ def run_notebook(ticket, cell, input_names, records, state):
                   code("xt-cell", cell, notebook_outputs(records), 1)]}
 
 
+# --------------------------------------------------------------------------- notebook jobs
+KERNEL_STARTUP = """\
+import sys
+sys.path.insert(0, {runner_dir!r})
+import runner as _xt_runner
+
+
+class _XTSpoolMetrics(_xt_runner.Metrics):
+    def _add(self, *args):  # a kernel may be stopped without atexit: write each record at once
+        super()._add(*args)
+        self.tick(force=True)
+
+
+_xt_runner.install_sinks(_XTSpoolMetrics(_xt_runner.FileIO({spool_dir!r}), {spool_name!r}))
+del sys, _XTSpoolMetrics
+"""
+
+
+class NotebookRun:
+    """Runs a whole notebook (papermill style) in a kernel on this node, with nbclient.
+
+    The run's parameters go into a cell tagged ``injected-parameters`` after the cell tagged
+    ``parameters`` (at the top if there is none). Each executed cell's outputs are appended to
+    outputs.jsonl as it ends; the executed notebook is the run notebook. ``xt_magic.log`` in the
+    kernel writes to a local spool (an IPython startup file installs the sink) that is forwarded
+    to the run's metrics when the notebook ends."""
+
+    def __init__(self, ticket, io, cell, ns, workdir, metrics):
+        missing = [m for m in ("nbclient", "ipykernel") if not _has_module(m)]
+        if missing:
+            raise RunnerError(f"notebook jobs need {' and '.join(missing)} in the node's python "
+                              f"({sys.executable}): add them to the setup's pip-packages")
+        import nbformat
+        self.ticket, self.metrics, self.workdir = ticket, metrics, workdir
+        self.nb = nbformat.reads(cell, as_version=4)
+        self.injected = inject_parameters(self.nb, ticket.get("hparams") or {})
+        capture, paths = ticket.get("capture") or {}, ticket["paths"]
+        self.outputs = Outputs(io, paths["outputs"], os.path.join(workdir, OUTPUT_SPOOL),
+                               int(capture.get("max_bytes") or 20 * 2 ** 20)) \
+            if paths.get("outputs") else None
+        self.spool = os.path.join(workdir, ".xt-kernel-metrics.jsonl")
+        ipdir = os.path.join(workdir, ".xt-ipython")
+        startup = os.path.join(ipdir, "profile_default", "startup")
+        os.makedirs(startup, exist_ok=True)
+        with open(os.path.join(startup, "00-xt-sinks.py"), "w") as fh:
+            fh.write(KERNEL_STARTUP.format(
+                runner_dir=os.path.dirname(os.path.abspath(__file__)),
+                spool_dir=workdir, spool_name=os.path.basename(self.spool)))
+        os.environ["IPYTHONDIR"] = ipdir
+        if "MPLBACKEND" not in (ticket.get("env") or {}):
+            os.environ.pop("MPLBACKEND", None)  # the kernel's own inline backend shows figures
+
+    def _index(self, cell_index):
+        """The cell's index in the submitted notebook (without the injected cell)."""
+        return cell_index - (cell_index > self.injected)
+
+    def run(self, ns):
+        import re
+        from jupyter_client.kernelspec import KernelSpec
+        from jupyter_client.manager import KernelManager
+        from nbclient import NotebookClient
+        from nbclient.exceptions import CellExecutionError
+
+        class HereKernel(KernelManager):
+            """A kernel on this very python (the setup's), whatever kernelspecs say."""
+            @property
+            def kernel_spec(self):
+                return KernelSpec(argv=[sys.executable, "-m", "ipykernel_launcher", "-f",
+                                        "{connection_file}"], display_name="Python 3",
+                                  language="python")
+
+        def executed(cell, cell_index, execute_reply):
+            for out in cell.get("outputs") or ():
+                if self.outputs is not None:
+                    self.outputs.add(json.loads(json.dumps(out)))
+        # ipc sockets in the run's own folder: not reachable over TCP by other users of the node
+        km = HereKernel(transport="ipc", ip=os.path.join(self.workdir, ".xt-kernel"))
+        client = NotebookClient(self.nb, km=km, timeout=None, startup_timeout=120,
+                                on_cell_executed=executed,
+                                resources={"metadata": {"path": self.workdir}})
+        failed = []
+        client.on_cell_error = lambda cell, cell_index, execute_reply: failed.append(cell_index)
+        try:
+            client.execute(cwd=self.workdir)
+        except CellExecutionError as err:
+            index = self._index(failed[0]) if failed else None
+            tb = re.sub(r"\x1b\[[0-9;]*m", "", err.traceback or "")
+            exc = RunnerError(f"cell {index}: {err.ename}: {err.evalue}")
+            exc.xt_error = {"type": err.ename, "message": f"cell {index}: {err.evalue}",
+                            "traceback": tb, "cell": index}
+            raise exc from None
+
+    def close(self, io, state):
+        import nbformat
+        fields = {}
+        try:
+            with open(self.spool, "rb") as fh:  # what xt_magic.log recorded in the kernel
+                for line in fh:
+                    self.metrics.pending.append(json.loads(line))
+            os.unlink(self.spool)
+        except FileNotFoundError:
+            pass
+        if self.outputs is not None:
+            self.outputs.close()
+            fields = {"outputs_sha256": self.outputs.hash.hexdigest(),
+                      "outputs_count": self.outputs.count}
+        path = self.ticket["paths"].get("notebook")
+        if path:
+            self.nb.metadata["xt"] = {"job": self.ticket["job"], "run": self.ticket["run"],
+                                      "workspace": self.ticket.get("workspace"), "state": state,
+                                      "hparams": self.ticket.get("hparams") or {}}
+            data = nbformat.writes(self.nb).encode()
+            io.put(path, data)
+            fields["notebook_sha256"] = _sha256(data)
+        return fields
+
+
+def inject_parameters(nb, params):
+    """Insert a cell tagged ``injected-parameters`` assigning ``params`` after the cell tagged
+    ``parameters`` (papermill's convention; at the top without one); returns its index."""
+    import nbformat
+    at = next((i + 1 for i, c in enumerate(nb.cells)
+               if "parameters" in (c.get("metadata", {}).get("tags") or [])), 0)
+    source = "# Parameters\n" + "".join(f"{k} = {v!r}\n" for k, v in params.items())
+    cell = nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]})
+    cell.id = "xt-injected-parameters"
+    nb.cells.insert(at, cell)
+    return at
+
+
 def _on_sigterm(signum, frame):
     raise Cancelled()
 
@@ -1442,7 +1572,8 @@ def run_phase(ticket, io, console, key):
             sys.argv = [CELL_FILENAME]  # argparse in a cell sees no arguments: its defaults
             _CELL.append(cell)
             if not ticket.get("commands"):  # a script or commands job has no cell to show
-                cells = CellRun(ticket, io, cell, ns, workdir)
+                cells = (NotebookRun if ticket.get("kind") == "notebook" else CellRun)(
+                    ticket, io, cell, ns, workdir, metrics)
         except Cancelled:
             raise
         except BaseException as err:
@@ -1463,8 +1594,9 @@ def run_phase(ticket, io, console, key):
             except Cancelled:
                 raise
             except BaseException as err:
-                result["error"] = {"type": type(err).__name__, "message": str(err),
-                                   "traceback": _cell_traceback(err)}
+                result["error"] = getattr(err, "xt_error", None) or {
+                    "type": type(err).__name__, "message": str(err),
+                    "traceback": _cell_traceback(err)}
         if "error" not in result:
             result["outputs"] = _save_outputs(ticket, io, ns, outdir)
     except Cancelled:
