@@ -60,8 +60,9 @@ def restore(default=None):
 def load_ipython_extension(ipython):
     from .magics import XTMagics
     ipython.register_magics(XTMagics)
-    from .widgets import register_job_display  # light: ipywidgets loads when a Job is shown
-    register_job_display(ipython)
+    from .widgets import register_job_display, register_output_display  # light: ipywidgets
+    register_job_display(ipython)                                # loads when a Job is shown
+    register_output_display(ipython)
 
 
 def unload_ipython_extension(ipython):

@@ -9,12 +9,8 @@ from __future__ import annotations
 
 
 def register_job_display(ipython) -> None:
-    """Runs' cell outputs (``job.show``) display as the shell's own outputs. In a Jupyter kernel,
-    display a Job as a live JobMonitor (its text and HTML stay in the output as fallbacks for
-    viewers without widgets). Terminal IPython is left alone."""
-    formatter = ipython.display_formatter.ipython_display_formatter
-    for name in ("RunOutputs", "JobOutputs"):
-        formatter.for_type_by_name("xt_magic.core.jobs.outputs", name, show_outputs)
+    """In a Jupyter kernel, display a Job as a live JobMonitor (its text and HTML stay in the
+    output as fallbacks for viewers without widgets). Terminal IPython is left alone."""
     if type(ipython).__name__ != "ZMQInteractiveShell":
         return
     formatter = ipython.display_formatter.mimebundle_formatter
@@ -34,6 +30,13 @@ def job_bundle(job, include=None, exclude=None):
     if html:
         bundle["text/html"] = html
     return bundle
+
+
+def register_output_display(ipython) -> None:
+    """Runs' cell outputs (``job.show``) display as the shell's own outputs, in any shell."""
+    formatter = ipython.display_formatter.ipython_display_formatter
+    for name in ("RunOutputs", "JobOutputs"):
+        formatter.for_type_by_name("xt_magic.core.jobs.outputs", name, show_outputs)
 
 
 def show_outputs(obj) -> None:
