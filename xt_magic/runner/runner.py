@@ -1016,7 +1016,9 @@ class Outputs:
         self.stream_name, self.stream_parts = None, []
         self.cut = self.closed = self.flusher = False
         self.hash, self.unsent = hashlib.sha256(), b""
-        self.spool_path, self.spool = spool_path, open(spool_path, "wb")
+        # what was written, for the run notebook: in memory, spilled to a local file past 1 MB
+        self.spool_path, self.spool, self.kept, self.kept_bytes = spool_path, None, [], 0
+        self.open = True
 
     # -- recording (any thread)
     def _add(self, record):  # self.lock held
@@ -1095,20 +1097,33 @@ class Outputs:
                 self._end_stream()
                 lines, self.pending, self.pending_bytes = self.pending, [], 0
             new = b"".join(lines)
-            if self.spool is None or not (new or self.unsent):
+            if not self.open or not (new or self.unsent):
                 return
-            self.spool.write(new)
+            self._keep(new)
             data = self.unsent = self.unsent + new
             self.io.append(self.path, data)
             self.hash.update(data)
             self.unsent = b""
 
+    def _keep(self, data):  # self.io_lock held
+        if self.spool is None and self.kept_bytes + len(data) > OUTPUT_FLUSH_BYTES:
+            self.spool = open(self.spool_path, "wb")
+            self.spool.writelines(self.kept)
+            self.kept = []
+        if self.spool is not None:
+            self.spool.write(data)
+        else:
+            self.kept.append(data)
+            self.kept_bytes += len(data)
+
     def close(self):
-        """Write what is left; return the records read back from the local spool."""
+        """Write what is left; return every record written, in order."""
         self.closed = True
         self.flush()
         with self.io_lock:
-            spool, self.spool = self.spool, None
+            self.open, spool = False, self.spool
+        if spool is None:
+            return [json.loads(line) for line in b"".join(self.kept).splitlines()]
         spool.close()
         try:
             with open(self.spool_path, "rb") as fh:
@@ -1263,7 +1278,7 @@ class CellRun:
         path = self.ticket["paths"].get("notebook")
         if path:
             data = json.dumps(run_notebook(self.ticket, self.cell, self.input_names, records,
-                                           state), indent=1).encode()
+                                           state)).encode()  # compact: the C encoder
             try:
                 io.put(path, data)
                 fields["notebook_sha256"] = _sha256(data)
