@@ -98,3 +98,12 @@ def test_azure_notebook(batch_config, aad_vault, monkeypatch):
     for secret in (server.key, aad_vault.client_secret):
         assert secret not in text and secret not in nbformat.writes(nb)
     assert [j["status"] for j in api.jobs().to_dict("records")] == ["completed"]
+
+
+def test_cell_outputs_notebook():
+    nb = execute("cell_outputs.ipynb", Path.cwd(), timeout=180)
+    kinds = [sorted(k for o in c.get("outputs", []) for k in o.get("data", {})) for c in nb.cells]
+    assert "text/html" in kinds[3] and "image/png" in kinds[5] and "text/markdown" in kinds[5]
+    assert nb.cells[7].outputs[-1].output_type == "error"  # the red cell (raises-exception)
+    assert "lr = 0.2" in outputs(nb) and (Path.cwd() / "run_notebooks" / "run4.4.ipynb").exists()
+    assert "lr = 1.0" in str(nb.cells[-1].outputs)
