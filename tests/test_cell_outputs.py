@@ -274,3 +274,24 @@ def test_notebook_job_without_ipykernel_on_node_is_one_clear_line(tmp_path):
     assert p.returncode == 1 and final["state"] == "failed"
     assert "notebook jobs need ipykernel in the node's python" in final["reason"]
     assert "\n" not in final["reason"]
+
+
+def test_outputs_reach_the_kernel_while_the_run_goes(tmp_path):
+    """The cell waits for a file that only the kernel's on_output creates once it has seen the
+    cell's first line: the run can only complete if that line came back while it was running."""
+    from xt_magic.core import api
+    marker = tmp_path / "seen"
+    cell = ("import os, time\nprint('first line', flush=True)\n"
+            f"for _ in range(3000):\n    if os.path.exists({str(marker)!r}):\n        break\n"
+            "    time.sleep(0.01)\nelse:\n    raise TimeoutError('the kernel never saw the line')\n"
+            "print('second line')\n")
+    seen = []
+
+    def on_output(job, run, records):
+        for rec in records or ():
+            seen.append((job.state(run), rec.get("text")))
+            if "first line" in (rec.get("text") or ""):
+                marker.touch()
+    res = api.run_cell(cell, {"__name__": "__main__"}, wait=True, on_output=on_output)
+    assert [r.state for r in res] == ["completed"]
+    assert seen[0] == ("running", "first line\n") and seen[-1][1] == "second line\n"
