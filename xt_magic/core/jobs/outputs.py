@@ -32,7 +32,7 @@ class OutputTail:
 
     def __init__(self, store, path: str):
         self.store, self.path, self.offset = store, path, 0
-        self.hash, self.partial = hashlib.sha256(), b""
+        self.hash, self.partial, self.checked = hashlib.sha256(), b"", False
 
     def read(self) -> list[dict]:
         data = self.store.read_from(self.path, self.offset)  # b"" while it does not exist
@@ -46,6 +46,7 @@ class OutputTail:
         return [json.loads(line) for line in lines if line.strip()]
 
     def check(self, run: str, final: dict) -> None:
+        self.checked = True
         want = final.get("outputs_sha256")
         if want and self.hash.hexdigest() != want:
             raise JobError(f"run {run}: its cell outputs do not match the checksum the run "
