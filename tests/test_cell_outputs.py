@@ -209,6 +209,8 @@ def test_sweep_outputs_grouped_no_raise_and_run_notebooks(tmp_path):
         "<details open")  # beyond the first few: collapsed
     text = "".join(o.get("text", "") for o in nb.cells[2].outputs)
     assert "lr = 2" in text and "20" in text
+    shown = [o.data["text/html"] for o in nb.cells[3].outputs if "text/html" in o.get("data", {})]
+    assert shown and shown[0].count("xt-run-outputs") == 4 and "lr is 4" in shown[0]
     saved = sorted(os.listdir(tmp_path / "nbs"))
     assert saved == ["run1.1.ipynb", "run1.2.ipynb", "run1.3.ipynb", "run1.4.ipynb"]
     run3 = nbformat.read(tmp_path / "nbs" / "run1.3.ipynb", as_version=4)

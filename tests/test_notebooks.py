@@ -107,3 +107,6 @@ def test_cell_outputs_notebook():
     assert nb.cells[7].outputs[-1].output_type == "error"  # the red cell (raises-exception)
     assert "lr = 0.2" in outputs(nb) and (Path.cwd() / "run_notebooks" / "run4.4.ipynb").exists()
     assert "lr = 1.0" in str(nb.cells[-1].outputs)
+    shown = nb.cells[11].outputs  # job.show(run): the run's outputs as this cell's own
+    assert any("training with lr 0.2" in o.get("text", "") for o in shown)
+    assert any(o.get("data", {}).get("text/plain") == "20.0" for o in shown)

@@ -146,29 +146,35 @@ class RunOutputs:
 
 
 class JobOutputs:
-    """Every run's outputs of a job, grouped by run (first ``OPEN_RUNS`` open)."""
+    """A job's runs' outputs, grouped by run (first ``OPEN_RUNS`` open); ``more`` runs left out."""
 
-    def __init__(self, job_id: str, runs: list[RunOutputs]):
-        self.job_id, self.runs = job_id, runs
+    def __init__(self, job_id: str, runs: list[RunOutputs], more: int = 0):
+        self.job_id, self.runs, self.more = job_id, runs, more
+
+    def _more(self) -> str:
+        return (f"... {self.more} more runs: job.show('RUN') shows one" if self.more else "")
 
     def _repr_html_(self) -> str:
         return "".join(group_html(r.run, r.hparams, r.state, r.records, i < OPEN_RUNS)
-                       for i, r in enumerate(self.runs))
+                       for i, r in enumerate(self.runs)) + html.escape(self._more())
 
     def __repr__(self) -> str:
-        return "\n\n".join(repr(r) for r in self.runs)
+        return "\n\n".join([repr(r) for r in self.runs] + ([self._more()] if self.more else []))
 
 
-def show(job, run: str | None = None):
-    """``job.show(run)``: a RunOutputs; without ``run``: the single run's, or a JobOutputs."""
-    ctx = job._ctx()
+def show(job, run: str | None = None, limit: int = 20):
+    """``job.show(run)``: a RunOutputs; without ``run``: the single run's, or a JobOutputs of
+    the first ``limit`` runs (each run is one store read)."""
+    job.refresh()
+    store = job._ctx().store
     hps = dict(zip(job.record.runs, job.record.hparams or [{}] * len(job.record.runs)))
     runs = [job._run_id(run)] if run else list(job.record.runs)
     got = [RunOutputs(r, hps.get(r), job.state(r),
-                      read_outputs(ctx.store, job.record.workspace, r, job.info(r)))
-           for r in runs]
-    return got[0] if len(got) == 1 and (run or len(job.record.runs) == 1) else \
-        JobOutputs(job.id, got)
+                      read_outputs(store, job.record.workspace, r, job.info(r)))
+           for r in runs[:limit]]
+    if len(got) == 1 and (run or len(job.record.runs) == 1):
+        return got[0]
+    return JobOutputs(job.id, got, more=max(0, len(runs) - limit))
 
 
 def save_notebooks(job, folder: str) -> list[str]:
