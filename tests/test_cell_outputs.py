@@ -15,13 +15,13 @@ import sys
 import nbformat
 from pathlib import Path
 
-from runner_helpers import RUNNER, events, make_job, read
+from runner_helpers import RUNNER, events, launch_env, make_job, read
 
 
 def _run(root, cell, python=sys.executable, args=(), env=None, **kw):
     [(run, tp, t)] = make_job(root, cell, capture_bytes=kw.pop("capture_bytes", 20 << 20), **kw)
     p = subprocess.run([python, *args, RUNNER, tp], capture_output=True, text=True, timeout=120,
-                       env=env)
+                       env={**launch_env(tp), **(env or {})})
     final = events(root, t)[-1]
     records = [json.loads(line) for line in read(root, t["paths"]["outputs"]).splitlines()]
     return p, t, final, records
@@ -266,12 +266,9 @@ def test_notebook_job_without_ipykernel_on_node_is_one_clear_line(tmp_path):
     args, env = _python_without_ipython(tmp_path)
     root = tmp_path / "store"
     nb = nbformat.writes(nbformat.read(str(_train_notebook(tmp_path / "t.ipynb")), 4))
-    [(run, tp, t)] = make_job(root, nb, capture_bytes=1 << 20)
-    t["kind"] = "notebook"
-    with open(tp, "w") as fh:
-        json.dump(t, fh)
+    [(run, tp, t)] = make_job(root, nb, capture_bytes=1 << 20, extra={"kind": "notebook"})
     p = subprocess.run([sys.executable, *args, RUNNER, tp], capture_output=True, text=True,
-                       timeout=120, env=env)
+                       timeout=120, env={**launch_env(tp), **env})
     final = events(root, t)[-1]
     assert p.returncode == 1 and final["state"] == "failed"
     assert "notebook jobs need ipykernel in the node's python" in final["reason"]
@@ -297,3 +294,28 @@ def test_outputs_reach_the_kernel_while_the_run_goes(tmp_path):
     res = api.run_cell(cell, {"__name__": "__main__"}, wait=True, on_output=on_output)
     assert [r.state for r in res] == ["completed"]
     assert seen[0] == ("running", "first line\n") and seen[-1][1] == "second line\n"
+
+
+def test_forged_outputs_and_notebook_are_refused(xt_home):
+    """Someone who can write the store can neither add an output line nor swap the notebook:
+    each line is signed with the job key, the notebook's sha256 is in the signed final event."""
+    import pytest
+    from xt_magic.core import api
+    from xt_magic.core.errors import JobError
+    res = api.run_cell("print('real')\n1 + 1\n", {"__name__": "__main__"}, wait=True)
+    job = api.job(res.job.id)
+    assert "real" in repr(job.show())
+    runs = xt_home / "file_store" / "ws1" / "runs" / "run1.1"
+    good = (runs / "outputs.jsonl").read_bytes()
+    forged = {"output_type": "display_data", "metadata": {}, "xt_seq": 2, "sig": "0" * 64,
+              "data": {"text/html": "<script>steal()</script>"}}
+    (runs / "outputs.jsonl").write_bytes(good + json.dumps(forged).encode() + b"\n")
+    with pytest.raises(JobError, match="cell output 2 does not verify"):
+        job.show()
+    (runs / "outputs.jsonl").write_bytes(good.splitlines(True)[0])  # a line dropped
+    with pytest.raises(JobError, match="do not match the checksum the run signed"):
+        job.show()
+    nb = (runs / "run.ipynb").read_bytes()
+    (runs / "run.ipynb").write_bytes(nb.replace(b"real", b"fake"))
+    with pytest.raises(JobError, match="does not match the checksum its run signed"):
+        job.notebook()

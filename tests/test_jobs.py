@@ -138,7 +138,9 @@ def test_ticket_matches_contract(null_local, xt_home):
     assert set(ticket) == {"version", "job", "run", "workspace", "bundle", "paths", "hparams",
                            "outputs", "env", "setup", "python", "workdir", "max_seconds", "sig",
                            # XT's run features (docs/architecture.md "Runner ticket")
-                           "experiment", "checkpoint", "resume", "after"}
+                           "experiment", "checkpoint", "resume", "after", "capture", "kind"}
+    assert ticket["capture"] == {"max_bytes": 20 * 2 ** 20} and ticket["kind"] == "cell"
+    assert ticket["paths"]["outputs"] == "ws1/runs/run1.1/outputs.jsonl"
     assert ticket["checkpoint"]["write"]["dict_cp.json"] == "ws1/runs/run1.1/checkpoints/dict_cp.json"
     from xt_magic.core.protocol import keys, tickets
     from xt_magic.core.storage import get_store

@@ -1007,10 +1007,10 @@ class Outputs:
     the final event carries it so the client checks what it renders. ``clear_output`` is stored as
     ``{"output_type": "clear_output", "wait": bool}``, applied when the notebook is built."""
 
-    def __init__(self, io, path, spool_path, max_bytes):
+    def __init__(self, io, path, spool_path, max_bytes, key, run):
         import _thread
         import hashlib
-        self.io, self.path, self.max_bytes = io, path, max_bytes
+        self.io, self.path, self.max_bytes, self.key, self.run = io, path, max_bytes, key, run
         self.lock, self.io_lock = _thread.allocate_lock(), _thread.allocate_lock()
         self.pending, self.pending_bytes, self.total, self.count = [], 0, 0, 0
         self.stream_name, self.stream_parts = None, []
@@ -1021,19 +1021,29 @@ class Outputs:
         self.open = True
 
     # -- recording (any thread)
+    def _line(self, record):
+        """The signed JSON line of ``record``: ``sig`` covers it, its sequence number and the
+        run id, so the kernel checks each line before showing it (no line added or reordered)."""
+        record = json.loads(json.dumps(record, default=str))  # signed = what the kernel parses
+        record["xt_seq"] = self.count
+        record["sig"] = sign_fields(self.key, dict(record, xt_run=self.run))
+        return (json.dumps(record) + "\n").encode()
+
     def _add(self, record):  # self.lock held
-        line = (json.dumps(record, default=str) + "\n").encode("utf-8", "replace")
         if self.cut:
             return
+        line = self._line(record)
         if self.total + len(line) > self.max_bytes:
             room = self.max_bytes - self.total - len(line) + len(record.get("text") or "")
             if record.get("output_type") == "stream" and room > 0:  # keep the text that fits
                 self._add(dict(record, text=record["text"][:room // 2]))  # //2: json escapes
+                if self.cut:
+                    return
             self.cut = True
             mb = self.max_bytes / 2 ** 20
-            line = (json.dumps({"output_type": "stream", "name": "stderr", "text": (
+            line = self._line({"output_type": "stream", "name": "stderr", "text": (
                 f"[xt] outputs cut here: this run's outputs passed the {mb:g} MB limit "
-                "(general.max-output-mb); console.txt has every printed line\n")}) + "\n").encode()
+                "(general.max-output-mb); console.txt has every printed line\n")})
         self.pending.append(line)
         self.pending_bytes += len(line)
         self.total += len(line)
@@ -1183,7 +1193,7 @@ def _has_module(name):
 class CellRun:
     """Runs the cell as a notebook cell, recording its outputs (``capture`` off: plain exec)."""
 
-    def __init__(self, ticket, io, cell, ns, workdir):
+    def __init__(self, ticket, io, cell, ns, workdir, key, metrics=None):
         self.ticket, self.cell, self.shell, self.outputs = ticket, cell, None, None
         capture, paths = ticket.get("capture") or {}, ticket["paths"]
         if not (capture and paths.get("outputs")):
@@ -1192,7 +1202,7 @@ class CellRun:
         if "MPLBACKEND" not in (ticket.get("env") or {}):
             os.environ["MPLBACKEND"] = "Agg"  # a kernel's inline backend would only print reprs
         self.outputs = Outputs(io, paths["outputs"], os.path.join(workdir, OUTPUT_SPOOL),
-                               int(capture.get("max_bytes") or 20 * 2 ** 20))
+                               int(capture.get("max_bytes") or 20 * 2 ** 20), key, ticket["run"])
         self.input_names = sorted(k for k in ns if k not in ("__name__", "__builtins__"))
         plt = sys.modules.get("matplotlib.pyplot")
         if plt is not None:
@@ -1341,6 +1351,7 @@ def notebook_outputs(records):
     """nbformat outputs from outputs.jsonl records: clear_output applied, streams joined."""
     outs, clear_next = [], False
     for rec in records:
+        rec = {k: v for k, v in rec.items() if k not in ("sig", "xt_seq")}
         kind = rec.get("output_type")
         if kind == "clear_output":
             if rec.get("wait"):
@@ -1406,7 +1417,7 @@ class NotebookRun:
     kernel writes to a local spool (an IPython startup file installs the sink) that is forwarded
     to the run's metrics when the notebook ends."""
 
-    def __init__(self, ticket, io, cell, ns, workdir, metrics):
+    def __init__(self, ticket, io, cell, ns, workdir, key, metrics):
         missing = [m for m in ("nbclient", "ipykernel") if not _has_module(m)]
         if missing:
             raise RunnerError(f"notebook jobs need {' and '.join(missing)} in the node's python "
@@ -1417,8 +1428,8 @@ class NotebookRun:
         self.injected = inject_parameters(self.nb, ticket.get("hparams") or {})
         capture, paths = ticket.get("capture") or {}, ticket["paths"]
         self.outputs = Outputs(io, paths["outputs"], os.path.join(workdir, OUTPUT_SPOOL),
-                               int(capture.get("max_bytes") or 20 * 2 ** 20)) \
-            if paths.get("outputs") else None
+                               int(capture.get("max_bytes") or 20 * 2 ** 20), key,
+                               ticket["run"]) if capture and paths.get("outputs") else None
         self.spool = os.path.join(workdir, ".xt-kernel-metrics.jsonl")
         ipdir = os.path.join(workdir, ".xt-ipython")
         startup = os.path.join(ipdir, "profile_default", "startup")
@@ -1485,7 +1496,7 @@ class NotebookRun:
             self.outputs.close()
             fields = {"outputs_sha256": self.outputs.hash.hexdigest(),
                       "outputs_count": self.outputs.count}
-        path = self.ticket["paths"].get("notebook")
+        path = self.ticket["paths"].get("notebook") if self.ticket.get("capture") else None
         if path:
             self.nb.metadata["xt"] = {"job": self.ticket["job"], "run": self.ticket["run"],
                                       "workspace": self.ticket.get("workspace"), "state": state,
@@ -1588,7 +1599,7 @@ def run_phase(ticket, io, console, key):
             _CELL.append(cell)
             if not ticket.get("commands"):  # a script or commands job has no cell to show
                 cells = (NotebookRun if ticket.get("kind") == "notebook" else CellRun)(
-                    ticket, io, cell, ns, workdir, metrics)
+                    ticket, io, cell, ns, workdir, key, metrics)
         except Cancelled:
             raise
         except BaseException as err:

@@ -1,8 +1,9 @@
 """JobMonitor: a live view of a job (``%xt_monitor [JOB]``).
 
 Table of runs (state, duration, hparams, latest metrics), a progress bar, the selected run's cell
-outputs (prints, displays, figures: live) and log tail (follows), a small live metrics chart (inline SVG, no plotting library), cancel buttons for the job
-and the selected run, and a notification line when the job ends.
+outputs (prints, displays, figures: live, each checked) and log tail (follows), a small live
+metrics chart (inline SVG, no plotting library), cancel buttons for the job and the selected run,
+and a notification line when the job ends.
 
 Polling is cheap: each tick reads only the bytes appended since the last tick to each live run's
 ``events.jsonl`` / ``metrics.jsonl`` and the selected run's ``console.txt`` and ``outputs.jsonl``
@@ -284,17 +285,18 @@ class JobMonitor(WidgetView):
         return changed
 
     def _read_outputs(self, view) -> bool:
-        """The selected run's new cell output records (checked once the run is final)."""
-        from ..core.jobs.outputs import OutputTail, final_event
-        from ..core.jobs.states import FINAL
+        """The selected run's new, checked cell output records (all checked once it ends)."""
+        from ..core.jobs.outputs import OutputTail, job_key
+        from ..core.protocol.events import FINAL
         if view.outputs is None:
-            view.outputs = OutputTail(self.store, self.layout.run(view.run, "outputs.jsonl"))
+            view.outputs = OutputTail(self.store, self.job.record.workspace, self.id, view.run,
+                                      job_key(self.job))
         elif view.outputs.checked:
             return False
         new = view.outputs.read()
         view.records.extend(new)
         if view.info["state"] in FINAL:
-            view.outputs.check(view.run, final_event(view.info))
+            view.outputs.check(view.info.get("final"))
         return bool(new)
 
     def _loop(self) -> None:

@@ -216,7 +216,7 @@ class Job:
         from .outputs import read_notebook
         run = self._run_id(run)
         self.refresh()
-        return read_notebook(self._ctx().store, self.record.workspace, run, self.info(run))
+        return read_notebook(self, run)
 
     def _run_id(self, run) -> str:
         """A run of this job from ``run3.2``, ``2`` (its index) or None (a one-run job's)."""
@@ -342,19 +342,18 @@ def live_job(session, record: JobRecord) -> Job:
 
 
 class _OutputFeed:
-    """Hands each run's new output records to a callback while ``Job.wait`` polls. Runs not
-    started are not read; a final run is read once more, checked, then left alone."""
+    """Hands each run's new, checked output records to a callback while ``Job.wait`` polls.
+    Runs not started are not read; a final run is read once more, checked, then left alone."""
 
     def __init__(self, job: Job, callback):
-        from .outputs import OutputTail
-        store, lay = job._ctx().store, Layout(job.record.workspace)
+        from .outputs import OutputTail, job_key
+        store, key = job._ctx().store, job_key(job)
         self.job, self.callback = job, callback
-        self.tails = {run: OutputTail(store, lay.run(run, "outputs.jsonl"))
+        self.tails = {run: OutputTail(store, job.record.workspace, job.id, run, key)
                       for run in job.record.runs}
         self.finished: set[str] = set()
 
     def poll(self) -> None:
-        from .outputs import final_event
         for run in self.job.record.runs:
             state = self.job.state(run)
             if run in self.finished or state in (events.CREATED, events.QUEUED):
@@ -364,7 +363,7 @@ class _OutputFeed:
                 self.callback(self.job, run, records)
             if state in events.FINAL:
                 self.finished.add(run)
-                self.tails[run].check(run, final_event(self.job.info(run)))
+                self.tails[run].check(self.job.info(run).get("final"))
                 self.callback(self.job, run, None)
 
 

@@ -1,7 +1,11 @@
 """A run's cell outputs (nbformat v4 output dicts the runner appends to ``outputs.jsonl``) and its
-run notebook (``run.ipynb``): read incrementally while the run goes, checked against the sha256
-the run's final event recorded before they are kept, shown as HTML or rendered natively by the
-kernel layer (xt_magic/widgets/cell_outputs.py), saved as ``.ipynb`` files.
+run notebook (``run.ipynb``): read incrementally while the run goes, shown as HTML or rendered
+natively by the kernel layer (xt_magic/widgets/cell_outputs.py), saved as ``.ipynb`` files.
+
+Trust: the runner signs each output line with the job key (``sig`` over the record, its
+``xt_seq`` and the run id), so a line is checked before it is shown, live; the run's signed final
+event carries ``outputs_sha256`` (all lines: none dropped or added) and ``notebook_sha256``.
+Nothing here shows an output or a notebook that does not verify.
 
 Never imports IPython: the kernel layer turns these records into displays.
 """
@@ -12,68 +16,94 @@ import html
 import json
 
 from ...runner.runner import notebook_outputs as apply_clears  # what the cell shows at the end
+from ...runner.runner import verify_fields
 from ..errors import JobError
-from . import states
-from .records import Layout
+from ..protocol import events, keys, tickets
+from ..protocol.layout import Layout
 
 #: sweeps show this many runs' outputs open; later runs are collapsed
 OPEN_RUNS = 3
 
 
-def final_event(info: dict) -> dict:
-    """The event that made the run final (it carries the outputs' checksums), or {}."""
-    return next((e for e in reversed(info.get("events") or [])
-                 if e.get("state") == info.get("state") and e.get("state") in states.FINAL), {})
-
-
 class OutputTail:
-    """Reads a run's outputs.jsonl as it grows: complete lines only, in order; the sha256 of
-    every byte read is compared with the final event's ``outputs_sha256`` by ``check``."""
+    """Reads a run's outputs.jsonl as it grows: complete lines only, each checked (signature,
+    sequence number) before it is returned; ``check`` compares the sha256 of every line read with
+    the signed final event's ``outputs_sha256``."""
 
-    def __init__(self, store, path: str):
-        self.store, self.path, self.offset = store, path, 0
-        self.hash, self.partial, self.checked = hashlib.sha256(), b"", False
+    def __init__(self, store, workspace: str, job: str, run: str, key: bytes):
+        self.tail = events.Tail(store, Layout(workspace).outputs(run))
+        self.job, self.run, self.key = job, run, key
+        self.hash, self.count, self.checked = hashlib.sha256(), 0, False
 
     def read(self) -> list[dict]:
-        data = self.store.read_from(self.path, self.offset)  # b"" while it does not exist
-        if not data:
-            return []
-        self.offset += len(data)
+        data = self.tail.read_bytes()  # b"" while the object does not exist
         self.hash.update(data)
-        data, self.partial = self.partial + data, b""
-        lines = data.split(b"\n")
-        self.partial = lines.pop()  # b"" after a complete last line
-        return [json.loads(line) for line in lines if line.strip()]
+        out = []
+        for line in data.splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                rec = None
+            if not (isinstance(rec, dict) and rec.get("xt_seq") == self.count
+                    and verify_fields(self.key, dict(rec, xt_run=self.run))):
+                raise JobError(f"run {self.run}: cell output {self.count} does not verify "
+                               "(not written by this run); it and later ones are not shown")
+            self.count += 1
+            out.append({k: v for k, v in rec.items() if k not in ("sig", "xt_seq")})
+        return out
 
-    def check(self, run: str, final: dict) -> None:
+    def check(self, final: dict | None) -> None:
+        """The run ended. Under its runner's signed final event: every line it wrote was read,
+        no more, no less. A run that ended otherwise (killed, cancelled) has only its lines'
+        own signatures, already checked."""
         self.checked = True
-        want = final.get("outputs_sha256")
-        if want and self.hash.hexdigest() != want:
-            raise JobError(f"run {run}: its cell outputs do not match the checksum the run "
-                           "recorded; not shown")
+        if not tickets.verify_event(self.key, final, self.job, self.run):
+            return
+        if (final.get("outputs_sha256") or hashlib.sha256().hexdigest()) != \
+                self.hash.hexdigest():
+            raise JobError(f"run {self.run}: its cell outputs do not match the checksum the run "
+                           "signed; not shown")
 
 
-def read_outputs(store, workspace: str, run: str, info: dict) -> list[dict]:
-    """All of a run's output records; for a final run only if they match its checksum."""
-    tail = OutputTail(store, Layout(workspace).run(run, "outputs.jsonl"))
+def signed_final(key: bytes, job: str, run: str, final: dict | None) -> dict:
+    """The run's final event, if the runner signed it (else a one-line JobError)."""
+    if not tickets.verify_event(key, final, job, run):
+        why = (final or {}).get("reason") or "no final event from its runner"
+        raise JobError(f"run {run} ended without a signed record of its cell outputs ({why}); "
+                       "they are not shown")
+    return final
+
+
+def job_key(job) -> bytes:
+    return keys.job_key(job._ctx().store, job.record.workspace, job.id)
+
+
+def read_outputs(job, run: str, key: bytes | None = None) -> list[dict]:
+    """All of a run's checked output records (a final run's checked against its final event)."""
+    tail = OutputTail(job._ctx().store, job.record.workspace, job.id, run, key or job_key(job))
     records = tail.read()
-    if info.get("state") in states.FINAL:
-        tail.check(run, final_event(info))
+    info = job.info(run)
+    if info["state"] in events.FINAL:
+        tail.check(info.get("final"))
     return records
 
 
-def read_notebook(store, workspace: str, run: str, info: dict):
-    """The run's stored notebook as an nbformat NotebookNode (checked, then validated)."""
+def read_notebook(job, run: str):
+    """The run's stored notebook as an nbformat NotebookNode (signature and checksum checked,
+    then validated)."""
     import nbformat
-    final = final_event(info)
-    path = Layout(workspace).run(run, "run.ipynb")
+    info = job.info(run)
+    if info["state"] not in events.FINAL:
+        raise JobError(f"run {run} is {info['state']}: its notebook is written when it ends")
+    final = signed_final(job_key(job), job.id, run, info.get("final"))
+    store, path = job._ctx().store, Layout(job.record.workspace).notebook(run)
     want = final.get("notebook_sha256")
     if not want or not store.exists(path):
-        raise JobError(f"run {run} has no stored notebook (state {info.get('state')})",
-                       hint="runs write their notebook when they end")
+        raise JobError(f"run {run} has no stored notebook", hint="runs with general.max-output-mb"
+                       " 0 (or ended before their cell ran) have none")
     data = store.read_bytes(path)
     if hashlib.sha256(data).hexdigest() != want:
-        raise JobError(f"run {run}: {path} does not match the checksum its run recorded; "
+        raise JobError(f"run {run}: {path} does not match the checksum its run signed; "
                        "not loaded")
     nb = nbformat.reads(data.decode("utf-8"), as_version=4)
     nbformat.validate(nb)
@@ -166,11 +196,10 @@ def show(job, run: str | None = None, limit: int = 20):
     """``job.show(run)``: a RunOutputs; without ``run``: the single run's, or a JobOutputs of
     the first ``limit`` runs (each run is one store read)."""
     job.refresh()
-    store = job._ctx().store
+    key = job_key(job)
     hps = dict(zip(job.record.runs, job.record.hparams or [{}] * len(job.record.runs)))
     runs = [job._run_id(run)] if run else list(job.record.runs)
-    got = [RunOutputs(r, hps.get(r), job.state(r),
-                      read_outputs(store, job.record.workspace, r, job.info(r)))
+    got = [RunOutputs(r, hps.get(r), job.state(r), read_outputs(job, r, key))
            for r in runs[:limit]]
     if len(got) == 1 and (run or len(job.record.runs) == 1):
         return got[0]
@@ -178,17 +207,17 @@ def show(job, run: str | None = None, limit: int = 20):
 
 
 def save_notebooks(job, folder: str) -> list[str]:
-    """Write each final run's notebook as ``FOLDER/RUN.ipynb``; returns the paths."""
+    """Write each ended run's notebook as ``FOLDER/RUN.ipynb``; returns the paths."""
     import os
 
     import nbformat
     os.makedirs(folder, exist_ok=True)
-    store, paths = job._ctx().store, []
+    paths = []
     for run in job.record.runs:
-        info = job.info(run)
-        if info["state"] not in states.FINAL or not final_event(info).get("notebook_sha256"):
-            continue
+        final = job.info(run).get("final") or {}
+        if not final.get("notebook_sha256"):
+            continue  # not ended, or no notebook (capture off / failed before the cell ran)
         path = os.path.join(folder, f"{run}.ipynb")
-        nbformat.write(read_notebook(store, job.record.workspace, run, info), path)
+        nbformat.write(read_notebook(job, run), path)
         paths.append(path)
     return paths
