@@ -319,3 +319,23 @@ def test_forged_outputs_and_notebook_are_refused(xt_home):
     (runs / "run.ipynb").write_bytes(nb.replace(b"real", b"fake"))
     with pytest.raises(JobError, match="does not match the checksum its run signed"):
         job.notebook()
+
+
+def test_shell_and_magic_lines_run_in_a_job_cell(ip):
+    """!cmd and %magic lines reach IPython on the node; the cell's inputs are still found."""
+    ip.run_cell("greeting = 'hello from the kernel'")
+    res = ip.run_cell_magic("xt_run", "--wait",
+                            "files = !echo one two\nn = len(greeting)\n%time m = n * 2\n"
+                            "print(files, n)\n")
+    assert [r.state for r in res] == ["completed"]
+    from xt_magic.core import api
+    text = repr(api.job(res.job.id).show())
+    assert "['one two'] 21" in text and "Wall time" in text
+
+
+def test_shell_line_on_a_node_without_ipython_is_one_clear_line(tmp_path):
+    args, env = _python_without_ipython(tmp_path)
+    p, t, final, recs = _run(tmp_path / "store", "x = 1\n!ls\n", args=args, env=env)
+    assert p.returncode == 1 and final["state"] == "failed"
+    assert "has no IPython: add ipython to the setup's pip-packages" in final["reason"]
+    assert "\n" not in final["reason"]

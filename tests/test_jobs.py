@@ -111,7 +111,7 @@ def test_bad_options_are_one_line_errors(sync_local, kwargs, msg):
 def test_syntax_error_and_magic_lines(sync_local):
     with pytest.raises(JobError, match="cell line 2") as info:
         api.run_cell("x = 1\n!ls\n", notebook_ns())
-    assert "magics" in str(info.value)
+    assert "%magic lines run only through %%xt_run" in str(info.value)
 
 
 def test_sweep_runs_get_hparams(sync_local):

@@ -10,6 +10,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from .core import api, naming
 from .core.errors import XTError
+from .runner.runner import ipython_lines
 
 
 def _parse(func, line: str):
@@ -209,6 +210,9 @@ class XTMagics(Magics):
                        else api.run_command(command, **options))
                 return job.results() if args.wait and not args.dry_run else job
             options.update(inputs=_csv(args.inputs), outputs=_csv(args.outputs))
+            if ipython_lines(cell):
+                # !cmd / %magic lines run in IPython on the node; inputs: in what it compiles
+                options["python_source"] = self.shell.transform_cell(cell)
             if args.dry_run:
                 return api.preview(cell, self.shell.user_ns, **options)
             job = api.run_cell(cell, self.shell.user_ns, wait=args.wait, **live, **options)

@@ -141,7 +141,8 @@ def run_cell(source: str, namespace: dict | None = None, *, target: str | None =
              experiment: str | None = None, wait: bool = False, concurrent: int | None = None,
              metric: str | None = None, maximize: bool | None = None,
              objective: str | None = None, early_stop: str | None = None,
-             on_output=None, raise_errors: bool = False) -> Job:
+             on_output=None, raise_errors: bool = False,
+             python_source: str | None = None) -> Job:
     """Submit ``source`` as a job and return its Job (after every run ends with ``wait=True``).
 
     ``namespace``: where the cell's free names (or ``inputs``) are taken from. ``hp``: one run
@@ -152,7 +153,9 @@ def run_cell(source: str, namespace: dict | None = None, *, target: str | None =
     (``maximize``, ``objective`` last|best); ``early_stop`` median|bandit|truncation stops poor
     runs of any sweep (docs/jobs.md). With ``wait``: ``on_output(job, run, records)`` gets
     each run's cell outputs (nbformat output dicts) as they come, and ``raise_errors`` raises
-    RunFailed when a run failed. See docs/api.md.
+    RunFailed when a run failed. ``python_source``: the cell as IPython compiles it, when it
+    has ``!cmd`` or ``%magic`` lines (the magic passes it: inputs are found in it; ``source`` runs
+    in IPython on the node). See docs/api.md.
     """
     from .jobs import submit
     options = _job_options(target, setup, name, hp, hp_config, search, runs, repeat, env,
@@ -161,7 +164,8 @@ def run_cell(source: str, namespace: dict | None = None, *, target: str | None =
                            objective=objective, early_stop=early_stop)
     return submit.run_cell(get_session(), source, {} if namespace is None else namespace,
                            inputs=_names(inputs, "inputs"), outputs=_names(outputs, "outputs"),
-                           wait=wait, on_output=on_output, raise_errors=raise_errors, **options)
+                           wait=wait, on_output=on_output, raise_errors=raise_errors,
+                           python_source=python_source, **options)
 
 
 def preview(source: str, namespace: dict | None = None, *, target: str | None = None,
@@ -172,7 +176,8 @@ def preview(source: str, namespace: dict | None = None, *, target: str | None = 
             max_seconds: int | None = None, seed: int | None = None,
             experiment: str | None = None, concurrent: int | None = None,
             metric: str | None = None, maximize: bool | None = None,
-            objective: str | None = None, early_stop: str | None = None):
+            objective: str | None = None, early_stop: str | None = None,
+            python_source: str | None = None):
     """What ``run_cell`` with the same arguments would submit (runs, inputs, outputs, snapshot
     files and sizes, setup, the search); submits nothing."""
     from .jobs import submit
@@ -182,7 +187,7 @@ def preview(source: str, namespace: dict | None = None, *, target: str | None = 
                            objective=objective, early_stop=early_stop)
     return submit.run_cell(get_session(), source, {} if namespace is None else namespace,
                            inputs=_names(inputs, "inputs"), outputs=_names(outputs, "outputs"),
-                           dry_run=True, **options)
+                           dry_run=True, python_source=python_source, **options)
 
 
 def submit(fn, *args, target: str | None = None, hp: dict | None = None,

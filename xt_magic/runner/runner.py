@@ -1210,12 +1210,19 @@ class CellRun:
         else:
             self.hook = _PyplotHook(self._patch_pyplot)
             sys.meta_path.insert(0, self.hook)
-        if (any(m in cell for m in IPYTHON_MARKERS) or _magic_lines(cell)) \
+        if (ipython_lines(cell) or any(m in cell for m in IPYTHON_MARKERS)) \
                 and _has_module("IPython"):
             self.shell = _ipython_shell(self.outputs, ns)
         else:
             import ast
-            tree = ast.parse(cell, CELL_FILENAME)
+            try:
+                tree = ast.parse(cell, CELL_FILENAME)
+            except SyntaxError:
+                if ipython_lines(cell):
+                    raise RunnerError("the cell has !cmd or %magic lines and the node's python "
+                                      f"({sys.executable}) has no IPython: add ipython to the "
+                                      "setup's pip-packages") from None
+                raise
             last = None
             if tree.body and isinstance(tree.body[-1], ast.Expr) \
                     and not cell.rstrip().endswith(";"):  # `;` hides the value, as in Jupyter
@@ -1297,13 +1304,10 @@ class CellRun:
         return fields
 
 
-def _magic_lines(cell):
-    """True if a line uses IPython syntax (``!cmd``, ``%magic``, ``x = !cmd``)."""
-    for line in cell.splitlines():
-        s = line.lstrip()
-        if s.startswith(("!", "%")) or "= !" in s or "= %" in s:
-            return True
-    return False
+def ipython_lines(cell):
+    """True if a line looks like IPython syntax (``!cmd``, ``%magic``, ``x = !cmd``)."""
+    import re
+    return re.search(r"^[ \t]*([\w.,\t ]+=[ \t]*)?[!%]", cell, re.M) is not None
 
 
 def _ipython_shell(outputs, ns):

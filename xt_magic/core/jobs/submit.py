@@ -31,28 +31,28 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
              max_seconds=None, seed=None, out=None, env_secret=None, experiment=None,
              commands=None, reuse=None, resume=None, concurrent=None, metric=None,
              maximize=None, objective=None, early_stop=None, on_output=None,
-             raise_errors=False, notebook=None, parameters=None):
+             raise_errors=False, notebook=None, parameters=None, python_source=None):
     """Package the cell, write the job to the store, hand its runs to the backend; return a Job
     (``wait``: once every run is final), or with ``dry_run`` the Preview. ``hp``: a dict, see
     ``sweeps.load_specs``. Errors name parameters, or flags inside ``naming.flags()``. With
     ``wait``: ``on_output(job, run, records)`` gets the runs' cell outputs as they come (see
     Job.wait); ``raise_errors``: RunFailed if a run failed. ``notebook``: run that .ipynb file
     instead of ``source``, with ``parameters`` (and each sweep point) injected after its cell
-    tagged ``parameters``.
+    tagged ``parameters``. ``python_source``: the cell as IPython compiles it (``!cmd`` and
+    ``%magic`` lines made calls), for finding its inputs; ``source`` is what runs (IPython on the
+    node).
 
     ``commands`` (script and command jobs, core/jobs/scripts.py): run those instead of a cell.
     ``reuse`` (``%xt_rerun``): an earlier job's inputs and snapshot. ``resume``: a run whose
     checkpoint the new runs start from. ``concurrent``, ``metric``, ``maximize``,
-    ``objective``, ``early_stop``: bayesian search and early stopping (search.py).
-    ``notebook``: run that .ipynb file instead of ``source``, with ``parameters`` (and each sweep
-    point) injected after its cell tagged ``parameters``."""
+    ``objective``, ``early_stop``: bayesian search and early stopping (search.py)."""
     if notebook:
         source = _notebook_source(notebook)
         if outputs:
             raise JobError("--outputs does not apply to --notebook jobs (their variables live "
                            "in the notebook's kernel)", hint="write files under $XT_OUTPUT_DIR")
     elif commands is None:
-        packaging.check_source(source)
+        packaging.check_source(python_source or source)
     elif outputs:
         raise JobError(f"{param('outputs')} names cell variables: a script or command job has none",
                        hint="write files under $XT_OUTPUT_DIR instead")
@@ -96,7 +96,8 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
 
     from ...runner.runner import hp_namespace  # the names a run's cell gets for its hparams
     input_values = {} if notebook or commands is not None or reuse else packaging.choose_inputs(
-        source, namespace, inputs, exclude=set(hp_namespace(dict.fromkeys(specs))))
+        python_source or source, namespace, inputs,
+        exclude=set(hp_namespace(dict.fromkeys(specs))))
     run_env = jobenv.explicit_env(_job_env(cfg, env), env_secret, from_flag=env)
     experiment = xtrun.experiment(cfg, experiment)
 
