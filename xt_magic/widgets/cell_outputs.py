@@ -50,6 +50,9 @@ class LiveOutputs:
         from IPython.display import HTML, display
         hps = job.record.hparams or [{}] * len(job.record.runs)
         if run not in self.groups:
+            if not self.groups and len(job.record.runs) > core_outputs.LIVE_RUNS:
+                print(f"outputs of the first {core_outputs.LIVE_RUNS} of "
+                      f"{len(job.record.runs)} runs below; job.show('RUN') shows any run's")
             self.groups[run] = (None, [], len(self.groups) < core_outputs.OPEN_RUNS)
         handle, kept, open_ = self.groups[run]
         kept.extend(records or ())

@@ -342,19 +342,20 @@ def live_job(session, record: JobRecord) -> Job:
 
 
 class _OutputFeed:
-    """Hands each run's new, checked output records to a callback while ``Job.wait`` polls.
-    Runs not started are not read; a final run is read once more, checked, then left alone."""
+    """Hands each run's new, checked output records to a callback while ``Job.wait`` polls
+    (the first ``LIVE_RUNS`` runs of a sweep). Runs not started are not read; a final run is read
+    once more, checked, then left alone."""
 
     def __init__(self, job: Job, callback):
-        from .outputs import OutputTail, job_key
+        from .outputs import LIVE_RUNS, OutputTail, job_key
         store, key = job._ctx().store, job_key(job)
         self.job, self.callback = job, callback
         self.tails = {run: OutputTail(store, job.record.workspace, job.id, run, key)
-                      for run in job.record.runs}
+                      for run in job.record.runs[:LIVE_RUNS]}
         self.finished: set[str] = set()
 
     def poll(self) -> None:
-        for run in self.job.record.runs:
+        for run in self.tails:
             state = self.job.state(run)
             if run in self.finished or state in (events.CREATED, events.QUEUED):
                 continue

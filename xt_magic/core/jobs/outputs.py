@@ -23,6 +23,8 @@ from ..protocol.layout import Layout
 
 #: sweeps show this many runs' outputs open; later runs are collapsed
 OPEN_RUNS = 3
+#: Job.wait follows the outputs of this many runs of a sweep (each is a store read per poll)
+LIVE_RUNS = 50
 
 
 class OutputTail:
