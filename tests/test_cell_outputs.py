@@ -166,12 +166,16 @@ def test_wait_cells_show_remote_outputs_and_the_raising_cell_stops_the_notebook(
         "%%xt_run --wait\nimport matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.show()",
         "%%xt_run --wait\nfrom IPython.display import Markdown, display\n"
         "display(Markdown('# remote *markdown*'))",
+        "%%xt_run --wait\nfrom IPython.display import clear_output\nprint('gone')\n"
+        "clear_output()\nprint('kept')",
         "%%xt_run --wait\nprint('about to fail')\nraise ValueError('remote bad value')",
         "print('never reached')")
     with pytest.raises(CellExecutionError) as info:
         execute(nb, Path.cwd(), timeout=180)
     assert "remote bad value" in str(info.value)
-    describe, double, loop, figure, markdown, failing, after = nb.cells[1:]
+    describe, double, loop, figure, markdown, cleared, failing, after = nb.cells[1:]
+    texts = "".join(o.get("text", "") for o in cleared.outputs)
+    assert "kept" in texts and "gone" not in texts
     html = [o for o in describe.outputs if "text/html" in o.get("data", {})]
     assert html and "<table" in html[0].data["text/html"] and "mean" in html[0].data["text/plain"]
     assert any(o.get("data", {}).get("text/plain") == "42" for o in double.outputs)
