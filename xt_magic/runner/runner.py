@@ -1377,7 +1377,7 @@ def run_notebook(ticket, cell, input_names, records, state):
     """The run as an nbformat v4 notebook: parameters, then the cell with its outputs."""
     hp = ticket.get("hparams") or {}
     lines = [f"# Parameters of {ticket['run']} ({ticket['job']})"]
-    lines += [f"{k} = {v!r}" for k, v in hp.items()]
+    lines += [f"{k} = {v!r}" for k, v in hp_namespace(hp).items() if hp]  # what the cell got
     names = [n for n in input_names if n not in hp]
     if names:
         lines.append("# inputs (values from the submitting kernel): " + ", ".join(names))
@@ -1517,7 +1517,7 @@ def inject_parameters(nb, params):
     import nbformat
     at = next((i + 1 for i, c in enumerate(nb.cells)
                if "parameters" in (c.get("metadata", {}).get("tags") or [])), 0)
-    source = "# Parameters\n" + "".join(f"{k} = {v!r}\n" for k, v in params.items())
+    source = "# Parameters\n" + "".join(f"{k} = {v!r}\n" for k, v in hp_namespace(params).items())
     cell = nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]})
     cell.id = "xt-injected-parameters"
     nb.cells.insert(at, cell)
