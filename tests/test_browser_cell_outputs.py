@@ -1,5 +1,6 @@
 """A remote figure and DataFrame shown inline by `%%xt_run --wait` in JupyterLab (headless
-Chromium), and a failed run's red cell. Screenshots go to test-artifacts/ (gitignored)."""
+Chromium), a failed run's red cell, a sweep's outputs grouped by run. Screenshots go to
+test-artifacts/ (gitignored)."""
 from __future__ import annotations
 
 import pytest
@@ -21,8 +22,15 @@ df
 """
 
 
+SWEEP = """\
+%%xt_run --hp lr=[0.1,0.2,0.3,0.4] --wait
+print("training with lr", lr)
+lr * 100
+"""
+
+
 def test_remote_figure_and_dataframe_inline_in_jupyterlab(jupyter_server, notebook_driver):
-    write_notebook("remote.ipynb", ["%load_ext xt_magic\nimport os\nos.getpid()", CELL,
+    write_notebook("remote.ipynb", ["%load_ext xt_magic\nimport os\nos.getpid()", CELL, SWEEP,
                                     "%%xt_run --wait\nraise ValueError('remote bad value')"])
     driver = notebook_driver(jupyter_server("lab"))
     page = driver.page
@@ -41,7 +49,14 @@ def test_remote_figure_and_dataframe_inline_in_jupyterlab(jupyter_server, notebo
     ARTIFACTS.mkdir(exist_ok=True)
     cell.scroll_into_view_if_needed()
     cell.screenshot(path=str(ARTIFACTS / "remote-figure-dataframe-lab.png"))
-    failed = page.locator(".jp-CodeCell").nth(2)
+    sweep = page.locator(".jp-CodeCell").nth(2)
+    groups = sweep.locator("details.xt-run-outputs")
+    assert groups.count() == 4
+    assert [groups.nth(i).get_attribute("open") is not None for i in range(4)] == [
+        True, True, True, False]  # beyond the first few: collapsed
+    assert "lr=0.2" in sweep.inner_text() and "training with lr 0.2" in sweep.inner_text()
+    sweep.screenshot(path=str(ARTIFACTS / "sweep-grouped-outputs-lab.png"))
+    failed = page.locator(".jp-CodeCell").nth(3)
     error = failed.locator("[data-mime-type='application/vnd.jupyter.stderr']")
     error.first.wait_for(timeout=30_000)
     assert "remote bad value" in failed.inner_text() and "RunFailed" in failed.inner_text()
