@@ -343,3 +343,15 @@ def test_shell_line_on_a_node_without_ipython_is_one_clear_line(tmp_path):
     assert p.returncode == 1 and final["state"] == "failed"
     assert "has no IPython: add ipython to the setup's pip-packages" in final["reason"]
     assert "\n" not in final["reason"]
+
+
+def test_a_failed_sweep_names_how_many_runs_failed_and_shows_the_first():
+    import pytest
+    from xt_magic.core import api
+    from xt_magic.core.errors import RunFailed
+    with pytest.raises(RunFailed) as info:
+        api.run_cell("if lr > 1:\n    raise ValueError(f'lr {lr} too big')\n",
+                     {"__name__": "__main__"}, hp=["lr=[1,2,3]"], wait=True)
+    assert str(info.value).startswith("2 of 3 runs failed; the first, run run1.2 failed: "
+                                      "ValueError: lr 2 too big")
+    assert "raise ValueError" in info.value.remote_traceback

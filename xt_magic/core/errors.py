@@ -135,7 +135,7 @@ class RunFailed(JobError):
         self.remote_type = self.error.get("type") or "Error"
         self.remote_message = self.error.get("message") or reason or "failed"
         self.remote_traceback = self.error.get("traceback") or ""
-        many = f"{failed} of {total} runs failed; the first: " if total > 1 else ""
+        many = f"{failed} of {total} runs failed; the first, " if total > 1 else ""
         super().__init__(f"{many}run {run} failed: {self.remote_type}: {self.remote_message}")
 
     def _render_traceback_(self):
