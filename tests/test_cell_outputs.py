@@ -70,7 +70,7 @@ def test_rich_outputs_in_order_and_run_notebook(tmp_path):
     nb = _notebook(root, t, final)
     params, cell = nb.cells
     assert params.metadata.tags == ["parameters"] and "lr = 0.1" in params.source
-    assert "inputs (values from the submitting kernel): a" in params.source
+    assert "# inputs (values from the submitting kernel): a\n" in params.source + "\n"
     assert cell.source == RICH_CELL
     assert [o.output_type for o in cell.outputs] == [
         "stream", "display_data", "display_data", "stream", "execute_result"]

@@ -1377,8 +1377,9 @@ def run_notebook(ticket, cell, input_names, records, state):
     """The run as an nbformat v4 notebook: parameters, then the cell with its outputs."""
     hp = ticket.get("hparams") or {}
     lines = [f"# Parameters of {ticket['run']} ({ticket['job']})"]
-    lines += [f"{k} = {v!r}" for k, v in hp_namespace(hp).items() if hp]  # what the cell got
-    names = [n for n in input_names if n not in hp]
+    given = hp_namespace(hp)  # what the cell got
+    lines += [f"{k} = {v!r}" for k, v in given.items() if hp]
+    names = [n for n in input_names if n not in given]
     if names:
         lines.append("# inputs (values from the submitting kernel): " + ", ".join(names))
 
