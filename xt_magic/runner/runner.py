@@ -1185,11 +1185,6 @@ class _PyplotHook:
         return spec
 
 
-def _has_module(name):
-    # what importlib.util.find_spec does, without importing it (startup time)
-    return any(getattr(f, "find_spec", None) and f.find_spec(name, None) for f in sys.meta_path)
-
-
 class CellRun:
     """Runs the cell as a notebook cell, recording its outputs (``capture`` off: plain exec)."""
 
@@ -1211,7 +1206,7 @@ class CellRun:
             self.hook = _PyplotHook(self._patch_pyplot)
             sys.meta_path.insert(0, self.hook)
         if (ipython_lines(cell) or any(m in cell for m in IPYTHON_MARKERS)) \
-                and _has_module("IPython"):
+                and _importable("IPython"):
             self.shell = _ipython_shell(self.outputs, ns)
         else:
             import ast
@@ -1396,54 +1391,27 @@ def run_notebook(ticket, cell, input_names, records, state):
 
 
 # --------------------------------------------------------------------------- notebook jobs
-KERNEL_STARTUP = """\
-import sys
-sys.path.insert(0, {runner_dir!r})
-import runner as _xt_runner
-
-
-class _XTSpoolMetrics(_xt_runner.Metrics):
-    def _add(self, *args):  # a kernel may be stopped without atexit: write each record at once
-        super()._add(*args)
-        self.tick(force=True)
-
-
-_xt_runner.install_sinks(_XTSpoolMetrics(_xt_runner.FileIO({spool_dir!r}), {spool_name!r}))
-del sys, _XTSpoolMetrics
-"""
-
-
 class NotebookRun:
     """Runs a whole notebook (papermill style) in a kernel on this node, with nbclient.
 
     The run's parameters go into a cell tagged ``injected-parameters`` after the cell tagged
     ``parameters`` (at the top if there is none). Each executed cell's outputs are appended to
     outputs.jsonl as it ends; the executed notebook is the run notebook. ``xt_magic.log`` in the
-    kernel writes to a local spool (an IPython startup file installs the sink) that is forwarded
-    to the run's metrics when the notebook ends."""
+    kernel reaches the run's metrics through the run's spool (RunSpool), as from any process."""
 
     def __init__(self, ticket, io, cell, ns, workdir, key, metrics):
-        missing = [m for m in ("nbclient", "ipykernel") if not _has_module(m)]
+        missing = [m for m in ("nbclient", "ipykernel") if not _importable(m)]
         if missing:
             raise RunnerError(f"notebook jobs need {' and '.join(missing)} in the node's python "
                               f"({sys.executable}): add them to the setup's pip-packages")
         import nbformat
-        self.ticket, self.metrics, self.workdir = ticket, metrics, workdir
+        self.ticket, self.workdir = ticket, workdir
         self.nb = nbformat.reads(cell, as_version=4)
         self.injected = inject_parameters(self.nb, ticket.get("hparams") or {})
         capture, paths = ticket.get("capture") or {}, ticket["paths"]
         self.outputs = Outputs(io, paths["outputs"], os.path.join(workdir, OUTPUT_SPOOL),
                                int(capture.get("max_bytes") or 20 * 2 ** 20), key,
                                ticket["run"]) if capture and paths.get("outputs") else None
-        self.spool = os.path.join(workdir, ".xt-kernel-metrics.jsonl")
-        ipdir = os.path.join(workdir, ".xt-ipython")
-        startup = os.path.join(ipdir, "profile_default", "startup")
-        os.makedirs(startup, exist_ok=True)
-        with open(os.path.join(startup, "00-xt-sinks.py"), "w") as fh:
-            fh.write(KERNEL_STARTUP.format(
-                runner_dir=os.path.dirname(os.path.abspath(__file__)),
-                spool_dir=workdir, spool_name=os.path.basename(self.spool)))
-        os.environ["IPYTHONDIR"] = ipdir
         if "MPLBACKEND" not in (ticket.get("env") or {}):
             os.environ.pop("MPLBACKEND", None)  # the kernel's own inline backend shows figures
 
@@ -1490,13 +1458,6 @@ class NotebookRun:
     def close(self, io, state):
         import nbformat
         fields = {}
-        try:
-            with open(self.spool, "rb") as fh:  # what xt_magic.log recorded in the kernel
-                for line in fh:
-                    self.metrics.pending.append(json.loads(line))
-            os.unlink(self.spool)
-        except FileNotFoundError:
-            pass
         if self.outputs is not None:
             self.outputs.close()
             fields = {"outputs_sha256": self.outputs.hash.hexdigest(),
