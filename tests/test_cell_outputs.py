@@ -259,7 +259,7 @@ def test_notebook_job_failing_cell_fails_with_its_index(tmp_path):
     import pytest
     path = _train_notebook(tmp_path / "bad.ipynb", last="raise KeyError('nope')")
     with pytest.raises(RunFailed) as info:
-        api.submit_notebook(str(path), parameters={"steps": 1}, wait=True)
+        api.submit_notebook(str(path), parameters={"steps": 1}, wait=True, raise_errors=True)
     assert "cell 3" in str(info.value) and "KeyError" in str(info.value)
     assert "raise KeyError('nope')" in info.value.remote_traceback
     nb = api.job("job1").notebook()
@@ -295,8 +295,8 @@ def test_outputs_reach_the_kernel_while_the_run_goes(tmp_path):
             seen.append((job.state(run), rec.get("text")))
             if "first line" in (rec.get("text") or ""):
                 marker.touch()
-    res = api.run_cell(cell, {"__name__": "__main__"}, wait=True, on_output=on_output)
-    assert [r.state for r in res] == ["completed"]
+    job = api.run_cell(cell, {"__name__": "__main__"}, wait=True, on_output=on_output)
+    assert job.states() == {"completed": 1}
     assert seen[0] == ("running", "first line\n") and seen[-1][1] == "second line\n"
 
 
@@ -306,8 +306,7 @@ def test_forged_outputs_and_notebook_are_refused(xt_home):
     import pytest
     from xt_magic.core import api
     from xt_magic.core.errors import JobError
-    res = api.run_cell("print('real')\n1 + 1\n", {"__name__": "__main__"}, wait=True)
-    job = api.job(res.job.id)
+    job = api.run_cell("print('real')\n1 + 1\n", {"__name__": "__main__"}, wait=True)
     assert "real" in repr(job.show())
     runs = xt_home / "file_store" / "ws1" / "runs" / "run1.1"
     good = (runs / "outputs.jsonl").read_bytes()
@@ -351,7 +350,8 @@ def test_a_failed_sweep_names_how_many_runs_failed_and_shows_the_first():
     from xt_magic.core.errors import RunFailed
     with pytest.raises(RunFailed) as info:
         api.run_cell("if lr > 1:\n    raise ValueError(f'lr {lr} too big')\n",
-                     {"__name__": "__main__"}, hp=["lr=[1,2,3]"], wait=True)
+                     {"__name__": "__main__"}, hp={"lr": [1, 2, 3]}, wait=True,
+                     raise_errors=True)
     assert str(info.value).startswith("2 of 3 runs failed; the first, run run1.2 failed: "
                                       "ValueError: lr 2 too big")
     assert "raise ValueError" in info.value.remote_traceback

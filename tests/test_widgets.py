@@ -188,7 +188,7 @@ def test_monitor_shows_the_selected_runs_cell_outputs(xt_home):
     from xt_magic.widgets.monitor import JobMonitor
     cell = ("import matplotlib.pyplot as plt\nprint('lr is', lr)\nplt.plot([1, lr])\n"
             "plt.show()\nlr * 10")
-    job = api.run_cell(cell, {"__name__": "__main__"}, hp=["lr=[1,2]"])
+    job = api.run_cell(cell, {"__name__": "__main__"}, hp={"lr": [1, 2]})
     mon = JobMonitor(job.id)
     until(lambda: not mon.polling)
     shown = mon.cell_outputs.value
