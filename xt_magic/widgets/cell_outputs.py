@@ -53,7 +53,8 @@ class LiveOutputs:
             if not self.groups and len(job.record.runs) > core_outputs.LIVE_RUNS:
                 print(f"outputs of the first {core_outputs.LIVE_RUNS} of "
                       f"{len(job.record.runs)} runs below; job.show('RUN') shows any run's")
-            self.groups[run] = (None, [], len(self.groups) < core_outputs.OPEN_RUNS)
+            # the job's first runs open, whichever order their outputs arrive in
+            self.groups[run] = (None, [], job.record.runs.index(run) < core_outputs.OPEN_RUNS)
         handle, kept, open_ = self.groups[run]
         kept.extend(records or ())
         state = job.state(run) if records is None else "running"
