@@ -265,13 +265,17 @@ def submit_notebook(path: str, parameters: dict | None = None, *, target: str | 
                     env_secret=None, code_dir=None, tags: dict | None = None,
                     max_seconds: int | None = None, seed: int | None = None,
                     experiment: str | None = None, wait: bool = False, dry_run: bool = False,
-                    on_output=None, raise_errors: bool = False) -> Job:
+                    on_output=None, raise_errors: bool = False, concurrent: int | None = None,
+                    metric: str | None = None, maximize: bool | None = None,
+                    objective: str | None = None, early_stop: str | None = None) -> Job:
     """Run a whole notebook as a job, papermill style: ``parameters`` (and each ``hp`` sweep
     point) go into a cell after the one tagged ``parameters``; each run's executed notebook is
     its stored notebook (``job.notebook(run)``). Other arguments as for ``run_cell``."""
     from .jobs import submit
     options = _job_options(target, setup, name, hp, hp_config, search, runs, repeat, env,
-                           env_secret, code_dir, tags, max_seconds, seed, experiment)
+                           env_secret, code_dir, tags, max_seconds, seed, experiment,
+                           concurrent=concurrent, metric=metric, maximize=maximize,
+                           objective=objective, early_stop=early_stop)
     return submit.run_cell(get_session(), "", {}, notebook=path, parameters=dict(parameters or {}),
                            wait=wait, dry_run=dry_run, on_output=on_output,
                            raise_errors=raise_errors, **options)
