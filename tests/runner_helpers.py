@@ -51,7 +51,7 @@ def _write(root, path, data: bytes):
 
 def make_job(root, cell, *, job="job1", ws="ws1", runs=1, inputs=None, outputs=(), hparams=None,
              snapshot=None, setup=None, env=None, inputs_bytes=None, max_seconds=None,
-             extra=None):
+             extra=None, capture_bytes=None):
     """Write a job's bundle and ``runs`` run tickets under the store ``root``.
 
     Returns a list of (run_id, local ticket path, ticket dict), each ticket signed with the job
@@ -93,6 +93,9 @@ def make_job(root, cell, *, job="job1", ws="ws1", runs=1, inputs=None, outputs=(
             "python": sys.executable, "workdir": None, "max_seconds": max_seconds,
             **(extra or {}),
         }
+        if capture_bytes:  # record cell outputs (outputs.jsonl + run.ipynb)
+            ticket["capture"] = {"max_bytes": capture_bytes}
+            ticket["paths"].update(outputs=f"{base}/outputs.jsonl", notebook=f"{base}/run.ipynb")
         ticket = tickets.sign(ticket, job_key(root, job, ws))
         data = json.dumps(ticket, indent=1).encode()
         _write(root, f"{base}/ticket.json", data)

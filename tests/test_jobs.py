@@ -111,7 +111,7 @@ def test_bad_options_are_one_line_errors(sync_local, kwargs, msg):
 def test_syntax_error_and_magic_lines(sync_local):
     with pytest.raises(JobError, match="cell line 2") as info:
         api.run_cell("x = 1\n!ls\n", notebook_ns())
-    assert "magics" in str(info.value)
+    assert "%magic lines run only through %%xt_run" in str(info.value)
 
 
 def test_sweep_runs_get_hparams(sync_local):
@@ -138,7 +138,9 @@ def test_ticket_matches_contract(null_local, xt_home):
     assert set(ticket) == {"version", "job", "run", "workspace", "bundle", "paths", "hparams",
                            "outputs", "env", "setup", "python", "workdir", "max_seconds", "sig",
                            # XT's run features (docs/architecture.md "Runner ticket")
-                           "experiment", "checkpoint", "resume", "after"}
+                           "experiment", "checkpoint", "resume", "after", "capture", "kind"}
+    assert ticket["capture"] == {"max_bytes": 20 * 2 ** 20} and ticket["kind"] == "cell"
+    assert ticket["paths"]["outputs"] == "ws1/runs/run1.1/outputs.jsonl"
     assert ticket["checkpoint"]["write"]["dict_cp.json"] == "ws1/runs/run1.1/checkpoints/dict_cp.json"
     from xt_magic.core.protocol import keys, tickets
     from xt_magic.core.storage import get_store

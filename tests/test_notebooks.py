@@ -12,12 +12,13 @@ from xt_magic.core import api
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
-def execute(name: str, cwd: Path, timeout: int = 120, first=None):
-    """Run a notebook in a kernel that is this venv's python, with the test's XT_HOME and cwd."""
+def execute(name, cwd: Path, timeout: int = 120, first=None):
+    """Run a notebook (a name under notebooks/, or a NotebookNode) in a kernel that is this
+    venv's python, with the test's XT_HOME and cwd."""
     import nbclient
     import nbformat
     from jupyter_client.kernelspec import NATIVE_KERNEL_NAME
-    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4) if isinstance(name, str) else name
     if first is not None:  # a test harness cell run before the notebook's own
         nb.cells.insert(0, first)
     client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name=NATIVE_KERNEL_NAME,
@@ -97,3 +98,15 @@ def test_azure_notebook(batch_config, aad_vault, monkeypatch):
     for secret in (server.key, aad_vault.client_secret):
         assert secret not in text and secret not in nbformat.writes(nb)
     assert [j["status"] for j in api.jobs().to_dict("records")] == ["completed"]
+
+
+def test_cell_outputs_notebook():
+    nb = execute("cell_outputs.ipynb", Path.cwd(), timeout=180)
+    kinds = [sorted(k for o in c.get("outputs", []) for k in o.get("data", {})) for c in nb.cells]
+    assert "text/html" in kinds[3] and "image/png" in kinds[5] and "text/markdown" in kinds[5]
+    assert nb.cells[7].outputs[-1].output_type == "error"  # the red cell (raises-exception)
+    assert "lr = 0.2" in outputs(nb) and (Path.cwd() / "run_notebooks" / "run4.4.ipynb").exists()
+    assert "lr = 1.0" in str(nb.cells[-1].outputs)
+    shown = nb.cells[11].outputs  # job.show(run): the run's outputs as this cell's own
+    assert any("training with lr 0.2" in o.get("text", "") for o in shown)
+    assert any(o.get("data", {}).get("text/plain") == "20.0" for o in shown)

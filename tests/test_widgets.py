@@ -184,6 +184,19 @@ def test_monitor_shows_hparams_the_run_logged(xt_home):
     assert "<th>lr</th>" in mon.table.value
 
 
+def test_monitor_shows_the_selected_runs_cell_outputs(xt_home):
+    from xt_magic.widgets.monitor import JobMonitor
+    cell = ("import matplotlib.pyplot as plt\nprint('lr is', lr)\nplt.plot([1, lr])\n"
+            "plt.show()\nlr * 10")
+    job = api.run_cell(cell, {"__name__": "__main__"}, hp={"lr": [1, 2]})
+    mon = JobMonitor(job.id)
+    until(lambda: not mon.polling)
+    shown = mon.cell_outputs.value
+    assert "lr is 1" in shown and "data:image/png;base64," in shown and ">10<" in shown
+    mon.run_picker.value = "run1.2"
+    assert "lr is 2" in mon.cell_outputs.value and ">20<" in mon.cell_outputs.value
+
+
 def test_monitor_resumes_in_a_fresh_session_and_backs_off(xt_home):
     from xt_magic.core import session
     from xt_magic.widgets.monitor import JobMonitor

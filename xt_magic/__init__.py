@@ -2,7 +2,8 @@
 
 ``%load_ext xt_magic`` registers the magics. ``import xt_magic as xt`` is the Python API
 (docs/api.md): ``xt.submit(fn, ...)``, ``xt.run_cell(...)``, ``xt.preview(...)``, ``xt.jobs()``,
-``xt.job(id)``, ``xt.config(...)``, ``xt.login()``, ``xt.logout()``; ``xt.log(step=...,
+``xt.job(id)``, ``xt.submit_notebook(path, ...)``, ``xt.show(id)``, ``xt.config(...)``,
+``xt.login()``, ``xt.logout()``; ``xt.log(step=...,
 **metrics)`` and ``xt.log_hparams(...)`` record metrics from inside a job. Importing this package
 loads no azure, ssh, widget, pandas or matplotlib module, nor the API's modules: each name loads
 on first use (module ``__getattr__``).
@@ -14,7 +15,7 @@ __version__ = "0.1.0"
 #: the Python API, each name resolved from core/api.py on first access
 _API = ("submit", "run_cell", "preview", "submit_script", "run_command", "job", "jobs", "runs",
         "status", "logs", "cancel", "cancel_all", "rerun", "tag", "results", "metrics", "plot",
-        "config", "login", "logout", "whoami")
+        "config", "login", "logout", "whoami", "submit_notebook", "show", "save_notebooks")
 __all__ = ["log", "log_hparams", "checkpoint", "restore", *_API, "load_ipython_extension",
            "unload_ipython_extension"]
 
@@ -60,8 +61,9 @@ def restore(default=None):
 def load_ipython_extension(ipython):
     from .magics import XTMagics
     ipython.register_magics(XTMagics)
-    from .widgets import register_job_display  # light: ipywidgets loads when a Job is shown
-    register_job_display(ipython)
+    from .widgets import register_job_display, register_output_display  # light: ipywidgets
+    register_job_display(ipython)                                # loads when a Job is shown
+    register_output_display(ipython)
 
 
 def unload_ipython_extension(ipython):

@@ -10,6 +10,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from .core import api, naming
 from .core.errors import XTError
+from .runner.runner import ipython_lines
 
 
 def _parse(func, line: str):
@@ -136,9 +137,16 @@ class XTMagics(Magics):
     @argument("--code-dir", action="append", help="code directory to snapshot (repeatable)")
     @argument("--tag", nargs="+", action="append", metavar="K=V", help="tags for the job")
     @argument("--max-seconds", type=int, help="wall-clock limit per run")
-    @argument("--wait", action="store_true", help="block with live progress, then show results")
+    @argument("--wait", action="store_true",
+              help="block, showing the runs' outputs in this cell as they come; a failed run "
+                   "raises (the cell turns red)")
+    @argument("--no-raise", action="store_true",
+              help="with --wait: a failed run does not raise; its error is shown as text")
     @argument("--experiment", help="experiment name recorded on the job (default: "
               "general.experiment)")
+    @argument("--notebook", metavar="PATH",
+              help="run this .ipynb as the job (line magic): --hp values go in after its cell "
+                   "tagged parameters; each run's executed notebook is kept")
     @argument("--dry-run", "--preview", action="store_true",
               help="show what would be submitted (files, sizes, runs) and submit nothing")
     @line_cell_magic
@@ -151,7 +159,8 @@ class XTMagics(Magics):
         --runs, --repeat, --target, --setup, --tag, --experiment, --max-seconds, --wait,
         --dry-run) may also follow the script, others (--seed, --name, --env, ...) go before it
         (put script arguments that share their names after ``--``). ``%xt_run [OPTIONS] -- CMD ARGS`` runs a
-        command (no shell). A bare ``%xt_run [OPTIONS]`` runs the config's ``commands``.
+        command (no shell). ``%xt_run --notebook PATH [OPTIONS]`` runs a whole notebook. A bare
+        ``%xt_run [OPTIONS]`` runs the config's ``commands``.
         """
         script = command = None
         if cell is None:
@@ -160,6 +169,9 @@ class XTMagics(Magics):
             args = _parse(self.xt_run, _join(xt_words))
         else:
             args = _parse(self.xt_run, line)
+        if args.notebook and (cell is not None or script or command):
+            raise XTError("%xt_run --notebook runs the notebook: no cell, script or command "
+                          "with it", hint="%xt_run --notebook PATH [OPTIONS]")
 
         def flat(groups):
             return [w for group in (groups or []) for w in group]
@@ -176,6 +188,19 @@ class XTMagics(Magics):
                 concurrent=args.concurrent, metric=args.metric, maximize=args.maximize,
                 objective=args.objective, early_stop=args.early_stop,
             )
+            live = {}
+            if args.wait and (cell is not None or args.notebook):
+                # the runs' outputs in this cell as they come; a failed run raises
+                from .widgets.cell_outputs import LiveOutputs
+                live = dict(on_output=LiveOutputs(raise_errors=not args.no_raise),
+                            raise_errors=not args.no_raise)
+            if args.notebook:
+                if args.inputs or args.outputs:
+                    raise XTError("--inputs/--outputs name cell variables: a notebook job has "
+                                  "none", hint="write files under $XT_OUTPUT_DIR instead")
+                job = api.submit_notebook(args.notebook, wait=args.wait, dry_run=args.dry_run,
+                                          **live, **options)
+                return job.results() if args.wait and not args.dry_run else job
             if cell is None:
                 if args.inputs or args.outputs:
                     raise XTError("--inputs/--outputs name cell variables: use %%xt_run with a cell",
@@ -185,9 +210,12 @@ class XTMagics(Magics):
                        else api.run_command(command, **options))
                 return job.results() if args.wait and not args.dry_run else job
             options.update(inputs=_csv(args.inputs), outputs=_csv(args.outputs))
+            if ipython_lines(cell):
+                # !cmd / %magic lines run in IPython on the node; inputs: in what it compiles
+                options["python_source"] = self.shell.transform_cell(cell)
             if args.dry_run:
                 return api.preview(cell, self.shell.user_ns, **options)
-            job = api.run_cell(cell, self.shell.user_ns, wait=args.wait, **options)
+            job = api.run_cell(cell, self.shell.user_ns, wait=args.wait, **live, **options)
             if args.wait:
                 # the user declared --outputs and chose to wait: the values belong in the notebook
                 return job.results(into=self.shell.user_ns if options["outputs"] else None)
@@ -291,13 +319,23 @@ class XTMagics(Magics):
               help="put output variables into the notebook namespace")
     @argument("--raise", dest="raise_errors", action="store_true",
               help="re-raise a failed run's exception with its remote traceback")
+    @argument("--notebooks", metavar="DIR",
+              help="save each run's executed cell as DIR/RUN.ipynb (with its outputs)")
+    @argument("--no-outputs", action="store_true", help="do not show the runs' cell outputs")
     @line_magic
     def xt_results(self, line=""):
-        """Fetch a job's results: output variables, files, exceptions."""
+        """Fetch a job's results: cell outputs (shown), output variables, files, exceptions."""
         args = _parse(self.xt_results, line)
         into = self.shell.user_ns if args.into_namespace else None
         with naming.flags():
-            return api.results(args.job, into=into, raise_errors=args.raise_errors)
+            res = api.results(args.job, into=into, raise_errors=args.raise_errors)
+        if not args.no_outputs:
+            from IPython.display import display
+            display(api.show(args.job))
+        if args.notebooks:
+            saved = api.save_notebooks(args.job, args.notebooks)
+            print(f"saved {len(saved)} run notebook(s) under {args.notebooks}")
+        return res
 
     @magic_arguments()
     @argument("job", help="job id")
@@ -412,7 +450,7 @@ def _join(words: list[str]) -> str:
 #: others (--seed, --name, --env, ...) are common script options there, so they go before it.
 AFTER_SCRIPT = frozenset({"--hp", "--hp-config", "--search", "--runs", "--repeat", "--target",
                           "--setup", "--tag", "--experiment", "--max-seconds", "--wait",
-                          "--dry-run", "--preview"})
+                          "--no-raise", "--dry-run", "--preview"})
 
 
 def _split_run_line(parser, words: list[str]):

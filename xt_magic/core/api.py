@@ -140,7 +140,9 @@ def run_cell(source: str, namespace: dict | None = None, *, target: str | None =
              max_seconds: int | None = None, seed: int | None = None,
              experiment: str | None = None, wait: bool = False, concurrent: int | None = None,
              metric: str | None = None, maximize: bool | None = None,
-             objective: str | None = None, early_stop: str | None = None) -> Job:
+             objective: str | None = None, early_stop: str | None = None,
+             on_output=None, raise_errors: bool = False,
+             python_source: str | None = None) -> Job:
     """Submit ``source`` as a job and return its Job (after every run ends with ``wait=True``).
 
     ``namespace``: where the cell's free names (or ``inputs``) are taken from. ``hp``: one run
@@ -149,7 +151,11 @@ def run_cell(source: str, namespace: dict | None = None, *, target: str | None =
     ``hp_config``: an XT hp-config file (``hp`` wins). ``outputs``: variables to bring back
     (``job.results()``). ``search="bayesian"`` with ``runs``/``concurrent`` optimises ``metric``
     (``maximize``, ``objective`` last|best); ``early_stop`` median|bandit|truncation stops poor
-    runs of any sweep (docs/jobs.md). See docs/api.md.
+    runs of any sweep (docs/jobs.md). With ``wait``: ``on_output(job, run, records)`` gets
+    each run's cell outputs (nbformat output dicts) as they come, and ``raise_errors`` raises
+    RunFailed when a run failed. ``python_source``: the cell as IPython compiles it, when it
+    has ``!cmd`` or ``%magic`` lines (the magic passes it: inputs are found in it; ``source`` runs
+    in IPython on the node). See docs/api.md.
     """
     from .jobs import submit
     options = _job_options(target, setup, name, hp, hp_config, search, runs, repeat, env,
@@ -158,7 +164,8 @@ def run_cell(source: str, namespace: dict | None = None, *, target: str | None =
                            objective=objective, early_stop=early_stop)
     return submit.run_cell(get_session(), source, {} if namespace is None else namespace,
                            inputs=_names(inputs, "inputs"), outputs=_names(outputs, "outputs"),
-                           wait=wait, **options)
+                           wait=wait, on_output=on_output, raise_errors=raise_errors,
+                           python_source=python_source, **options)
 
 
 def preview(source: str, namespace: dict | None = None, *, target: str | None = None,
@@ -169,7 +176,8 @@ def preview(source: str, namespace: dict | None = None, *, target: str | None = 
             max_seconds: int | None = None, seed: int | None = None,
             experiment: str | None = None, concurrent: int | None = None,
             metric: str | None = None, maximize: bool | None = None,
-            objective: str | None = None, early_stop: str | None = None):
+            objective: str | None = None, early_stop: str | None = None,
+            python_source: str | None = None):
     """What ``run_cell`` with the same arguments would submit (runs, inputs, outputs, snapshot
     files and sizes, setup, the search); submits nothing."""
     from .jobs import submit
@@ -179,7 +187,7 @@ def preview(source: str, namespace: dict | None = None, *, target: str | None = 
                            objective=objective, early_stop=early_stop)
     return submit.run_cell(get_session(), source, {} if namespace is None else namespace,
                            inputs=_names(inputs, "inputs"), outputs=_names(outputs, "outputs"),
-                           dry_run=True, **options)
+                           dry_run=True, python_source=python_source, **options)
 
 
 def submit(fn, *args, target: str | None = None, hp: dict | None = None,
@@ -250,6 +258,29 @@ def cancel_all(target: str | None = None):
     return runs_mod.cancel_all(get_session(), target=target)
 
 
+def submit_notebook(path: str, parameters: dict | None = None, *, target: str | None = None,
+                    setup: str | None = None, name: str | None = None, hp: dict | None = None,
+                    hp_config: str | None = None, search: str | None = None,
+                    runs: int | None = None, repeat: int | None = None, env: dict | None = None,
+                    env_secret=None, code_dir=None, tags: dict | None = None,
+                    max_seconds: int | None = None, seed: int | None = None,
+                    experiment: str | None = None, wait: bool = False, dry_run: bool = False,
+                    on_output=None, raise_errors: bool = False, concurrent: int | None = None,
+                    metric: str | None = None, maximize: bool | None = None,
+                    objective: str | None = None, early_stop: str | None = None) -> Job:
+    """Run a whole notebook as a job, papermill style: ``parameters`` (and each ``hp`` sweep
+    point) go into a cell after the one tagged ``parameters``; each run's executed notebook is
+    its stored notebook (``job.notebook(run)``). Other arguments as for ``run_cell``."""
+    from .jobs import submit
+    options = _job_options(target, setup, name, hp, hp_config, search, runs, repeat, env,
+                           env_secret, code_dir, tags, max_seconds, seed, experiment,
+                           concurrent=concurrent, metric=metric, maximize=maximize,
+                           objective=objective, early_stop=early_stop)
+    return submit.run_cell(get_session(), "", {}, notebook=path, parameters=dict(parameters or {}),
+                           wait=wait, dry_run=dry_run, on_output=on_output,
+                           raise_errors=raise_errors, **options)
+
+
 def job(job_id: str):
     """A Job handle for an existing job (works after a kernel restart)."""
     from .jobs import control
@@ -281,6 +312,21 @@ def cancel(job_or_run: str):
 def results(job_id: str, into: dict | None = None, raise_errors: bool = False):
     from .jobs import results
     return results.results(get_session(), job_id, into=into, raise_errors=raise_errors)
+
+
+def show(job_or_run: str):
+    """A run's cell outputs (RunOutputs), or every run's of a job grouped (JobOutputs)."""
+    from .jobs import control
+    from .jobs.context import _split_id
+    job_id, run = _split_id(job_or_run)
+    return control.get_job(get_session(), job_id).show(run)
+
+
+def save_notebooks(job_id: str, folder: str) -> list[str]:
+    """Save each ended run's notebook as ``FOLDER/RUN.ipynb``; returns the paths."""
+    from .jobs import control, outputs
+    job = control.get_job(get_session(), job_id).refresh()
+    return outputs.save_notebooks(job, folder)
 
 
 def metrics(job_id: str):

@@ -129,12 +129,14 @@ class JobError(XTError):
 class RunFailed(JobError):
     """A run's cell raised: the remote exception type and message, with the remote traceback."""
 
-    def __init__(self, run: str, error: dict | None, reason: str | None = None):
-        self.run, self.error = run, error or {}
+    def __init__(self, run: str, error: dict | None, reason: str | None = None,
+                 failed: int = 1, total: int = 1):
+        self.run, self.error, self.failed, self.total = run, error or {}, failed, total
         self.remote_type = self.error.get("type") or "Error"
         self.remote_message = self.error.get("message") or reason or "failed"
         self.remote_traceback = self.error.get("traceback") or ""
-        super().__init__(f"run {run} failed: {self.remote_type}: {self.remote_message}")
+        many = f"{failed} of {total} runs failed; the first, " if total > 1 else ""
+        super().__init__(f"{many}run {run} failed: {self.remote_type}: {self.remote_message}")
 
     def _render_traceback_(self):
         tb = self.remote_traceback.rstrip("\n")

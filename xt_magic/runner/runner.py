@@ -918,6 +918,574 @@ def _cell_traceback(err):
     return "".join(traceback.format_exception(type(err), err, tb or err.__traceback__))
 
 
+# ------------------------------------------------------------------------------- cell outputs
+# The cell runs as a notebook cell: prints, displays, figures and the last expression's value
+# become nbformat v4 output dicts, one JSON line each in the run's outputs.jsonl, and the run's
+# notebook (a parameters cell, then the cell with its outputs) is written when it ends.
+OUTPUT_FLUSH_SECONDS = 0.25
+OUTPUT_FLUSH_BYTES = 1 << 20          # flush at once past this much pending (figures in a loop)
+OUTPUT_SPOOL = ".xt-outputs.jsonl"    # local copy the run notebook is built from, then removed
+# the richest reprs first; text/plain is always added
+MIME_REPRS = (("_repr_html_", "text/html"), ("_repr_markdown_", "text/markdown"),
+              ("_repr_svg_", "image/svg+xml"), ("_repr_png_", "image/png"),
+              ("_repr_jpeg_", "image/jpeg"), ("_repr_latex_", "text/latex"),
+              ("_repr_json_", "application/json"), ("_repr_javascript_", "application/javascript"))
+# a cell mentioning one of these runs in an IPython shell (when the node has IPython): ~80 ms of
+# imports that a plain cell does not pay
+IPYTHON_MARKERS = ("IPython", "display(", "clear_output", "get_ipython", "%matplotlib")
+
+
+def _b64(data):
+    import base64
+    return base64.b64encode(data).decode("ascii")
+
+
+def _clean_bundle(data):
+    """A mime bundle made JSON-ready as nbformat stores it: bytes images as base64 text."""
+    out = {}
+    for mime, value in (data or {}).items():
+        if value is None:
+            continue
+        if isinstance(value, (bytes, bytearray)):
+            value = _b64(value) if mime.startswith("image/") and mime != "image/svg+xml" \
+                else bytes(value).decode("utf-8", "replace")
+        elif not mime.endswith("json") and not isinstance(value, str):
+            value = str(value)
+        out[str(mime)] = value
+    return out
+
+
+def mimebundle(value):
+    """(data, metadata) for ``value`` from its ``_repr_*_`` methods, richest first, plus
+    text/plain; a matplotlib figure becomes image/png."""
+    data, meta = {}, {}
+    if not isinstance(value, type):  # a class's _repr_html_ is an unbound method
+        bundle = getattr(value, "_repr_mimebundle_", None)
+        if callable(bundle):
+            try:
+                got = bundle()
+                got, got_meta = got if isinstance(got, tuple) else (got, {})
+                data.update(got or {})
+                meta.update(got_meta or {})
+            except Exception:
+                pass
+        for attr, mime in MIME_REPRS:
+            method = getattr(value, attr, None)
+            if mime in data or not callable(method):
+                continue
+            try:
+                got = method()
+            except Exception:
+                continue
+            if isinstance(got, tuple) and len(got) == 2:
+                got, meta[mime] = got
+            if got is not None:
+                data[mime] = got
+        if type(value).__module__ == "matplotlib.figure" and "image/png" not in data:
+            data["image/png"] = _figure_png(value)
+    try:
+        data["text/plain"] = repr(value)
+    except Exception as err:
+        data["text/plain"] = f"<{type(value).__name__}: repr failed: {err}>"
+    return _clean_bundle(data), meta
+
+
+def _figure_png(fig):
+    import io as _io
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return _b64(buf.getvalue())
+
+
+class Outputs:
+    """The run's outputs.jsonl: nbformat v4 output dicts appended as they happen.
+
+    Consecutive writes to one stream are joined; a daemon thread appends about every 0.25 s (at
+    once past 1 MB pending), so memory holds one flush's worth at most (a 500-figure loop stays
+    flat). Past ``max_bytes`` one note output says where outputs were cut and the rest is dropped
+    (console.txt still has every printed line). ``sha256`` covers every byte appended, in order:
+    the final event carries it so the client checks what it renders. ``clear_output`` is stored as
+    ``{"output_type": "clear_output", "wait": bool}``, applied when the notebook is built."""
+
+    def __init__(self, io, path, spool_path, max_bytes, key, run):
+        import _thread
+        import hashlib
+        self.io, self.path, self.max_bytes, self.key, self.run = io, path, max_bytes, key, run
+        self.lock, self.io_lock = _thread.allocate_lock(), _thread.allocate_lock()
+        self.pending, self.pending_bytes, self.total, self.count = [], 0, 0, 0
+        self.stream_name, self.stream_parts = None, []
+        self.cut = self.closed = self.flusher = False
+        self.hash, self.unsent = hashlib.sha256(), b""
+        # what was written, for the run notebook: in memory, spilled to a local file past 1 MB
+        self.spool_path, self.spool, self.kept, self.kept_bytes = spool_path, None, [], 0
+        self.open = True
+
+    # -- recording (any thread)
+    def _line(self, record):
+        """The signed JSON line of ``record``: ``sig`` covers it, its sequence number and the
+        run id, so the kernel checks each line before showing it (no line added or reordered)."""
+        record = json.loads(json.dumps(record, default=str))  # signed = what the kernel parses
+        record["xt_seq"] = self.count
+        record["sig"] = sign_fields(self.key, dict(record, xt_run=self.run))
+        return (json.dumps(record) + "\n").encode()
+
+    def _add(self, record):  # self.lock held
+        if self.cut:
+            return
+        line = self._line(record)
+        if self.total + len(line) > self.max_bytes:
+            room = self.max_bytes - self.total - len(line) + len(record.get("text") or "")
+            if record.get("output_type") == "stream" and room > 0:  # keep the text that fits
+                self._add(dict(record, text=record["text"][:room // 2]))  # //2: json escapes
+                if self.cut:
+                    return
+            self.cut = True
+            mb = self.max_bytes / 2 ** 20
+            line = self._line({"output_type": "stream", "name": "stderr", "text": (
+                f"[xt] outputs cut here: this run's outputs passed the {mb:g} MB limit "
+                "(general.max-output-mb); console.txt has every printed line\n")})
+        self.pending.append(line)
+        self.pending_bytes += len(line)
+        self.total += len(line)
+        self.count += 1
+
+    def _end_stream(self):  # self.lock held
+        if self.stream_parts:
+            self._add({"output_type": "stream", "name": self.stream_name,
+                       "text": "".join(self.stream_parts)})
+            self.stream_parts = []
+
+    def stream(self, name, text):
+        with self.lock:
+            if self.stream_name != name:
+                self._end_stream()
+                self.stream_name = name
+            self.stream_parts.append(text)
+        self._kick()
+
+    def add(self, record):
+        with self.lock:
+            self._end_stream()
+            self._add(record)
+        self._kick()
+
+    def display(self, data, metadata=None):
+        self.add({"output_type": "display_data", "data": _clean_bundle(data),
+                  "metadata": metadata or {}})
+
+    def result(self, data, metadata=None):
+        self.add({"output_type": "execute_result", "execution_count": 1,
+                  "data": _clean_bundle(data), "metadata": metadata or {}})
+
+    def clear(self, wait=False):
+        self.add({"output_type": "clear_output", "wait": bool(wait)})
+
+    def error(self, err, traceback_text):
+        self.add({"output_type": "error", "ename": type(err).__name__, "evalue": str(err),
+                  "traceback": traceback_text.rstrip("\n").split("\n")})
+
+    # -- writing
+    def _kick(self):
+        if self.pending_bytes > OUTPUT_FLUSH_BYTES:
+            self.flush()
+        elif not self.flusher and not self.closed:
+            self.flusher = True
+            import _thread
+            _thread.start_new_thread(self._flush_loop, ())
+
+    def _flush_loop(self):
+        while not self.closed:
+            time.sleep(OUTPUT_FLUSH_SECONDS)
+            try:
+                self.flush()
+            except Exception as err:  # a transient store error: keep the data, retry later
+                sys.__stderr__.write(f"[xt] outputs flush failed: {err}\n")
+
+    def flush(self):
+        with self.io_lock:  # one writer at a time keeps the lines in order
+            with self.lock:
+                self._end_stream()
+                lines, self.pending, self.pending_bytes = self.pending, [], 0
+            new = b"".join(lines)
+            if not self.open or not (new or self.unsent):
+                return
+            self._keep(new)
+            data = self.unsent = self.unsent + new
+            self.io.append(self.path, data)
+            self.hash.update(data)
+            self.unsent = b""
+
+    def _keep(self, data):  # self.io_lock held
+        if self.spool is None and self.kept_bytes + len(data) > OUTPUT_FLUSH_BYTES:
+            self.spool = open(self.spool_path, "wb")
+            self.spool.writelines(self.kept)
+            self.kept = []
+        if self.spool is not None:
+            self.spool.write(data)
+        else:
+            self.kept.append(data)
+            self.kept_bytes += len(data)
+
+    def close(self):
+        """Write what is left; return every record written, in order."""
+        self.closed = True
+        self.flush()
+        with self.io_lock:
+            self.open, spool = False, self.spool
+        if spool is None:
+            return [json.loads(line) for line in b"".join(self.kept).splitlines()]
+        spool.close()
+        try:
+            with open(self.spool_path, "rb") as fh:
+                return [json.loads(line) for line in fh]
+        finally:
+            os.unlink(self.spool_path)
+
+
+class _Tee:
+    """sys.stdout / sys.stderr stand-in: text goes on to the real stream (fd 1/2: the console)
+    and into the outputs as a stream output."""
+
+    def __init__(self, real, name, outputs):
+        self._real, self._name, self._outputs = real, name, outputs
+
+    def write(self, text):
+        n = self._real.write(text)
+        if text:
+            self._outputs.stream(self._name, str(text))
+        return n
+
+    def writelines(self, lines):
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+class _PyplotHook:
+    """Meta path entry that patches ``matplotlib.pyplot`` right after it is first imported."""
+
+    def __init__(self, on_load):
+        self.on_load = on_load
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "matplotlib.pyplot":
+            return None
+        from importlib.machinery import PathFinder
+        spec = PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        exec_module, on_load = spec.loader.exec_module, self.on_load
+
+        def exec_and_patch(module):
+            exec_module(module)
+            on_load(module)
+        spec.loader.exec_module = exec_and_patch  # this spec's own loader instance
+        return spec
+
+
+class CellRun:
+    """Runs the cell as a notebook cell, recording its outputs (``capture`` off: plain exec)."""
+
+    def __init__(self, ticket, io, cell, ns, workdir, key, metrics=None):
+        self.ticket, self.cell, self.shell, self.outputs = ticket, cell, None, None
+        capture, paths = ticket.get("capture") or {}, ticket["paths"]
+        if not (capture and paths.get("outputs")):
+            self.code = compile(cell, CELL_FILENAME, "exec")
+            return
+        if "MPLBACKEND" not in (ticket.get("env") or {}):
+            os.environ["MPLBACKEND"] = "Agg"  # a kernel's inline backend would only print reprs
+        self.outputs = Outputs(io, paths["outputs"], os.path.join(workdir, OUTPUT_SPOOL),
+                               int(capture.get("max_bytes") or 20 * 2 ** 20), key, ticket["run"])
+        self.input_names = sorted(k for k in ns if k not in ("__name__", "__builtins__"))
+        plt = sys.modules.get("matplotlib.pyplot")
+        if plt is not None:
+            self._patch_pyplot(plt)
+        else:
+            self.hook = _PyplotHook(self._patch_pyplot)
+            sys.meta_path.insert(0, self.hook)
+        if (ipython_lines(cell) or any(m in cell for m in IPYTHON_MARKERS)) \
+                and _importable("IPython"):
+            self.shell = _ipython_shell(self.outputs, ns)
+        else:
+            import ast
+            try:
+                tree = ast.parse(cell, CELL_FILENAME)
+            except SyntaxError:
+                if ipython_lines(cell):
+                    raise RunnerError("the cell has !cmd or %magic lines and the node's python "
+                                      f"({sys.executable}) has no IPython: add ipython to the "
+                                      "setup's pip-packages") from None
+                raise
+            last = None
+            if tree.body and isinstance(tree.body[-1], ast.Expr) \
+                    and not cell.rstrip().endswith(";"):  # `;` hides the value, as in Jupyter
+                last = ast.Expression(tree.body.pop().value)
+            self.code = compile(tree, CELL_FILENAME, "exec")
+            self.last = compile(last, CELL_FILENAME, "eval") if last else None
+            ns.setdefault("display", self.display)
+        self.saved_streams = sys.stdout, sys.stderr
+        sys.stdout = _Tee(sys.stdout, "stdout", self.outputs)
+        sys.stderr = _Tee(sys.stderr, "stderr", self.outputs)
+
+    def display(self, *objs, **_ignored):
+        """``display`` for cells on a node without IPython."""
+        for obj in objs:
+            self.outputs.display(*mimebundle(obj))
+
+    def _patch_pyplot(self, plt):
+        def show(*args, **kwargs):
+            self.figures()
+        plt.show = show
+
+    def figures(self):
+        """Every open figure as image/png, then closed (what the inline backend does)."""
+        plt = sys.modules.get("matplotlib.pyplot")
+        if plt is None or self.outputs is None:
+            return
+        for num in plt.get_fignums():
+            fig = plt.figure(num)
+            self.outputs.display({"image/png": _figure_png(fig), "text/plain": repr(fig)})
+        plt.close("all")
+
+    def run(self, ns):
+        """Run the cell; its exception (if any) propagates after being recorded as an output."""
+        if self.outputs is None:
+            exec(self.code, ns)
+            return
+        try:
+            if self.shell is not None:
+                res = self.shell.run_cell(self.cell, store_history=True)
+                err = res.error_before_exec or res.error_in_exec
+                if err is not None:
+                    raise err
+            else:
+                exec(self.code, ns)
+                if self.last is not None:
+                    value = eval(self.last, ns)
+                    if value is not None:
+                        ns["_"] = value
+                        self.outputs.result(*mimebundle(value))
+        except Cancelled:
+            raise
+        except BaseException as err:
+            self.figures()
+            if not (isinstance(err, SystemExit) and err.code in (None, 0)):
+                self.outputs.error(err, _cell_traceback(err))
+            raise
+        self.figures()
+
+    def close(self, io, state):
+        """Stop recording; write the run notebook; return the final event's fields."""
+        if self.outputs is None:
+            return {}
+        sys.stdout, sys.stderr = self.saved_streams
+        hook = getattr(self, "hook", None)
+        if hook in sys.meta_path:
+            sys.meta_path.remove(hook)
+        records = self.outputs.close()
+        fields = {"outputs_sha256": self.outputs.hash.hexdigest(),
+                  "outputs_count": self.outputs.count}
+        path = self.ticket["paths"].get("notebook")
+        if path:
+            data = json.dumps(run_notebook(self.ticket, self.cell, self.input_names, records,
+                                           state)).encode()  # compact: the C encoder
+            try:
+                io.put(path, data)
+                fields["notebook_sha256"] = _sha256(data)
+            except Exception as err:  # the run's outcome stands; only its notebook is missing
+                sys.stderr.write(f"[xt] writing the run notebook failed: {err}\n")
+        return fields
+
+
+def ipython_lines(cell):
+    """True if a line looks like IPython syntax (``!cmd``, ``%magic``, ``x = !cmd``)."""
+    import re
+    return re.search(r"^[ \t]*([\w.,\t ]+=[ \t]*)?[!%]", cell, re.M) is not None
+
+
+def _ipython_shell(outputs, ns):
+    """An IPython shell whose display publisher and displayhook record into ``outputs``, so
+    ``display``, ``clear_output``, ``!cmd`` and line magics work as in a kernel."""
+    from IPython.core.displayhook import DisplayHook
+    from IPython.core.displaypub import DisplayPublisher
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    class Publisher(DisplayPublisher):
+        def publish(self, data, metadata=None, source=None, *, transient=None, update=False,
+                    **kwargs):
+            outputs.display(data, metadata)
+
+        def clear_output(self, wait=False):
+            outputs.clear(wait)
+
+    class Hook(DisplayHook):
+        def start_displayhook(self):
+            pass
+
+        def write_output_prompt(self):
+            pass
+
+        def write_format_data(self, format_dict, md_dict=None):
+            outputs.result(format_dict, md_dict)
+
+        def finish_displayhook(self):
+            pass
+
+    class Shell(InteractiveShell):
+        def _showtraceback(self, etype, evalue, stb):
+            pass  # CellRun records the error output (and the failed event) itself
+
+    cfg = Config()
+    cfg.HistoryManager.enabled = False  # no sqlite history on the node
+    shell = Shell.instance(config=cfg, user_ns=ns, display_pub_class=Publisher,
+                           displayhook_class=Hook, colors="nocolor")
+    shell.compile.get_code_name = lambda *args: CELL_FILENAME  # tracebacks start at the cell
+    return shell
+
+
+def notebook_outputs(records):
+    """nbformat outputs from outputs.jsonl records: clear_output applied, streams joined."""
+    outs, clear_next = [], False
+    for rec in records:
+        rec = {k: v for k, v in rec.items() if k not in ("sig", "xt_seq")}
+        kind = rec.get("output_type")
+        if kind == "clear_output":
+            if rec.get("wait"):
+                clear_next = True
+            else:
+                outs = []
+            continue
+        if clear_next:
+            outs, clear_next = [], False
+        if kind == "stream" and outs and outs[-1].get("output_type") == "stream" \
+                and outs[-1].get("name") == rec.get("name"):
+            outs[-1] = dict(outs[-1], text=outs[-1]["text"] + rec.get("text", ""))
+            continue
+        outs.append(rec)
+    return outs
+
+
+def run_notebook(ticket, cell, input_names, records, state):
+    """The run as an nbformat v4 notebook: parameters, then the cell with its outputs."""
+    hp = ticket.get("hparams") or {}
+    lines = [f"# Parameters of {ticket['run']} ({ticket['job']})"]
+    given = hp_namespace(hp)  # what the cell got
+    lines += [f"{k} = {v!r}" for k, v in given.items() if hp]
+    names = [n for n in input_names if n not in given]
+    if names:
+        lines.append("# inputs (values from the submitting kernel): " + ", ".join(names))
+
+    def code(cid, source, outputs, count, tags=None):
+        return {"cell_type": "code", "id": cid, "metadata": {"tags": tags} if tags else {},
+                "source": source, "outputs": outputs, "execution_count": count}
+    return {"nbformat": 4, "nbformat_minor": 5, "metadata": {
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "language_info": {"name": "python", "version": "%d.%d.%d" % sys.version_info[:3]},
+        "xt": {"job": ticket["job"], "run": ticket["run"], "workspace": ticket.get("workspace"),
+               "state": state, "hparams": hp}},
+        "cells": [code("xt-parameters", "\n".join(lines), [], None, ["parameters"]),
+                  code("xt-cell", cell, notebook_outputs(records), 1)]}
+
+
+# --------------------------------------------------------------------------- notebook jobs
+class NotebookRun:
+    """Runs a whole notebook (papermill style) in a kernel on this node, with nbclient.
+
+    The run's parameters go into a cell tagged ``injected-parameters`` after the cell tagged
+    ``parameters`` (at the top if there is none). Each executed cell's outputs are appended to
+    outputs.jsonl as it ends; the executed notebook is the run notebook. ``xt_magic.log`` in the
+    kernel reaches the run's metrics through the run's spool (RunSpool), as from any process."""
+
+    def __init__(self, ticket, io, cell, ns, workdir, key, metrics):
+        missing = [m for m in ("nbclient", "ipykernel") if not _importable(m)]
+        if missing:
+            raise RunnerError(f"notebook jobs need {' and '.join(missing)} in the node's python "
+                              f"({sys.executable}): add them to the setup's pip-packages")
+        import nbformat
+        self.ticket, self.workdir = ticket, workdir
+        self.nb = nbformat.reads(cell, as_version=4)
+        self.injected = inject_parameters(self.nb, ticket.get("hparams") or {})
+        capture, paths = ticket.get("capture") or {}, ticket["paths"]
+        self.outputs = Outputs(io, paths["outputs"], os.path.join(workdir, OUTPUT_SPOOL),
+                               int(capture.get("max_bytes") or 20 * 2 ** 20), key,
+                               ticket["run"]) if capture and paths.get("outputs") else None
+        if "MPLBACKEND" not in (ticket.get("env") or {}):
+            os.environ.pop("MPLBACKEND", None)  # the kernel's own inline backend shows figures
+
+    def _index(self, cell_index):
+        """The cell's index in the submitted notebook (without the injected cell)."""
+        return cell_index - (cell_index > self.injected)
+
+    def run(self, ns):
+        import re
+        from jupyter_client.kernelspec import KernelSpec
+        from jupyter_client.manager import KernelManager
+        from nbclient import NotebookClient
+        from nbclient.exceptions import CellExecutionError
+
+        class HereKernel(KernelManager):
+            """A kernel on this very python (the setup's), whatever kernelspecs say."""
+            @property
+            def kernel_spec(self):
+                return KernelSpec(argv=[sys.executable, "-m", "ipykernel_launcher", "-f",
+                                        "{connection_file}"], display_name="Python 3",
+                                  language="python")
+
+        def executed(cell, cell_index, execute_reply):
+            for out in cell.get("outputs") or ():
+                if self.outputs is not None:
+                    self.outputs.add(json.loads(json.dumps(out)))
+        # ipc sockets in the run's own folder: not reachable over TCP by other users of the node
+        km = HereKernel(transport="ipc", ip=os.path.join(self.workdir, ".xt-kernel"))
+        client = NotebookClient(self.nb, km=km, timeout=None, startup_timeout=120,
+                                on_cell_executed=executed,
+                                resources={"metadata": {"path": self.workdir}})
+        failed = []
+        client.on_cell_error = lambda cell, cell_index, execute_reply: failed.append(cell_index)
+        try:
+            client.execute(cwd=self.workdir)
+        except CellExecutionError as err:
+            index = self._index(failed[0]) if failed else None
+            tb = re.sub(r"\x1b\[[0-9;]*m", "", err.traceback or "")
+            exc = RunnerError(f"cell {index}: {err.ename}: {err.evalue}")
+            exc.xt_error = {"type": err.ename, "message": f"cell {index}: {err.evalue}",
+                            "traceback": tb, "cell": index}
+            raise exc from None
+
+    def close(self, io, state):
+        import nbformat
+        fields = {}
+        if self.outputs is not None:
+            self.outputs.close()
+            fields = {"outputs_sha256": self.outputs.hash.hexdigest(),
+                      "outputs_count": self.outputs.count}
+        path = self.ticket["paths"].get("notebook") if self.ticket.get("capture") else None
+        if path:
+            self.nb.metadata["xt"] = {"job": self.ticket["job"], "run": self.ticket["run"],
+                                      "workspace": self.ticket.get("workspace"), "state": state,
+                                      "hparams": self.ticket.get("hparams") or {}}
+            data = nbformat.writes(self.nb).encode()
+            io.put(path, data)
+            fields["notebook_sha256"] = _sha256(data)
+        return fields
+
+
+def inject_parameters(nb, params):
+    """Insert a cell tagged ``injected-parameters`` assigning ``params`` after the cell tagged
+    ``parameters`` (papermill's convention; at the top without one); returns its index."""
+    import nbformat
+    at = next((i + 1 for i, c in enumerate(nb.cells)
+               if "parameters" in (c.get("metadata", {}).get("tags") or [])), 0)
+    source = "# Parameters\n" + "".join(f"{k} = {v!r}\n" for k, v in hp_namespace(params).items())
+    cell = nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]})
+    cell.id = "xt-injected-parameters"
+    nb.cells.insert(at, cell)
+    return at
+
+
 def _on_sigterm(signum, frame):
     raise Cancelled()
 
@@ -957,7 +1525,7 @@ def run_phase(ticket, io, console, key):
         workdir = make_workdir(ticket["run"])
     outdir = os.path.join(os.path.abspath(workdir), "output")
     t0 = time.time()
-    result = {}
+    result, cells, cell_fields = {}, None, {}
     ns = {}
     try:
         try:
@@ -995,7 +1563,9 @@ def run_phase(ticket, io, console, key):
             sys.path.insert(0, os.path.abspath(workdir))
             sys.argv = [CELL_FILENAME]  # argparse in a cell sees no arguments: its defaults
             _CELL.append(cell)
-            code = compile(cell, CELL_FILENAME, "exec")
+            if not ticket.get("commands"):  # a script or commands job has no cell to show
+                cells = (NotebookRun if ticket.get("kind") == "notebook" else CellRun)(
+                    ticket, io, cell, ns, workdir, key, metrics)
         except Cancelled:
             raise
         except BaseException as err:
@@ -1008,7 +1578,7 @@ def run_phase(ticket, io, console, key):
                 if ticket.get("commands"):
                     result.update(run_commands(ticket, workdir))
                 else:
-                    exec(code, ns)
+                    cells.run(ns)
             except SystemExit as err:
                 if err.code not in (None, 0):
                     result["error"] = {"type": "SystemExit", "message": str(err.code),
@@ -1016,8 +1586,9 @@ def run_phase(ticket, io, console, key):
             except Cancelled:
                 raise
             except BaseException as err:
-                result["error"] = {"type": type(err).__name__, "message": str(err),
-                                   "traceback": _cell_traceback(err)}
+                result["error"] = getattr(err, "xt_error", None) or {
+                    "type": type(err).__name__, "message": str(err),
+                    "traceback": _cell_traceback(err)}
         if "error" not in result:
             result["outputs"] = _save_outputs(ticket, io, ns, outdir)
     except Cancelled:
@@ -1036,6 +1607,8 @@ def run_phase(ticket, io, console, key):
     except BaseException as err:  # saving outputs failed
         result["error"] = {"type": type(err).__name__, "message": str(err),
                            "traceback": _cell_traceback(err)}
+    if cells is not None:
+        cell_fields = cells.close(io, "failed" if "error" in result else "completed")
     if "error" in result:
         sys.stderr.write(result["error"]["traceback"])
     capture.stop()
@@ -1047,11 +1620,11 @@ def run_phase(ticket, io, console, key):
         append_event(io, ticket, "failed", key, exit_code=result.get("exit_code") or EXIT_FAILED,
                      error=result["error"],
                      reason=f"{result['error']['type']}: {result['error']['message']}"[:500],
-                     duration=duration)
+                     duration=duration, **cell_fields)
         return EXIT_FAILED
     # signed: the kernel loads outputs only under a valid sig over these sha256s
     append_event(io, ticket, "completed", key, exit_code=EXIT_OK, duration=duration,
-                 **result["outputs"])
+                 **result["outputs"], **cell_fields)
     return EXIT_OK
 
 

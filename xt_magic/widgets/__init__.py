@@ -30,3 +30,15 @@ def job_bundle(job, include=None, exclude=None):
     if html:
         bundle["text/html"] = html
     return bundle
+
+
+def register_output_display(ipython) -> None:
+    """Runs' cell outputs (``job.show``) display as the shell's own outputs, in any shell."""
+    formatter = ipython.display_formatter.ipython_display_formatter
+    for name in ("RunOutputs", "JobOutputs"):
+        formatter.for_type_by_name("xt_magic.core.jobs.outputs", name, show_outputs)
+
+
+def show_outputs(obj) -> None:
+    from .cell_outputs import show
+    show(obj)

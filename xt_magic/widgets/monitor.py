@@ -1,11 +1,13 @@
 """JobMonitor: a live view of a job (``%xt_monitor [JOB]``).
 
-Table of runs (state, duration, hparams, latest metrics), a progress bar, the selected run's log tail
-(follows), a small live metrics chart (inline SVG, no plotting library), cancel buttons for the job
-and the selected run, and a notification line when the job ends.
+Table of runs (state, duration, hparams, latest metrics), a progress bar, the selected run's cell
+outputs (prints, displays, figures: live, each checked) and log tail (follows), a small live
+metrics chart (inline SVG, no plotting library), cancel buttons for the job and the selected run,
+and a notification line when the job ends.
 
 Polling is cheap: each tick reads only the bytes appended since the last tick to each live run's
-``events.jsonl`` / ``metrics.jsonl`` and the selected run's ``console.txt`` (``Store.read_from``).
+``events.jsonl`` / ``metrics.jsonl`` and the selected run's ``console.txt`` and ``outputs.jsonl``
+(``Store.read_from``).
 It runs on a daemon thread (the kernel stays free), backs off while nothing changes, asks the backend
 to reconcile now and then (a dead process becomes ``failed``), and stops when every run is final.
 Everything is in the store, so after a kernel restart ``%xt_monitor JOB`` picks the job up again.
@@ -40,6 +42,8 @@ class _RunView:
         self.latest: dict = {}
         self.series: dict[str, list[tuple[float, float]]] = {}
         self.log = ""
+        self.outputs = None  # OutputTail, made when the run is first selected
+        self.records: list[dict] = []
 
 
 def _parse_time(text):
@@ -175,6 +179,8 @@ class JobMonitor(WidgetView):
         self.cancel_run_button = w.Button(description="Cancel run", icon="stop", button_style="warning")
         self.log = w.Textarea(value="", disabled=True, layout=w.Layout(width="100%", height="160px"))
         self.chart = w.HTML()
+        self.cell_outputs = w.HTML(layout=w.Layout(max_height="420px", overflow="auto"))
+        self.cell_outputs.add_class("xt-cell-outputs")
         self.message = w.HTML()
         self.notification = w.HTML()
         self.out = w.Output(layout=w.Layout(max_height="120px", overflow="auto"))
@@ -186,6 +192,7 @@ class JobMonitor(WidgetView):
             self.header, w.HBox([self.progress, self.progress_text, self.cancel_job_button]),
             self.table, self.search_view, self.notification,
             w.HBox([self.run_picker, self.cancel_run_button, self.metric_picker]),
+            self.cell_outputs,
             w.HBox([w.VBox([self.log], layout=w.Layout(width="60%")), self.chart]),
             self.message, self.out])
         self.widget.add_class("xt-monitor")
@@ -265,6 +272,8 @@ class JobMonitor(WidgetView):
                                 pts.append((x if isinstance(x, (int, float)) else len(pts), value))
                                 del pts[:-MAX_POINTS]
             view = self.runs.get(self.run_picker.value)
+            if view is not None and self._read_outputs(view):
+                changed = True
             if view is not None:
                 new = view.console.raw()  # partial lines too: a progress line shows at once
                 if new:
@@ -274,6 +283,21 @@ class JobMonitor(WidgetView):
         if changed:
             self.render()
         return changed
+
+    def _read_outputs(self, view) -> bool:
+        """The selected run's new, checked cell output records (all checked once it ends)."""
+        from ..core.jobs.outputs import OutputTail, job_key
+        from ..core.protocol.events import FINAL
+        if view.outputs is None:
+            view.outputs = OutputTail(self.store, self.job.record.workspace, self.id, view.run,
+                                      job_key(self.job))
+        elif view.outputs.checked:
+            return False
+        new = view.outputs.read()
+        view.records.extend(new)
+        if view.info["state"] in FINAL:
+            view.outputs.check(view.info.get("final"))
+        return bool(new)
 
     def _loop(self) -> None:
         from ..core.errors import DamagedObject
@@ -368,6 +392,11 @@ class JobMonitor(WidgetView):
         metric = self.metric_picker.value
         self.chart.value = svg_chart({v.run: v.series.get(metric, []) for v in views if metric in v.series})
         view = self.runs.get(self.run_picker.value)
+        if view is not None:
+            from ..core.jobs.outputs import apply_clears, record_html
+            shown = "".join(record_html(r) for r in apply_clears(view.records))
+            if self.cell_outputs.value != shown:
+                self.cell_outputs.value = shown
         if view is not None and self.log.value != view.log:
             self.log.value = view.log
         self.cancel_job_button.disabled = final == len(views) and not self.search_open

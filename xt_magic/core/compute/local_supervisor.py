@@ -101,6 +101,7 @@ def load_runner(runner_path):
     if folder not in sys.path:
         sys.path.insert(0, folder)
     import runner
+    import ast  # noqa: F401 - a forked run parses its cell with it (cell outputs): paid once here
     return runner
 
 

@@ -7,7 +7,7 @@ import time
 from collections import Counter
 from datetime import datetime
 
-from ..errors import DamagedObject, JobError
+from ..errors import DamagedObject, JobError, RunFailed
 from ..protocol import events
 from ..protocol.layout import Layout
 from .context import _Ctx
@@ -167,17 +167,25 @@ class Job:
                 return s
         return events.COMPLETED
 
-    def wait(self, timeout: float | None = None, progress: bool = True, out=None) -> "Job":
-        """Block until every run is final, showing progress (tqdm.auto if installed)."""
+    def wait(self, timeout: float | None = None, progress: bool = True, out=None,
+             on_output=None) -> "Job":
+        """Block until every run is final, showing progress (tqdm.auto if installed).
+
+        ``on_output(job, run, records)`` receives each run's new cell output records (nbformat
+        output dicts) in order as they arrive, and ``on_output(job, run, None)`` once the run is
+        final and its outputs checked against the checksum its final event recorded."""
         deadline = None if timeout is None else time.monotonic() + timeout
         total = self.expected_runs
         bar = _Progress(total, f"{self.id}", enabled=progress, out=out)
+        feed = _OutputFeed(self, on_output) if on_output else None
         delay = 0.05
         try:
             while True:
                 self.refresh().check()  # a damaged run can never be seen to end
                 counts = self.states()
                 bar.update(sum(counts[s] for s in events.FINAL), _summary(counts))
+                if feed:
+                    feed.poll()
                 if self.done:
                     break
                 if deadline is not None and time.monotonic() > deadline:
@@ -187,6 +195,43 @@ class Job:
         finally:
             bar.close()
         return self
+
+    def raise_failed(self) -> None:
+        """RunFailed for the first failed run (its remote error), naming how many failed."""
+        failed = [r for r in self.record.runs if self.state(r) == events.FAILED]
+        if failed:
+            info = self.info(failed[0])
+            raise RunFailed(failed[0], info.get("error"), info.get("reason"),
+                            failed=len(failed), total=len(self.record.runs))
+
+    def show(self, run: str | None = None):
+        """A run's cell outputs (all runs' for a sweep without ``run``), checked; they display
+        as the cell's outputs in a kernel with xt_magic loaded, as HTML elsewhere."""
+        from .outputs import show
+        return show(self, run)
+
+    def notebook(self, run: str | None = None):
+        """The run's executed cell as an nbformat NotebookNode (parameters cell + the cell with
+        its outputs), checked against its final event and validated."""
+        from .outputs import read_notebook
+        run = self._run_id(run)
+        self.refresh()
+        return read_notebook(self, run)
+
+    def _run_id(self, run) -> str:
+        """A run of this job from ``run3.2``, ``2`` (its index) or None (a one-run job's)."""
+        if run is None:
+            if len(self.record.runs) != 1:
+                raise JobError(f"{self.id} has {len(self.record.runs)} runs: name one",
+                               hint=f"runs: {', '.join(self.record.runs[:10])}")
+            return self.record.runs[0]
+        run = str(run)
+        if run.isdigit():
+            run = f"run{self.id[3:]}.{run}"
+        if run not in self.record.runs:
+            raise JobError(f"{self.id} has no run {run}",
+                           hint=f"runs: {', '.join(self.record.runs[:10])}")
+        return run
 
     def results(self, into: dict | None = None, raise_errors: bool = False) -> "Results":
         """Each run's outcome (variables, files, error; ``.value`` for an ``xt.submit`` run)."""
@@ -294,6 +339,33 @@ def live_job(session, record: JobRecord) -> Job:
         except XTError:
             pass
     return job
+
+
+class _OutputFeed:
+    """Hands each run's new, checked output records to a callback while ``Job.wait`` polls
+    (the first ``LIVE_RUNS`` runs of a sweep). Runs not started are not read; a final run is read
+    once more, checked, then left alone."""
+
+    def __init__(self, job: Job, callback):
+        from .outputs import LIVE_RUNS, OutputTail, job_key
+        store, key = job._ctx().store, job_key(job)
+        self.job, self.callback = job, callback
+        self.tails = {run: OutputTail(store, job.record.workspace, job.id, run, key)
+                      for run in job.record.runs[:LIVE_RUNS]}
+        self.finished: set[str] = set()
+
+    def poll(self) -> None:
+        for run in self.tails:
+            state = self.job.state(run)
+            if run in self.finished or state in (events.CREATED, events.QUEUED):
+                continue
+            records = self.tails[run].read()
+            if records:
+                self.callback(self.job, run, records)
+            if state in events.FINAL:
+                self.finished.add(run)
+                self.tails[run].check(self.job.info(run).get("final"))
+                self.callback(self.job, run, None)
 
 
 def _summary(counts: Counter) -> str:

@@ -32,7 +32,8 @@ def check_source(source: str) -> ast.Module:
         return ast.parse(source, "<cell>", "exec")
     except SyntaxError as err:
         text = (err.text or "").strip()
-        hint = "IPython magics and !shell lines cannot run in a job" if text[:1] in "%!" else None
+        hint = "!cmd and %magic lines run only through %%xt_run (with IPython on the node)" \
+            if text[:1] in "%!" else None
         raise JobError(f"cell line {err.lineno}: {err.msg}: {text}", hint=hint) from None
 
 

@@ -30,17 +30,29 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
              repeat=None, env=None, code_dir=None, wait=False, tags=None, dry_run=False,
              max_seconds=None, seed=None, out=None, env_secret=None, experiment=None,
              commands=None, reuse=None, resume=None, concurrent=None, metric=None,
-             maximize=None, objective=None, early_stop=None):
+             maximize=None, objective=None, early_stop=None, on_output=None,
+             raise_errors=False, notebook=None, parameters=None, python_source=None):
     """Package the cell, write the job to the store, hand its runs to the backend; return a Job
     (``wait``: once every run is final), or with ``dry_run`` the Preview. ``hp``: a dict, see
-    ``sweeps.load_specs``. Errors name parameters, or flags inside ``naming.flags()``.
+    ``sweeps.load_specs``. Errors name parameters, or flags inside ``naming.flags()``. With
+    ``wait``: ``on_output(job, run, records)`` gets the runs' cell outputs as they come (see
+    Job.wait); ``raise_errors``: RunFailed if a run failed. ``notebook``: run that .ipynb file
+    instead of ``source``, with ``parameters`` (and each sweep point) injected after its cell
+    tagged ``parameters``. ``python_source``: the cell as IPython compiles it (``!cmd`` and
+    ``%magic`` lines made calls), for finding its inputs; ``source`` is what runs (IPython on the
+    node).
 
     ``commands`` (script and command jobs, core/jobs/scripts.py): run those instead of a cell.
     ``reuse`` (``%xt_rerun``): an earlier job's inputs and snapshot. ``resume``: a run whose
     checkpoint the new runs start from. ``concurrent``, ``metric``, ``maximize``,
     ``objective``, ``early_stop``: bayesian search and early stopping (search.py)."""
-    if commands is None:
-        packaging.check_source(source)
+    if notebook:
+        source = _notebook_source(notebook)
+        if outputs:
+            raise JobError("--outputs does not apply to --notebook jobs (their variables live "
+                           "in the notebook's kernel)", hint="write files under $XT_OUTPUT_DIR")
+    elif commands is None:
+        packaging.check_source(python_source or source)
     elif outputs:
         raise JobError(f"{param('outputs')} names cell variables: a script or command job has none",
                        hint="write files under $XT_OUTPUT_DIR instead")
@@ -77,10 +89,15 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
             search_used, points = sweeps.expand(
                 specs, search, runs, repeat, seed,
                 limit=cfg.get("hyperparameter-search.max-runs-limit"))
+    if notebook:
+        points = [{**(parameters or {}), **p} for p in points]
+        if backend.kind == "local" and not setup_ticket:
+            _check_kernel_here(notebook)
 
     from ...runner.runner import hp_namespace  # the names a run's cell gets for its hparams
-    input_values = {} if commands is not None or reuse else packaging.choose_inputs(
-        source, namespace, inputs, exclude=set(hp_namespace(dict.fromkeys(specs))))
+    input_values = {} if notebook or commands is not None or reuse else packaging.choose_inputs(
+        python_source or source, namespace, inputs,
+        exclude=set(hp_namespace(dict.fromkeys(specs))))
     run_env = jobenv.explicit_env(_job_env(cfg, env), env_secret, from_flag=env)
     experiment = xtrun.experiment(cfg, experiment)
 
@@ -120,7 +137,8 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
     job_id = ids.allocate_job_id(store, ctx.ws)
     run_ids = [ids.run_id(job_id, i + 1) for i in range(len(points))]
     cell_bytes, cp_zip = source.encode(), packaging.cloudpickle_zip()
-    bundle = {"cell": lay.bundle(job_id, "cell.py"), "cell_sha256": packaging.sha256(cell_bytes),
+    bundle = {"cell": lay.bundle(job_id, "notebook.ipynb" if notebook else "cell.py"),
+              "cell_sha256": packaging.sha256(cell_bytes),
               "inputs": lay.bundle(job_id, "inputs.pkl") if inputs_pkl else None,
               "inputs_sha256": packaging.sha256(inputs_pkl) if inputs_pkl else None,
               "cloudpickle": lay.bundle(job_id, "cloudpickle.zip"),
@@ -138,7 +156,8 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
     record = JobRecord(
         job=job_id, workspace=ctx.ws, target=backend.name, backend=backend.kind,
         submitted=events.now_iso(), user=str(cfg.get("general.username") or getpass.getuser()),
-        name=name, runs=run_ids, hparams=points, outputs=outputs, inputs=sorted(input_values),
+        name=name or (os.path.basename(notebook) if notebook else None), runs=run_ids,
+        hparams=points, outputs=outputs, inputs=sorted(input_values),
         search=search_used, setup=setup_name, snapshot=snap.path if snap else None,
         tags=dict(tags or {}), python=".".join(map(str, sys.version_info[:2])),
         experiment=experiment,
@@ -151,11 +170,14 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
 
     from ..compute.base import Launch
     key = keys.job_key(store, ctx.ws, job_id, create=True)  # made here, never in the store
+    max_output_mb = float(cfg.get("general.max-output-mb") or 0)
+    capture = {"max_bytes": int(max_output_mb * 2 ** 20)} if max_output_mb > 0 else None
     shared = None  # the job's read access (read SASes), signed once below
 
     # what every run's ticket is made from (a search's driver makes later runs from it too)
     spec = {"build": {"bundle": bundle, "outputs": outputs, "env": run_env,
-                      "setup": setup_ticket, "python": python, "max_seconds": max_seconds},
+                      "setup": setup_ticket, "python": python, "max_seconds": max_seconds,
+                      "capture": capture, "kind": "notebook" if notebook else "cell"},
             "fields": {"experiment": experiment, "resume": resume, "resume_sha": resume_sha,
                        "after": after, "shares": shares, "commands": commands,
                        "prefix": prefix}}
@@ -203,7 +225,9 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
                        spec if search_used == "bayesian" else None)
     job = Job(session, record)
     if wait:
-        job.wait(out=out)
+        job.wait(out=out, on_output=on_output, progress=not (on_output and len(run_ids) == 1))
+        if raise_errors:
+            job.raise_failed()
     return job
 
 
@@ -277,3 +301,26 @@ class Preview:
         lines.append(self.snapshot.describe() if self.snapshot else "code snapshot: none")
         return "\n".join(lines)
 
+
+def _notebook_source(path: str) -> str:
+    """The notebook file's text, checked to be a valid nbformat v4 notebook."""
+    import nbformat
+    try:
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+    except FileNotFoundError:
+        raise JobError(f"--notebook {path}: no such file") from None
+    except Exception as err:  # JSON or schema errors: one line naming the file
+        raise JobError(f"--notebook {path}: not a valid notebook: {str(err).splitlines()[0]}"
+                       ) from None
+    return nbformat.writes(nb)
+
+
+def _check_kernel_here(path: str) -> None:
+    """A local notebook job runs a kernel on this python: say so now if it cannot."""
+    import importlib.util
+    missing = [m for m in ("ipykernel", "nbclient") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise JobError(f"--notebook {path}: running a notebook needs {' and '.join(missing)} "
+                       f"in {sys.executable}", hint="pip install ipykernel nbclient, or use a "
+                       "setup whose pip-packages include them")

@@ -65,8 +65,17 @@ class Layout:
         """A run's checkpoint object (XT's set_checkpoint, xt_magic.checkpoint)."""
         return self.run(run, f"checkpoints/{name}")
 
+    def outputs(self, run: str) -> str:
+        """The cell's outputs: nbformat output dicts, one JSON line each."""
+        return self.run(run, "outputs.jsonl")
+
+    def notebook(self, run: str) -> str:
+        """The run notebook: parameters cell + the cell with its outputs."""
+        return self.run(run, "run.ipynb")
+
     def run_paths(self, run: str) -> dict:
-        """The paths a run's ticket names: events, console, metrics, vars, files."""
+        """The paths a run's ticket names: events, console, metrics, vars, files, outputs,
+        notebook."""
         return self._paths(self.run_dir(run))
 
     def node_log(self, run: str, name: str) -> str:
@@ -88,7 +97,8 @@ class Layout:
     def _paths(base: str) -> dict:
         return {"events": f"{base}/events.jsonl", "console": f"{base}/console.txt",
                 "metrics": f"{base}/metrics.jsonl", "vars": f"{base}/outputs/vars.pkl",
-                "files": f"{base}/outputs/files.zip"}
+                "files": f"{base}/outputs/files.zip", "outputs": f"{base}/outputs.jsonl",
+                "notebook": f"{base}/run.ipynb"}
 
     # -- shared ----------------------------------------------------------------------------------
     @staticmethod

@@ -28,12 +28,15 @@ __all__ = ["VERSION", "build", "sign", "verify", "verify_event", "node_access", 
 def build(layout: Layout, job: str, run: str, *, bundle: dict, hparams: dict | None = None,
           outputs: list | None = None, env: dict | None = None, setup: dict | None = None,
           python: str = "python3", max_seconds: int | None = None, paths: dict | None = None,
-          workdir: str | None = None) -> dict:
-    """The (unsigned) ticket of one run; ``paths`` defaults to the run's own paths."""
+          workdir: str | None = None, capture: dict | None = None, kind: str = "cell") -> dict:
+    """The (unsigned) ticket of one run; ``paths`` defaults to the run's own paths.
+    ``capture`` ({"max_bytes": N}): record the cell's outputs and the run notebook; ``kind``:
+    "cell", or "notebook" (the bundle's cell is an .ipynb run whole)."""
     return {"version": VERSION, "job": job, "run": run, "workspace": layout.ws,
             "bundle": dict(bundle), "paths": dict(paths or layout.run_paths(run)),
             "hparams": dict(hparams or {}), "outputs": list(outputs or []), "env": dict(env or {}),
-            "setup": setup, "python": python, "workdir": workdir, "max_seconds": max_seconds}
+            "setup": setup, "python": python, "workdir": workdir, "max_seconds": max_seconds,
+            "capture": capture, "kind": kind}
 
 
 def sign(ticket: dict, key: bytes) -> dict:
@@ -59,7 +62,10 @@ def _reads(bundle: dict) -> list[str]:
 
 def _writes(ticket: dict) -> tuple[list[str], list[str]]:
     p = ticket["paths"]
-    return [p["vars"], p["files"]], [p["events"], p["console"], p["metrics"]]
+    write, append = [p["vars"], p["files"]], [p["events"], p["console"], p["metrics"]]
+    if ticket.get("capture") and p.get("outputs"):
+        write, append = write + [p["notebook"]], append + [p["outputs"]]
+    return write, append
 
 
 def _xt_paths(ticket: dict) -> tuple[list[str], list[str]]:
