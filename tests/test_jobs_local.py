@@ -101,3 +101,31 @@ def test_bad_names_one_line(ip):
         assert "\n" not in str(info.value)
     with pytest.raises(JobError):
         api.status("nonsense")
+
+
+LEAK_CELL = """\
+import os, sys, json, cloudpickle
+seen = [getattr(json, "XT_LEAK", None), getattr(cloudpickle, "XT_LEAK", None),
+        os.environ.get("XT_LEAK"), "xt_leak_mod" in sys.modules, globals().get("leaked")]
+json.XT_LEAK = cloudpickle.XT_LEAK = i
+os.environ["XT_LEAK"] = str(i)
+sys.modules["xt_leak_mod"] = json
+leaked = i
+where = cloudpickle.__file__
+"""
+
+
+def test_forked_runs_start_clean(xt_home):
+    """Runs are forks of one warm supervisor (cloudpickle imported before the first fork): no
+    module global, environment variable or sys.modules entry a run sets reaches the next run."""
+    (xt_home / "xt_config.yaml").write_text(
+        "compute-targets:\n  local:\n    service: pool\n    boxes: [localhost]\n"
+        "    max-runs: 1\n")
+    session.reset_session()
+    job = api.run_cell(LEAK_CELL, {"__name__": "__main__"}, hp={"i": [1, 2, 3]},
+                       outputs=["seen", "where"])
+    job.wait(timeout=120, progress=False)
+    res = job.results(raise_errors=True)
+    assert [r["seen"] for r in res.runs_list] == [[None, None, None, False, None]] * 3
+    # the supervisor had cloudpickle imported for them: no run imported the bundle's zip
+    assert all(".zip" not in r["where"] for r in res.runs_list)

@@ -178,8 +178,7 @@ def start_run(jobdir, spec, launch):
     if not ticket_file or not os.path.exists(ticket_file):
         ticket_file = os.path.join(rundir, "ticket.json")
         runner.write_atomic(ticket_file, json.dumps(launch["ticket"]))
-    python = spec.get("python") or sys.executable
-    argv = python if isinstance(python, list) else [python]
+    argv = _argv(spec)
     secret = json.dumps(launch["launch"])
     log = os.path.join(rundir, "runner.log")
     lock = JobLock(jobdir)
@@ -207,6 +206,22 @@ def start_run(jobdir, spec, launch):
                                       (os.POSIX_SPAWN_DUP2, 1, 2)])
         runner.write_atomic(os.path.join(rundir, "pid"), f"{pid} {runner.proc_start(pid)}")
     return pid
+
+
+def warm_template():
+    """Import what every forked run needs before the first fork, once per supervisor: each run
+    then starts with cloudpickle loaded (the runner uses it when it is the bundle's version)
+    instead of importing it from the bundle's zip. Only modules are loaded here, never a run's
+    code, so the template every run is forked from stays clean."""
+    try:
+        import cloudpickle  # noqa: F401
+    except ImportError:
+        pass  # the runner imports the bundle's zip
+
+
+def _argv(spec):
+    python = spec.get("python") or sys.executable
+    return python if isinstance(python, list) else [python]
 
 
 def _run_in_child(runner, ticket_file, log, private_fds, pid_file, secret):
@@ -279,6 +294,7 @@ def supervise(jobdir, lock_fd=None):
     runner = load_runner(spec["runner"])
     runner.write_atomic(os.path.join(jobdir, "supervisor"),
                         f"{os.getpid()} {runner.proc_start(os.getpid())}")
+    warm_template()
     slots = Slots(spec["slots"], spec.get("max_runs"))
     grace = float(spec.get("grace", 5))
     pending = []
