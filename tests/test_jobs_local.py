@@ -129,3 +129,39 @@ def test_forked_runs_start_clean(xt_home):
     assert [r["seen"] for r in res.runs_list] == [[None, None, None, False, None]] * 3
     # the supervisor had cloudpickle imported for them: no run imported the bundle's zip
     assert all(".zip" not in r["where"] for r in res.runs_list)
+
+
+def test_a_poll_reads_only_the_runs_whose_events_changed(xt_home, monkeypatch):
+    """Job._read keeps each live run's events and the store's change token of the file: a poll
+    reads no events file that did not change, and of one that did, only what was appended."""
+    from xt_magic.core.protocol import events
+    from xt_magic.core.protocol.layout import Layout
+    from xt_magic.core.storage.file import FileStore
+    (xt_home / "xt_config.yaml").write_text(
+        "compute-targets:\n  local:\n    service: pool\n    boxes: [localhost]\n"
+        "    max-runs: 1\n")
+    session.reset_session()
+    job = api.run_cell("import time\ntime.sleep(120)\n", {"__name__": "__main__"},
+                       hp={"i": list(range(12))})
+    try:
+        until(lambda: job._read() or job.state(job.runs[0]) == "running", what="run 1 running")
+        reads = []
+        real = FileStore.read_from
+
+        def counting(self, path, offset):
+            if path.endswith("events.jsonl"):
+                reads.append((path, offset))
+            return real(self, path, offset)
+        monkeypatch.setattr(FileStore, "read_from", counting)
+        job._read()
+        assert reads == []  # 12 live runs, none changed: nothing read
+        lay = Layout(job.record.workspace)
+        reads.clear()
+        path = lay.events(job.runs[5])
+        size = os.path.getsize(job._ctx().store.local_path(path))
+        events.append(job._ctx().store, path, events.FAILED, reason="by the test")
+        job._read()
+        assert reads == [(path, size)]  # that run only, from where the last read stopped
+        assert job.state(job.runs[5]) == "failed"
+    finally:
+        job.cancel()

@@ -39,6 +39,8 @@ JOBDIR layout (written by LocalBackend.submit, or by PoolBackend.submit over SFT
     supervisor.lock        held by the live supervisor
     supervisor             "pid pstart" of the latest supervisor
     started                made by the first --start: stale run files were cleared then
+    waiters/{pid}-{rand}   a waiting kernel's FIFO (``Waiter``): a byte is written to each as a
+                           run ends (``notify``)
     RUNS/{run}/pid         "pid pstart" of the runner (its process group id is pid)
     RUNS/{run}/exit        exit code (negative: killed by that signal)
     RUNS/{run}/reported    its end was reported (a restarted supervisor does not report it again)
@@ -50,6 +52,7 @@ A supervisor started again (its predecessor was killed) adopts the runs still al
 their own sessions; their exits are polled, and a limit still applies), reports those that died
 meanwhile, and starts those never started.
 """
+import errno
 import fcntl
 import json
 import os
@@ -391,6 +394,8 @@ def supervise(jobdir, lock_fd=None):
             runner.sweep_workdirs()  # what killed runs left behind
         unreported = [(launch, code) for launch, code in unreported + ended
                       if not handle_exit(jobdir, spec, launch, code)]
+        if ended:  # each end is in the store now (the runner's event, or our report)
+            notify(jobdir)
         now = time.monotonic()
         for pid, entry in [*running.items(), *adopted.items()]:
             launch, started, kill_at, _ = entry
@@ -414,6 +419,80 @@ def supervise(jobdir, lock_fd=None):
         except (BlockingIOError, InterruptedError):
             pass
     return 0
+
+
+def notify(jobdir):
+    """Wake every process waiting on this job: each holds a FIFO in JOBDIR/waiters open
+    (``Waiter``); one byte makes its select() return. A FIFO nobody holds (its kernel died) is
+    removed."""
+    folder = os.path.join(jobdir, "waiters")
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith("."):
+            continue  # still being set up by its waiter
+        path = os.path.join(folder, name)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as err:
+            if err.errno == errno.ENXIO:  # no reader: its waiter is gone
+                _unlink(path)
+            continue
+        try:
+            os.write(fd, b"!")
+        except OSError:
+            pass  # EAGAIN: bytes it has not read yet will wake it anyway
+        finally:
+            os.close(fd)
+
+
+class Waiter:
+    """A kernel's wake-up from the job's supervisor: a FIFO of its own in JOBDIR/waiters, held
+    open read-write (so it never reads end-of-file when no writer has it open) and named only
+    once open (so ``notify`` never takes it for a dead waiter's). ``wait(timeout)`` blocks in
+    select(), costing nothing while nothing happens, and returns True when woken."""
+
+    def __init__(self, jobdir):
+        folder = os.path.join(jobdir, "waiters")
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        name = f"{os.getpid()}-{os.urandom(6).hex()}"
+        tmp = os.path.join(folder, "." + name)
+        os.mkfifo(tmp, 0o600)
+        try:
+            self.fd = os.open(tmp, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            self.path = os.path.join(folder, name)
+            os.rename(tmp, self.path)
+        except OSError:
+            _unlink(tmp)
+            raise
+
+    def wait(self, timeout):
+        try:
+            ready = select.select([self.fd], [], [], max(0.0, timeout))[0]
+        except InterruptedError:
+            return False
+        if ready:
+            try:
+                while os.read(self.fd, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+        return bool(ready)
+
+    def close(self):
+        if self.fd is not None:
+            _unlink(self.path)
+            os.close(self.fd)
+            self.fd = None
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _take(fd):

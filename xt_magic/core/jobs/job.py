@@ -27,6 +27,7 @@ class Job:
         self.session, self.record = session, record
         self.id = record.job
         self._info: dict[str, dict] = {}
+        self._watches: dict[str, events.Watch] = {}  # live runs' events, read as they change
         self.problems: dict[str, str] = {}  # run -> what is wrong with its store objects
         from . import search
         self._search = search.spec_of(record)
@@ -49,19 +50,27 @@ class Job:
                 if not (run in self._info and self._info[run]["state"] in events.FINAL)]
 
         def read(run: str) -> dict:
+            watch = self._watches.get(run)
+            if watch is None:
+                watch = self._watches[run] = events.Watch(store, lay.events(run))
             try:
-                info = events.state(store, lay.events(run))
+                changed = watch.refresh()
             except DamagedObject as err:
                 self.problems[run] = err.message
                 return events.fold([])
             self.problems.pop(run, None)
-            return info
+            if not changed and run in self._info:
+                return self._info[run]
+            return watch.info()
         try:  # one read per run: concurrent on a remote store
             infos = _each_run(read, [(run,) for run in live], _store_workers(store, len(live)))
         except _RunError as err:
             cause = err.cause
         else:
             self._info.update(zip(live, infos))
+            for run in live:  # a final run is never read again
+                if self._info[run]["state"] in events.FINAL:
+                    self._watches.pop(run, None)
             return
         raise cause  # the store's own error, as before
 
@@ -179,6 +188,7 @@ class Job:
         bar = _Progress(total, f"{self.id}", enabled=progress, out=out)
         feed = _OutputFeed(self, on_output) if on_output else None
         delay = 0.05
+        waiter = None if self.done else self._backend().waiter(self.id)
         try:
             while True:
                 self.refresh().check()  # a damaged run can never be seen to end
@@ -190,9 +200,15 @@ class Job:
                     break
                 if deadline is not None and time.monotonic() > deadline:
                     raise JobError(f"{self.id}: not finished after {timeout}s ({_summary(counts)})")
-                time.sleep(delay)
+                if waiter is None:
+                    time.sleep(delay)
+                else:  # woken as a run ends; the timeout still reconciles and shows progress
+                    left = None if deadline is None else deadline - time.monotonic()
+                    waiter.wait(delay if left is None else min(delay, max(left, 0.0)))
                 delay = min(delay * 1.5, 1.0)
         finally:
+            if waiter is not None:
+                waiter.close()
             bar.close()
         return self
 

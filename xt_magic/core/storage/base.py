@@ -91,6 +91,11 @@ class Store(ABC):
         """Append to an object that does not exist yet (a store may save a round trip)."""
         self.append(path, data)
 
+    def change_token(self, path: str) -> tuple | None:
+        """A cheap ``(identity, size, version)`` of an object that changes whenever it does
+        (``()``: missing), or None when only reading it tells (then it is read)."""
+        return None
+
     def local_dir(self) -> str | None:
         """The directory holding the store's objects on this machine, if it has one."""
         return None

@@ -147,6 +147,15 @@ class FileStore(Store):
     def delete(self, path: str) -> None:
         _unlink(self._full(path))
 
+    def change_token(self, path: str) -> tuple | None:
+        try:  # one stat: an append moves the size, a replacement the inode
+            st = os.stat(self._full(path))
+        except FileNotFoundError:
+            return ()
+        except OSError:
+            return None  # read it: the read names the damage
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
     def local_dir(self) -> str:
         return self.root
 
