@@ -216,6 +216,7 @@ def warm_template():
     then starts with cloudpickle loaded (the runner uses it when it is the bundle's version)
     instead of importing it from the bundle's zip. Only modules are loaded here, never a run's
     code, so the template every run is forked from stays clean."""
+    import glob, hashlib, hmac, shutil, zlib  # noqa: F401,E401  (what runner.main imports)
     try:
         import cloudpickle  # noqa: F401
     except ImportError:

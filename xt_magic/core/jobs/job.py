@@ -19,6 +19,10 @@ from .records import JobRecord
 #: (``internal.submit-grace-seconds``)
 SUBMIT_GRACE = 120.0
 
+#: after a wake-up, Job.wait lets ends pile up this long per other live run (at most the max)
+#: before it looks: a 1-run job is seen at once, a 1,000-run sweep about 20 times a second
+WAKE_GAP_PER_RUN, WAKE_GAP_MAX = 0.0002, 0.05
+
 
 class Job:
     """A submitted job: id, target, runs and their states (from the store). Works in any kernel."""
@@ -204,7 +208,11 @@ class Job:
                     time.sleep(delay)
                 else:  # woken as a run ends; the timeout still reconciles and shows progress
                     left = None if deadline is None else deadline - time.monotonic()
-                    waiter.wait(delay if left is None else min(delay, max(left, 0.0)))
+                    if waiter.wait(delay if left is None else min(delay, max(left, 0.0))):
+                        # a sweep's ends come in bursts: one look per gap, not one per end,
+                        # so the kernel leaves the cores to the runs
+                        live = total - sum(counts[s] for s in events.FINAL)
+                        time.sleep(min(WAKE_GAP_MAX, WAKE_GAP_PER_RUN * max(live - 1, 0)))
                 delay = min(delay * 1.5, 1.0)
         finally:
             if waiter is not None:

@@ -9,12 +9,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Callable, Iterator
 
+from ..errors import StoreError
+
 ProgressFn = Callable[[int, int], None]  # (bytes_done, bytes_total)
 
 
 def check_path(path: str) -> str:
     """Reject absolute paths, ``..`` segments and empty segments in a store path."""
-    from ..errors import StoreError
     if not path or path.startswith("/") or "\\" in path:
         raise StoreError(f"bad store path {path!r}")
     parts = path.split("/")
