@@ -308,7 +308,7 @@ def test_supervisor_wakes_waiters_as_runs_end(tmp_path):
         flag.write_text("")
         assert waiter.wait(120) is True  # woken, not timed out
         assert all_final(root, gate)
-        assert not os.path.exists(dead)
+        wait_for(lambda: not os.path.exists(dead), what="the dead waiter's FIFO removed")
     finally:
         waiter.close()
     assert os.listdir(os.path.join(jobdir, "waiters")) == []

@@ -55,15 +55,16 @@ def runner_copy(timeout: float = 2.0) -> str:
                 return _RUNNER_COPY[key]
             with open(RUNNER, "rb") as fh:
                 src = fh.read()
-            compile(src, RUNNER, "exec")
             if b"\ndef main(" not in src or len(src) != os.stat(RUNNER).st_size:
                 raise SyntaxError("incomplete runner source")
+            folder = os.path.join(local_root(), "runner", hashlib.sha256(src).hexdigest()[:32])
+            if not os.path.exists(os.path.join(folder, "runner.py")):
+                compile(src, RUNNER, "exec")  # a copy that exists was checked when written
         except (OSError, SyntaxError, ValueError) as err:
             if time.monotonic() > deadline:
                 raise TargetError(f"cannot read a complete runner from {RUNNER}: {err}") from err
             time.sleep(0.05)
             continue
-        folder = os.path.join(local_root(), "runner", hashlib.sha256(src).hexdigest()[:32])
         path = os.path.join(folder, "runner.py")
         if not os.path.exists(path):
             os.makedirs(folder, exist_ok=True)

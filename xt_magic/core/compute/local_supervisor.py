@@ -332,6 +332,27 @@ def supervise(jobdir, lock_fd=None):
                 unreported.append((launch, None))
         pending[:0] = reversed(new)  # pop() from the end keeps submission order
     add_new(spec)
+
+    def start_pending():
+        """Start pending runs while a box slot is free; whether any was started."""
+        started = False
+        while pending:
+            fd = _take(slots.acquire())
+            if fd is None:
+                break
+            launch = pending.pop()
+            try:
+                pid = start_run(jobdir, spec, launch)
+            except OSError as err:
+                pid = None
+                report(spec["runner"], launch, "failed",
+                       reason=f"could not start the runner: {err}")
+            if pid:
+                running[pid] = [launch, time.monotonic(), None, fd]
+                started = True
+            else:
+                _release(fd)
+        return started
     seen = None  # re-read under the job lock on the first pass: runs may have been added
     wait = 0.05   # slot poll period while blocked; backs off so many waiting jobs stay cheap
     rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -358,21 +379,7 @@ def supervise(jobdir, lock_fd=None):
                 seen = _stat(jobdir)
                 spec = load_spec(jobdir)
                 add_new(spec)
-        while pending:
-            fd = _take(slots.acquire())
-            if fd is None:
-                break
-            launch = pending.pop()
-            try:
-                pid = start_run(jobdir, spec, launch)
-            except OSError as err:
-                pid = None
-                report(spec["runner"], launch, "failed",
-                       reason=f"could not start the runner: {err}")
-            if pid:
-                running[pid] = [launch, time.monotonic(), None, fd]
-            else:
-                _release(fd)
+        if start_pending():
             wait = 0.05
         ended = []
         while running:
@@ -392,6 +399,7 @@ def supervise(jobdir, lock_fd=None):
                 _release(entry[3])
                 ended.append((entry[0], None))
         if ended:
+            start_pending()  # their slots are free: the next runs first, the bookkeeping after
             runner.sweep_workdirs()  # what killed runs left behind
         unreported = [(launch, code) for launch, code in unreported + ended
                       if not handle_exit(jobdir, spec, launch, code)]
@@ -411,6 +419,8 @@ def supervise(jobdir, lock_fd=None):
             elif kill_at is not None and now > kill_at:
                 _killpg(pid, signal.SIGKILL)
                 entry[2] = now + 3600
+        if pending and ended:
+            continue  # a slot may have freed meanwhile
         if pending:  # our own runs' exits wake us at once (SIGCHLD); other jobs' are polled
             wait = min(wait * 1.5, 0.5)
         try:
