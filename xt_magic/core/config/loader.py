@@ -203,14 +203,16 @@ def read_file(path: str) -> tuple[dict, Lines, list[str]] | None:
     except (OSError, UnicodeDecodeError) as err:
         problem = Problem(f"cannot read config file: {err}", file=path)
         raise ConfigError(str(problem), problems=[problem]) from None
-    result = _disk_cached(path, text)
+    # only the shipped defaults are kept on disk: a user's file may hold a literal secret
+    result = _disk_cached(path, text) if path == DEFAULTS else read_text(text, path)
     _CACHE[path] = (stamp, copy.deepcopy(result))
     return result
 
 
 def _disk_cached(path: str, text: str) -> tuple[dict, Lines, list[str]]:
     """``read_text``, remembered across kernels under the sha256 of path and text: the
-    round-trip YAML parse that finds each key's line costs a new kernel ~60 ms per file."""
+    round-trip YAML parse that finds each key's line costs a new kernel ~60 ms for the
+    defaults."""
     import hashlib
     import json
     from .validate import _cache_path, _cache_write
