@@ -2,7 +2,7 @@
 as a ratio against its baseline measured in the same run, and against submitit's LocalExecutor
 (``pip install xt-magic[bench]``) in the same run. Medians.
 
-    python bench/bench_e2e.py [--quick] [--repeats 9] [--sweeps 200,1000]
+    python bench/bench_e2e.py [--quick] [--repeats 9] [--sweeps 200,1000] [--jobs 1000]
 
 Targets (issue 16):
   trivial   one-run cell, one output, submit -> value: <= 1.0x bare ``python -c pass``
@@ -10,7 +10,7 @@ Targets (issue 16):
   notice    wait() returns within 10 ms of the run's final event
   sweep N   N runs with an output, all values back: >= 2x ``xargs -P<cores> python -c``
   poll      one Job.refresh on a 1,000-run job reads O(changed runs) events files
-  memory    kernel RSS growth after listing and fetching the jobs: < 50 MB
+  memory    kernel RSS growth from listing and fetching 1,000 jobs: < 50 MB
 """
 from __future__ import annotations
 
@@ -195,15 +195,17 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer repeats, 200-run sweep only")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--sweeps", default=None, help="comma-separated sweep sizes")
+    ap.add_argument("--jobs", type=int, default=None, help="jobs listed and fetched (memory)")
     args = ap.parse_args()
     repeats = args.repeats or (5 if args.quick else 9)
+    args.jobs = args.jobs or (100 if args.quick else 1000)
     sweeps = [int(s) for s in (args.sweeps or ("200" if args.quick else "200,1000")).split(",")]
     cores = os.cpu_count() or 1
     work = isolated_home("xt-bench-e2e-")
-    peer_dir = tempfile.mkdtemp(prefix="submitit-", dir=work)
+    # outside the working dir: it is the jobs' code snapshot, which submitit's files would bloat
+    peer_dir = tempfile.mkdtemp(prefix="submitit-", dir=os.path.dirname(work))
     from xt_magic.core import api
     ns = {"__name__": "__main__"}
-    rss0 = rss_mb()
     rows = []
 
     def row(name, ours, base, base_name, peer=None, target=""):
@@ -224,9 +226,11 @@ def main() -> None:
                 f"(submit alone {first_submit * 1000:.1f} ms)  [<= 80 ms]")
     notice = median_of(lambda: notice_latency(api, ns), repeats)
     rows.append(f"{'final event -> wait()':<22} {notice * 1000:9.1f} ms  [<= 10 ms]")
-    for n in sweeps:
-        base = xargs_sweep(n, cores)
-        ours = ours_sweep(api, ns, n)
+    for n in sweeps:  # alternated, so load from elsewhere hits both alike
+        reps = 1 if args.quick or n >= 1000 else 3
+        pairs = [(xargs_sweep(n, cores), ours_sweep(api, ns, n)) for _ in range(reps)]
+        base = statistics.median(b for b, _ in pairs)
+        ours = statistics.median(o for _, o in pairs)
         pn = min(n, 40)  # submitit: ~0.2 s per run, so its throughput from a shorter sweep
         peer_s = submitit_sweep(peer_dir, pn, cores)
         peer_n = peer_s * n / pn if peer_s else None
@@ -236,13 +240,25 @@ def main() -> None:
     rows.append(f"{'poll of 1000 live runs':<22} events files read: first {first} "
                 f"({t_first * 1000:.0f} ms), none changed {idle} ({t_idle * 1000:.1f} ms), one "
                 f"changed {one}  [O(changed)]")
+    made = len(api.jobs())
+    jobs = [api.run_cell("y = i", ns, hp={"i": [k]}, outputs=["y"])
+            for k in range(max(0, args.jobs - made))]
+    for job in jobs:
+        job.wait(progress=False)
+    del jobs
+    api.results(api.jobs()["job"].iloc[0])  # warm: the listing's and results' imports
+    import gc
+    gc.collect()
+    rss0 = rss_mb()
     t = time.perf_counter()
     table = api.jobs()
     for job_id in list(table["job"]):
         api.results(job_id)
     listed = time.perf_counter() - t
-    rows.append(f"{'RSS growth':<22} {rss_mb() - rss0:9.1f} MB after all of the above and "
-                f"listing + fetching {len(table)} jobs ({listed:.2f} s)  [< 50 MB]")
+    del table
+    gc.collect()
+    rows.append(f"{'RSS growth':<22} {rss_mb() - rss0:9.1f} MB after listing + fetching "
+                f"{max(made, args.jobs)} jobs ({listed:.2f} s)  [< 50 MB]")
     print(f"bench_e2e: {cores} cores, python {sys.version.split()[0]}, medians of {repeats}")
     print("\n".join(rows))
 

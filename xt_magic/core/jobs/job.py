@@ -20,8 +20,9 @@ from .records import JobRecord
 SUBMIT_GRACE = 120.0
 
 #: after a wake-up, Job.wait lets ends pile up this long per other live run (at most the max)
-#: before it looks: a 1-run job is seen at once, a 1,000-run sweep about 20 times a second
-WAKE_GAP_PER_RUN, WAKE_GAP_MAX = 0.0002, 0.05
+#: before it looks, and at least WAKE_DUTY times what its last look cost: a 1-run job is seen at
+#: once, a 1,000-run sweep a few times a second, and waiting never takes much of a core
+WAKE_GAP_PER_RUN, WAKE_GAP_MAX, WAKE_DUTY = 0.0002, 0.25, 9
 
 
 class Job:
@@ -195,7 +196,9 @@ class Job:
         waiter = None if self.done else self._backend().waiter(self.id)
         try:
             while True:
+                looked = time.monotonic()
                 self.refresh().check()  # a damaged run can never be seen to end
+                looked = time.monotonic() - looked
                 counts = self.states()
                 bar.update(sum(counts[s] for s in events.FINAL), _summary(counts))
                 if feed:
@@ -212,7 +215,9 @@ class Job:
                         # a sweep's ends come in bursts: one look per gap, not one per end,
                         # so the kernel leaves the cores to the runs
                         live = total - sum(counts[s] for s in events.FINAL)
-                        time.sleep(min(WAKE_GAP_MAX, WAKE_GAP_PER_RUN * max(live - 1, 0)))
+                        if live > 1:
+                            time.sleep(min(WAKE_GAP_MAX, max(WAKE_GAP_PER_RUN * (live - 1),
+                                                             WAKE_DUTY * looked)))
                 delay = min(delay * 1.5, 1.0)
         finally:
             if waiter is not None:
