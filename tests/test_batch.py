@@ -360,3 +360,21 @@ def test_shared_pool_is_reaped_after_its_idle_time(batch_config):
     assert backend.reap_idle_pools(spare=pool_id) == []     # the pool in use is spared
     deleted = wait_for(backend.reap_idle_pools, 15, "idle pool reaped")
     assert deleted == [pool_id] and not server.pools
+
+
+def test_a_50_run_sweep_submit_and_each_poll_cost_at_most_3_batch_requests(batch_config):
+    """Submit (pool, job, one task collection) and each Job.refresh (one task list) stay at <= 3
+    Batch requests for 50 runs: per-run requests would make a sweep's polls cost O(runs)."""
+    server = batch_config["server"]
+    batch_config["write"](**{"max-runs": 10})
+    before = len(server.received)
+    job = submit("score = lr * 10", hp={"lr": list(range(50))}, outputs=["score"])
+    sent = server.received[before:]
+    assert len(sent) <= 3, [(r["method"], r["path"]) for r in sent]
+    polls = []
+    while not job.done:
+        before = len(server.received)
+        job.refresh()
+        polls.append([(r["method"], r["path"].split("?")[0]) for r in server.received[before:]])
+    assert polls and all(len(p) <= 3 for p in polls), max(polls, key=len)
+    assert sorted(job.results()["score"].values()) == [i * 10 for i in range(50)]

@@ -238,3 +238,20 @@ def test_notes_for_vault_without_vault_service_and_unset_env():
     assert not any("$vault" in n for n in load_config(os.getcwd(), session={
         "external-services.v": {"type": "vault", "url": "https://v.vault.azure.net/"},
         "xt-services.vault": "v"}).notes)
+
+
+def test_a_config_known_valid_skips_the_schema_pass_and_a_bad_one_is_still_reported(xt_home):
+    """A new kernel with a config the schema accepted before neither parses schema.yaml nor runs
+    jsonschema (both remembered in $XT_HOME/cache); a changed, bad config is validated again."""
+    from xt_magic.core.config import validate
+    (xt_home / "xt_config.yaml").write_text("general:\n  workspace: wsC\n")
+    load_config()
+    assert os.listdir(xt_home / "cache" / "valid-config")
+    validate._schema_file.cache_clear()
+    validate.schema.cache_clear()
+    validate.validator.cache_clear()
+    assert load_config().get("general.workspace") == "wsC"
+    assert validate.validator.cache_info().misses == 0  # no validation pass
+    (xt_home / "xt_config.yaml").write_text("general:\n  workspace: 3\n")
+    with pytest.raises(ConfigError, match="workspace"):
+        load_config()

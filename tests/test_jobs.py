@@ -83,7 +83,8 @@ def test_unpicklable_input_named(sync_local, tmp_path):
     with pytest.raises(JobError, match=r"input variable 'lock' \(lock\) cannot be sent") as info:
         api.run_cell("print(lock)", ns)
     assert "\n" not in str(info.value)
-    assert list(os.listdir(tmp_path / "xt_home")) in ([], ["file_store"])
+    made = [n for n in os.listdir(tmp_path / "xt_home") if n != "cache"]  # config caches only
+    assert made in ([], ["file_store"])
     assert not sync_local.submitted
 
 

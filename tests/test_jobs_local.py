@@ -101,3 +101,67 @@ def test_bad_names_one_line(ip):
         assert "\n" not in str(info.value)
     with pytest.raises(JobError):
         api.status("nonsense")
+
+
+LEAK_CELL = """\
+import os, sys, json, cloudpickle
+seen = [getattr(json, "XT_LEAK", None), getattr(cloudpickle, "XT_LEAK", None),
+        os.environ.get("XT_LEAK"), "xt_leak_mod" in sys.modules, globals().get("leaked")]
+json.XT_LEAK = cloudpickle.XT_LEAK = i
+os.environ["XT_LEAK"] = str(i)
+sys.modules["xt_leak_mod"] = json
+leaked = i
+where = cloudpickle.__file__
+"""
+
+
+def test_forked_runs_start_clean(xt_home):
+    """Runs are forks of one warm supervisor (cloudpickle imported before the first fork): no
+    module global, environment variable or sys.modules entry a run sets reaches the next run."""
+    (xt_home / "xt_config.yaml").write_text(
+        "compute-targets:\n  local:\n    service: pool\n    boxes: [localhost]\n"
+        "    max-runs: 1\n")
+    session.reset_session()
+    job = api.run_cell(LEAK_CELL, {"__name__": "__main__"}, hp={"i": [1, 2, 3]},
+                       outputs=["seen", "where"])
+    job.wait(timeout=120, progress=False)
+    res = job.results(raise_errors=True)
+    assert [r["seen"] for r in res.runs_list] == [[None, None, None, False, None]] * 3
+    # the supervisor had cloudpickle imported for them: no run imported the bundle's zip
+    assert all(".zip" not in r["where"] for r in res.runs_list)
+
+
+def test_a_poll_reads_only_the_runs_whose_events_changed(xt_home, monkeypatch):
+    """Job._read keeps each live run's events and the store's change token of the file: a poll
+    reads no events file that did not change, and of one that did, only what was appended."""
+    from xt_magic.core.protocol import events
+    from xt_magic.core.protocol.layout import Layout
+    from xt_magic.core.storage.file import FileStore
+    (xt_home / "xt_config.yaml").write_text(
+        "compute-targets:\n  local:\n    service: pool\n    boxes: [localhost]\n"
+        "    max-runs: 1\n")
+    session.reset_session()
+    job = api.run_cell("import time\ntime.sleep(120)\n", {"__name__": "__main__"},
+                       hp={"i": list(range(12))})
+    try:
+        until(lambda: job._read() or job.state(job.runs[0]) == "running", what="run 1 running")
+        reads = []
+        real = FileStore.read_from
+
+        def counting(self, path, offset):
+            if path.endswith("events.jsonl"):
+                reads.append((path, offset))
+            return real(self, path, offset)
+        monkeypatch.setattr(FileStore, "read_from", counting)
+        job._read()
+        assert reads == []  # 12 live runs, none changed: nothing read
+        lay = Layout(job.record.workspace)
+        reads.clear()
+        path = lay.events(job.runs[5])
+        size = os.path.getsize(job._ctx().store.local_path(path))
+        events.append(job._ctx().store, path, events.FAILED, reason="by the test")
+        job._read()
+        assert reads == [(path, size)]  # that run only, from where the last read stopped
+        assert job.state(job.runs[5]) == "failed"
+    finally:
+        job.cancel()

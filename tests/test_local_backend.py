@@ -286,3 +286,31 @@ def test_runs_never_load_the_runner_from_a_tree_being_rewritten(tmp_path, monkey
     wait_for(lambda: all_final(root, runs), what="completion")
     assert states_of(root, runs) == ["completed", "completed"]
     assert "ran" in read(root, runs[0][2]["paths"]["console"]).decode()
+
+
+def test_supervisor_wakes_waiters_as_runs_end(tmp_path):
+    """A kernel waiting on a job blocks in select() on its FIFO and is woken by the supervisor
+    when a run ends (the run's final event is in the store by then); a FIFO whose waiter is gone
+    is removed rather than written."""
+    from xt_magic.core.compute import local_supervisor as sup
+    root = tmp_path / "store"
+    be = backend(root)
+    flag = tmp_path / "go"
+    gate = make_job(root, f"import os, time\nwhile not os.path.exists({str(flag)!r}):\n"
+                          "    time.sleep(0.01)\n", job="job2")
+    be.submit("job2", launches(root, gate))
+    jobdir = be._jobdir("job2")
+    waiter = be.waiter("job2")
+    dead = os.path.join(jobdir, "waiters", "1-dead")
+    os.mkfifo(dead)  # a FIFO nobody holds open: a kernel that died waiting
+    try:
+        assert waiter.wait(0.0) is False  # nothing ended yet
+        flag.write_text("")
+        assert waiter.wait(120) is True  # woken, not timed out
+        assert all_final(root, gate)
+        wait_for(lambda: not os.path.exists(dead), what="the dead waiter's FIFO removed")
+    finally:
+        waiter.close()
+    assert os.listdir(os.path.join(jobdir, "waiters")) == []
+    assert backend(root).waiter("job-none") is None
+    sup.notify(str(tmp_path / "no-such-jobdir"))  # nothing to wake: no error

@@ -23,6 +23,12 @@ def runs_cache_dir() -> str:
     return os.path.join(xt_home(), "runs-cache")
 
 
+def cache_dir() -> str:
+    """What the kernel may rebuild at any time (the parsed config schema, configs known valid):
+    removing it costs only time."""
+    return os.path.join(xt_home(), "cache")
+
+
 def keys_dir() -> str:
     """The master key behind every job key (0700; never in a store)."""
     return os.path.join(xt_home(), "keys")

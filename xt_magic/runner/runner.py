@@ -788,6 +788,20 @@ def _sha256(data):
     return hashlib.sha256(data).hexdigest()
 
 
+def _own_cloudpickle(version):
+    """Whether the cloudpickle this process already imported (a warm supervisor's fork) is the
+    bundle's version, so the bundled zip need not be fetched and imported. Another version is
+    dropped from sys.modules: the bundle's own is imported from its zip instead."""
+    mod = sys.modules.get("cloudpickle")
+    if mod is None:
+        return False
+    if version and str(getattr(mod, "__version__", "")) == str(version):
+        return True
+    for name in [n for n in sys.modules if n == "cloudpickle" or n.startswith("cloudpickle.")]:
+        del sys.modules[name]
+    return False
+
+
 def _fetch_checked(io, path, sha, what):
     data = io.get(path)
     if sha and _sha256(data) != sha:
@@ -1532,7 +1546,8 @@ def run_phase(ticket, io, console, key):
             os.makedirs(outdir, exist_ok=True)
             cell = _fetch_checked(io, bundle["cell"], bundle.get("cell_sha256"),
                                   "cell").decode("utf-8")
-            if bundle.get("cloudpickle") and (bundle.get("inputs") or ticket.get("outputs")):
+            if bundle.get("cloudpickle") and (bundle.get("inputs") or ticket.get("outputs")) \
+                    and not _own_cloudpickle(bundle.get("cloudpickle_version")):
                 cp = _fetch_checked(io, bundle["cloudpickle"], bundle.get("cloudpickle_sha256"),
                                     "cloudpickle.zip")
                 cp_path = os.path.join(workdir, ".xt-cloudpickle.zip")

@@ -110,6 +110,12 @@ class Backend(ABC):
         """No more runs will be added to this job (a search is over): release what a job kept
         open for them. Default: nothing to release."""
 
+    def waiter(self, job_id: str):
+        """What tells a waiting kernel that a run of the job may have changed: an object whose
+        ``wait(timeout)`` returns early then (True) and ``close()``, or None: the caller polls.
+        Default None."""
+        return None
+
     # -- run events, from the store alone (protocol/events.py) -------------------------------------
     def _state(self, run_id: str) -> dict:
         return events.state(self.store, self.layout.events(run_id))

@@ -55,21 +55,35 @@ def runner_copy(timeout: float = 2.0) -> str:
                 return _RUNNER_COPY[key]
             with open(RUNNER, "rb") as fh:
                 src = fh.read()
-            compile(src, RUNNER, "exec")
             if b"\ndef main(" not in src or len(src) != os.stat(RUNNER).st_size:
                 raise SyntaxError("incomplete runner source")
+            folder = os.path.join(local_root(), "runner", hashlib.sha256(src).hexdigest()[:32])
+            if not os.path.exists(os.path.join(folder, "runner.py")):
+                compile(src, RUNNER, "exec")  # a copy that exists was checked when written
         except (OSError, SyntaxError, ValueError) as err:
             if time.monotonic() > deadline:
                 raise TargetError(f"cannot read a complete runner from {RUNNER}: {err}") from err
             time.sleep(0.05)
             continue
-        folder = os.path.join(local_root(), "runner", hashlib.sha256(src).hexdigest()[:32])
         path = os.path.join(folder, "runner.py")
         if not os.path.exists(path):
             os.makedirs(folder, exist_ok=True)
             node.write_atomic(path, src)
+        _write_bytecode(path)
         _RUNNER_COPY[key] = path
         return path
+
+
+def _write_bytecode(path: str) -> None:
+    """The copy's bytecode cache, written even under PYTHONDONTWRITEBYTECODE (which only stops
+    writing, not reading): every supervisor start would otherwise compile the runner again."""
+    import importlib.util
+    import py_compile
+    if not os.path.exists(importlib.util.cache_from_source(path)):
+        try:
+            py_compile.compile(path, doraise=True)
+        except (OSError, py_compile.PyCompileError):
+            pass  # a cache is only an optimisation
 
 
 class LocalBackend(Backend):
@@ -234,6 +248,17 @@ class LocalBackend(Backend):
                 self._start_supervisor(jobdir, lock)
         finally:
             os.close(lock)
+
+    def waiter(self, job_id: str):
+        """The job's supervisor wakes us as each run ends (``sup.Waiter``): a wait learns of an
+        end within milliseconds and costs nothing in between."""
+        jobdir = self._jobdir(job_id)
+        if jobdir is None:
+            return None
+        try:
+            return sup.Waiter(jobdir)
+        except OSError:
+            return None  # e.g. no FIFOs on this filesystem: polling still works
 
     def _reconcile(self, jobdir: str, spec: dict, run_ids: list[str]) -> bool:
         """With no supervisor (we hold its lock): report what ended; True if a run still needs

@@ -39,6 +39,8 @@ JOBDIR layout (written by LocalBackend.submit, or by PoolBackend.submit over SFT
     supervisor.lock        held by the live supervisor
     supervisor             "pid pstart" of the latest supervisor
     started                made by the first --start: stale run files were cleared then
+    waiters/{pid}-{rand}   a waiting kernel's FIFO (``Waiter``): a byte is written to each as a
+                           run ends (``notify``)
     RUNS/{run}/pid         "pid pstart" of the runner (its process group id is pid)
     RUNS/{run}/exit        exit code (negative: killed by that signal)
     RUNS/{run}/reported    its end was reported (a restarted supervisor does not report it again)
@@ -50,6 +52,7 @@ A supervisor started again (its predecessor was killed) adopts the runs still al
 their own sessions; their exits are polled, and a limit still applies), reports those that died
 meanwhile, and starts those never started.
 """
+import errno
 import fcntl
 import json
 import os
@@ -178,8 +181,7 @@ def start_run(jobdir, spec, launch):
     if not ticket_file or not os.path.exists(ticket_file):
         ticket_file = os.path.join(rundir, "ticket.json")
         runner.write_atomic(ticket_file, json.dumps(launch["ticket"]))
-    python = spec.get("python") or sys.executable
-    argv = python if isinstance(python, list) else [python]
+    argv = _argv(spec)
     secret = json.dumps(launch["launch"])
     log = os.path.join(rundir, "runner.log")
     lock = JobLock(jobdir)
@@ -207,6 +209,23 @@ def start_run(jobdir, spec, launch):
                                       (os.POSIX_SPAWN_DUP2, 1, 2)])
         runner.write_atomic(os.path.join(rundir, "pid"), f"{pid} {runner.proc_start(pid)}")
     return pid
+
+
+def warm_template():
+    """Import what every forked run needs before the first fork, once per supervisor: each run
+    then starts with cloudpickle loaded (the runner uses it when it is the bundle's version)
+    instead of importing it from the bundle's zip. Only modules are loaded here, never a run's
+    code, so the template every run is forked from stays clean."""
+    import glob, hashlib, hmac, shutil, zlib  # noqa: F401,E401  (what runner.main imports)
+    try:
+        import cloudpickle  # noqa: F401
+    except ImportError:
+        pass  # the runner imports the bundle's zip
+
+
+def _argv(spec):
+    python = spec.get("python") or sys.executable
+    return python if isinstance(python, list) else [python]
 
 
 def _run_in_child(runner, ticket_file, log, private_fds, pid_file, secret):
@@ -279,6 +298,7 @@ def supervise(jobdir, lock_fd=None):
     runner = load_runner(spec["runner"])
     runner.write_atomic(os.path.join(jobdir, "supervisor"),
                         f"{os.getpid()} {runner.proc_start(os.getpid())}")
+    warm_template()
     slots = Slots(spec["slots"], spec.get("max_runs"))
     grace = float(spec.get("grace", 5))
     pending = []
@@ -312,6 +332,27 @@ def supervise(jobdir, lock_fd=None):
                 unreported.append((launch, None))
         pending[:0] = reversed(new)  # pop() from the end keeps submission order
     add_new(spec)
+
+    def start_pending():
+        """Start pending runs while a box slot is free; whether any was started."""
+        started = False
+        while pending:
+            fd = _take(slots.acquire())
+            if fd is None:
+                break
+            launch = pending.pop()
+            try:
+                pid = start_run(jobdir, spec, launch)
+            except OSError as err:
+                pid = None
+                report(spec["runner"], launch, "failed",
+                       reason=f"could not start the runner: {err}")
+            if pid:
+                running[pid] = [launch, time.monotonic(), None, fd]
+                started = True
+            else:
+                _release(fd)
+        return started
     seen = None  # re-read under the job lock on the first pass: runs may have been added
     wait = 0.05   # slot poll period while blocked; backs off so many waiting jobs stay cheap
     rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -338,21 +379,7 @@ def supervise(jobdir, lock_fd=None):
                 seen = _stat(jobdir)
                 spec = load_spec(jobdir)
                 add_new(spec)
-        while pending:
-            fd = _take(slots.acquire())
-            if fd is None:
-                break
-            launch = pending.pop()
-            try:
-                pid = start_run(jobdir, spec, launch)
-            except OSError as err:
-                pid = None
-                report(spec["runner"], launch, "failed",
-                       reason=f"could not start the runner: {err}")
-            if pid:
-                running[pid] = [launch, time.monotonic(), None, fd]
-            else:
-                _release(fd)
+        if start_pending():
             wait = 0.05
         ended = []
         while running:
@@ -372,9 +399,12 @@ def supervise(jobdir, lock_fd=None):
                 _release(entry[3])
                 ended.append((entry[0], None))
         if ended:
+            start_pending()  # their slots are free: the next runs first, the bookkeeping after
             runner.sweep_workdirs()  # what killed runs left behind
         unreported = [(launch, code) for launch, code in unreported + ended
                       if not handle_exit(jobdir, spec, launch, code)]
+        if ended:  # each end is in the store now (the runner's event, or our report)
+            notify(jobdir)
         now = time.monotonic()
         for pid, entry in [*running.items(), *adopted.items()]:
             launch, started, kill_at, _ = entry
@@ -389,6 +419,8 @@ def supervise(jobdir, lock_fd=None):
             elif kill_at is not None and now > kill_at:
                 _killpg(pid, signal.SIGKILL)
                 entry[2] = now + 3600
+        if pending and ended:
+            continue  # a slot may have freed meanwhile
         if pending:  # our own runs' exits wake us at once (SIGCHLD); other jobs' are polled
             wait = min(wait * 1.5, 0.5)
         try:
@@ -398,6 +430,80 @@ def supervise(jobdir, lock_fd=None):
         except (BlockingIOError, InterruptedError):
             pass
     return 0
+
+
+def notify(jobdir):
+    """Wake every process waiting on this job: each holds a FIFO in JOBDIR/waiters open
+    (``Waiter``); one byte makes its select() return. A FIFO nobody holds (its kernel died) is
+    removed."""
+    folder = os.path.join(jobdir, "waiters")
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith("."):
+            continue  # still being set up by its waiter
+        path = os.path.join(folder, name)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as err:
+            if err.errno == errno.ENXIO:  # no reader: its waiter is gone
+                _unlink(path)
+            continue
+        try:
+            os.write(fd, b"!")
+        except OSError:
+            pass  # EAGAIN: bytes it has not read yet will wake it anyway
+        finally:
+            os.close(fd)
+
+
+class Waiter:
+    """A kernel's wake-up from the job's supervisor: a FIFO of its own in JOBDIR/waiters, held
+    open read-write (so it never reads end-of-file when no writer has it open) and named only
+    once open (so ``notify`` never takes it for a dead waiter's). ``wait(timeout)`` blocks in
+    select(), costing nothing while nothing happens, and returns True when woken."""
+
+    def __init__(self, jobdir):
+        folder = os.path.join(jobdir, "waiters")
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        name = f"{os.getpid()}-{os.urandom(6).hex()}"
+        tmp = os.path.join(folder, "." + name)
+        os.mkfifo(tmp, 0o600)
+        try:
+            self.fd = os.open(tmp, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            self.path = os.path.join(folder, name)
+            os.rename(tmp, self.path)
+        except OSError:
+            _unlink(tmp)
+            raise
+
+    def wait(self, timeout):
+        try:
+            ready = select.select([self.fd], [], [], max(0.0, timeout))[0]
+        except InterruptedError:
+            return False
+        if ready:
+            try:
+                while os.read(self.fd, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+        return bool(ready)
+
+    def close(self):
+        if self.fd is not None:
+            _unlink(self.path)
+            os.close(self.fd)
+            self.fd = None
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _take(fd):

@@ -203,9 +203,34 @@ def read_file(path: str) -> tuple[dict, Lines, list[str]] | None:
     except (OSError, UnicodeDecodeError) as err:
         problem = Problem(f"cannot read config file: {err}", file=path)
         raise ConfigError(str(problem), problems=[problem]) from None
-    result = read_text(text, path)
+    # only the shipped defaults are kept on disk: a user's file may hold a literal secret
+    result = _disk_cached(path, text) if path == DEFAULTS else read_text(text, path)
     _CACHE[path] = (stamp, copy.deepcopy(result))
     return result
+
+
+def _disk_cached(path: str, text: str) -> tuple[dict, Lines, list[str]]:
+    """``read_text``, remembered across kernels under the sha256 of path and text: the
+    round-trip YAML parse that finds each key's line costs a new kernel ~60 ms for the
+    defaults."""
+    import hashlib
+    import json
+    from .validate import _cache_path, _cache_write
+    cached = _cache_path("config-file", hashlib.sha256(
+        f"{path}\0{text}".encode("utf-8", "surrogatepass")).hexdigest() + ".json")
+    try:
+        with open(cached, encoding="utf-8") as fh:
+            data, lines, warnings = json.load(fh)
+        return data, {tuple(key): line for key, line in lines}, warnings
+    except (OSError, ValueError, TypeError):
+        pass
+    data, lines, warnings = read_text(text, path)
+    try:
+        _cache_write(cached, json.dumps([data, [[list(k), v] for k, v in lines.items()],
+                                         warnings]))
+    except (TypeError, ValueError):
+        pass  # a value JSON cannot hold: parsed each time
+    return data, lines, warnings
 
 
 def dotted_to_nested(values: dict, base: dict) -> dict:

@@ -26,9 +26,49 @@ JSON_TYPES = {"integer": "an integer", "number": "a number", "string": "a string
 
 @functools.lru_cache(maxsize=1)
 def _schema_file() -> dict:
+    """schema.yaml, parsed once per version of it: the parse (~170 ms of YAML) is kept as JSON
+    in the cache dir under the file's sha256."""
+    import hashlib
+    import json
+    with open(SCHEMA, "rb") as fh:
+        raw = fh.read()
+    cached = _cache_path("schema", hashlib.sha256(raw).hexdigest() + ".json")
+    try:
+        with open(cached, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        pass
     from ruamel.yaml import YAML
-    with open(SCHEMA, encoding="utf-8") as fh:
-        return YAML(typ="safe").load(fh)
+    out = YAML(typ="safe").load(raw.decode("utf-8"))
+    _cache_write(cached, json.dumps(out))
+    return out
+
+
+def _cache_path(kind: str, name: str) -> str:
+    from ..paths import cache_dir
+    return os.path.join(cache_dir(), kind, name)
+
+
+def _cache_write(path: str, text: str) -> None:
+    from ...runner.runner import write_atomic
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        write_atomic(path, text, mode=0o600)
+    except OSError:
+        pass  # a cache only saves time
+
+
+def _valid_marker(instance) -> str | None:
+    """Where a config instance the schema accepted is remembered (by the sha256 of schema and
+    instance: validation is a pure function of the two), so a new kernel with the same config
+    needs neither jsonschema nor a validation pass; None when it is not plain JSON."""
+    import hashlib
+    import json
+    try:
+        text = json.dumps([schema(), instance], sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return None
+    return _cache_path("valid-config", hashlib.sha256(text.encode()).hexdigest())
 
 
 @functools.lru_cache(maxsize=1)
@@ -182,8 +222,19 @@ def for_schema(value: Any) -> Any:
 
 
 def _schema_problems(data: dict, origins: dict) -> list[Problem]:
+    instance = for_schema(data)
+    marker = _valid_marker(instance)
+    if marker and os.path.exists(marker):
+        return []
+    out = _schema_errors(instance, origins)
+    if marker and not out:
+        _cache_write(marker, "")
+    return out
+
+
+def _schema_errors(instance, origins: dict) -> list[Problem]:
     out: list[Problem] = []
-    for err in validator().iter_errors(for_schema(data)):
+    for err in validator().iter_errors(instance):
         path = tuple(err.absolute_path)
         kind, node = err.validator, err.schema
         if kind == "additionalProperties" and isinstance(err.instance, dict):

@@ -19,6 +19,11 @@ from .records import JobRecord
 #: (``internal.submit-grace-seconds``)
 SUBMIT_GRACE = 120.0
 
+#: after a wake-up, Job.wait lets ends pile up this long per other live run (at most the max)
+#: before it looks, and at least WAKE_DUTY times what its last look cost: a 1-run job is seen at
+#: once, a 1,000-run sweep a few times a second, and waiting never takes much of a core
+WAKE_GAP_PER_RUN, WAKE_GAP_MAX, WAKE_DUTY = 0.0002, 0.25, 9
+
 
 class Job:
     """A submitted job: id, target, runs and their states (from the store). Works in any kernel."""
@@ -27,6 +32,7 @@ class Job:
         self.session, self.record = session, record
         self.id = record.job
         self._info: dict[str, dict] = {}
+        self._watches: dict[str, events.Watch] = {}  # live runs' events, read as they change
         self.problems: dict[str, str] = {}  # run -> what is wrong with its store objects
         from . import search
         self._search = search.spec_of(record)
@@ -49,19 +55,27 @@ class Job:
                 if not (run in self._info and self._info[run]["state"] in events.FINAL)]
 
         def read(run: str) -> dict:
+            watch = self._watches.get(run)
+            if watch is None:
+                watch = self._watches[run] = events.Watch(store, lay.events(run))
             try:
-                info = events.state(store, lay.events(run))
+                changed = watch.refresh()
             except DamagedObject as err:
                 self.problems[run] = err.message
                 return events.fold([])
             self.problems.pop(run, None)
-            return info
+            if not changed and run in self._info:
+                return self._info[run]
+            return watch.info()
         try:  # one read per run: concurrent on a remote store
             infos = _each_run(read, [(run,) for run in live], _store_workers(store, len(live)))
         except _RunError as err:
             cause = err.cause
         else:
             self._info.update(zip(live, infos))
+            for run in live:  # a final run is never read again
+                if self._info[run]["state"] in events.FINAL:
+                    self._watches.pop(run, None)
             return
         raise cause  # the store's own error, as before
 
@@ -179,9 +193,12 @@ class Job:
         bar = _Progress(total, f"{self.id}", enabled=progress, out=out)
         feed = _OutputFeed(self, on_output) if on_output else None
         delay = 0.05
+        waiter = None if self.done else self._backend().waiter(self.id)
         try:
             while True:
+                looked = time.monotonic()
                 self.refresh().check()  # a damaged run can never be seen to end
+                looked = time.monotonic() - looked
                 counts = self.states()
                 bar.update(sum(counts[s] for s in events.FINAL), _summary(counts))
                 if feed:
@@ -190,9 +207,21 @@ class Job:
                     break
                 if deadline is not None and time.monotonic() > deadline:
                     raise JobError(f"{self.id}: not finished after {timeout}s ({_summary(counts)})")
-                time.sleep(delay)
+                if waiter is None:
+                    time.sleep(delay)
+                else:  # woken as a run ends; the timeout still reconciles and shows progress
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if waiter.wait(delay if left is None else min(delay, max(left, 0.0))):
+                        # a sweep's ends come in bursts: one look per gap, not one per end,
+                        # so the kernel leaves the cores to the runs
+                        live = total - sum(counts[s] for s in events.FINAL)
+                        if live > 1:
+                            time.sleep(min(WAKE_GAP_MAX, max(WAKE_GAP_PER_RUN * (live - 1),
+                                                             WAKE_DUTY * looked)))
                 delay = min(delay * 1.5, 1.0)
         finally:
+            if waiter is not None:
+                waiter.close()
             bar.close()
         return self
 

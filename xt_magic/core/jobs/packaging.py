@@ -202,7 +202,15 @@ def cloudpickle_zip() -> bytes:
                     with open(os.path.join(folder, name), "rb") as fh:
                         zf.writestr(info, fh.read())
         _CACHE["cloudpickle"] = buf.getvalue()
+        _CACHE["cloudpickle_version"] = str(getattr(cloudpickle, "__version__", ""))
     return _CACHE["cloudpickle"]
+
+
+def cloudpickle_version() -> str:
+    """The version of the cloudpickle in ``cloudpickle_zip()``: a node whose own cloudpickle is
+    the same version (a warm local template has it imported already) need not import the zip."""
+    cloudpickle_zip()
+    return _CACHE["cloudpickle_version"]
 
 
 def runner_source() -> bytes:

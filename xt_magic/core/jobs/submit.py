@@ -143,6 +143,7 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
               "inputs_sha256": packaging.sha256(inputs_pkl) if inputs_pkl else None,
               "cloudpickle": lay.bundle(job_id, "cloudpickle.zip"),
               "cloudpickle_sha256": packaging.sha256(cp_zip),
+              "cloudpickle_version": packaging.cloudpickle_version(),
               "snapshot": snap.path if snap else None,
               "snapshot_sha256": snap.sha256 if snap else None}
     store.write_bytes(bundle["cell"], cell_bytes)

@@ -105,3 +105,36 @@ class Tail:
         data, self._partial = self._partial + chunk, b""
         self.offset += len(chunk)
         return data
+
+
+class Watch:
+    """One run's events, kept between polls: :meth:`refresh` reads nothing when the store's
+    change token of the file has not moved, and only the appended bytes when it has, so a poll
+    of many runs costs O(changed runs) reads."""
+
+    def __init__(self, store, path: str):
+        self.store, self.path = store, path
+        self._reset()
+
+    def _reset(self) -> None:
+        self.tail, self.events, self.token = Tail(self.store, self.path), [], None
+
+    def refresh(self) -> bool:
+        """Read what changed; whether a whole new event came."""
+        token = self.store.change_token(self.path)
+        if token is not None and token == self.token:
+            return False
+        if self.token and (not token or token[0] != self.token[0]
+                           or token[1] < self.tail.offset):
+            self._reset()  # replaced or truncated: read it again from the start
+        try:
+            new = self.tail.read()
+        except Exception:
+            self._reset()
+            raise
+        self.token = token
+        self.events.extend(new)
+        return bool(new)
+
+    def info(self) -> dict:
+        return fold(list(self.events))

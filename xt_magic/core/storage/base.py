@@ -9,12 +9,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Callable, Iterator
 
+from ..errors import StoreError
+
 ProgressFn = Callable[[int, int], None]  # (bytes_done, bytes_total)
 
 
 def check_path(path: str) -> str:
     """Reject absolute paths, ``..`` segments and empty segments in a store path."""
-    from ..errors import StoreError
     if not path or path.startswith("/") or "\\" in path:
         raise StoreError(f"bad store path {path!r}")
     parts = path.split("/")
@@ -90,6 +91,11 @@ class Store(ABC):
     def append_new(self, path: str, data: bytes) -> None:
         """Append to an object that does not exist yet (a store may save a round trip)."""
         self.append(path, data)
+
+    def change_token(self, path: str) -> tuple | None:
+        """A cheap ``(identity, size, version)`` of an object that changes whenever it does
+        (``()``: missing), or None when only reading it tells (then it is read)."""
+        return None
 
     def local_dir(self) -> str | None:
         """The directory holding the store's objects on this machine, if it has one."""

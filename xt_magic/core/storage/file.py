@@ -31,6 +31,7 @@ class FileStore(Store):
 
     def __init__(self, root: str):
         self.root = os.path.abspath(os.path.expanduser(os.path.expandvars(root)))
+        self._tokens: dict[str, str] = {}  # store path -> file, for change_token
         try:
             os.makedirs(self.root, exist_ok=True)
         except OSError as err:
@@ -146,6 +147,20 @@ class FileStore(Store):
 
     def delete(self, path: str) -> None:
         _unlink(self._full(path))
+
+    def change_token(self, path: str) -> tuple | None:
+        full = self._tokens.get(path)
+        if full is None:  # a Job polls the same runs' events again and again
+            if len(self._tokens) > 65536:
+                self._tokens.clear()
+            full = self._tokens[path] = self._full(path)
+        try:  # one stat: an append moves the size, a replacement the inode
+            st = os.stat(full)
+        except FileNotFoundError:
+            return ()
+        except OSError:
+            return None  # read it: the read names the damage
+        return st.st_ino, st.st_size, st.st_mtime_ns
 
     def local_dir(self) -> str:
         return self.root
