@@ -15,7 +15,8 @@ __version__ = "0.1.0"
 #: the Python API, each name resolved from core/api.py on first access
 _API = ("submit", "run_cell", "preview", "submit_script", "run_command", "job", "jobs", "runs",
         "status", "logs", "cancel", "cancel_all", "rerun", "tag", "results", "metrics", "plot",
-        "config", "login", "logout", "whoami", "submit_notebook", "show", "save_notebooks")
+        "table", "compare", "config", "login", "logout", "whoami", "submit_notebook", "show",
+        "save_notebooks")
 __all__ = ["log", "log_hparams", "checkpoint", "restore", *_API, "load_ipython_extension",
            "unload_ipython_extension"]
 

@@ -356,6 +356,23 @@ class XTMagics(Magics):
         return api.plot(args.job, args.metric, step=args.step)
 
     @magic_arguments()
+    @argument("job", help="job id")
+    @argument("metric", nargs="?", help="metric to rank runs by (default: general.primary-metric "
+              "when logged, else the first logged)")
+    @line_magic
+    def xt_compare(self, line=""):
+        """Hyperparameters against a metric: parallel-coordinates plot and the runs sorted best
+        first, with pickers for the metric and the colour scale (XT's hyperparameter explorer)."""
+        args = _parse(self.xt_compare, line)
+        try:
+            import ipywidgets  # noqa: F401
+            import matplotlib  # noqa: F401
+        except ImportError:  # no widgets or no plot: the sorted table still says it
+            return api.compare(args.job, args.metric)
+        from .widgets.compare import CompareView
+        return CompareView(args.job, args.metric)
+
+    @magic_arguments()
     @argument("job", nargs="?", help="job id (default: the last job)")
     @line_magic
     def xt_monitor(self, line=""):

@@ -296,11 +296,11 @@ class Job:
         """The search so far, one row per run in run order: value of the metric, best so far,
         state, stopped early (and why), hyperparameters (a DataFrame when pandas is installed)."""
         from . import search
-        from .control import _frame
+        from .tables import frame
         rows = search.history(self._ctx().store, Layout(self.record.workspace), self.record,
                               self._info)
         columns = ["order", "run", "state", "value", "best", "stopped", "reason"]
-        return _frame(rows, columns + [c for c in (rows[0] if rows else {}) if c not in columns])
+        return frame(rows, columns + [c for c in (rows[0] if rows else {}) if c not in columns])
 
     def search_summary(self) -> str | None:
         """One line: search type, metric, runs so far, best value and run (None: no search)."""
@@ -317,6 +317,11 @@ class Job:
                 f"{self._search['metric']}: {len(rows)}/{self.expected_runs} runs"
                 + (f", best {best:.6g} ({at})" if best is not None else "")
                 + (f", {stopped} stopped early" if stopped else ""))
+
+    def table(self):
+        """One row per run (a DataFrame): state, started, ended, duration, ``hp.*``, scalar
+        output variables, ``last.M`` and ``best.M`` of each logged metric, reason."""
+        return self.results().table()
 
     def rows(self) -> list[dict]:
         out = []
