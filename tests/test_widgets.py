@@ -65,8 +65,8 @@ def form(tmp_path):
 
 
 def test_form_has_a_tab_per_section_and_a_new_schema_key_appears(form, monkeypatch):
-    assert {"compute-targets", "setups", "boxes", "external-services", "general", "code"} <= set(form.tabs.titles)
-    assert "run-reports" not in form.tabs.titles  # x-unused sections are not edited here
+    assert {"compute-targets", "setups", "boxes", "external-services", "general", "code"} <= set(form.titles)
+    assert "run-reports" not in form.titles  # x-unused sections are not edited here
     import copy
     schema = copy.deepcopy(validate.schema())
     schema["properties"]["general"]["properties"]["brand-new-key"] = {"type": "string", "description": "x"}
@@ -365,3 +365,27 @@ def test_target_editor_shows_the_keys_of_its_backend(form):
     assert {"service", "setup", "boxes", "max-runs"} <= set(rows)
     assert not {"vm-size", "partition", "azure-image"} & set(rows)
     assert set(rows["service"].children[1].options) >= {"pool", "slurm", "local"}
+
+
+def test_form_fields_show_schema_help_and_labels_are_not_cut(form):
+    """Each field shows its schema description; sections are picked from one dropdown (no tab
+    bar wrapping onto two rows); the buttons size to their labels."""
+    import ipywidgets as w
+    from xt_magic.core.config.validate import schema
+    assert isinstance(form.picker, w.Dropdown) and not isinstance(form.tabs, w.Tab)
+    form.picker.value = "general"
+    rows = rows_by_label(form.section("general"))
+    described = schema()["properties"]["general"]["properties"]["primary-metric"]["description"]
+    assert described in rows["primary-metric"].children[4].value
+    assert form.tabs.selected_index == form.titles.index("general")
+    assert form.save_button.layout.width == "auto" and form.apply_button.layout.width == "auto"
+
+
+def test_slurm_target_shows_slurm_keys_only(form):
+    form.pending["compute-targets.hpc"] = {"service": "slurm", "login": "localhost",
+                                           "partition": "debug"}
+    editor = form.section("compute-targets")
+    editor.rebuild(select="hpc")
+    rows = rows_by_label(editor.fields)
+    assert "partition" in rows and not {"vm-size", "azure-image", "boxes"} & set(rows)
+    assert all(r.children[4].value for r in rows.values())  # every key with its help line

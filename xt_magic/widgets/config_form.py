@@ -1,6 +1,6 @@
 """ConfigForm: an editor for the resolved XT config, generated from the config schema.
 
-One tab per schema section; named-entry sections (compute-targets, setups, boxes, ...) get an entry
+One page per schema section, picked from a dropdown (16 tabs wrapped onto two rows); named-entry sections (compute-targets, setups, boxes, ...) get an entry
 picker with add / rename / delete. A key added to ``core/config/schema.yaml`` appears here with no
 widget code. Edits are pending until "Apply to session" (``api.config_set``) or "Save to
 xt_config.yaml" (apply, then ``api.config_save``, which keeps the file's comments). Every edit is
@@ -9,6 +9,7 @@ never enter widget state: the field is a password box showing only whether a val
 """
 from __future__ import annotations
 
+import html
 import os
 from typing import Any
 
@@ -54,17 +55,26 @@ class ConfigForm(WidgetView):
         self.out = w.Output(layout=w.Layout(max_height="160px", overflow="auto"))
         self.message = w.HTML()
         self.problems = w.HTML()
+        # width auto: a button is as wide as its label (a fixed width cut "Save to xt_con...")
         self.apply_button = w.Button(description="Apply to session", icon="check",
-                                     tooltip="set the pending values for this kernel session")
+                                     tooltip="set the pending values for this kernel session",
+                                     layout=w.Layout(width="auto", min_width="fit-content"))
         self.save_button = w.Button(description="Save to xt_config.yaml", icon="save",
                                     button_style="primary",
-                                    tooltip="apply, then write the session values into ./xt_config.yaml")
+                                    tooltip="apply, then write the session values into ./xt_config.yaml",
+                                    layout=w.Layout(width="auto", min_width="fit-content"))
         self.apply_button.on_click(self._on_apply)
         self.save_button.on_click(self._on_save)
-        self.tabs = w.Tab()
-        style = w.HTML("<style>.xt-config-form .lm-TabBar-content{flex-wrap:wrap}"
-                       ".xt-config-form .lm-TabBar-tab{flex:0 0 auto !important;max-width:none}</style>")
-        self.widget = w.VBox([style, self.tabs, w.HBox([self.apply_button, self.save_button]),
+        self.picker = w.Dropdown(description="section", layout=w.Layout(width="auto"))
+        self.picker.add_class("xt-section-picker")
+        self.tabs = w.Stack()  # the pages; the picker selects one
+        style = w.HTML("<style>.xt-config-form .widget-label{overflow:visible;white-space:normal;"
+                       "overflow-wrap:anywhere}.xt-config-form .xt-help{color:#666;font-size:90%;"
+                       "line-height:1.2;white-space:normal}"
+                       ".xt-config-form .jupyter-button{overflow:visible}</style>")
+        self.widget = w.VBox([style, self.picker, self.tabs,
+                              w.HBox([self.apply_button, self.save_button],
+                                     layout=w.Layout(flex_flow="row wrap")),
                               self.message, self.problems, self.out],
                              layout=w.Layout(width="100%"))
         self.widget.add_class("xt-config-form")
@@ -140,16 +150,28 @@ class ConfigForm(WidgetView):
                          if not node.get("x-unused") and (node.get("properties") or _record_of(node))]
         self.built: set[str] = set()
         titles = [name for name, _ in self.sections]
-        if list(self.tabs.titles) != titles:  # first build: the tab boxes stay (front ends keep
-            self.tabs.unobserve_all("selected_index")  # the selected tab when only contents change)
+        if list(self.picker.options) != titles:  # first build: the pages stay (front ends keep
+            self.picker.unobserve_all("index")   # the selected page when only contents change)
             self.tabs.children = [self.w.VBox() for _ in self.sections]
-            self.tabs.titles = titles
-            self.tabs.selected_index = min(selected, len(self.sections) - 1)
-            self.tabs.observe(lambda change: self.build_tab(change["new"]), names="selected_index")
+            self.picker.options = titles
+            self.picker.index = self.tabs.selected_index = min(selected, len(self.sections) - 1)
+            self.picker.observe(lambda change: self.select(change["new"]), names="index")
         for box in self.tabs.children:
             box.children = []
         self.build_tab(self.tabs.selected_index, validate=False)
         self.validate()
+
+    @property
+    def titles(self) -> list[str]:
+        return list(self.picker.options)
+
+    @safe
+    def select(self, index: int | None) -> None:
+        """Show section ``index``'s page (built on first view)."""
+        if index is None:
+            return
+        self.build_tab(index)
+        self.tabs.selected_index = index
 
     @safe
     def build_tab(self, index: int | None, validate: bool = True) -> None:
@@ -222,8 +244,15 @@ class ConfigForm(WidgetView):
         self.origins[key], self.errors[key] = origin, error
         editor.observe(lambda change, k=key, n=node, s=name in secret_keys():
                        self._on_edit(k, n, change["new"], s), names="value")
-        label = w.Label(name, tooltip=node.get("description", ""), layout=w.Layout(width=LABEL_W))
-        return w.HBox([label, editor, origin, error])
+        help_text = node.get("description", "")
+        label = w.Label(name, tooltip=help_text, layout=w.Layout(min_width=LABEL_W, width="auto"))
+        label.add_class("xt-label")
+        # the schema's description, visible under the editor: a full-width last item wraps
+        help_html = w.HTML(f"<div class='xt-help'>{html.escape(help_text)}</div>",
+                           layout=w.Layout(width="100%", padding=f"0 0 4px {LABEL_W}"))
+        help_html.add_class("xt-help-" + key.replace(".", "--"))
+        return w.HBox([label, editor, origin, error, help_html],
+                      layout=w.Layout(flex_flow="row wrap", align_items="flex-start"))
 
     def _secret_editor(self, value):
         from ..core.config import VaultRef
@@ -341,10 +370,11 @@ class EntryEditor:
         self.form, self.section, self.record = form, section, record
         self.picker = self._picker([], None)
         self.name = w.Text(placeholder="new name", layout=w.Layout(width="180px"))
-        self.add_button = w.Button(description="Add", icon="plus", layout=w.Layout(width="90px"))
-        self.rename_button = w.Button(description="Rename", icon="i-cursor", layout=w.Layout(width="100px"))
+        self.add_button = w.Button(description="Add", icon="plus", layout=w.Layout(width="auto"))
+        self.rename_button = w.Button(description="Rename", icon="i-cursor",
+                                      layout=w.Layout(width="auto"))
         self.delete_button = w.Button(description="Delete", icon="trash", button_style="danger",
-                                      layout=w.Layout(width="100px"))
+                                      layout=w.Layout(width="auto"))
         self.out, self.message = form.out, form.message
         self.add_button.on_click(self.add)
         self.rename_button.on_click(self.rename)
@@ -353,7 +383,7 @@ class EntryEditor:
         from ..core.config.validate import schema
         description = schema()["properties"][section].get("description", "")
         self.bar = w.HBox([self.picker, self.name, self.add_button, self.rename_button,
-                           self.delete_button])
+                           self.delete_button], layout=w.Layout(flex_flow="row wrap"))
         self.widget = w.VBox([w.HTML(note(description)), self.bar, self.fields])
         self.widget.add_class("xt-entries-" + section)
 
