@@ -157,3 +157,9 @@ def test_config_show_is_a_summary_then_collapsible_sections(ip):
     assert page.count("<details") == len(names) and " open" not in page
     assert "<code></code>" not in page  # a section row spans the table, no empty value box
     assert shown.text.splitlines()[1] == "# target: local (pool)"
+
+
+def test_a_trailing_comment_is_not_an_argument(ip):
+    """IPython passes a line magic its `# comment`; the README's cells carry comments."""
+    assert ip.run_line_magic("xt_config", "general.workspace   # which workspace") == "ws1"
+    assert ip.run_line_magic("xt_config", "'general.workspace'") == "ws1"

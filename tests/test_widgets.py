@@ -389,3 +389,14 @@ def test_slurm_target_shows_slurm_keys_only(form):
     rows = rows_by_label(editor.fields)
     assert "partition" in rows and not {"vm-size", "azure-image", "boxes"} & set(rows)
     assert all(r.children[4].value for r in rows.values())  # every key with its help line
+
+
+def test_form_with_path_saves_there_not_in_the_working_dir(tmp_path):
+    from xt_magic.widgets.config_form import ConfigForm
+    target = tmp_path / "elsewhere" / "xt_config.yaml"
+    target.parent.mkdir()
+    form = ConfigForm(path=str(target))
+    form.pending["general.experiment"] = "demo"
+    assert "saved" in form.save()
+    assert "experiment: demo" in target.read_text()
+    assert not (tmp_path / "work" / "xt_config.yaml").exists()

@@ -13,8 +13,22 @@ from .core.errors import XTError
 from .runner.runner import ipython_lines
 
 
+def _strip_comment(line: str) -> str:
+    """``%xt_config   # the config`` -> ``%xt_config``: IPython hands a line magic its comment."""
+    quote = None
+    for i, ch in enumerate(line):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i].rstrip()
+    return line
+
+
 def _parse(func, line: str):
     """parse_argstring, but a usage error is an XTError (one line), never SystemExit."""
+    line = _strip_comment(line)
     try:
         args = parse_argstring(func, line)
     except Exception as err:  # UsageError, or argparse's own error on bad quoting
@@ -68,7 +82,8 @@ class XTMagics(Magics):
               help="write session values to ./xt_config.yaml, keeping comments")
     @argument("--reset", action="store_true", help="drop all session values")
     @argument("--form", action="store_true", help="open the config editor widget")
-    @argument("--path", help="file for --create/--save (default ./xt_config.yaml)")
+    @argument("--path", help="file for --create/--save and the form's Save (default "
+              "./xt_config.yaml)")
     @line_magic
     def xt_config(self, line=""):
         """Show, explain, set, validate, create or save the resolved XT config."""
@@ -80,7 +95,7 @@ class XTMagics(Magics):
         keys, assigned = _split_assignments(args.items)
         if args.form:
             from .widgets.config_form import ConfigForm
-            return ConfigForm()
+            return ConfigForm(path=args.path)
         if args.reset:
             return api.config_reset()
         if args.create:
@@ -165,7 +180,7 @@ class XTMagics(Magics):
         script = command = None
         if cell is None:
             xt_words, script, script_args, command = _split_run_line(self.xt_run.parser,
-                                                                     _shell_words(line))
+                                                                     _shell_words(_strip_comment(line)))
             args = _parse(self.xt_run, _join(xt_words))
         else:
             args = _parse(self.xt_run, line)

@@ -44,11 +44,12 @@ def _key_prefix(problem_key: str) -> str:
 class ConfigForm(WidgetView):
     """The config editor widget (``%xt_config --form``)."""
 
-    def __init__(self, session=None):
+    def __init__(self, session=None, path: str | None = None):
         import ipywidgets as w
         from ..core.session import get_session
         self.w = w
         self.session = session or get_session()
+        self.path = path                       # where Save writes (None: ./xt_config.yaml)
         self.pending: dict[str, Any] = {}      # dotted key -> typed value (None unsets)
         self.errors: dict[str, Any] = {}       # dotted key -> HTML widget for its message
         self.origins: dict[str, Any] = {}      # dotted key -> HTML widget for its provenance
@@ -61,7 +62,8 @@ class ConfigForm(WidgetView):
                                      layout=w.Layout(width="auto", min_width="fit-content"))
         self.save_button = w.Button(description="Save to xt_config.yaml", icon="save",
                                     button_style="primary",
-                                    tooltip="apply, then write the session values into ./xt_config.yaml",
+                                    tooltip="apply, then write the session values into "
+                                            + (path or "./xt_config.yaml"),
                                     layout=w.Layout(width="auto", min_width="fit-content"))
         self.apply_button.on_click(self._on_apply)
         self.save_button.on_click(self._on_save)
@@ -353,7 +355,7 @@ class ConfigForm(WidgetView):
                 raise XTError("fix the problems shown before saving")
             api.config_set(dict(self.pending))
             self.pending.clear()
-        result = str(api.config_save(path))
+        result = str(api.config_save(path or self.path))
         self.refresh()
         self.message.value = note(result, "#070")
         return result
