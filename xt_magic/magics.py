@@ -64,6 +64,35 @@ def _unquote(text: str) -> str:
     return text
 
 
+class _Note:
+    """A one-line note in a cell's output (empty until the job it waits for ends)."""
+
+    def __init__(self, text: str = ""):
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def _repr_html_(self) -> str:
+        from html import escape
+        color = "#b00020" if " failed" in self.text or "cancelled" in self.text else "#070"
+        return f"<span style='color:{color}'>{escape(self.text)}</span>" if self.text else ""
+
+
+def job_end_announcer(shell):
+    """For ``core/jobs/notify``: at submit, an empty display in the submitting cell; when the job
+    ends, that display becomes the one-line note (wherever the user is now, the cell that
+    submitted says how it ended). Only in a Jupyter kernel: a terminal has no cell to update."""
+    if type(shell).__name__ != "ZMQInteractiveShell":
+        return None
+
+    def factory(job):
+        from IPython.display import display
+        handle = display(_Note(), display_id=True)
+        return lambda line: handle.update(_Note(line))
+    return factory
+
+
 @magics_class
 class XTMagics(Magics):
     """The xt_magic magics."""
