@@ -113,7 +113,8 @@ def render(cfg, data: dict, title: str, summary: list[tuple[str, str]] | None = 
         left = "  " * depth + f"{key}:" + (f" {value}" if value is not None else "")
         lines.append(f"{left:<56} # {origin}" if value is not None else left)
     text = f"# {title}\n" + "\n".join(lines)
-    head = "<tr><th>key</th><th>value</th><th>origin</th></tr>"
+    head = "".join(f"<th style='text-align:left'>{h}</th>" for h in ("key", "value", "origin"))
+    head = f"<tr>{head}</tr>"
     top = ""
     if summary:
         top = ("<table class='xt-config-summary'>" + "".join(
