@@ -43,3 +43,21 @@ def test_compare_without_pandas_names_the_analysis_extra(monkeypatch):
     job.wait(timeout=60, progress=False)
     with pytest.raises(MissingDependencyError, match=r"pip install 'xt-magic\[analysis\]'"):
         api.compare(job.id)
+
+
+@pytest.mark.parametrize("line", ["xt_config --form", "xt_monitor", "xt_login --form"])
+def test_widget_magics_without_ipywidgets_name_the_widgets_extra(monkeypatch, ip, line):
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)
+    name, _, rest = line.partition(" ")
+    with pytest.raises(MissingDependencyError) as info:
+        ip.run_line_magic(name, rest)
+    assert info.value._render_traceback_() == [
+        f"MissingDependencyError: ipywidgets is needed for %{line} but is not installed — "
+        "pip install 'xt-magic[widgets]'"]
+
+
+def test_ssh_without_asyncssh_names_the_ssh_extra(monkeypatch):
+    from xt_magic.core.compute import ssh
+    monkeypatch.setitem(sys.modules, "asyncssh", None)
+    with pytest.raises(MissingDependencyError, match=r"pip install 'xt-magic\[ssh\]'"):
+        ssh._asyncssh()

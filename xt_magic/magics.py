@@ -123,6 +123,7 @@ class XTMagics(Magics):
     def _config(self, args):
         keys, assigned = _split_assignments(args.items)
         if args.form:
+            _widgets("%xt_config --form")
             from .widgets.config_form import ConfigForm
             return ConfigForm(path=args.path)
         if args.reset:
@@ -422,6 +423,7 @@ class XTMagics(Magics):
     def xt_monitor(self, line=""):
         """Live job monitor widget: runs, states, metrics, log tail, cancel."""
         args = _parse(self.xt_monitor, line)
+        _widgets("%xt_monitor")
         from .widgets.monitor import JobMonitor
         return JobMonitor(args.job)
 
@@ -438,6 +440,7 @@ class XTMagics(Magics):
         if args.status:
             return api.whoami()
         if args.form:
+            _widgets("%xt_login --form")
             from .widgets.login_panel import LoginPanel
             return LoginPanel()
         with naming.flags():
@@ -476,6 +479,11 @@ class XTMagics(Magics):
         """List Azure Batch pools with node counts and states."""
         args = _parse(self.xt_pools, line)
         return api.pools(target=args.target)
+
+
+def _widgets(feature: str) -> None:
+    from .core.errors import require
+    require("ipywidgets", "ipywidgets", "widgets", feature)
 
 
 def _tags(words: list[str], flag: str) -> dict:
