@@ -458,6 +458,11 @@ def test_slurm_target_shows_slurm_keys_only(form):
     rows = rows_by_label(editor.fields)
     assert "partition" in rows and not {"vm-size", "azure-image", "boxes"} & set(rows)
     assert all(r.children[4].value for r in rows.values())  # every key with its help line
+    assert "slurm:" not in rows["partition"].children[4].value  # its own kind's words only
+    local = form.section("compute-targets")
+    local.rebuild(select="gpu")
+    boxes = rows_by_label(local.fields)["boxes"].children[4].value
+    assert "pool:" not in boxes and "local:" not in boxes and "boxes" in boxes
 
 
 def test_form_with_path_saves_there_not_in_the_working_dir(tmp_path):

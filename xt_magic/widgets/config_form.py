@@ -201,8 +201,9 @@ class ConfigForm(WidgetView):
         self.build_tab(index)
         return self.entry_editors.get(name) or self.tabs.children[index]
 
-    def field(self, key: str, node: dict, ref_key: tuple) -> Any:
-        """One row: label, editor (by schema type), provenance, inline error."""
+    def field(self, key: str, node: dict, ref_key: tuple, kind: str | None = None) -> Any:
+        """One row: label, editor (by schema type), provenance, inline error, help line (for a
+        target of ``kind``, that kind's description of the key)."""
         from ..core.config.validate import resolve_ref, secret_keys
         w = self.w
         node = resolve_ref(node)
@@ -246,7 +247,7 @@ class ConfigForm(WidgetView):
         self.origins[key], self.errors[key] = origin, error
         editor.observe(lambda change, k=key, n=node, s=name in secret_keys():
                        self._on_edit(k, n, change["new"], s), names="value")
-        help_text = node.get("description", "")
+        help_text = (node.get("x-kind-descriptions") or {}).get(kind) or node.get("description", "")
         label = w.Label(name, tooltip=help_text, layout=w.Layout(min_width=LABEL_W, width="auto"))
         label.add_class("xt-label")
         # the schema's description, visible under the editor: a full-width last item wraps
@@ -420,8 +421,9 @@ class EntryEditor:
         keys = [k for k, sub in props.items() if (not sub.get("x-unused") or k in entry)
                 and (kind is None or "x-kinds" not in sub or kind in sub["x-kinds"] or k in entry)]
         main = [k for k in keys if k in entry or k in required or (self.record, k) in REFERENCES]
-        rows = [self.form.field(f"{self.section}.{name}.{k}", props[k], (self.record, k)) for k in main]
-        rest = [self.form.field(f"{self.section}.{name}.{k}", props[k], (self.record, k))
+        rows = [self.form.field(f"{self.section}.{name}.{k}", props[k], (self.record, k), kind)
+                for k in main]
+        rest = [self.form.field(f"{self.section}.{name}.{k}", props[k], (self.record, k), kind)
                 for k in keys if k not in main]
         if rest:
             more = self.form.w.Accordion(children=[self.form.w.VBox(rest)], selected_index=None)
