@@ -13,8 +13,6 @@ import json
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from typing import Callable
 
 from ..errors import XTError
@@ -57,6 +55,8 @@ def payload(job) -> dict:
 
 def post(url: str, body: dict) -> str | None:
     """POST ``body`` as JSON; None when it went, else a one-line reason (no URL in it)."""
+    import urllib.error
+    import urllib.request
     req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
                                  headers={"Content-Type": "application/json",
                                           "User-Agent": "xt-magic"})
