@@ -60,6 +60,7 @@ def test_job_table_one_row_per_run(sweep, ip):
     res = ip.run_line_magic("xt_results", sweep.id)
     html = res._repr_html_()
     assert "best.loss" in html and "hp.lr" in html and "net2" in html
+    assert html.count("<table") == 1 and "class=\"xt-run-table\"" in html
 
 
 def test_best_follows_maximize_metric(sweep):

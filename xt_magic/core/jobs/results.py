@@ -62,6 +62,13 @@ class RunResult:
         return "  ".join(bits)
 
 
+def _table_html(table) -> str:
+    """The run table as HTML, classed as xt's own (not ``dataframe``: a run's DataFrame output
+    shown above it is the cell's, this one is the job's summary)."""
+    return table.head(200).to_html(index=False).replace('class="dataframe"',
+                                                        'class="xt-run-table"', 1)
+
+
 def _short(value, n: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= n else text[: n - 3] + "..."
@@ -122,7 +129,7 @@ class Results:
             note += "".join(f"<div>{escape(run)}: {escape(e)}</div>"
                             for run, e in list(errors.items())[:10])
             return (f"<div><b>Results of {escape(self.job.id)}</b> "
-                    f"({escape(_summary(self.job.states()))}){table.head(200).to_html(index=False)}"
+                    f"({escape(_summary(self.job.states()))}){_table_html(table)}"
                     f"{note}</div>")
         rows = []
         for r in self.runs_list[:50]:
