@@ -48,6 +48,7 @@ CSS = """<style>
  animation:xt-stale-show 0s linear %ds forwards;color:#b00020;font-weight:bold}
 @keyframes xt-stale-show{to{visibility:visible;max-height:10em}}
 .xt-monitor .xt-chart-box{flex:0 1 440px;min-width:280px}
+.xt-monitor .xt-cell-outputs{display:flex;flex-direction:column-reverse}
 </style>""" % STALE_SECONDS
 
 
