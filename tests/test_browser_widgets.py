@@ -6,7 +6,6 @@ see the state change. Screenshots go to test-artifacts/ (gitignored).
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -39,7 +38,15 @@ def shot(page, locator, name: str) -> None:
 def test_widgets_notebook_in_browser(app, jupyter_server, notebook_driver):
     cwd = Path.cwd()
     (cwd / "xt_config.yaml").write_text(LOCAL)
-    shutil.copy(NOTEBOOK, cwd / "widgets.ipynb")
+    import nbformat
+    nb = nbformat.read(str(NOTEBOOK), as_version=4)
+    # here the form saves into the planted local file (the notebook itself saves into a temp dir)
+    # and the long job is cancelled from its monitor (the notebook's last cell would do it first)
+    form_cell = [c for c in nb.cells if "%xt_config --form" in c.source]
+    assert form_cell and "--path" in form_cell[0].source and "%xt_cancel" in nb.cells[-1].source
+    form_cell[0].source = "%xt_config --form"
+    nb.cells = nb.cells[:-1]
+    nbformat.write(nb, str(cwd / "widgets.ipynb"))
     server = jupyter_server(app)
     driver = notebook_driver(server)
     page = driver.page
@@ -51,9 +58,12 @@ def test_widgets_notebook_in_browser(app, jupyter_server, notebook_driver):
         # -- config form: edit the local target's max-runs, save, check the file -----------------
         form = page.locator(".xt-config-form")
         form.wait_for()
-        form.locator(".lm-TabBar-tab", has_text="compute-targets").click()
+        form.locator(".xt-section-picker select").select_option("compute-targets")
+        form.locator(".xt-field-compute-targets--local--service").wait_for()
+        driver.wait_idle(timeout=120)  # the page is built by the kernel: let it settle
         form.locator("text=more keys >> visible=true").click()  # keys not set yet are folded away
         field = form.locator(".xt-field-compute-targets--local--max-runs input")
+        field.wait_for()
         field.fill("2")
         field.press("Tab")
         page.get_by_text("pending (not applied)").first.wait_for()

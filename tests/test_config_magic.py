@@ -142,3 +142,24 @@ def test_vault_masked_in_magic_output(ip):
     text = repr(run(ip, "")) + repr(run(ip, "--explain external-services.vs.key")) + \
         repr(run(ip, "external-services.vs"))
     assert "$vault(vs)" in text and "SECRET99" not in text
+
+
+def test_config_show_is_a_summary_then_collapsible_sections(ip):
+    shown = ip.run_line_magic("xt_config", "")
+    page = shown._repr_html_()
+    summary, sections = page.split("<details", 1)
+    for label, value in (("target", "local"), ("store", "filestorage"), ("workspace", "ws1"),
+                         ("login", "not logged in")):
+        assert f">{label}</th>" in summary and value in summary
+    assert "compute-targets" not in summary  # every section is folded away below the summary
+    names = [part.split("</b>", 1)[0] for part in page.split("<summary><b>")[1:]]
+    assert {"compute-targets", "general", "setups", "xt-services"} <= set(names)
+    assert page.count("<details") == len(names) and " open" not in page
+    assert "<code></code>" not in page  # a section row spans the table, no empty value box
+    assert shown.text.splitlines()[1] == "# target: local (pool)"
+
+
+def test_a_trailing_comment_is_not_an_argument(ip):
+    """IPython passes a line magic its `# comment`; the README's cells carry comments."""
+    assert ip.run_line_magic("xt_config", "general.workspace   # which workspace") == "ws1"
+    assert ip.run_line_magic("xt_config", "'general.workspace'") == "ws1"

@@ -10,6 +10,8 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 MAGICS_MD = ROOT / "docs" / "magics.md"
 
@@ -70,6 +72,41 @@ def test_readme_links_every_doc_and_links_resolve():
             if "://" in target or target.startswith("mailto:"):
                 continue
             assert (md.parent / target).exists(), f"{md.name}: broken link {target}"
+
+
+RUNNABLE = re.compile(r"<!-- runnable[^>]*-->\s*```python\n(.*?)```", re.S)
+RUNNABLE_DOCS = ["README.md", "docs/getting-started.md"]
+
+
+def notebook_cells(block: str) -> list[str]:
+    """A runnable block as notebook cells: a chunk (blank-line separated) starting with ``%%`` is
+    a cell of its own (a cell magic takes the whole cell); other chunks join the cell before."""
+    cells: list[str] = []
+    joinable = False
+    for chunk in (c for c in block.split("\n\n") if c.strip()):
+        if chunk.lstrip().startswith("%%") or not joinable:
+            cells.append(chunk)
+            joinable = not chunk.lstrip().startswith("%%")
+        else:
+            cells[-1] += "\n\n" + chunk
+    return cells
+
+
+def test_every_runnable_doc_has_blocks():
+    for doc in RUNNABLE_DOCS:
+        assert RUNNABLE.findall((ROOT / doc).read_text()), f"{doc}: no runnable blocks"
+
+
+@pytest.mark.parametrize("doc", RUNNABLE_DOCS)
+def test_runnable_doc_blocks_run_on_the_local_target(doc, ip):
+    """Every ```python block marked ``<!-- runnable -->`` runs, in order, in one IPython shell
+    (a fresh XT_HOME, the local target): the names they use are defined, their asserts hold."""
+    ip.init_user_ns()  # _, _oh, In/Out as in a notebook: cells display their last value
+    for block in RUNNABLE.findall((ROOT / doc).read_text()):
+        for cell in notebook_cells(block):
+            result = ip.run_cell(cell)
+            assert result.success, f"{doc}: cell failed:\n{cell}\n{result.error_in_exec!r}" \
+                f"{result.error_before_exec!r}"
 
 
 if __name__ == "__main__":

@@ -165,3 +165,15 @@ def test_a_poll_reads_only_the_runs_whose_events_changed(xt_home, monkeypatch):
         assert job.state(job.runs[5]) == "failed"
     finally:
         job.cancel()
+
+
+def test_undefined_free_names_are_warned_at_submit_and_the_job_still_goes(ip, capsys):
+    ip.run_cell("known = 3\n")
+    job = ip.run_cell_magic("xt_run", "--hp lr=[0.1]",
+                            "print(known, lr, len([]))\nprint(data_that_does_not_exist)\n")
+    line = [ln for ln in capsys.readouterr().out.splitlines() if "[xt] warning" in ln]
+    assert len(line) == 1 and "data_that_does_not_exist" in line[0]
+    assert "known" not in line[0] and "lr" not in line[0] and "len" not in line[0]
+    assert job.wait(timeout=60, progress=False).state(job.runs[0]) == "failed"
+    api.run_cell("y = 1\n", {})  # a cell with every name defined: no warning
+    assert "[xt] warning" not in capsys.readouterr().out

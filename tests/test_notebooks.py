@@ -45,8 +45,11 @@ def test_widgets_notebook(tmp_path):
         nb = execute("widgets.ipynb", cwd)
         text = outputs(nb)
         assert "application/vnd.jupyter.widget-view+json" in str(nb.cells[3].outputs)
-        assert (cwd / "xt_config.yaml").exists()  # the template was created
+        assert not (cwd / "xt_config.yaml").exists()  # the form demo saves into a temp dir
+        assert "--path" in "".join(nb.cells[3].source)
         assert "job1" in text and "job2" in text
+        jobs = {r["name"]: r["status"] for r in api.jobs().to_dict("records")}
+        assert jobs["long-job"] == "cancelled"  # the notebook leaves nothing running
     finally:
         for row in api.jobs().to_dict("records"):
             if row["status"] in ("created", "queued", "running"):

@@ -141,3 +141,19 @@ def test_notebook_checkpoints_do_not_change_the_snapshot(tree, tmp_path):
     (tree / "pkg" / ".ipynb_checkpoints" / "model-checkpoint.py").write_text("X = 2\n")
     again = snapshot.build(store, ["."], [], str(tree))
     assert again.sha256 == first.sha256 and again.new_bytes == 0
+
+
+def test_a_socket_in_the_code_dir_is_left_out(tmp_path, monkeypatch):
+    """A kernel started with ipc transport leaves sockets in its directory; reading one fails
+    with ENXIO, so a snapshot of that directory must skip it (only regular files are code)."""
+    import socket
+    from xt_magic.core.jobs import snapshot
+    (tmp_path / "train.py").write_text("print(1)\n")
+    monkeypatch.chdir(tmp_path)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind("kernel-ipc-1")
+    try:
+        plan = snapshot.plan(["$scriptdir/**"], [], str(tmp_path))
+    finally:
+        sock.close()
+    assert [name for name, _ in plan.files] == ["train.py"]

@@ -1,6 +1,7 @@
 """Widget logic without a browser (ipywidgets with no kernel uses its dummy comm)."""
 from __future__ import annotations
 
+import re
 import types
 
 import pytest
@@ -65,8 +66,8 @@ def form(tmp_path):
 
 
 def test_form_has_a_tab_per_section_and_a_new_schema_key_appears(form, monkeypatch):
-    assert {"compute-targets", "setups", "boxes", "external-services", "general", "code"} <= set(form.tabs.titles)
-    assert "run-reports" not in form.tabs.titles  # x-unused sections are not edited here
+    assert {"compute-targets", "setups", "boxes", "external-services", "general", "code"} <= set(form.titles)
+    assert "run-reports" not in form.titles  # x-unused sections are not edited here
     import copy
     schema = copy.deepcopy(validate.schema())
     schema["properties"]["general"]["properties"]["brand-new-key"] = {"type": "string", "description": "x"}
@@ -169,7 +170,11 @@ def test_monitor_follows_a_sweep_to_the_end_with_incremental_reads(xt_home):
     # each byte of each append-only file was read once: the sum equals the files' sizes
     store = xt_home / "file_store" / "ws1" / "runs"
     total = sum((store / r / n).stat().st_size for r in job.runs for n in ("events.jsonl", "metrics.jsonl"))
-    total += (store / job.runs[0] / "console.txt").stat().st_size
+    # the consoles the selection was on (it follows the running ones), each byte once; the
+    # selected run's to its end
+    shown = mon.run_picker.value
+    assert mon.runs[shown].console.offset == (store / shown / "console.txt").stat().st_size
+    total += sum(v.console.offset for v in mon.runs.values())
     assert mon.bytes_read == total
     assert mon.tick() is False  # nothing new: a tick reads nothing
 
@@ -240,6 +245,70 @@ def test_monitor_errors_show_in_the_widget(xt_home, monkeypatch):
                         lambda self, p, o: (_ for _ in ()).throw(OSError("disk gone")))
     mon._on_pick(None)  # a callback: must not raise
     assert "disk gone" in mon.message.value
+
+
+def test_monitor_chart_axis_titles_log_scale_and_time_axis():
+    from xt_magic.widgets.monitor import svg_chart
+    chart = svg_chart({"run1.1": [(0, 1.0), (1, 0.1), (2, 0.01)]}, xlabel="epoch", ylabel="loss")
+    assert ">epoch</text>" in chart and ">loss</text>" in chart and "rotate(-90)" in chart
+    labels = re.findall(r"<text class='xt-ytick' x='([\d.]+)'", chart)
+    assert labels and all(float(x) < 58 for x in labels)  # y labels left of the plot area
+    logged = svg_chart({"run1.1": [(0, 1.0), (1, 0.1), (2, 0.01)]}, ylabel="loss", log=True)
+    assert ">loss (log)</text>" in logged and ">0.01</text>" in logged and ">0.1</text>" in logged
+    assert "no positive values" in svg_chart({"r": [(0, -1.0)]}, log=True)
+
+
+def test_monitor_defaults_to_the_primary_metric_else_the_first_logged(xt_home):
+    from xt_magic.widgets.monitor import JobMonitor
+    cell = "import xt_magic\nfor s in range(3):\n    xt_magic.log(step=s, loss=1.0 / (s + 1), acc=s / 3)\n"
+    job = api.run_cell(cell, {}).wait(timeout=60, progress=False)
+    mon = JobMonitor(job.id, start=False)
+    mon.tick()
+    assert list(mon.metric_picker.options) == ["loss", "acc"]  # logged order, not a-z
+    assert mon.metric_picker.value == "loss"  # general.primary-metric (test-acc) not logged
+    assert ">step</text>" in mon.chart.value and ">loss</text>" in mon.chart.value
+    mon.x_axis.value = "time"
+    assert ">time (s)</text>" in mon.chart.value
+    mon.log_y.value = True
+    assert ">loss (log)</text>" in mon.chart.value
+    api.config_set({"general.primary-metric": "acc"})
+    mon = JobMonitor(job.id, start=False)
+    mon.tick()
+    assert mon.metric_picker.value == "acc"
+    # done: the cancel button is disabled and has no colour left
+    assert mon.cancel_job_button.disabled and mon.cancel_job_button.button_style == ""
+    assert "<pre class='xt-log'>" in mon.log.value or mon.log.value == ""
+
+
+def test_monitor_selection_follows_running_runs_until_the_user_picks(xt_home):
+    from xt_magic.widgets.monitor import JobMonitor
+    cell = ("import time, os\nprint('run', k, flush=True)\n"
+            "while k == 2 and not os.path.exists(stop):\n    time.sleep(0.05)\n")
+    stop = str(xt_home / "stop-flag")
+    job = api.run_cell(cell, {"stop": stop}, hp={"k": [1, 2]})
+    mon = JobMonitor(job.id, start=False)
+    until(lambda: mon.tick() is not None and mon.states() == {job.runs[0]: "completed",
+                                                              job.runs[1]: "running"})
+    mon.tick()
+    assert mon.run_picker.value == job.runs[1]  # moved off the ended run onto the running one
+    until(lambda: mon.tick() is not None and "run 2" in mon.log.value)
+    mon.run_picker.value = job.runs[0]  # the user's pick stays
+    mon.tick()
+    assert mon.run_picker.value == job.runs[0] and "run 1" in mon.log.value
+    open(stop, "w").close()
+    job.wait(timeout=60, progress=False)
+
+
+def test_monitor_heartbeat_keeps_a_stale_note_only_while_polling(xt_home):
+    from xt_magic.widgets.monitor import JobMonitor
+    job = api.run_cell("import time\ntime.sleep(0.5)\n", {})
+    mon = JobMonitor(job.id, min_interval=0.05, max_interval=0.1)
+    until(lambda: "xt-stale" in mon.heartbeat.value or not mon.polling)
+    beats = set()
+    until(lambda: beats.add(mon.heartbeat.value) or len(beats) > 2 or not mon.polling)
+    until(lambda: not mon.polling)
+    assert mon.heartbeat.value == ""  # the job ended: nothing can go stale
+    assert len(beats - {""}) >= 2 and all(f"%xt_monitor {job.id}" in b for b in beats - {""})
 
 
 # ---- login panel ---------------------------------------------------------------------------------
@@ -365,3 +434,43 @@ def test_target_editor_shows_the_keys_of_its_backend(form):
     assert {"service", "setup", "boxes", "max-runs"} <= set(rows)
     assert not {"vm-size", "partition", "azure-image"} & set(rows)
     assert set(rows["service"].children[1].options) >= {"pool", "slurm", "local"}
+
+
+def test_form_fields_show_schema_help_and_labels_are_not_cut(form):
+    """Each field shows its schema description; sections are picked from one dropdown (no tab
+    bar wrapping onto two rows); the buttons size to their labels."""
+    import ipywidgets as w
+    from xt_magic.core.config.validate import schema
+    assert isinstance(form.picker, w.Dropdown) and not isinstance(form.tabs, w.Tab)
+    form.picker.value = "general"
+    rows = rows_by_label(form.section("general"))
+    described = schema()["properties"]["general"]["properties"]["primary-metric"]["description"]
+    assert described in rows["primary-metric"].children[4].value
+    assert form.tabs.selected_index == form.titles.index("general")
+    assert form.save_button.layout.width == "auto" and form.apply_button.layout.width == "auto"
+
+
+def test_slurm_target_shows_slurm_keys_only(form):
+    form.pending["compute-targets.hpc"] = {"service": "slurm", "login": "localhost",
+                                           "partition": "debug"}
+    editor = form.section("compute-targets")
+    editor.rebuild(select="hpc")
+    rows = rows_by_label(editor.fields)
+    assert "partition" in rows and not {"vm-size", "azure-image", "boxes"} & set(rows)
+    assert all(r.children[4].value for r in rows.values())  # every key with its help line
+    assert "slurm:" not in rows["partition"].children[4].value  # its own kind's words only
+    local = form.section("compute-targets")
+    local.rebuild(select="gpu")
+    boxes = rows_by_label(local.fields)["boxes"].children[4].value
+    assert "pool:" not in boxes and "local:" not in boxes and "boxes" in boxes
+
+
+def test_form_with_path_saves_there_not_in_the_working_dir(tmp_path):
+    from xt_magic.widgets.config_form import ConfigForm
+    target = tmp_path / "elsewhere" / "xt_config.yaml"
+    target.parent.mkdir()
+    form = ConfigForm(path=str(target))
+    form.pending["general.experiment"] = "demo"
+    assert "saved" in form.save()
+    assert "experiment: demo" in target.read_text()
+    assert not (tmp_path / "work" / "xt_config.yaml").exists()

@@ -15,7 +15,8 @@ __version__ = "0.1.0"
 #: the Python API, each name resolved from core/api.py on first access
 _API = ("submit", "run_cell", "preview", "submit_script", "run_command", "job", "jobs", "runs",
         "status", "logs", "cancel", "cancel_all", "rerun", "tag", "results", "metrics", "plot",
-        "config", "login", "logout", "whoami", "submit_notebook", "show", "save_notebooks")
+        "table", "compare", "config", "login", "logout", "whoami", "submit_notebook", "show",
+        "save_notebooks")
 __all__ = ["log", "log_hparams", "checkpoint", "restore", *_API, "load_ipython_extension",
            "unload_ipython_extension"]
 
@@ -59,15 +60,19 @@ def restore(default=None):
 
 
 def load_ipython_extension(ipython):
-    from .magics import XTMagics
+    from .core.jobs import notify
+    from .magics import XTMagics, job_end_announcer
     ipython.register_magics(XTMagics)
+    notify.set_announcer(job_end_announcer(ipython))
     from .widgets import register_job_display, register_output_display  # light: ipywidgets
     register_job_display(ipython)                                # loads when a Job is shown
     register_output_display(ipython)
 
 
 def unload_ipython_extension(ipython):
+    from .core.jobs import notify
     from .magics import XTMagics
+    notify.set_announcer(None)
     mm = ipython.magics_manager
     for kind in ("line", "cell"):
         table = mm.magics[kind]

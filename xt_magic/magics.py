@@ -13,8 +13,22 @@ from .core.errors import XTError
 from .runner.runner import ipython_lines
 
 
+def _strip_comment(line: str) -> str:
+    """``%xt_config   # the config`` -> ``%xt_config``: IPython hands a line magic its comment."""
+    quote = None
+    for i, ch in enumerate(line):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i].rstrip()
+    return line
+
+
 def _parse(func, line: str):
     """parse_argstring, but a usage error is an XTError (one line), never SystemExit."""
+    line = _strip_comment(line)
     try:
         args = parse_argstring(func, line)
     except Exception as err:  # UsageError, or argparse's own error on bad quoting
@@ -50,6 +64,35 @@ def _unquote(text: str) -> str:
     return text
 
 
+class _Note:
+    """A one-line note in a cell's output (empty until the job it waits for ends)."""
+
+    def __init__(self, text: str = ""):
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def _repr_html_(self) -> str:
+        from html import escape
+        color = "#b00020" if " failed" in self.text or "cancelled" in self.text else "#070"
+        return f"<span style='color:{color}'>{escape(self.text)}</span>" if self.text else ""
+
+
+def job_end_announcer(shell):
+    """For ``core/jobs/notify``: at submit, an empty display in the submitting cell; when the job
+    ends, that display becomes the one-line note (wherever the user is now, the cell that
+    submitted says how it ended). Only in a Jupyter kernel: a terminal has no cell to update."""
+    if type(shell).__name__ != "ZMQInteractiveShell":
+        return None
+
+    def factory(job):
+        from IPython.display import display
+        handle = display(_Note(), display_id=True)
+        return lambda line: handle.update(_Note(line))
+    return factory
+
+
 @magics_class
 class XTMagics(Magics):
     """The xt_magic magics."""
@@ -68,7 +111,8 @@ class XTMagics(Magics):
               help="write session values to ./xt_config.yaml, keeping comments")
     @argument("--reset", action="store_true", help="drop all session values")
     @argument("--form", action="store_true", help="open the config editor widget")
-    @argument("--path", help="file for --create/--save (default ./xt_config.yaml)")
+    @argument("--path", help="file for --create/--save and the form's Save (default "
+              "./xt_config.yaml)")
     @line_magic
     def xt_config(self, line=""):
         """Show, explain, set, validate, create or save the resolved XT config."""
@@ -79,8 +123,9 @@ class XTMagics(Magics):
     def _config(self, args):
         keys, assigned = _split_assignments(args.items)
         if args.form:
+            _widgets("%xt_config --form")
             from .widgets.config_form import ConfigForm
-            return ConfigForm()
+            return ConfigForm(path=args.path)
         if args.reset:
             return api.config_reset()
         if args.create:
@@ -165,7 +210,7 @@ class XTMagics(Magics):
         script = command = None
         if cell is None:
             xt_words, script, script_args, command = _split_run_line(self.xt_run.parser,
-                                                                     _shell_words(line))
+                                                                     _shell_words(_strip_comment(line)))
             args = _parse(self.xt_run, _join(xt_words))
         else:
             args = _parse(self.xt_run, line)
@@ -356,11 +401,29 @@ class XTMagics(Magics):
         return api.plot(args.job, args.metric, step=args.step)
 
     @magic_arguments()
+    @argument("job", help="job id")
+    @argument("metric", nargs="?", help="metric to rank runs by (default: general.primary-metric "
+              "when logged, else the first logged)")
+    @line_magic
+    def xt_compare(self, line=""):
+        """Hyperparameters against a metric: parallel-coordinates plot and the runs sorted best
+        first, with pickers for the metric and the colour scale (XT's hyperparameter explorer)."""
+        args = _parse(self.xt_compare, line)
+        try:
+            import ipywidgets  # noqa: F401
+            import matplotlib  # noqa: F401
+        except ImportError:  # no widgets or no plot: the sorted table still says it
+            return api.compare(args.job, args.metric)
+        from .widgets.compare import CompareView
+        return CompareView(args.job, args.metric)
+
+    @magic_arguments()
     @argument("job", nargs="?", help="job id (default: the last job)")
     @line_magic
     def xt_monitor(self, line=""):
         """Live job monitor widget: runs, states, metrics, log tail, cancel."""
         args = _parse(self.xt_monitor, line)
+        _widgets("%xt_monitor")
         from .widgets.monitor import JobMonitor
         return JobMonitor(args.job)
 
@@ -377,6 +440,7 @@ class XTMagics(Magics):
         if args.status:
             return api.whoami()
         if args.form:
+            _widgets("%xt_login --form")
             from .widgets.login_panel import LoginPanel
             return LoginPanel()
         with naming.flags():
@@ -415,6 +479,11 @@ class XTMagics(Magics):
         """List Azure Batch pools with node counts and states."""
         args = _parse(self.xt_pools, line)
         return api.pools(target=args.target)
+
+
+def _widgets(feature: str) -> None:
+    from .core.errors import require
+    require("ipywidgets", "ipywidgets", "widgets", feature)
 
 
 def _tags(words: list[str], flag: str) -> dict:

@@ -334,6 +334,19 @@ def metrics(job_id: str):
     return metrics.metrics(get_session(), job_id)
 
 
+def table(job_id: str):
+    """One row per run of a job (``Job.table()``): state, duration, ``hp.*``, scalar outputs,
+    last and best of each metric."""
+    return job(job_id).table()
+
+
+def compare(job_id: str, metric: str | None = None):
+    """A job's runs sorted best first by ``metric`` (default ``general.primary-metric`` when
+    logged, else the first logged), with the hyperparameter columns: ``%xt_compare``'s data."""
+    from .jobs import tables
+    return tables.compare(get_session(), job_id, metric)
+
+
 def plot(job_id: str, metric: str, step: str | None = None):
     from .jobs import metrics
     return metrics.plot(get_session(), job_id, metric, step=step)

@@ -11,7 +11,7 @@ import traceback
 
 __all__ = [
     "XTError", "ConfigError", "AuthError", "StoreError", "TargetError", "JobError",
-    "MissingDependencyError", "Problem", "full_tracebacks", "ConfigWarning",
+    "MissingDependencyError", "require", "Problem", "full_tracebacks", "ConfigWarning",
 ]
 
 _FULL_TRACEBACKS = False
@@ -161,3 +161,13 @@ class MissingDependencyError(XTError):
         what = f" for {feature}" if feature else ""
         super().__init__(f"{package} is needed{what} but is not installed",
                          hint=f"pip install 'xt-magic[{extra}]'")
+
+
+def require(module: str, package: str, extra: str, feature: str = ""):
+    """``import module``, or one MissingDependencyError naming the pip extra (checked before the
+    work starts, so a missing SDK is one line, not a failure per method or per run)."""
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise MissingDependencyError(package, extra, feature) from err

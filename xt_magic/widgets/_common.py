@@ -23,10 +23,8 @@ def show_error(owner, err: BaseException) -> None:
     text = str(err) if isinstance(err, XTError) else f"{type(err).__name__}: {err}"
     try:
         owner.message.value = f"<span style='color:#b00020'>error: {html.escape(text)}</span>"
-        with owner.out:
-            if isinstance(err, XTError):
-                print(f"error: {text}")
-            else:
+        if not isinstance(err, XTError):  # an XTError is the one line above, not said twice
+            with owner.out:
                 traceback.print_exception(type(err), err, err.__traceback__)
     except Exception:  # the widget itself is broken; nothing left to show it in
         pass

@@ -1,6 +1,6 @@
 """ConfigForm: an editor for the resolved XT config, generated from the config schema.
 
-One tab per schema section; named-entry sections (compute-targets, setups, boxes, ...) get an entry
+One page per schema section, picked from a dropdown (16 tabs wrapped onto two rows); named-entry sections (compute-targets, setups, boxes, ...) get an entry
 picker with add / rename / delete. A key added to ``core/config/schema.yaml`` appears here with no
 widget code. Edits are pending until "Apply to session" (``api.config_set``) or "Save to
 xt_config.yaml" (apply, then ``api.config_save``, which keeps the file's comments). Every edit is
@@ -9,6 +9,7 @@ never enter widget state: the field is a password box showing only whether a val
 """
 from __future__ import annotations
 
+import html
 import os
 from typing import Any
 
@@ -43,28 +44,39 @@ def _key_prefix(problem_key: str) -> str:
 class ConfigForm(WidgetView):
     """The config editor widget (``%xt_config --form``)."""
 
-    def __init__(self, session=None):
+    def __init__(self, session=None, path: str | None = None):
         import ipywidgets as w
         from ..core.session import get_session
         self.w = w
         self.session = session or get_session()
+        self.path = path                       # where Save writes (None: ./xt_config.yaml)
         self.pending: dict[str, Any] = {}      # dotted key -> typed value (None unsets)
         self.errors: dict[str, Any] = {}       # dotted key -> HTML widget for its message
         self.origins: dict[str, Any] = {}      # dotted key -> HTML widget for its provenance
         self.out = w.Output(layout=w.Layout(max_height="160px", overflow="auto"))
         self.message = w.HTML()
         self.problems = w.HTML()
+        # width auto: a button is as wide as its label (a fixed width cut "Save to xt_con...")
         self.apply_button = w.Button(description="Apply to session", icon="check",
-                                     tooltip="set the pending values for this kernel session")
+                                     tooltip="set the pending values for this kernel session",
+                                     layout=w.Layout(width="auto", min_width="fit-content"))
         self.save_button = w.Button(description="Save to xt_config.yaml", icon="save",
                                     button_style="primary",
-                                    tooltip="apply, then write the session values into ./xt_config.yaml")
+                                    tooltip="apply, then write the session values into "
+                                            + (path or "./xt_config.yaml"),
+                                    layout=w.Layout(width="auto", min_width="fit-content"))
         self.apply_button.on_click(self._on_apply)
         self.save_button.on_click(self._on_save)
-        self.tabs = w.Tab()
-        style = w.HTML("<style>.xt-config-form .lm-TabBar-content{flex-wrap:wrap}"
-                       ".xt-config-form .lm-TabBar-tab{flex:0 0 auto !important;max-width:none}</style>")
-        self.widget = w.VBox([style, self.tabs, w.HBox([self.apply_button, self.save_button]),
+        self.picker = w.Dropdown(description="section", layout=w.Layout(width="auto"))
+        self.picker.add_class("xt-section-picker")
+        self.tabs = w.Stack()  # the pages; the picker selects one
+        style = w.HTML("<style>.xt-config-form .widget-label{overflow:visible;white-space:normal;"
+                       "overflow-wrap:anywhere}.xt-config-form .xt-help{color:#666;font-size:90%;"
+                       "line-height:1.2;white-space:normal}"
+                       ".xt-config-form .jupyter-button{overflow:visible}</style>")
+        self.widget = w.VBox([style, self.picker, self.tabs,
+                              w.HBox([self.apply_button, self.save_button],
+                                     layout=w.Layout(flex_flow="row wrap")),
                               self.message, self.problems, self.out],
                              layout=w.Layout(width="100%"))
         self.widget.add_class("xt-config-form")
@@ -140,16 +152,28 @@ class ConfigForm(WidgetView):
                          if not node.get("x-unused") and (node.get("properties") or _record_of(node))]
         self.built: set[str] = set()
         titles = [name for name, _ in self.sections]
-        if list(self.tabs.titles) != titles:  # first build: the tab boxes stay (front ends keep
-            self.tabs.unobserve_all("selected_index")  # the selected tab when only contents change)
+        if list(self.picker.options) != titles:  # first build: the pages stay (front ends keep
+            self.picker.unobserve_all("index")   # the selected page when only contents change)
             self.tabs.children = [self.w.VBox() for _ in self.sections]
-            self.tabs.titles = titles
-            self.tabs.selected_index = min(selected, len(self.sections) - 1)
-            self.tabs.observe(lambda change: self.build_tab(change["new"]), names="selected_index")
+            self.picker.options = titles
+            self.picker.index = self.tabs.selected_index = min(selected, len(self.sections) - 1)
+            self.picker.observe(lambda change: self.select(change["new"]), names="index")
         for box in self.tabs.children:
             box.children = []
         self.build_tab(self.tabs.selected_index, validate=False)
         self.validate()
+
+    @property
+    def titles(self) -> list[str]:
+        return list(self.picker.options)
+
+    @safe
+    def select(self, index: int | None) -> None:
+        """Show section ``index``'s page (built on first view)."""
+        if index is None:
+            return
+        self.build_tab(index)
+        self.tabs.selected_index = index
 
     @safe
     def build_tab(self, index: int | None, validate: bool = True) -> None:
@@ -177,8 +201,9 @@ class ConfigForm(WidgetView):
         self.build_tab(index)
         return self.entry_editors.get(name) or self.tabs.children[index]
 
-    def field(self, key: str, node: dict, ref_key: tuple) -> Any:
-        """One row: label, editor (by schema type), provenance, inline error."""
+    def field(self, key: str, node: dict, ref_key: tuple, kind: str | None = None) -> Any:
+        """One row: label, editor (by schema type), provenance, inline error, help line (for a
+        target of ``kind``, that kind's description of the key)."""
         from ..core.config.validate import resolve_ref, secret_keys
         w = self.w
         node = resolve_ref(node)
@@ -222,8 +247,15 @@ class ConfigForm(WidgetView):
         self.origins[key], self.errors[key] = origin, error
         editor.observe(lambda change, k=key, n=node, s=name in secret_keys():
                        self._on_edit(k, n, change["new"], s), names="value")
-        label = w.Label(name, tooltip=node.get("description", ""), layout=w.Layout(width=LABEL_W))
-        return w.HBox([label, editor, origin, error])
+        help_text = (node.get("x-kind-descriptions") or {}).get(kind) or node.get("description", "")
+        label = w.Label(name, tooltip=help_text, layout=w.Layout(min_width=LABEL_W, width="auto"))
+        label.add_class("xt-label")
+        # the schema's description, visible under the editor: a full-width last item wraps
+        help_html = w.HTML(f"<div class='xt-help'>{html.escape(help_text)}</div>",
+                           layout=w.Layout(width="100%", padding=f"0 0 4px {LABEL_W}"))
+        help_html.add_class("xt-help-" + key.replace(".", "--"))
+        return w.HBox([label, editor, origin, error, help_html],
+                      layout=w.Layout(flex_flow="row wrap", align_items="flex-start"))
 
     def _secret_editor(self, value):
         from ..core.config import VaultRef
@@ -324,7 +356,7 @@ class ConfigForm(WidgetView):
                 raise XTError("fix the problems shown before saving")
             api.config_set(dict(self.pending))
             self.pending.clear()
-        result = str(api.config_save(path))
+        result = str(api.config_save(path or self.path))
         self.refresh()
         self.message.value = note(result, "#070")
         return result
@@ -341,10 +373,11 @@ class EntryEditor:
         self.form, self.section, self.record = form, section, record
         self.picker = self._picker([], None)
         self.name = w.Text(placeholder="new name", layout=w.Layout(width="180px"))
-        self.add_button = w.Button(description="Add", icon="plus", layout=w.Layout(width="90px"))
-        self.rename_button = w.Button(description="Rename", icon="i-cursor", layout=w.Layout(width="100px"))
+        self.add_button = w.Button(description="Add", icon="plus", layout=w.Layout(width="auto"))
+        self.rename_button = w.Button(description="Rename", icon="i-cursor",
+                                      layout=w.Layout(width="auto"))
         self.delete_button = w.Button(description="Delete", icon="trash", button_style="danger",
-                                      layout=w.Layout(width="100px"))
+                                      layout=w.Layout(width="auto"))
         self.out, self.message = form.out, form.message
         self.add_button.on_click(self.add)
         self.rename_button.on_click(self.rename)
@@ -353,7 +386,7 @@ class EntryEditor:
         from ..core.config.validate import schema
         description = schema()["properties"][section].get("description", "")
         self.bar = w.HBox([self.picker, self.name, self.add_button, self.rename_button,
-                           self.delete_button])
+                           self.delete_button], layout=w.Layout(flex_flow="row wrap"))
         self.widget = w.VBox([w.HTML(note(description)), self.bar, self.fields])
         self.widget.add_class("xt-entries-" + section)
 
@@ -388,8 +421,9 @@ class EntryEditor:
         keys = [k for k, sub in props.items() if (not sub.get("x-unused") or k in entry)
                 and (kind is None or "x-kinds" not in sub or kind in sub["x-kinds"] or k in entry)]
         main = [k for k in keys if k in entry or k in required or (self.record, k) in REFERENCES]
-        rows = [self.form.field(f"{self.section}.{name}.{k}", props[k], (self.record, k)) for k in main]
-        rest = [self.form.field(f"{self.section}.{name}.{k}", props[k], (self.record, k))
+        rows = [self.form.field(f"{self.section}.{name}.{k}", props[k], (self.record, k), kind)
+                for k in main]
+        rest = [self.form.field(f"{self.section}.{name}.{k}", props[k], (self.record, k), kind)
                 for k in keys if k not in main]
         if rest:
             more = self.form.w.Accordion(children=[self.form.w.VBox(rest)], selected_index=None)

@@ -1,9 +1,13 @@
 """JobMonitor: a live view of a job (``%xt_monitor [JOB]``).
 
 Table of runs (state, duration, hparams, latest metrics), a progress bar, the selected run's cell
-outputs (prints, displays, figures: live, each checked) and log tail (follows), a small live
-metrics chart (inline SVG, no plotting library), cancel buttons for the job and the selected run,
-and a notification line when the job ends.
+outputs (prints, displays, figures: live, each checked) and log tail (kept at its end unless the
+user scrolls up; the selection follows the running runs until the user picks one), a small live
+metrics chart (inline SVG, no plotting library: axis titles, step or time axis, log scale),
+cancel buttons for the job and the selected run, and a notification line when the job ends.
+While it polls, a heartbeat keeps a hidden "stale" note hidden; when the kernel that runs it is
+gone (a restart), nothing renders any more and the note appears (CSS only: no kernel is left to
+say so) telling how to reattach. Rows wrap on narrow screens.
 
 Polling is cheap: each tick reads only the bytes appended since the last tick to each live run's
 ``events.jsonl`` / ``metrics.jsonl`` and the selected run's ``console.txt`` and ``outputs.jsonl``
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import threading
 import time
 from datetime import datetime
@@ -26,6 +31,25 @@ STATE_COLORS = {"created": "#888", "queued": "#a60", "running": "#06c", "complet
                 "failed": "#b00020", "cancelled": "#666"}
 TAIL_CHARS = 6000
 MAX_POINTS = 400
+STALE_SECONDS = 15  # no heartbeat for this long: the monitor says it is stale
+
+# The log box is a column-reverse flex box: the browser keeps it at the end as text arrives, and
+# where the user scrolled to when they scroll up (no JavaScript needed). The stale note is hidden
+# and shown by an animation that each heartbeat (a re-render) restarts.
+CSS = """<style>
+.xt-monitor .xt-log-box{display:flex;flex-direction:column-reverse;overflow-y:auto;
+ overflow-x:hidden;height:180px;border:1px solid #ddd;background:#fafafa;flex:1 1 420px;
+ min-width:280px}
+.xt-monitor .xt-log-box pre{margin:0;padding:4px 6px;white-space:pre-wrap;overflow-wrap:anywhere;
+ font-size:12px;line-height:1.3}
+.xt-monitor button:disabled,.xt-monitor .jupyter-button:disabled{opacity:.45;filter:grayscale(1);
+ cursor:not-allowed}
+.xt-monitor .xt-stale{visibility:hidden;max-height:0;overflow:hidden;
+ animation:xt-stale-show 0s linear %ds forwards;color:#b00020;font-weight:bold}
+@keyframes xt-stale-show{to{visibility:visible;max-height:10em}}
+.xt-monitor .xt-chart-box{flex:0 1 440px;min-width:280px}
+.xt-monitor .xt-cell-outputs{display:flex;flex-direction:column-reverse}
+</style>""" % STALE_SECONDS
 
 
 class _RunView:
@@ -40,7 +64,7 @@ class _RunView:
         self.event_list: list[dict] = []
         self.info: dict = {"state": "created"}
         self.latest: dict = {}
-        self.series: dict[str, list[tuple[float, float]]] = {}
+        self.series: dict[str, list[tuple[float, float, float]]] = {}  # name -> (step, ts, value)
         self.log = ""
         self.outputs = None  # OutputTail, made when the run is first selected
         self.records: list[dict] = []
@@ -68,30 +92,53 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def _plane(points, width: int, height: int, xlabel: str = ""):
-    """(point -> svg coordinates, axis labels) for a chart spanning ``points``."""
+def _ticks(lo: float, hi: float, log: bool) -> list[float]:
+    if log:
+        return [10 ** e for e in range(int(math.floor(lo)), int(math.ceil(hi)) + 1)
+                if lo <= e <= hi] or [10 ** lo, 10 ** hi]
+    return [lo, hi]
+
+
+def _plane(points, width: int, height: int, xlabel: str = "", ylabel: str = "",
+           log: bool = False):
+    """(point -> svg coordinates, frame + ticks + axis titles) for a chart spanning ``points``
+    (y already log10 with ``log``). The ranges sit outside the plot area: never over a curve."""
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
     x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
-    pad = 28
+    left, right, top, bottom = 58, 8, 8, 34
+    pw, ph = width - left - right, height - top - bottom
 
     def at(x, y):
-        return (pad + (x - x0) / (x1 - x0) * (width - pad - 6),
-                height - pad + 10 - (y - y0) / (y1 - y0) * (height - pad))
-    axes = (f"<text x='2' y='12' font-size='10'>{_fmt(y1)}</text>"
-            f"<text x='2' y='{height - pad + 10}' font-size='10'>{_fmt(y0)}</text>"
-            f"<text x='{pad}' y='{height - 2}' font-size='10'>{xlabel}{_fmt(x0)}</text>"
-            f"<text x='{width - 40 - 6 * len(xlabel)}' y='{height - 2}' font-size='10'>"
-            f"{xlabel}{_fmt(x1)}</text>")
-    return at, axes
+        return left + (x - x0) / (x1 - x0) * pw, top + ph - (y - y0) / (y1 - y0) * ph
+    parts = [f"<rect x='{left}' y='{top}' width='{pw}' height='{ph}' fill='none' stroke='#ccc'/>"]
+    for value in _ticks(y0, y1, log):
+        _, y = at(x0, math.log10(value) if log else value)
+        parts.append(f"<text class='xt-ytick' x='{left - 4}' y='{y + 3:.1f}' font-size='10' "
+                     f"text-anchor='end'>{_fmt(value)}</text><line x1='{left - 2}' x2='{left}' "
+                     f"y1='{y:.1f}' y2='{y:.1f}' stroke='#888'/>")
+    for value, anchor in ((x0, "start"), (x1, "end")):
+        x, _ = at(value, y0)
+        parts.append(f"<text x='{x:.1f}' y='{top + ph + 12}' font-size='10' "
+                     f"text-anchor='{anchor}'>{_fmt(value)}</text>")
+    yt = html.escape(ylabel + (" (log)" if log else ""))
+    parts.append(f"<text class='xt-axis-x' x='{left + pw / 2:.1f}' y='{height - 4}' "
+                 f"font-size='11' text-anchor='middle'>{html.escape(xlabel)}</text>"
+                 f"<text class='xt-axis-y' x='0' y='0' font-size='11' text-anchor='middle' "
+                 f"transform='translate(12,{top + ph / 2:.1f}) rotate(-90)'>{yt}</text>")
+    return at, "".join(parts)
 
 
-def svg_chart(series: dict[str, list[tuple[float, float]]], width: int = 360, height: int = 150) -> str:
-    """A tiny line chart, one polyline per run (no plotting library: cheap to redraw each tick)."""
+def svg_chart(series: dict[str, list[tuple[float, float]]], width: int = 420, height: int = 190,
+              xlabel: str = "step", ylabel: str = "", log: bool = False) -> str:
+    """A small line chart, one polyline per run (no plotting library: cheap to redraw each tick),
+    with axis titles; ``log``: log10 y (values <= 0 left out)."""
+    series = {run: [(x, math.log10(y) if log else y) for x, y in pts if not (log and y <= 0)]
+              for run, pts in series.items()}
     points = [p for pts in series.values() for p in pts]
     if not points:
-        return note("no metrics logged yet")
-    at, axes = _plane(points, width, height)
+        return note("no metrics logged yet" if not log else "no positive values for a log scale")
+    at, axes = _plane(points, width, height, xlabel, ylabel, log)
     colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
     lines = []
     for i, (run, pts) in enumerate(series.items()):
@@ -102,17 +149,17 @@ def svg_chart(series: dict[str, list[tuple[float, float]]], width: int = 360, he
     legend = " ".join(f"<span style='color:{colors[i % len(colors)]}'>━ {html.escape(run)}</span>"
                       for i, run in enumerate(series))
     return (f"<svg class='xt-chart' width='{width}' height='{height}' "
-            f"style='border:1px solid #ddd;background:#fff'>{axes}{''.join(lines)}</svg>"
+            f"style='background:#fff;max-width:100%'>{axes}{''.join(lines)}</svg>"
             f"<div style='font-size:85%'>{legend}</div>")
 
 
-def trial_chart(rows: list[dict], width: int = 360, height: int = 150) -> str:
+def trial_chart(rows: list[dict], width: int = 420, height: int = 190, ylabel: str = "") -> str:
     """The trial history: each run's value against run order (dots; an x for a run stopped early,
     grey for one that did not complete) and the best so far (a step line)."""
     pts = [(r["order"], r["value"]) for r in rows if r["value"] is not None]
     if not pts:
         return note("no trial has reported its metric yet")
-    at, axes = _plane(pts, width, height, "run ")
+    at, axes = _plane(pts, width, height, "run (in order)", ylabel)
     marks = []
     for r in rows:
         if r["value"] is None:
@@ -167,20 +214,30 @@ class JobMonitor(WidgetView):
         self._lock = threading.RLock()  # tick (poll thread) and render/callbacks (kernel thread)
 
         self.header = w.HTML()
+        self.heartbeat = w.HTML()  # the stale note, kept hidden by each re-render while polling
         self.progress = w.IntProgress(min=0, max=max(1, len(self.runs)), value=0,
-                                      layout=w.Layout(width="360px"))
+                                      layout=w.Layout(width="360px", max_width="100%"))
         self.progress_text = w.HTML()
         self.table = w.HTML()
         self.search_view = w.HTML()
         self.run_picker = w.Dropdown(options=list(self.runs), description="run",
                                      layout=w.Layout(width="220px"))
         self.metric_picker = w.Dropdown(options=[], description="metric", layout=w.Layout(width="220px"))
+        self.x_axis = w.Dropdown(options=["step", "time"], value="step", description="x axis",
+                                 layout=w.Layout(width="170px"))
+        self.log_y = w.Checkbox(value=False, description="log scale", indent=False,
+                                layout=w.Layout(width="110px"))
         self.cancel_job_button = w.Button(description="Cancel job", icon="stop", button_style="danger")
         self.cancel_run_button = w.Button(description="Cancel run", icon="stop", button_style="warning")
-        self.log = w.Textarea(value="", disabled=True, layout=w.Layout(width="100%", height="160px"))
+        self.log = w.HTML()
+        self.log_text = ""
+        log_box = w.Box([self.log])
+        log_box.add_class("xt-log-box")
         self.chart = w.HTML()
         self.cell_outputs = w.HTML(layout=w.Layout(max_height="420px", overflow="auto"))
         self.cell_outputs.add_class("xt-cell-outputs")
+        chart_box = w.Box([self.chart])
+        chart_box.add_class("xt-chart-box")
         self.message = w.HTML()
         self.notification = w.HTML()
         self.out = w.Output(layout=w.Layout(max_height="120px", overflow="auto"))
@@ -188,12 +245,21 @@ class JobMonitor(WidgetView):
         self.cancel_run_button.on_click(self.cancel_run)
         self.run_picker.observe(self._on_pick, names="value")
         self.metric_picker.observe(self._on_metric, names="value")
+        self.x_axis.observe(self._on_metric, names="value")
+        self.log_y.observe(self._on_metric, names="value")
+        self._user_picked = False   # the selection follows the running runs until the user picks
+        self._auto_picking = False
+        self.metric_order: list[str] = []  # in the order first logged
+        wrap = w.Layout(flex_flow="row wrap", align_items="center")
         self.widget = w.VBox([
-            self.header, w.HBox([self.progress, self.progress_text, self.cancel_job_button]),
+            w.HTML(CSS, layout=w.Layout(display="none")), self.header, self.heartbeat,
+            w.HBox([self.progress, self.progress_text, self.cancel_job_button], layout=wrap),
             self.table, self.search_view, self.notification,
-            w.HBox([self.run_picker, self.cancel_run_button, self.metric_picker]),
+            w.HBox([self.run_picker, self.cancel_run_button, self.metric_picker, self.x_axis,
+                    self.log_y], layout=wrap),
             self.cell_outputs,
-            w.HBox([w.VBox([self.log], layout=w.Layout(width="60%")), self.chart]),
+            w.HBox([log_box, chart_box], layout=w.Layout(flex_flow="row wrap",
+                                                         align_items="flex-start")),
             self.message, self.out])
         self.widget.add_class("xt-monitor")
         self.render()
@@ -266,11 +332,16 @@ class JobMonitor(WidgetView):
                         view.latest.update(values)
                         # general.step-name (e.g. epoch) when the record has it, as %xt_plot
                         x = values.get(self.step_name, rec.get("step"))
+                        ts = rec.get("ts") if isinstance(rec.get("ts"), (int, float)) else None
                         for name, value in values.items():
                             if isinstance(value, (int, float)) and not isinstance(value, bool):
+                                if name not in self.metric_order and name != self.step_name:
+                                    self.metric_order.append(name)
                                 pts = view.series.setdefault(name, [])
-                                pts.append((x if isinstance(x, (int, float)) else len(pts), value))
+                                pts.append((x if isinstance(x, (int, float)) else len(pts),
+                                            ts if ts is not None else time.time(), value))
                                 del pts[:-MAX_POINTS]
+            self._follow_running()
             view = self.runs.get(self.run_picker.value)
             if view is not None and self._read_outputs(view):
                 changed = True
@@ -300,8 +371,16 @@ class JobMonitor(WidgetView):
         return bool(new)
 
     def _loop(self) -> None:
+        try:
+            self._poll()
+        finally:
+            self._beat(False)  # not polling: nothing can go stale
+            self._thread = None
+
+    def _poll(self) -> None:
         from ..core.errors import DamagedObject
         while not self._stop.is_set():
+            self._beat(True)
             try:
                 changed = self.tick()
             except DamagedObject as err:  # polling again cannot mend it
@@ -320,7 +399,6 @@ class JobMonitor(WidgetView):
                 break
             self.interval = self.min_interval if changed else min(self.interval * 1.6, self.max_interval)
             self._stop.wait(self.interval)
-        self._thread = None
 
     @safe
     def _show_error(self, err) -> None:
@@ -382,26 +460,33 @@ class JobMonitor(WidgetView):
         self.table.value = (f"<style>.xt-runs td,.xt-runs th{{padding:1px 10px 1px 0;text-align:left}}</style>"
                             f"<table class='xt-runs' style='border-collapse:collapse'><tr>{head}</tr>"
                             f"{''.join(body)}{more}</table>")
-        if list(self.metric_picker.options) != metric_names:
+        charted = [m for m in self.metric_order if m in metric_names]
+        if list(self.metric_picker.options) != charted:
             keep = self.metric_picker.value
-            self.metric_picker.options = metric_names
-            preferred = [keep, self.primary_metric] + metric_names
-            self.metric_picker.value = next((m for m in preferred if m in metric_names), None)
+            self.metric_picker.options = charted
+            # general.primary-metric when logged, else the first metric logged
+            preferred = [keep, self.primary_metric] + charted
+            self.metric_picker.value = next((m for m in preferred if m in charted), None)
         if self.search:
             self.search_view.value = self._search_panel(views)
         metric = self.metric_picker.value
-        self.chart.value = svg_chart({v.run: v.series.get(metric, []) for v in views if metric in v.series})
+        self.chart.value = self._chart(views, metric)
         view = self.runs.get(self.run_picker.value)
         if view is not None:
             from ..core.jobs.outputs import apply_clears, record_html
             shown = "".join(record_html(r) for r in apply_clears(view.records))
             if self.cell_outputs.value != shown:
                 self.cell_outputs.value = shown
-        if view is not None and self.log.value != view.log:
-            self.log.value = view.log
-        self.cancel_job_button.disabled = final == len(views) and not self.search_open
+        if view is not None and self.log_text != view.log:
+            self.log_text = view.log
+            self.log.value = f"<pre class='xt-log'>{html.escape(view.log)}</pre>"
+        job_over = final == len(views) and not self.search_open
+        self.cancel_job_button.disabled = job_over
         self.cancel_run_button.disabled = view is None or view.info["state"] in FINAL
-        if final == len(views) and not self.search_open:
+        # a disabled button also loses its colour: it must not look clickable
+        self.cancel_job_button.button_style = "" if job_over else "danger"
+        self.cancel_run_button.button_style = "" if self.cancel_run_button.disabled else "warning"
+        if job_over:
             self.notification.value = (
                 f"<b class='xt-done'>● {html.escape(self.id)} finished: {html.escape(summary)}</b>")
 
@@ -410,7 +495,8 @@ class JobMonitor(WidgetView):
         spec = self.search
         metric, maximize = spec["metric"], spec.get("maximize", True)
         rows = search.rank([(v.run, v.hparams, v.info, search.objective_value(
-            v.series.get(metric, []), spec.get("objective", "last"), maximize)) for v in views],
+            [(x, y) for x, _, y in v.series.get(metric, [])], spec.get("objective", "last"),
+            maximize)) for v in views],
             maximize)
         best = rows[-1]["best"] if rows else None
         at = next((r["run"] for r in rows if r["value"] == best and r["state"] == "completed"), "")
@@ -419,11 +505,56 @@ class JobMonitor(WidgetView):
                 f"{'max' if maximize else 'min'} <code>{html.escape(metric)}</code>: "
                 f"best so far <span class='xt-best'>{_fmt(best) if best is not None else '-'}"
                 f"</span> {html.escape(at)}" + (f", {stopped} stopped early" if stopped else ""))
-        return f"<div class='xt-search'>{head}<br>{trial_chart(rows)}</div>"
+        return f"<div class='xt-search'>{head}<br>{trial_chart(rows, ylabel=metric)}</div>"
+
+    def _chart(self, views, metric) -> str:
+        if metric is None:
+            return svg_chart({})
+        by_time = self.x_axis.value == "time"
+        series = {}
+        for v in views:
+            pts = v.series.get(metric)
+            if not pts:
+                continue
+            if by_time:  # seconds since the run started (its first record if not known)
+                t0 = _parse_time(v.info.get("started")) or pts[0][1]
+                series[v.run] = [(ts - t0, y) for _, ts, y in pts]
+            else:
+                series[v.run] = [(x, y) for x, _, y in pts]
+        return svg_chart(series, xlabel="time (s)" if by_time else self.step_name,
+                         ylabel=metric, log=self.log_y.value)
+
+    def _follow_running(self) -> None:
+        """Until the user picks a run: when the selected run is not running, select a running
+        one (so the log shows what is happening now)."""
+        if self._user_picked:
+            return
+        current = self.runs.get(self.run_picker.value)
+        if current is not None and current.info["state"] == "running":
+            return
+        running = [r for r, v in self.runs.items() if v.info["state"] == "running"]
+        if running and running[0] != self.run_picker.value:
+            self._auto_picking = True
+            try:
+                self.run_picker.value = running[0]
+            finally:
+                self._auto_picking = False
+
+    def _beat(self, alive: bool) -> None:
+        """While polling: a fresh (hidden) stale note, restarting its CSS timer; else none."""
+        if not alive:
+            self.heartbeat.value = ""
+            return
+        self.heartbeat.value = (
+            f"<div class='xt-stale' data-beat='{self.ticks}'>⚠ this monitor is stale: no update "
+            f"for {STALE_SECONDS} s (the kernel that ran it has stopped or restarted). To "
+            f"reattach, run <code>%xt_monitor {html.escape(self.id)}</code> in a new cell.</div>")
 
     # -- actions ----------------------------------------------------------------------------------
     @safe
     def _on_pick(self, change) -> None:
+        if not self._auto_picking:
+            self._user_picked = True
         self.render()
         if not self.polling:
             self.tick()  # a finished job: show the picked run's log once

@@ -21,7 +21,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..errors import AuthError
+from ..errors import AuthError, require
 from ..naming import assign
 from .cache import AuthCache, identity_from_claims, token_claims
 
@@ -155,6 +155,7 @@ def login(session, method: str | None = None, tenant: str | None = None, out=Non
         raise AuthError(f"unknown login method {method!r}", key="general.authentication",
                         hint="one of: " + ", ".join(METHODS))
     tenant = tenant or cfg.get("general.azure-tenant-id")
+    require("azure.identity", "azure-identity", "azure", "Azure login")
     callback = device_code_callback or _default_device_callback(out)
     chain = AUTO_CHAIN if method == "auto" else (method,)
     tried = []

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 
-from ..errors import AuthError, ConfigError
+from ..errors import AuthError, ConfigError, require
 
 XT_KEYS = "xt-keys"
 
@@ -52,7 +52,8 @@ def _client(session, cfg):
         if not url:
             raise AuthError("no vault configured for $vault values", key="xt-services.vault",
                             hint="name an external-services entry of type vault")
-        from azure.keyvault.secrets import SecretClient
+        SecretClient = require("azure.keyvault.secrets", "azure-keyvault-secrets", "azure",
+                               "$vault secrets").SecretClient
         kwargs = {"transport": TRANSPORT_FACTORY()} if TRANSPORT_FACTORY else {}
         cache.vault_client = SecretClient(url, cred, **kwargs)
         cache.vault_url = url

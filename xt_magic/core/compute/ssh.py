@@ -23,7 +23,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConfigError, TargetError
+from ..errors import ConfigError, TargetError, require
 from ..paths import xt_home
 
 DEFAULT_TIMEOUT = 60.0
@@ -124,9 +124,14 @@ def _trust_hint(box: Box) -> str:
             f"boxes.{box.name}.host-key")
 
 
+def _asyncssh():
+    """asyncssh, or one line naming the ssh extra."""
+    return require("asyncssh", "asyncssh", "ssh", "SSH targets (pool, Slurm over SSH)")
+
+
 def _trusted_keys(box: Box):
     """(host keys, CA keys, revoked keys) trusted for this box; TargetError if none."""
-    import asyncssh
+    asyncssh = _asyncssh()
     if box.host_key:
         try:
             return [asyncssh.import_public_key(box.host_key)], [], []
@@ -159,7 +164,7 @@ def trust(box: Box) -> dict:
     Refuses (TargetError) when a different key is already trusted for the box: that is either a
     reinstalled box or an attack, and only a person can tell which.
     """
-    import asyncssh
+    asyncssh = _asyncssh()
 
     async def fetch():
         return await asyncio.wait_for(asyncssh.get_server_host_key(box.host, box.port),
@@ -238,7 +243,7 @@ def _describe(err: BaseException) -> str:
 
 
 async def _connection(box: Box, fresh: bool = False):
-    import asyncssh
+    asyncssh = _asyncssh()
     lp = _loop()
     key = _conn_key(box)
     lock = lp.locks.setdefault(key, asyncio.Lock())
@@ -277,7 +282,7 @@ async def _connection(box: Box, fresh: bool = False):
 
 def _with_retry(box: Box, op, timeout: float | None):
     """Run ``op(conn)`` on the box's cached connection; reconnect once if it had dropped."""
-    import asyncssh
+    asyncssh = _asyncssh()
 
     async def go():
         for attempt in (0, 1):
@@ -348,7 +353,7 @@ def put_files(box: Box, files: dict[str, bytes], *, mode: int | None = None,
     briefly), and set to it if they existed; ``dir_mode``: their directory gets it (0700 for a
     directory of secrets). ``once``: content-addressed files, left alone when they exist and
     written whole or not at all (a temporary name, then renamed)."""
-    import asyncssh
+    asyncssh = _asyncssh()
     key = _conn_key(box)
     attrs = asyncssh.SFTPAttrs(permissions=mode) if mode is not None else asyncssh.SFTPAttrs()
 
@@ -374,7 +379,7 @@ def put_files(box: Box, files: dict[str, bytes], *, mode: int | None = None,
 
 def get_file(box: Box, path: str, *, timeout: float = DEFAULT_TIMEOUT) -> bytes | None:
     """Read a remote file over SFTP (None if it does not exist)."""
-    import asyncssh
+    asyncssh = _asyncssh()
     key = _conn_key(box)
 
     async def op(conn):

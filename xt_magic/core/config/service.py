@@ -103,20 +103,79 @@ def rows(cfg, data: dict, path: tuple = (), depth: int = 0):
             yield depth, key, fmt(value), origin
 
 
-def render(cfg, data: dict, title: str) -> Shown:
-    lines = []
+def render(cfg, data: dict, title: str, summary: list[tuple[str, str]] | None = None,
+           collapsible: bool = False) -> Shown:
+    """Text (YAML-like, ``# origin`` per value) and HTML. ``collapsible``: one HTML ``<details>``
+    per top-level section, closed, under a ``summary`` table of (label, value) shown first."""
+    lines = [f"{label}: {value}" for label, value in summary or []]
+    lines = [f"# {line}" for line in lines]
     for depth, key, value, origin in rows(cfg, data):
         left = "  " * depth + f"{key}:" + (f" {value}" if value is not None else "")
         lines.append(f"{left:<56} # {origin}" if value is not None else left)
     text = f"# {title}\n" + "\n".join(lines)
-    cells = "".join(
-        f"<tr><td style='text-align:left;padding-left:{1 + 1.2 * d}em'><b>{html.escape(str(k))}</b></td>"
-        f"<td style='text-align:left'><code>{html.escape(v) if v is not None else ''}</code></td>"
-        f"<td style='text-align:left;color:#888'>{html.escape(o) if v is not None else ''}</td></tr>"
-        for d, k, v, o in rows(cfg, data))
-    table = (f"<div class='xt-config'><div><b>{html.escape(title)}</b></div><table>"
-             f"<tr><th>key</th><th>value</th><th>origin</th></tr>{cells}</table></div>")
+    head = "".join(f"<th style='text-align:left'>{h}</th>" for h in ("key", "value", "origin"))
+    head = f"<tr>{head}</tr>"
+    top = ""
+    if summary:
+        top = ("<table class='xt-config-summary'>" + "".join(
+            f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
+            f"<td style='text-align:left'><code>{html.escape(v)}</code></td></tr>"
+            for k, v in summary) + "</table>")
+    if collapsible:
+        parts = []
+        for key, value in data.items():
+            if isinstance(value, dict) and value:
+                body = _html_rows(rows(cfg, value, (key,), 0))
+                count = sum(1 for r in rows(cfg, value, (key,), 0) if r[2] is not None)
+                parts.append(f"<details class='xt-config-section'><summary><b>"
+                             f"{html.escape(str(key))}</b> <span style='color:#888'>({count} "
+                             f"value{'s' * (count != 1)})</span></summary><table>{head}{body}"
+                             f"</table></details>")
+            else:
+                origin = short_origin(cfg.origin(str(key))) if cfg else ""
+                parts.append(f"<table>{_html_rows([(0, key, fmt(value), origin)])}</table>")
+        page = (f"<div class='xt-config'><div><b>{html.escape(title)}</b></div>{top}"
+                + "".join(parts) + "</div>")
+        return Shown(text, page)
+    table = (f"<div class='xt-config'><div><b>{html.escape(title)}</b></div>{top}<table>"
+             f"{head}{_html_rows(rows(cfg, data))}</table></div>")
     return Shown(text, table)
+
+
+def _html_rows(items) -> str:
+    """Table rows; a section (no value) is one bold row across the table: no empty cells."""
+    out = []
+    for d, k, v, o in items:
+        pad = f"padding-left:{0.3 + 1.2 * d}em"
+        if v is None:
+            out.append(f"<tr><td colspan=3 style='text-align:left;{pad}'><b>"
+                       f"{html.escape(str(k))}</b></td></tr>")
+        else:
+            out.append(f"<tr><td style='text-align:left;{pad}'>{html.escape(str(k))}</td>"
+                       f"<td style='text-align:left'><code>{html.escape(v)}</code></td>"
+                       f"<td style='text-align:left;color:#888'>{html.escape(o)}</td></tr>")
+    return "".join(out)
+
+
+def summary(session, cfg) -> list[tuple[str, str]]:
+    """What a user looks for first: target, store, workspace, experiment, login state."""
+    target = str(cfg.get("xt-services.target") or "")
+    kind = ""
+    if target:
+        entry = cfg.get(f"compute-targets.{target}") if f"compute-targets.{target}" in cfg else None
+        kind = f" ({entry.get('service')})" if isinstance(entry, dict) and entry.get("service") else ""
+    store = str(cfg.get("xt-services.storage") or "")
+    service = cfg.get(f"external-services.{store}") if store and \
+        f"external-services.{store}" in cfg else None
+    where = ""
+    if isinstance(service, dict):
+        where = service.get("path") or service.get("provider") or ""
+        where = f" ({mask(where, ('external-services', store, 'path'))})" if where else ""
+    auth = getattr(session, "auth", None)
+    login = f"logged in as {auth.who}" if auth is not None else "not logged in (%xt_login)"
+    return [("target", target + kind), ("store", store + where),
+            ("workspace", str(cfg.get("general.workspace") or "")),
+            ("experiment", str(cfg.get("general.experiment") or "")), ("login", login)]
 
 
 # ---- show / get / explain --------------------------------------------------------------------------
@@ -139,7 +198,8 @@ def show(session, keys: list[str] | None = None) -> Shown:
     """The resolved config (or only ``keys``) with each value's origin."""
     cfg = session.config()
     if not keys:
-        out = render(cfg, mask(cfg.data), "resolved xt_config (value  # layer file:line)")
+        out = render(cfg, mask(cfg.data), "resolved xt_config (value  # layer file:line)",
+                     summary=summary(session, cfg), collapsible=True)
         if cfg.notes:  # listed by --validate only: an XT file can have dozens
             out.text += f"\n# {len(cfg.notes)} note{'s' * (len(cfg.notes) != 1)}: see %xt_config --validate"
         return out

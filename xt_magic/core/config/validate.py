@@ -93,8 +93,10 @@ def build_schema(classes: dict) -> dict:
                 props[key]["x-kinds"].append(kind)
                 props[key]["description"] += f"; {kind}: {node.get('description', '')}"
             else:
-                props[key] = {**node, "x-kinds": [kind],
+                props[key] = {**node, "x-kinds": [kind], "x-kind-descriptions": {},
                               "description": f"{kind}: {node.get('description', '')}"}
+            # the form shows a target of one kind that kind's own words
+            props[key]["x-kind-descriptions"][kind] = node.get("description", "")
     types = out["$defs"]["service"]["properties"]["type"]["enum"]
     types.extend(t for cls in classes.values() for t in cls.service_types if t not in types)
     return out

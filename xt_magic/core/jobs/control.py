@@ -11,7 +11,7 @@ from ..errors import JobError, StoreError
 from ..naming import param
 from ..protocol import events
 from ..protocol.layout import Layout
-from . import ids
+from . import ids, tables
 from .context import _Ctx, _split_id
 from .job import Job, _summary, live_job
 from .records import JobRecord, tags_match
@@ -78,21 +78,19 @@ def list_jobs(session, status: str | None = None, last: int | None = None,
         if status and not counts.get(status):
             continue
         problem = "; ".join(job.problems[r] for r in record.runs if r in job.problems)
-        rows.append({"job": record.job, "name": record.name, "target": record.target,
-                     "submitted": record.submitted, "runs": len(record.runs),
-                     "status": job.status, "states": _summary(counts),
-                     "experiment": record.experiment, "tags": dict(record.tags),
+        ended = None
+        if job.done:  # the job ended with its last run
+            ended = max((job.info(r).get("ended") or "" for r in record.runs), default="") or None
+        rows.append({"job": record.job, "name": record.name or "", "target": record.target,
+                     "submitted": record.submitted, "ended": ended,
+                     # a live job: how long so far
+                     "duration": tables.duration(record.submitted, ended)
+                     if ended or not job.done else None,
+                     "runs": len(record.runs), "status": job.status, "states": _summary(counts),
+                     "experiment": record.experiment or "", "tags": dict(record.tags),
                      "problem": problem})
-    return _frame(rows, ["job", "name", "target", "submitted", "runs", "status", "states",
-                         "experiment", "tags", "problem"])
-
-
-def _frame(rows: list[dict], columns: list[str]):
-    try:
-        import pandas as pd
-    except ImportError:
-        return rows
-    return pd.DataFrame(rows, columns=columns)
+    return tables.frame(rows, ["job", "name", "target", "submitted", "ended", "duration", "runs",
+                               "status", "states", "experiment", "tags", "problem"])
 
 
 def _check_run(job, run: str) -> None:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections import Counter
 from datetime import datetime
@@ -183,7 +182,7 @@ class Job:
 
     def wait(self, timeout: float | None = None, progress: bool = True, out=None,
              on_output=None) -> "Job":
-        """Block until every run is final, showing progress (tqdm.auto if installed).
+        """Block until every run is final, showing progress (tqdm.auto; plain lines to a file ``out``).
 
         ``on_output(job, run, records)`` receives each run's new cell output records (nbformat
         output dicts) in order as they arrive, and ``on_output(job, run, None)`` once the run is
@@ -296,11 +295,11 @@ class Job:
         """The search so far, one row per run in run order: value of the metric, best so far,
         state, stopped early (and why), hyperparameters (a DataFrame when pandas is installed)."""
         from . import search
-        from .control import _frame
+        from .tables import frame
         rows = search.history(self._ctx().store, Layout(self.record.workspace), self.record,
                               self._info)
         columns = ["order", "run", "state", "value", "best", "stopped", "reason"]
-        return _frame(rows, columns + [c for c in (rows[0] if rows else {}) if c not in columns])
+        return frame(rows, columns + [c for c in (rows[0] if rows else {}) if c not in columns])
 
     def search_summary(self) -> str | None:
         """One line: search type, metric, runs so far, best value and run (None: no search)."""
@@ -317,6 +316,11 @@ class Job:
                 f"{self._search['metric']}: {len(rows)}/{self.expected_runs} runs"
                 + (f", best {best:.6g} ({at})" if best is not None else "")
                 + (f", {stopped} stopped early" if stopped else ""))
+
+    def table(self):
+        """One row per run (a DataFrame): state, started, ended, duration, ``hp.*``, scalar
+        output variables, ``last.M`` and ``best.M`` of each logged metric, reason."""
+        return self.results().table()
 
     def rows(self) -> list[dict]:
         out = []
@@ -402,33 +406,42 @@ def _summary(counts: Counter) -> str:
 
 
 class _Progress:
-    """tqdm.auto when installed, else one rewritten text line."""
+    """A job's progress (tqdm is a dependency). ``out`` None: tqdm.auto (a widget bar in a notebook
+    with ipywidgets, else one line redrawn and padded by tqdm, so a shorter text leaves nothing
+    behind); ``out`` a terminal: tqdm there; ``out`` anything else (a log, a StringIO): one plain
+    line per change, never a ``\\r`` redraw in a file."""
 
     def __init__(self, total: int, desc: str, enabled: bool = True, out=None):
         self.total, self.desc, self.enabled, self.out = total, desc, enabled, out
         self.bar, self.last = None, None
-        if enabled and out is None:
-            try:
-                from tqdm.auto import tqdm
-                self.bar = tqdm(total=total, desc=desc, unit="run", leave=True)
-            except ImportError:
-                pass
+        if not enabled:
+            return
+        if out is None:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=total, desc=desc, unit="run", leave=True)
+        elif _isatty(out):
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, desc=desc, unit="run", leave=True, file=out)
 
     def update(self, done: int, text: str) -> None:
-        if not self.enabled:
+        if not self.enabled or (done, text) == self.last:
             return
         if self.bar is not None:
             self.bar.n = done
             self.bar.set_postfix_str(text, refresh=False)
             self.bar.refresh()
-        elif (done, text) != self.last:
-            print(f"\r{self.desc}: {done}/{self.total} done ({text})", end="",
-                  file=self.out or sys.stdout, flush=True)
+        else:
+            print(f"{self.desc}: {done}/{self.total} done ({text})", file=self.out, flush=True)
         self.last = (done, text)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-        elif self.enabled and self.last is not None:
-            print(file=self.out or sys.stdout)
+
+
+def _isatty(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 

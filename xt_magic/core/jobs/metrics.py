@@ -61,7 +61,8 @@ def metrics(session, job_id: str):
     rows = []
     for run, hp in zip(job.record.runs, job.record.hparams or [{}] * len(job.record.runs)):
         rows.extend(_metric_rows(store, lay, run, hp))
-    return pd.DataFrame(rows)
+    from .tables import typed
+    return typed(pd.DataFrame(rows, columns=None if rows else ["run", "step", "ts"]))
 
 
 def plot(session, job_id: str, metric: str, step: str | None = None):

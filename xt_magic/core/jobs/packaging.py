@@ -142,6 +142,13 @@ def choose_inputs(source: str, namespace: dict, declared: list[str] | None,
     return chosen
 
 
+def undefined_names(source: str, namespace: dict, exclude: set[str] = frozenset()) -> list[str]:
+    """Free names of the cell defined nowhere: not in ``namespace``, not builtins, not in
+    ``exclude`` (the hyperparameters). The run would stop at the first with a NameError."""
+    return [n for n in free_names(source) if n not in namespace and n not in exclude
+            and n not in _KERNEL_NAMES and not hasattr(builtins, n) and not n.startswith("__")]
+
+
 def _register_local_modules(values: dict, keep_by_ref: str | None) -> list:
     """Register by value the notebook-side modules (files under cwd, not installed) the inputs
     come from, so the node needs only the stdlib and the setup's packages."""

@@ -9,7 +9,7 @@ import tempfile
 from ...runner.runner import OUTPUTS_EVENT, RunnerError
 from ...runner.runner import safe_extract as _runner_safe_extract
 from ...runner.runner import sha256_file
-from ..errors import JobError, RunFailed
+from ..errors import JobError, MissingDependencyError, RunFailed
 from ..naming import param
 from ..paths import runs_cache_dir
 from ..protocol import events, keys, tickets
@@ -62,6 +62,13 @@ class RunResult:
         return "  ".join(bits)
 
 
+def _table_html(table) -> str:
+    """The run table as HTML, classed as xt's own (not ``dataframe``: a run's DataFrame output
+    shown above it is the cell's, this one is the job's summary)."""
+    return table.head(200).to_html(index=False).replace('class="dataframe"',
+                                                        'class="xt-run-table"', 1)
+
+
 def _short(value, n: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= n else text[: n - 3] + "..."
@@ -95,6 +102,12 @@ class Results:
     def __len__(self) -> int:
         return len(self.runs_list)
 
+    def table(self):
+        """One row per run (a DataFrame): state, times, duration, ``hp.*``, scalar outputs,
+        ``last.M``/``best.M`` of each metric (``Job.table()``)."""
+        from .tables import run_table
+        return run_table(self.job, self.runs_list)
+
     def __repr__(self) -> str:
         more = len(self.runs_list) - 50
         return "\n".join([f"Results of {self.job.id} ({_summary(self.job.states())})"]
@@ -103,6 +116,21 @@ class Results:
 
     def _repr_html_(self) -> str:
         from html import escape
+        try:
+            table = self.table()
+        except MissingDependencyError:
+            table = None  # no pandas: the plain listing below
+        if table is not None:
+            files = {r.run: r.files_dir for r in self.runs_list if r.files_dir}
+            errors = {r.run: f"{r.error.get('type')}: {r.error.get('message')}"
+                      for r in self.runs_list if r.error}
+            note = "".join(f"<div>{escape(run)} files: <code>{escape(d)}</code></div>"
+                           for run, d in list(files.items())[:10])
+            note += "".join(f"<div>{escape(run)}: {escape(e)}</div>"
+                            for run, e in list(errors.items())[:10])
+            return (f"<div><b>Results of {escape(self.job.id)}</b> "
+                    f"({escape(_summary(self.job.states()))}){_table_html(table)}"
+                    f"{note}</div>")
         rows = []
         for r in self.runs_list[:50]:
             variables = ", ".join(f"{k}={_short(v)}" for k, v in r.variables.items())

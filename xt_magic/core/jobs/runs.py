@@ -5,7 +5,8 @@ from ..errors import JobError
 from ..protocol import events
 from ..protocol.layout import Layout
 from .context import _Ctx, _split_id
-from .control import _all_records, _frame, cancel, get_job
+from . import tables
+from .control import _all_records, cancel, get_job
 from .job import Job, live_job
 from .metrics import RunLog
 from .records import JobRecord, tags_match
@@ -79,7 +80,7 @@ def list_runs(session, job: str | None = None, status: str | None = None,
         rows = present + missing
     if top:
         rows = rows[:top]
-    return _frame(rows, columns)
+    return tables.frame(rows, columns)
 
 
 def tag(session, job_or_run: str, tags: dict) -> dict:

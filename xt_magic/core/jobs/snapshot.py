@@ -150,6 +150,8 @@ def collect(code_dirs: list[str], omit: list[str], cwd: str, skip_dirs: tuple = 
                 rel = rel_dir + name
                 if os.path.islink(full) or ignored(rel, False):
                     continue
+                if not os.path.isfile(full):  # a socket or fifo (a kernel's ipc socket): no code
+                    continue
                 if os.path.realpath(full) in skip_files:
                     _note(rel, "an xt config file")
                     continue

@@ -95,9 +95,14 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
             _check_kernel_here(notebook)
 
     from ...runner.runner import hp_namespace  # the names a run's cell gets for its hparams
+    hp_names = set(hp_namespace(dict.fromkeys(specs)))
     input_values = {} if notebook or commands is not None or reuse else packaging.choose_inputs(
-        python_source or source, namespace, inputs,
-        exclude=set(hp_namespace(dict.fromkeys(specs))))
+        python_source or source, namespace, inputs, exclude=hp_names)
+    if not notebook and commands is None and not reuse and not inputs:
+        missing = packaging.undefined_names(python_source or source, namespace, hp_names)
+        if missing:  # said now, in the notebook: the job still goes (the cell may define them)
+            print(f"[xt] warning: {', '.join(missing[:8])}: not defined in the notebook nor a "
+                  "hyperparameter (the run will raise NameError)", file=out or sys.stdout)
     run_env = jobenv.explicit_env(_job_env(cfg, env), env_secret, from_flag=env)
     experiment = xtrun.experiment(cfg, experiment)
 
@@ -225,6 +230,10 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
         adaptive.start(session, store, lay, record, key,
                        spec if search_used == "bayesian" else None)
     job = Job(session, record)
+    from . import notify  # its own Job: the watcher thread never races the caller's refresh
+    hook = cfg.get("general.notify-webhook")
+    notify.watch(session, Job(session, record), webhook=str(hook) if hook else None,
+                 quiet=wait)  # a waiting caller sees the end already
     if wait:
         job.wait(out=out, on_output=on_output, progress=not (on_output and len(run_ids) == 1))
         if raise_errors:
