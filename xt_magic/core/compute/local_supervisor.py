@@ -211,12 +211,16 @@ def start_run(jobdir, spec, launch):
     return pid
 
 
-def warm_template():
+def warm_template(spec):
     """Import what every forked run needs before the first fork, once per supervisor: each run
     then starts with cloudpickle loaded (the runner uses it when it is the bundle's version)
     instead of importing it from the bundle's zip. Only modules are loaded here, never a run's
-    code, so the template every run is forked from stays clean."""
+    code, so the template every run is forked from stays clean. cloudpickle only for a job whose
+    runs move variables: for the others its import would only delay the first run."""
     import glob, hashlib, hmac, shutil, zlib  # noqa: F401,E401  (what runner.main imports)
+    if not any(launch["ticket"].get("outputs") or (launch["ticket"].get("bundle") or {}).get(
+            "inputs") for launch in spec.get("launches") or ()):
+        return
     try:
         import cloudpickle  # noqa: F401
     except ImportError:
@@ -298,7 +302,7 @@ def supervise(jobdir, lock_fd=None):
     runner = load_runner(spec["runner"])
     runner.write_atomic(os.path.join(jobdir, "supervisor"),
                         f"{os.getpid()} {runner.proc_start(os.getpid())}")
-    warm_template()
+    warm_template(spec)
     slots = Slots(spec["slots"], spec.get("max_runs"))
     grace = float(spec.get("grace", 5))
     pending = []
