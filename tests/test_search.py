@@ -140,6 +140,9 @@ def test_early_stop_median_on_a_grid_sweep(ip):
     history = job.search_history()
     assert list(history["stopped"]) == [True] + [False] * 5
     assert history["best"].iloc[-1] == 0.5
+    from xt_magic.widgets.compare import CompareView
+    compare = CompareView(job.id, "loss")  # %xt_compare shows the search too
+    assert "stopped early" in compare.search_view.value and "<svg" in compare.search_view.value
     from xt_magic.widgets.monitor import JobMonitor
     monitor = JobMonitor(job.id, start=False)
     monitor.tick()

@@ -84,6 +84,7 @@ class CompareView(WidgetView):
         self.cmap = w.Dropdown(options=COLOR_SCALES, value=COLOR_SCALES[0],
                                description="colours", layout=w.Layout(width="auto"))
         self.plot = w.Output()
+        self.search_view = w.HTML()  # a search's best so far and trial history (docs/jobs.md)
         self.table = w.Output()
         self.message = w.HTML()
         self.out = w.Output()
@@ -91,7 +92,7 @@ class CompareView(WidgetView):
         self.cmap.observe(self._changed, names="value")
         self.widget = w.VBox([w.HBox([self.metric, self.cmap],
                                      layout=w.Layout(flex_flow="row wrap")),
-                              self.plot, self.table, self.message, self.out])
+                              self.plot, self.search_view, self.table, self.message, self.out])
         self.widget.add_class("xt-compare")
         self._draw()
 
@@ -102,8 +103,24 @@ class CompareView(WidgetView):
             self.comparison = api.compare(self.job_id, self.metric.value)
         self._draw()
 
+    def _search(self) -> str:
+        """The search's summary line and trial history (value against run order, best so far,
+        stopped runs marked), as the monitor shows it; "" for a job without a search."""
+        import html
+        from ..core import api
+        from .monitor import trial_chart
+        job = api.job(self.job_id)
+        summary = job.search_summary()
+        if not summary:
+            return ""
+        history = job.search_history()
+        rows = history.to_dict("records") if hasattr(history, "to_dict") else list(history)
+        return (f"<div class='xt-search'>{html.escape(summary)}<br>"
+                f"{trial_chart(rows, ylabel=job._search.get('metric') or '')}</div>")
+
     def _draw(self):
         from IPython.display import display
+        self.search_view.value = self._search()
         fig = parallel_coordinates(self.comparison, self.cmap.value)
         self.plot.clear_output(wait=True)
         with self.plot:
