@@ -157,6 +157,22 @@ def test_a_run_whose_local_record_is_deleted_fails(xt_home):
     assert "local job record is gone" in job.info("run1.1")["reason"]
 
 
+def test_a_supervisor_whose_job_record_is_deleted_stops_and_takes_its_runs(xt_home):
+    """No supervisor lingers once its job's record is gone (it stops its runs; a poll fails
+    them): one left by a deleted record used to live on for hours."""
+    import shutil
+    job = api.run_cell("import time\nprint('up', flush=True)\ntime.sleep(120)\n",
+                       {"__name__": "__main__"})
+    wait_for(lambda: "up" in _console(xt_home, "run1.1"), what="the run to start")
+    jobdir = _jobdir(job.id)
+    (sup_pid,) = supervisors(jobdir)
+    pid = int(open(os.path.join(jobdir, "runs", "run1.1", "pid")).read().split()[0])
+    shutil.rmtree(jobdir)
+    gone = lambda p: (proc_stat(p) or [b"X"])[0] in (b"Z", b"X")  # noqa: E731
+    wait_for(lambda: gone(sup_pid) and gone(pid), what="the supervisor and its run to end")
+    assert "local job record is gone" in api.status(job.id).info("run1.1")["reason"]
+
+
 def test_a_full_disk_is_named_not_unknown(xt_home):
     events = xt_home / "file_store" / "ws1" / "runs" / "run1.1" / "events.jsonl"
     # the cell fills "the disk" under its own events: its final event cannot be written

@@ -211,6 +211,10 @@ def start_run(jobdir, spec, launch):
     return pid
 
 
+#: how long a supervisor keeps retrying reports it cannot write (a full disk) before it gives up
+REPORT_RETRY_SECONDS = 3600
+
+
 def warm_template(spec):
     """Import what every forked run needs before the first fork, once per supervisor: each run
     then starts with cloudpickle loaded (the runner uses it when it is the bundle's version)
@@ -366,6 +370,15 @@ def supervise(jobdir, lock_fd=None):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a cancel kills runs, never the supervisor
 
     while True:
+        if not os.path.exists(os.path.join(jobdir, "job.json")) or (
+                unreported and time.monotonic() > report_deadline):
+            # the job's record was deleted (a poll fails its runs), or a report could not be
+            # written for REPORT_RETRY_SECONDS: nothing more to do here; never linger forever
+            for pid in [*running, *adopted]:
+                _killpg(pid, signal.SIGKILL)
+            return 0
+        if not unreported:
+            report_deadline = time.monotonic() + REPORT_RETRY_SECONDS
         if not (pending or running or adopted or unreported):
             # a last look under the job lock (the lock LocalBackend._add writes under): runs
             # added now are started; otherwise supervisor.lock is released before the job lock,
