@@ -155,6 +155,12 @@ def box_addresses(cfg, target: dict) -> list[str]:
     return addresses
 
 
+def all_localhost(cfg, target: dict) -> bool:
+    """Whether every box of a pool target is this machine (XT's ``local`` target): the local
+    backend runs it, else the SSH pool."""
+    return all(a == "localhost" for a in box_addresses(cfg, target))
+
+
 def backend_class(cfg, target_name: str, target: dict, classes: dict | None = None) -> type:
     """The Backend class that runs a compute-targets entry, from the registry.
 

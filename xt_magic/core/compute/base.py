@@ -24,6 +24,11 @@ TEMPLATES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file_
                          "templates")
 
 
+#: the target key of the backends that spread runs over boxes (local, pool)
+BOXES_SCHEMA = {"boxes": {"type": "array", "items": {"type": "string"},
+                          "description": "boxes entries (or addresses) runs are spread over"}}
+
+
 @dataclass
 class Launch:
     """One run to start.

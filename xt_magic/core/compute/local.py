@@ -26,7 +26,7 @@ from ..errors import TargetError
 from ..paths import local_root
 from ..protocol import events
 from . import local_supervisor as sup
-from .base import TEMPLATES, Backend, Launch
+from .base import BOXES_SCHEMA, TEMPLATES, Backend, Launch
 
 RUNNER = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__)))), "runner", "runner.py")
@@ -91,16 +91,13 @@ class LocalBackend(Backend):
 
     kind = "local"
     services = ("pool", "local")
-    target_schema = {
-        "boxes": {"type": "array", "items": {"type": "string"},
-                  "description": "boxes entries (or addresses) runs are spread over"},
-    }
+    target_schema = BOXES_SCHEMA
     template = os.path.join(TEMPLATES, "local.yaml")
 
     @classmethod
     def accepts(cls, config, target) -> bool:
-        from . import box_addresses
-        return all(a == "localhost" for a in box_addresses(config, target))
+        from ..registry import all_localhost
+        return all_localhost(config, target)
 
     # ------------------------------------------------------------------------------ helpers
     def max_runs(self) -> int:

@@ -28,7 +28,7 @@ import shlex
 from ..errors import TargetError, XTError
 from ..protocol.events import CANCELLED, FINAL, QUEUED, RUNNING
 from . import local_supervisor, ssh
-from .base import TEMPLATES, Backend, Launch
+from .base import BOXES_SCHEMA, TEMPLATES, Backend, Launch
 from .ssh import box_for
 from .staging import Staging
 
@@ -90,16 +90,13 @@ class PoolBackend(Backend):
 
     kind = "pool"
     services = ("pool",)
-    target_schema = {
-        "boxes": {"type": "array", "items": {"type": "string"},
-                  "description": "boxes entries (or addresses) runs are spread over"},
-    }
+    target_schema = BOXES_SCHEMA
     template = os.path.join(TEMPLATES, "pool.yaml")
 
     @classmethod
     def accepts(cls, config, target) -> bool:
-        from . import box_addresses
-        return not all(a == "localhost" for a in box_addresses(config, target))
+        from ..registry import all_localhost
+        return not all_localhost(config, target)
 
     def __init__(self, name, target, *, config, store, session=None):
         super().__init__(name, target, config=config, store=store, session=session)
