@@ -14,7 +14,8 @@
 """
 from __future__ import annotations
 
-import asyncio
+# asyncio is imported where used: validation and the docs import this module (via pool and
+# slurm) in every kernel, and asyncio alone costs a new one ~10-25 ms
 import getpass
 import os
 import re
@@ -164,6 +165,7 @@ def trust(box: Box) -> dict:
     Refuses (TargetError) when a different key is already trusted for the box: that is either a
     reinstalled box or an attack, and only a person can tell which.
     """
+    import asyncio
     asyncssh = _asyncssh()
 
     async def fetch():
@@ -203,6 +205,7 @@ class _Loop:
     """One asyncio loop in a daemon thread; synchronous callers submit coroutines to it."""
 
     def __init__(self):
+        import asyncio
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="xt-ssh", daemon=True)
         self.thread.start()
@@ -211,6 +214,7 @@ class _Loop:
         self.locks: dict[tuple, asyncio.Lock] = {}
 
     def call(self, coro, timeout: float | None):
+        import asyncio
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
             return future.result(timeout)
@@ -236,6 +240,7 @@ def _conn_key(box: Box) -> tuple:
 
 
 def _describe(err: BaseException) -> str:
+    import asyncio
     if isinstance(err, asyncio.TimeoutError):
         return "timed out"
     text = str(err) or type(err).__name__
@@ -243,6 +248,7 @@ def _describe(err: BaseException) -> str:
 
 
 async def _connection(box: Box, fresh: bool = False):
+    import asyncio
     asyncssh = _asyncssh()
     lp = _loop()
     key = _conn_key(box)
@@ -282,6 +288,7 @@ async def _connection(box: Box, fresh: bool = False):
 
 def _with_retry(box: Box, op, timeout: float | None):
     """Run ``op(conn)`` on the box's cached connection; reconnect once if it had dropped."""
+    import asyncio
     asyncssh = _asyncssh()
 
     async def go():
