@@ -114,3 +114,52 @@ def test_storage_provider_by_class_path(tmp_path):
     assert type(store).__name__ == "FileStore"
     store.write_bytes("x/y", b"1")
     assert (tmp_path / "st" / "x" / "y").read_bytes() == b"1"
+
+
+EP_PROBE = r"""
+import json, sys
+from xt_magic.core.registry import backend_classes
+kinds = sorted(backend_classes())
+print(json.dumps([kinds, "importlib.metadata" in sys.modules]))
+"""
+
+
+def test_entry_points_are_remembered_until_the_installed_packages_change(tmp_path):
+    """A new kernel reads the entry points from the cache dir (no importlib.metadata), and a
+    package installed, upgraded or removed since is seen at once."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "fake_backend.py").write_text("class FakeBackend:\n    kind = ''\n"
+                                          "class OtherBackend:\n    kind = ''\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(site)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+
+    def kinds() -> tuple[list, bool]:
+        out = subprocess.run([sys.executable, "-c", EP_PROBE], capture_output=True, text=True,
+                             env=env, check=True)
+        return tuple(json.loads(out.stdout.strip().splitlines()[-1]))
+
+    def install(version: str, entry: str) -> None:
+        for old in site.glob("fake_backend-*.dist-info"):
+            for f in old.iterdir():
+                f.unlink()
+            old.rmdir()
+        dist = site / f"fake_backend-{version}.dist-info"
+        dist.mkdir()
+        (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: fake-backend\nVersion: {version}\n")
+        (dist / "entry_points.txt").write_text(f"[xt_magic.backends]\n{entry}\n")
+
+    first, scanned = kinds()
+    assert "fake" not in first and scanned
+    assert kinds() == (first, False)  # remembered: importlib.metadata not even imported
+    install("1.0", "fake = fake_backend:FakeBackend")
+    got, scanned = kinds()
+    assert "fake" in got and scanned
+    assert kinds() == (got, False)
+    install("1.1", "other = fake_backend:OtherBackend")  # an upgrade with another entry point
+    got, _ = kinds()
+    assert "other" in got and "fake" not in got
+    for f in (site / "fake_backend-1.1.dist-info").iterdir():
+        f.unlink()
+    (site / "fake_backend-1.1.dist-info").rmdir()
+    assert kinds()[0] == first

@@ -215,8 +215,8 @@ def _disk_cached(path: str, text: str) -> tuple[dict, Lines, list[str]]:
     defaults."""
     import hashlib
     import json
-    from .validate import _cache_path, _cache_write
-    cached = _cache_path("config-file", hashlib.sha256(
+    from .cache import cache_path, cache_write
+    cached = cache_path("config-file", hashlib.sha256(
         f"{path}\0{text}".encode("utf-8", "surrogatepass")).hexdigest() + ".json")
     try:
         with open(cached, encoding="utf-8") as fh:
@@ -226,7 +226,7 @@ def _disk_cached(path: str, text: str) -> tuple[dict, Lines, list[str]]:
         pass
     data, lines, warnings = read_text(text, path)
     try:
-        _cache_write(cached, json.dumps([data, [[list(k), v] for k, v in lines.items()],
+        cache_write(cached, json.dumps([data, [[list(k), v] for k, v in lines.items()],
                                          warnings]))
     except (TypeError, ValueError):
         pass  # a value JSON cannot hold: parsed each time

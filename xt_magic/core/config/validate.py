@@ -12,6 +12,7 @@ import os
 from typing import Any, Iterable
 
 from ..errors import ConfigError, Problem
+from .cache import cache_path, cache_write
 from .resolved import MASK, Origin, VaultRef
 
 SCHEMA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema.yaml")
@@ -32,7 +33,7 @@ def _schema_file() -> dict:
     import json
     with open(SCHEMA, "rb") as fh:
         raw = fh.read()
-    cached = _cache_path("schema", hashlib.sha256(raw).hexdigest() + ".json")
+    cached = cache_path("schema", hashlib.sha256(raw).hexdigest() + ".json")
     try:
         with open(cached, encoding="utf-8") as fh:
             return json.load(fh)
@@ -40,22 +41,8 @@ def _schema_file() -> dict:
         pass
     from ruamel.yaml import YAML
     out = YAML(typ="safe").load(raw.decode("utf-8"))
-    _cache_write(cached, json.dumps(out))
+    cache_write(cached, json.dumps(out))
     return out
-
-
-def _cache_path(kind: str, name: str) -> str:
-    from ..paths import cache_dir
-    return os.path.join(cache_dir(), kind, name)
-
-
-def _cache_write(path: str, text: str) -> None:
-    from ...runner.runner import write_atomic
-    try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        write_atomic(path, text, mode=0o600)
-    except OSError:
-        pass  # a cache only saves time
 
 
 def _valid_marker(instance) -> str | None:
@@ -68,7 +55,7 @@ def _valid_marker(instance) -> str | None:
         text = json.dumps([schema(), instance], sort_keys=True, separators=(",", ":"))
     except (TypeError, ValueError):
         return None
-    return _cache_path("valid-config", hashlib.sha256(text.encode()).hexdigest())
+    return cache_path("valid-config", hashlib.sha256(text.encode()).hexdigest())
 
 
 @functools.lru_cache(maxsize=1)
@@ -230,7 +217,7 @@ def _schema_problems(data: dict, origins: dict) -> list[Problem]:
         return []
     out = _schema_errors(instance, origins)
     if marker and not out:
-        _cache_write(marker, "")
+        cache_write(marker, "")
     return out
 
 
