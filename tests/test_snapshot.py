@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import io
+import json
+import subprocess
+import sys
 import zipfile
 
 import pytest
@@ -157,3 +160,33 @@ def test_a_socket_in_the_code_dir_is_left_out(tmp_path, monkeypatch):
     finally:
         sock.close()
     assert [name for name, _ in plan.files] == ["train.py"]
+
+
+PLAN = r"""
+import json, sys
+from xt_magic.core.jobs import snapshot
+p = snapshot.plan(["$scriptdir/**"], ["__pycache__", "*.env", "!keep.env"], sys.argv[1])
+print(json.dumps([p.files, p.omitted, "pathspec" in sys.modules]))
+"""
+
+
+def test_a_tree_listed_before_is_listed_again_without_pathspec(tree):
+    """gitignore decisions are remembered per code dir: a new kernel lists the same tree without
+    importing pathspec, with the same files and reasons; an edited .gitignore is honoured."""
+    def plan():
+        out = subprocess.run([sys.executable, "-c", PLAN, str(tree)], capture_output=True,
+                             text=True, check=True)
+        files, omitted, loaded = json.loads(out.stdout.strip().splitlines()[-1])
+        return [tuple(f) for f in files], {n: why.strip() for n, why in omitted}, loaded
+
+    (tree / "keep.env").write_text("")
+    files, omitted, loaded = plan()
+    assert loaded and omitted["pkg/local.log"] == "pkg/.gitignore: *.log"
+    assert ("keep.env", 0) in files and omitted["secret.env"] == "code.code-omit: *.env"
+    assert plan() == (files, omitted, False)
+    (tree / "pkg" / ".gitignore").write_text("model.py\n")
+    (tree / "new.log").write_text("")  # a new name: only it is matched
+    files2, omitted2, loaded = plan()
+    assert loaded and omitted2["pkg/model.py"] == "pkg/.gitignore: model.py"
+    assert ("pkg/local.log", 5) in files2 and ("new.log", 0) in files2
+    assert plan() == (files2, omitted2, False)

@@ -99,7 +99,6 @@ def collect(code_dirs: list[str], omit: list[str], cwd: str, skip_dirs: tuple = 
     """(archive name, absolute file) pairs, sorted; .gitignore files are honoured at every level.
     ``skip_dirs``: absolute directories never included (the store, XT_HOME). ``left_out``, when
     given, receives (name, reason) for every file or folder a rule left out."""
-    import pathspec
     from ..config.loader import local_config_path, user_config_path
     skip = {os.path.realpath(d) for d in skip_dirs if d}
     # config files may hold literal keys (a secret saved from the config form): never shipped
@@ -108,33 +107,33 @@ def collect(code_dirs: list[str], omit: list[str], cwd: str, skip_dirs: tuple = 
     rules = [*ALWAYS_OMIT, *SECRET_OMIT, *(omit or [])]
     sources = (["always left out"] * len(ALWAYS_OMIT) + ["may hold a secret"] * len(SECRET_OMIT)
                + ["code.code-omit"] * len(omit or []))
-    omit_spec = pathspec.GitIgnoreSpec.from_lines(rules)
     chosen: dict[str, str] = {}
     for entry in code_dirs or []:
         root, recursive = _dir_of(entry, cwd)
         if not os.path.isdir(root):
             raise JobError(f"code dir {entry!r} is not a directory ({root})", key="code.code-dirs")
         _refuse_home(entry, root)
-        ignores: dict[str, object] = {}
+        rules_of = _Decisions(root, recursive)
+        omit_spec = rules_of.spec(rules)
+        ignores: dict[str, str] = {}
         for folder, dirs, files in os.walk(root):
             rel_dir = os.path.relpath(folder, root).replace(os.sep, "/")
             rel_dir = "" if rel_dir == "." else rel_dir + "/"
             gi = os.path.join(folder, ".gitignore")
             if os.path.isfile(gi):
                 with open(gi, encoding="utf-8", errors="replace") as fh:
-                    ignores[rel_dir] = pathspec.GitIgnoreSpec.from_lines(fh)
+                    ignores[rel_dir] = rules_of.spec(list(fh))
 
             def ignored(rel: str, is_dir: bool) -> bool:
                 probe = rel + "/" if is_dir else rel
-                hit = omit_spec.check_file(probe)
-                if hit.include:
-                    return _note(probe, f"{sources[hit.index]}: {rules[hit.index]}")
+                hit = rules_of.check(omit_spec, probe)
+                if hit:
+                    return _note(probe, f"{sources[hit[0]]}: {rules[hit[0]]}")
                 for base, spec in ignores.items():
                     if probe.startswith(base):
-                        hit = spec.check_file(probe[len(base):])
-                        if hit.include:
-                            return _note(probe, f"{base}.gitignore: "
-                                                f"{spec.patterns[hit.index].pattern}")
+                        hit = rules_of.check(spec, probe[len(base):])
+                        if hit:
+                            return _note(probe, f"{base}.gitignore: {hit[1]}")
                 return False
 
             def _note(probe: str, why: str) -> bool:
@@ -156,7 +155,85 @@ def collect(code_dirs: list[str], omit: list[str], cwd: str, skip_dirs: tuple = 
                     _note(rel, "an xt config file")
                     continue
                 chosen.setdefault(rel, full)  # first code dir wins on a name clash
+        rules_of.save()
     return sorted(chosen.items())
+
+
+class _Decisions:
+    """gitignore decisions (pathspec's ``check_file``) for one code dir, remembered in the cache
+    dir. A decision is a pure function of the spec's lines and the name asked about, so it is
+    kept under the sha256 of the lines; a tree listed before is listed again without pathspec,
+    which costs a new kernel ~10 ms to import and every name ~50 us to match. Only this walk's
+    decisions are written back, so the file follows the tree and never grows past it."""
+
+    def __init__(self, root: str, recursive: bool):
+        import json
+
+        from ..config.cache import cache_path
+        self.path = cache_path("snapshot-rules", hashlib.sha256(
+            f"{os.path.realpath(root)}\0{recursive}".encode("utf-8", "surrogatepass")).hexdigest() + ".json")
+        try:
+            with open(self.path, encoding="utf-8") as fh:
+                self.known = json.load(fh)
+            if not isinstance(self.known, dict):
+                self.known = {}
+        except (OSError, ValueError):
+            self.known = {}
+        self.lines: dict[str, list] = {}
+        self.compiled: dict[str, object] = {}
+        self.used: dict[str, dict] = {}
+        self.missed = False
+
+    def spec(self, lines: list) -> str:
+        """An id for the spec of these gitignore lines."""
+        import json
+        key = hashlib.sha256(json.dumps([_engine(), lines]).encode("utf-8", "surrogatepass")).hexdigest()
+        self.lines[key] = lines
+        self.used.setdefault(key, {})
+        return key
+
+    def check(self, spec: str, name: str) -> list | None:
+        """[pattern index, pattern] of the rule that leaves ``name`` out, or None."""
+        used = self.used[spec]
+        if name in used:
+            return used[name]
+        known = self.known.get(spec)
+        if isinstance(known, dict) and name in known:
+            used[name] = known[name]
+            return used[name]
+        self.missed = True
+        if spec not in self.compiled:
+            import pathspec
+            self.compiled[spec] = pathspec.GitIgnoreSpec.from_lines(self.lines[spec])
+        compiled = self.compiled[spec]
+        hit = compiled.check_file(name)
+        used[name] = [hit.index, compiled.patterns[hit.index].pattern] if hit.include else None
+        return used[name]
+
+    def save(self) -> None:
+        if self.missed or sum(map(len, self.used.values())) != sum(
+                len(v) for v in self.known.values() if isinstance(v, dict)):
+            import json
+
+            from ..config.cache import cache_write
+            cache_write(self.path, json.dumps(self.used))
+
+
+def _engine() -> list:
+    """Which pathspec decides (its files' place and mtime): an upgrade may decide differently."""
+    global _ENGINE
+    if _ENGINE is None:
+        import importlib.util
+        spec = importlib.util.find_spec("pathspec")
+        origin = spec.origin if spec and spec.origin else ""
+        try:
+            _ENGINE = [origin, os.stat(origin).st_mtime_ns]
+        except OSError:
+            _ENGINE = [origin, None]
+    return _ENGINE
+
+
+_ENGINE: list | None = None
 
 
 def plan(code_dirs, omit, cwd: str, skip_dirs: tuple = ()) -> Snapshot:
