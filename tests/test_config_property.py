@@ -65,3 +65,14 @@ def test_random_session_sets_raise_only_xterror(assignments):
         service.set_values(session, assignments)
     except XTError:
         assert session.values == {}
+
+
+def test_a_list_or_mapping_as_a_key_is_a_one_line_error():
+    """Found by the mutation test: ``? {a: [1]}`` made a key ruamel cannot hash (a TypeError)."""
+    import pytest
+    from xt_magic.core.errors import ConfigError
+    with open("xt_config.yaml", "w", encoding="utf-8") as fh:
+        fh.write("general:\n  workspace: ws\ncompute-targets:\n  ? {a: [1]}\n  : 1\n")
+    with pytest.raises(ConfigError, match=r"xt_config.yaml:4: .*compute-targets is a list or "
+                                          r"mapping, not a name"):
+        load_config(os.getcwd())

@@ -116,13 +116,19 @@ def _plain_container(node, path, lines, budget, CommentedMap, CommentedSeq):
 def _last_wins(node: Any, file: str, path: tuple, warnings: list[str], seen: set) -> None:
     """Drop all but the last of repeated mapping keys, as PyYAML (and so XT) did, with a warning
     naming both lines. Works on the composed node graph, before anything is constructed."""
-    from ruamel.yaml.nodes import MappingNode, SequenceNode
+    from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
     if id(node) in seen:
         return
     seen.add(id(node))
     if isinstance(node, MappingNode):
         last: dict = {}
         for i, (key, _value) in enumerate(node.value):
+            if not isinstance(key, ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                # ("? [a]: ..."): no config key is one, and a list inside one cannot be hashed
+                where = ".".join(path) or "the top level"
+                problem = Problem(f"YAML error: a key in {where} is a list or mapping, not a name",
+                                  file=file, line=key.start_mark.line + 1)
+                raise ConfigError(str(problem), problems=[problem])
             name = key.value if isinstance(key.value, str) else None
             if name is None or key.tag == "tag:yaml.org,2002:merge":
                 continue
