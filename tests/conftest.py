@@ -37,7 +37,7 @@ def need(ok: bool, what: str) -> None:
 
 
 @pytest.fixture(autouse=True)
-def xt_home(tmp_path, monkeypatch):
+def xt_home(tmp_path, tmp_path_factory, monkeypatch):
     """Isolated XT_HOME, user config, cwd and session for every test."""
     home = tmp_path / "xt_home"
     home.mkdir()
@@ -50,6 +50,19 @@ def xt_home(tmp_path, monkeypatch):
     session.reset_session()
     yield home
     session.reset_session()
+    _stop_agents(str(tmp_path_factory.getbasetemp()))  # the pool boxes' work dirs are there too
+
+
+def _stop_agents(under: str) -> None:
+    """A test's box agents (local and pool) would otherwise wait out their idle time: stop them.
+    (Their supervisors and runs are the test's own business.)"""
+    import signal
+    from procs import agents
+    for pid in agents(under):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 @pytest.fixture

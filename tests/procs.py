@@ -27,36 +27,58 @@ def zombie_children():
 
 def supervisor_jobdirs(under=None) -> list[str]:
     """The job dir of every live supervisor (one /proc scan; a job dir twice = two supervisors)."""
-    return [d for d in map(_jobdir_arg, supervisors(under)) if d]
-
-
-def _jobdir_arg(pid) -> str | None:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            argv = fh.read().split(b"\0")
-    except OSError:
-        return None  # exited meanwhile
-    i = next((i for i, a in enumerate(argv) if a.endswith(b"local_supervisor.py")), None)
-    return argv[i + 1].decode() if i is not None and i + 1 < len(argv) else None
+    return [os.path.dirname(lock) for _, lock in _supervisors(under)]
 
 
 def supervisors(under=None):
     """Live (non-zombie) supervisor processes of the job dir ``under`` or of job dirs below it, or
-    of all (a forked run has its supervisor's command line: it is told apart by its parent)."""
-    out = {}
+    of all. A supervisor is the process holding its job's ``supervisor.lock`` open (whether it was
+    started cold or forked by a box agent, whose command line it then has; its runs close it)."""
+    return [pid for pid, _ in _supervisors(under)]
+
+
+def _supervisors(under):
+    here = os.path.abspath(under) if under else None
+    out = []
     for pid, f in _procs():
         if f[0] in (b"Z", b"X"):
             continue
+        for target in _open_files(pid):
+            if os.path.basename(target) == "supervisor.lock" and (
+                    here is None or target == os.path.join(here, "supervisor.lock")
+                    or target.startswith(here + "/")):
+                out.append((pid, target))
+                break
+    return out
+
+
+def _open_files(pid):
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return []
+    out = []
+    for name in names:
         try:
-            with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                argv = fh.read().split(b"\0")
+            out.append(os.readlink(f"/proc/{pid}/fd/{name}"))
         except OSError:
+            pass
+    return out
+
+
+def agents(under=None):
+    """Live box agents (``local_supervisor.py --agent``) below ``under``, or all: the processes
+    holding an agent dir's ``lock`` open (the supervisors they fork close it)."""
+    here = os.path.abspath(under) if under else None
+    out = []
+    for pid, f in _procs():
+        if f[0] in (b"Z", b"X"):
             continue
-        here = under.encode() if under else b""
-        if any(a.endswith(b"local_supervisor.py") for a in argv) and (
-                under is None or any(a == here or a.startswith(here + b"/") for a in argv)):
-            out[pid] = int(f[1])
-    return [pid for pid, parent in out.items() if parent not in out]
+        if any(os.path.basename(t) == "lock" and os.path.basename(os.path.dirname(
+                os.path.dirname(t))) == "agents" and (here is None or t.startswith(here + "/"))
+               for t in _open_files(pid)):
+            out.append(pid)
+    return out
 
 
 def rss_kb(pid="self") -> int:

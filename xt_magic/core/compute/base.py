@@ -17,6 +17,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import TargetError
 from ..protocol import events
 from ..protocol.layout import DEFAULT_WORKSPACE, Layout
 
@@ -26,7 +27,27 @@ TEMPLATES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file_
 
 #: the target key of the backends that spread runs over boxes (local, pool)
 BOXES_SCHEMA = {"boxes": {"type": "array", "items": {"type": "string"},
-                          "description": "boxes entries (or addresses) runs are spread over"}}
+                          "description": "boxes entries (or addresses) runs are spread over"},
+                "agent-idle-seconds": {
+                    "type": ["integer", "null"], "minimum": 0,
+                    "description": "seconds each box's agent stays up after its last job: it "
+                                   "starts the next job's supervisor as a fork, with no Python "
+                                   "start-up (default 600; 0: no agent)"}}
+
+#: seconds a box's agent stays up after its last job when ``agent-idle-seconds`` is not set
+AGENT_IDLE_SECONDS = 600
+
+
+def agent_idle(target: dict, name: str) -> int:
+    """``agent-idle-seconds`` of a local or pool target: how long its box agent
+    (``local_supervisor.agent``) waits for the next job; 0: no agent."""
+    value = target.get("agent-idle-seconds")
+    if value is None:
+        return AGENT_IDLE_SECONDS
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise TargetError(f"agent-idle-seconds must be a whole number of seconds >= 0, not "
+                          f"{value!r}", key=f"compute-targets.{name}.agent-idle-seconds")
+    return value
 
 
 @dataclass

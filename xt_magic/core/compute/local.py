@@ -26,7 +26,7 @@ from ..errors import TargetError
 from ..paths import local_root
 from ..protocol import events
 from . import local_supervisor as sup
-from .base import BOXES_SCHEMA, TEMPLATES, Backend, Launch
+from .base import BOXES_SCHEMA, TEMPLATES, Backend, Launch, agent_idle
 
 RUNNER = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__)))), "runner", "runner.py")
@@ -149,7 +149,8 @@ class LocalBackend(Backend):
         (``sup.spawn``)."""
         from ..auth.jobenv import job_environ  # jobs never inherit the kernel's credentials
         try:
-            return sup.spawn(jobdir, sys.executable, job_environ(), lock_fd)
+            return sup.spawn(jobdir, sys.executable, job_environ(), lock_fd,
+                             agents=os.path.join(local_root(), "agents"), idle=agent_idle(self.target, self.name))
         except OSError as err:
             raise TargetError(f"could not start the local job supervisor: {err}") from err
 

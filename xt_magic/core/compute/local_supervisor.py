@@ -58,6 +58,7 @@ import json
 import os
 import select
 import signal
+import socket
 import sys
 import time
 
@@ -106,6 +107,34 @@ def load_runner(runner_path):
     import runner
     import ast  # noqa: F401 - a forked run parses its cell with it (cell outputs): paid once here
     return runner
+
+
+def _remember_runner():
+    """Record the imported runner's source hash (an agent compares each job's runner with it)."""
+    _LOADED["sha"] = _source_sha(sys.modules["runner"].__file__)
+
+
+_LOADED = {}  # sha256 of the imported runner's source, taken when it was imported
+
+
+def _source_sha(path):
+    import hashlib
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
+
+
+def _runner_loaded(runner_path):
+    """Whether the runner imported here (if any) is ``runner_path``'s: the same file, or (a pool
+    stages one per run dir) the same source."""
+    loaded = sys.modules.get("runner")
+    if loaded is None:
+        return True
+    if os.path.abspath(loaded.__file__) == os.path.abspath(runner_path):
+        return True
+    try:
+        return _LOADED.get("sha") == _source_sha(runner_path)
+    except OSError:
+        return False
 
 
 def report(runner_path, launch, state, **fields):
@@ -215,15 +244,16 @@ def start_run(jobdir, spec, launch):
 REPORT_RETRY_SECONDS = 3600
 
 
-def warm_template(spec):
+def warm_template(spec, every=False):
     """Import what every forked run needs before the first fork, once per supervisor: each run
     then starts with cloudpickle loaded (the runner uses it when it is the bundle's version)
     instead of importing it from the bundle's zip. Only modules are loaded here, never a run's
     code, so the template every run is forked from stays clean. cloudpickle only for a job whose
-    runs move variables: for the others its import would only delay the first run."""
+    runs move variables (or ``every``: an idle agent): for the others its import would only delay
+    the first run."""
     import glob, hashlib, hmac, shutil, zlib  # noqa: F401,E401  (what runner.main imports)
-    if not any(launch["ticket"].get("outputs") or (launch["ticket"].get("bundle") or {}).get(
-            "inputs") for launch in spec.get("launches") or ()):
+    if not every and not any(launch["ticket"].get("outputs") or (
+            launch["ticket"].get("bundle") or {}).get("inputs") for launch in spec["launches"]):
         return
     try:
         import cloudpickle  # noqa: F401
@@ -292,7 +322,7 @@ class Slots:
         return None
 
 
-def supervise(jobdir, lock_fd=None):
+def supervise(jobdir, lock_fd=None, spec=None):
     if lock_fd is not None:  # handed over by whoever started us, already locked
         me = lock_fd
         fcntl.flock(me, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours already: a no-op that checks it
@@ -302,7 +332,7 @@ def supervise(jobdir, lock_fd=None):
         if me is None:
             return 0  # another supervisor already runs this job
     _PRIVATE_FDS.append(me)
-    spec = load_spec(jobdir)
+    spec = spec or load_spec(jobdir)
     runner = load_runner(spec["runner"])
     runner.write_atomic(os.path.join(jobdir, "supervisor"),
                         f"{os.getpid()} {runner.proc_start(os.getpid())}")
@@ -598,9 +628,14 @@ def detach(argv, env, log, keep_fd=None):
             os.set_inheritable(keep_fd, False)
 
 
-def spawn(jobdir, python=None, env=None, lock_fd=None):
-    """Start a supervisor of ``jobdir`` detached (``detach``), so it outlives the kernel or SSH
-    session that started it. False if one is alive.
+def spawn(jobdir, python=None, env=None, lock_fd=None, agents=None, idle=0):
+    """Start a supervisor of ``jobdir`` so it outlives the kernel or SSH session that started it.
+    False if one is alive.
+
+    With ``agents`` (a private dir) and ``idle`` > 0, the supervisor is a fork of the box's agent
+    for this interpreter and environment (``agent``): no Python start-up, the runner and
+    cloudpickle already imported. With no live agent, one is started (``detach``) with this job
+    as its first, and stays ``idle`` seconds after its last job ends.
 
     Race-free: ``lock_fd`` (the caller's flock on supervisor.lock, else taken here) is handed to
     the new supervisor, so the lock is never free between "none runs" and "one runs"."""
@@ -608,16 +643,23 @@ def spawn(jobdir, python=None, env=None, lock_fd=None):
     if fd is None:
         return False
     try:
+        python = python or sys.executable
+        env = os.environ if env is None else env
         # with site (not -I -S): it forks the runs, which need the interpreter's full sys.path
-        detach([python or sys.executable, os.path.abspath(__file__), jobdir, str(fd)],
-               os.environ if env is None else env, os.path.join(jobdir, "supervisor.log"), fd)
+        argv = [python, os.path.abspath(__file__), jobdir, str(fd)]
+        if agents and idle:
+            folder = agent_folder(agents, python, env)
+            if hand_to_agent(folder, jobdir, fd):
+                return True
+            argv[2:2] = ["--agent", folder, str(idle)]
+        detach(argv, env, os.path.join(jobdir, "supervisor.log"), fd)
     finally:
         if lock_fd is None:
             os.close(fd)
     return True
 
 
-def start(jobdir):
+def start(jobdir, agents=None, idle=0):
     """``--start``: a supervisor for ``jobdir`` unless one is alive. The first start clears what
     an earlier job with the same run ids left in the run dirs (a shared RUNS dir on a box)."""
     if not os.path.exists(os.path.join(jobdir, "job.json")):
@@ -638,10 +680,226 @@ def start(jobdir):
                         pass
             open(marker, "w").close()
     try:
-        spawn(jobdir, lock_fd=lock)
+        spawn(jobdir, lock_fd=lock, agents=agents, idle=idle)
     finally:
         os.close(lock)
     return "started"
+
+
+# ----------------------------------------------------------------------------------- box agent
+# A job's supervisor started cold costs a Python start-up, the runner's import and cloudpickle's
+# (~40 ms) before its first run. The agent is a process that paid them once and forks each new
+# job's supervisor: it runs no job code itself (a fork per job, and a fork per run below that, so
+# every run still starts from this clean state). One per interpreter, supervisor program, working
+# dir and environment: its forks get exactly what a cold start would. It listens on AGENT/sock in
+# a private dir (and checks the peer is this user); a job's supervisor.lock fd is passed over it,
+# so the hand-over keeps the lock held throughout.
+
+def agent_folder(agents, python, env):
+    """The agent dir for supervisors of this interpreter, program, working dir and environment."""
+    import hashlib
+    here = os.path.abspath(__file__)
+    st = os.stat(here)
+    ident = json.dumps([python, here, st.st_mtime_ns, st.st_size, os.getcwd(),
+                        sorted(dict(env).items())])
+    return os.path.join(agents, hashlib.sha256(ident.encode()).hexdigest()[:24])
+
+
+def _sock_path(dirfd):
+    # through the dir's fd: a socket path is limited to 107 bytes, an XT_HOME is not
+    return f"/proc/self/fd/{dirfd}/sock"
+
+
+def _same_user(sock):
+    import struct
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1] == os.getuid()
+
+
+def hand_to_agent(folder, jobdir, fd, timeout=5.0):
+    """Give ``jobdir`` (and its locked supervisor.lock ``fd``) to the agent in ``folder``: True
+    once its supervisor runs. False when no agent took it: the lock is still only ours."""
+    try:
+        dirfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(_sock_path(dirfd))
+            if not _same_user(sock) or sock.recv(1) != b"?":  # it accepted: not exiting
+                return False
+            socket.send_fds(sock, [os.fsencode(jobdir)], [fd])
+        except OSError:
+            return False
+        try:
+            reply = sock.recv(64)
+        except OSError:
+            reply = b""
+        if reply.startswith(b"ok"):
+            return True
+        # it died mid hand-over: whether it forked the supervisor first shows in who holds the lock
+        return reply == b"" and _lock_held_elsewhere(os.path.join(jobdir, "supervisor.lock"))
+    finally:
+        sock.close()
+        os.close(dirfd)
+
+
+def _lock_held_elsewhere(path):
+    """Whether another process holds an fd on ``path`` (our fd's lock is shared with a process
+    it was passed to, so flock cannot tell)."""
+    me = str(os.getpid())
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit() and p != me]
+    except OSError:
+        return False
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for name in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{name}") == path:
+                    return True
+            except OSError:
+                pass
+    return False
+
+
+def agent(folder, idle, jobdir, lock_fd):
+    """``--agent``: supervise ``jobdir`` (a fork), then stay and fork the supervisor of each job
+    handed over (``hand_to_agent``) until ``idle`` seconds pass with no job, or ``folder`` is
+    removed. Another live agent for ``folder``: just supervise ``jobdir`` here."""
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    me = try_lock(os.path.join(folder, "lock"))
+    if me is None:
+        return supervise(jobdir, lock_fd)
+    dirfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    path = _sock_path(dirfd)
+    _unlink(path)  # a dead agent's
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    listener.bind(path)
+    listener.listen(64)
+    inode = os.stat(path).st_ino
+    log = os.open(os.path.join(folder, "agent.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND
+                  | os.O_CLOEXEC, 0o600)
+    os.dup2(log, 1)  # not the first job's supervisor.log
+    os.dup2(log, 2)
+    os.close(log)
+    rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    own = [me, dirfd, listener.fileno(), rfd, wfd]  # no supervisor keeps them
+    signal.set_wakeup_fd(wfd)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    children = {_fork_supervisor(jobdir, lock_fd, own)}
+    os.close(lock_fd)
+    try:
+        load_runner(load_spec(jobdir)["runner"])
+        _remember_runner()
+        warm_template({}, every=True)
+    except Exception:  # noqa: BLE001 - warming is an optimisation; a job's fork loads it
+        pass
+    last = time.monotonic()
+    while True:
+        try:
+            while children:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+                if pid == 0:
+                    break
+                children.discard(pid)
+        except ChildProcessError:
+            children.clear()
+        now = time.monotonic()
+        if children:
+            last = now
+        try:
+            ours = os.stat(path).st_ino == inode
+        except OSError:
+            ours = False
+        if not ours or (not children and now - last >= idle):
+            break
+        try:
+            ready = select.select([listener, rfd], [], [],
+                                  60.0 if children else idle - (now - last))[0]
+        except InterruptedError:
+            continue
+        if rfd in ready:
+            try:
+                os.read(rfd, 4096)
+            except BlockingIOError:
+                pass
+        if listener in ready:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            with conn:
+                pid = _serve(conn, own + [conn.fileno()])
+            if pid:
+                children.add(pid)
+                last = time.monotonic()
+    if ours:
+        _unlink(path)  # new clients start a new agent; those already queued are told no
+    return 0
+
+
+def _serve(conn, own):
+    """One hand-over: the supervisor's pid, or None."""
+    conn.settimeout(2.0)
+    fds = []
+    try:
+        if not _same_user(conn):
+            return None
+        conn.sendall(b"?")
+        msg, fds, _, _ = socket.recv_fds(conn, 4096, 1)
+        jobdir = os.fsdecode(msg)
+        if len(fds) != 1 or not os.path.isabs(jobdir) or not os.path.exists(
+                os.path.join(jobdir, "job.json")):
+            conn.sendall(b"no")
+            return None
+        pid = _fork_supervisor(jobdir, fds[0], own)
+        conn.sendall(b"ok %d" % pid)
+        return pid
+    except OSError:
+        return None
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _fork_supervisor(jobdir, lock_fd, own):
+    """Fork the supervisor of ``jobdir`` from this agent (never returns in the child)."""
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 2
+    try:
+        for fd in own:
+            os.close(fd)
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        os.setsid()
+        null = os.open("/dev/null", os.O_RDONLY)
+        out = os.open(os.path.join(jobdir, "supervisor.log"), os.O_WRONLY | os.O_CREAT
+                      | os.O_APPEND, 0o600)
+        os.dup2(null, 0)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.close(null)
+        os.close(out)
+        spec = load_spec(jobdir)
+        if not _runner_loaded(spec["runner"]):
+            # another runner than the one imported here: start this job's supervisor cold
+            os.set_inheritable(lock_fd, True)
+            os.execv(sys.executable, [sys.executable, os.path.abspath(__file__), jobdir,
+                                      str(lock_fd)])
+        code = supervise(jobdir, lock_fd, spec)
+    except BaseException:  # noqa: BLE001 - the child never returns into the agent's loop
+        import traceback
+        traceback.print_exc()
+    finally:
+        os._exit(code)
 
 
 def mark_cancelled(runner, jobdir, spec, run):
@@ -701,9 +959,14 @@ def cancel(jobdir, runs):
 
 def main(argv):
     if argv[1:2] == ["--start"]:
-        for jobdir in argv[2:]:
-            print(json.dumps({"jobdir": jobdir, "agent": start(jobdir)}), flush=True)
+        jobdirs, agents, idle = argv[2:], None, 0
+        if jobdirs[:1] == ["--agents"]:
+            agents, idle, jobdirs = jobdirs[1], int(jobdirs[2]), jobdirs[3:]
+        for jobdir in jobdirs:
+            print(json.dumps({"jobdir": jobdir, "agent": start(jobdir, agents, idle)}), flush=True)
         return 0
+    if argv[1:2] == ["--agent"]:
+        return agent(argv[2], int(argv[3]), argv[4], int(argv[5]))
     if argv[1:2] == ["--cancel"]:
         cancel(argv[2], argv[3:])
         return 0

@@ -28,7 +28,7 @@ import shlex
 from ..errors import TargetError, XTError
 from ..protocol.events import CANCELLED, FINAL, QUEUED, RUNNING
 from . import local_supervisor, ssh
-from .base import BOXES_SCHEMA, TEMPLATES, Backend, Launch
+from .base import BOXES_SCHEMA, TEMPLATES, Backend, Launch, agent_idle
 from .ssh import box_for
 from .staging import Staging
 
@@ -175,7 +175,10 @@ class PoolBackend(Backend):
 
     def _start_agents(self, box: ssh.Box, jobdirs: list[str]) -> dict:
         """``--start`` the agents of these job dirs on the box: {jobdir: alive|started|missing}."""
-        out = ssh.run(box, self._agent_command(box, "--start", *jobdirs), timeout=30).stdout
+        idle = agent_idle(self.target, self.name)
+        shared = ["--agents", posixpath.join(box.work_dir, "agents"), str(idle)] if idle else []
+        out = ssh.run(box, self._agent_command(box, "--start", *shared, *jobdirs),
+                      timeout=30).stdout
         found = {}
         for line in out.splitlines():
             try:
