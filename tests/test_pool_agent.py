@@ -184,3 +184,27 @@ def test_agent_killed_mid_sweep_is_restarted_by_the_next_poll(sshd, xt_home, tmp
     assert int(open(agent_file).read().split()[0]) != first  # a new agent, from the box's spec
     assert most_at_once(root, runs, "b1") == 1
 
+
+
+def test_the_box_agent_forks_the_next_jobs_supervisor(sshd, xt_home, tmp_path):
+    """After a kernel's first job on a box, the box's agent stays: the next job's supervisor is
+    its fork (no Python start-up on the box), and the job runs as before."""
+    from procs import agents, proc_stat, supervisors
+    from xt_magic.core import api
+    configure(xt_home, [sshd], max_runs=2)
+    ns = {"__name__": "__main__"}
+    first = api.run_cell("v = 1", ns, target="pool", outputs=["v"])
+    first.wait(timeout=120, progress=False)
+    work = os.path.join(sshd.dir, "work")
+    (agent,) = agents(work)
+    rh.wait_for(lambda: not supervisors(work), what="the first job's supervisor to exit")
+    gate = tmp_path / "gate"
+    job = api.run_cell(gate_cell(gate), ns, target="pool")
+    try:
+        (sup,) = rh.wait_for(lambda: supervisors(os.path.join(work, "jobs")),
+                             what="the second job's supervisor")
+        assert int(proc_stat(sup)[1]) == agent
+    finally:
+        gate.write_text("")
+    job.wait(timeout=120, progress=False)
+    assert job.state(job.runs[0]) == "completed" and agents(work) == [agent]
