@@ -422,10 +422,13 @@ def supervise(jobdir, lock_fd=None, spec=None):
                 return 0
             lock.__exit__()
         if _stat(jobdir) != seen:  # runs added to the job (a search makes them as it goes)
-            with JobLock(jobdir):
-                seen = _stat(jobdir)
-                spec = load_spec(jobdir)
-                add_new(spec)
+            try:
+                with JobLock(jobdir):
+                    seen = _stat(jobdir)
+                    spec = load_spec(jobdir)
+                    add_new(spec)
+            except FileNotFoundError:
+                continue  # the job's record was deleted just now: the check above stops us
         if start_pending():
             wait = 0.05
         ended = []
@@ -859,13 +862,18 @@ def _serve(conn, own):
             conn.sendall(b"no")
             return None
         pid = _fork_supervisor(jobdir, fds[0], own)
+        _close(fds)  # before "ok": from then on only the supervisor holds the job's lock
         conn.sendall(b"ok %d" % pid)
         return pid
     except OSError:
         return None
     finally:
-        for fd in fds:
-            os.close(fd)
+        _close(fds)
+
+
+def _close(fds):
+    while fds:
+        os.close(fds.pop())
 
 
 def _fork_supervisor(jobdir, lock_fd, own):
