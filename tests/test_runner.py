@@ -164,7 +164,9 @@ def test_launch_secret_never_reaches_the_cell_and_results_are_signed(tmp_path):
     done = events(root, t)[-1]
     assert done["state"] == "completed" and done["job"] == "job1" and done["run"] == run
     assert done["vars_sha256"] == hashlib.sha256(read(root, t["paths"]["vars"])).hexdigest()
+    assert done["vars_size"] == len(read(root, t["paths"]["vars"]))  # signed like the sha256
     assert verify_fields(KEY, done)
+    assert not verify_fields(KEY, dict(done, vars_size=1))
     assert not verify_fields(KEY, dict(done, vars_sha256="0" * 64))
 
 
@@ -523,3 +525,14 @@ def test_standin_script_job_records_from_every_process(tmp_path):
     final = state(root2, t)
     assert final["state"] == "failed" and final["exit_code"] == 6
     assert "exited with code 6" in final["reason"]
+
+
+def test_warm_answers_a_forked_runs_module_lookups():
+    """runner.warm() (a supervisor, before it forks runs) looks up xt_magic and xtlib once, so a
+    forked run's RunSpool and sinks search no sys.path for them; the answers are this python's."""
+    import importlib.util
+    from xt_magic.runner import runner
+    runner._IMPORTABLE.clear()
+    runner.warm()
+    assert runner._IMPORTABLE == {name: importlib.util.find_spec(name) is not None
+                                  for name in ("xtlib", "xt_magic")}

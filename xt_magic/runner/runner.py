@@ -307,8 +307,11 @@ class FileIO:
 
     def put(self, path, data):
         full = self._full(path)
-        os.makedirs(os.path.dirname(full), exist_ok=True)
-        write_atomic(full, data, mode=0o666)  # store objects: 0666 & ~umask (docs/security.md)
+        try:  # the folder usually exists (a run's own): no makedirs's stat and mkdir before
+            write_atomic(full, data, mode=0o666)  # store objects: 0666 & ~umask (security.md)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            write_atomic(full, data, mode=0o666)
 
     def put_file(self, path, local):
         """Move (or, across filesystems, copy in chunks) the file ``local`` to ``path``."""
@@ -672,14 +675,17 @@ def workdir_base():
     return base
 
 
-def make_workdir(run):
+def make_workdir(run, parent=None, pstart=None):
     """A new private work dir (0700, unpredictable name) named after this process, so a sweep can
     tell when its run is gone: ``{run}.{pid}-{pstart}.{random}``. (tempfile would cost every run
-    its import; os.mkdir with a random name is what mkdtemp does.)"""
-    base = workdir_base()
+    its import; os.mkdir with a random name is what mkdtemp does.) ``parent``: ``workdir_base()``
+    already checked by this process; ``pstart``: this process's start time, already read."""
+    base = parent or workdir_base()
     pid = os.getpid()
+    if pstart is None:
+        pstart = proc_start(pid)
     while True:
-        path = os.path.join(base, f"{run}.{pid}-{proc_start(pid)}.{os.urandom(6).hex()}")
+        path = os.path.join(base, f"{run}.{pid}-{pstart}.{os.urandom(6).hex()}")
         try:
             os.mkdir(path, 0o700)
             return path
@@ -688,12 +694,13 @@ def make_workdir(run):
 
 
 def sweep_workdirs():
-    """Remove the work dirs of runs whose process is gone (killed runs leave theirs behind)."""
+    """Remove the work dirs of runs whose process is gone (killed runs leave theirs behind);
+    returns the checked base folder (None when it is unusable)."""
     try:
         base = workdir_base()
         names = os.listdir(base)
     except (OSError, RunnerError):
-        return
+        return None
     for name in names:
         try:
             pid, pstart = name.rsplit(".", 2)[-2].split("-")
@@ -702,6 +709,7 @@ def sweep_workdirs():
             continue
         if gone:
             _remove(os.path.join(base, name))
+    return base
 
 
 def _build_env(env_dir, python, pip, conda, name, console):
@@ -903,9 +911,7 @@ def install_sinks(metrics):
     sink = module_type(SINK_MODULE)
     sink.log, sink.log_hparams = metrics.log, metrics.log_hparams
     sys.modules[SINK_MODULE] = sink
-    # what importlib.util.find_spec does, without importing it (startup time)
-    if not any(getattr(f, "find_spec", None) and f.find_spec("xt_magic", None)
-               for f in sys.meta_path):
+    if not _importable("xt_magic"):
         standin = module_type("xt_magic")
         standin.__doc__ = "Stand-in provided by the xt_magic runner (xt_magic is not installed)."
         standin.log, standin.log_hparams = metrics.log, metrics.log_hparams
@@ -1315,6 +1321,8 @@ class CellRun:
 
 def ipython_lines(cell):
     """True if a line looks like IPython syntax (``!cmd``, ``%magic``, ``x = !cmd``)."""
+    if "!" not in cell and "%" not in cell:
+        return False  # most cells: no regex compiled (a forked run would compile it every time)
     import re
     return re.search(r"^[ \t]*([\w.,\t ]+=[ \t]*)?[!%]", cell, re.M) is not None
 
@@ -1527,16 +1535,16 @@ def run_phase(ticket, io, console, key):
     _signal.signal(_signal.SIGTERM, _on_sigterm)
     paths, bundle = ticket["paths"], ticket.get("bundle") or {}
     pid = os.getpid()
+    pstart = proc_start(pid)
     append_event(io, ticket, "running", host=os.uname().nodename, pid=pid, pgid=os.getpgrp(),
-                 pstart=proc_start(pid))
+                 pstart=pstart)
     metrics = Metrics(io, paths["metrics"])
     capture = Capture(console, (console.tick, metrics.tick))
     capture.start()
     workdir = ticket.get("workdir")
     own_workdir = not workdir
     if own_workdir:
-        sweep_workdirs()
-        workdir = make_workdir(ticket["run"])
+        workdir = make_workdir(ticket["run"], sweep_workdirs(), pstart)
     outdir = os.path.join(os.path.abspath(workdir), "output")
     t0 = time.time()
     result, cells, cell_fields = {}, None, {}
@@ -1649,7 +1657,10 @@ def _drop_workdir(workdir, outdir):
     try:  # the usual case: an empty output dir and the run's own spool (no shutil import)
         os.rmdir(outdir)
         if os.path.isdir(xt):
-            os.unlink(os.path.join(xt, "spool.jsonl"))
+            try:
+                os.unlink(os.path.join(xt, "spool.jsonl"))
+            except FileNotFoundError:
+                pass  # nothing was recorded
             os.rmdir(os.path.join(xt, "checkpoint"))
             os.rmdir(xt)
         os.rmdir(workdir)
@@ -1684,7 +1695,8 @@ def _save_outputs(ticket, io, ns, outdir, partial=False):
                                       f"{type(err).__name__}: {err}") from None
             raise
         io.put(paths["vars"], data)
-        out["vars_sha256"] = _sha256(data)
+        # the size lets the kernel read a small pickle whole instead of streaming it to a file
+        out["vars_sha256"], out["vars_size"] = _sha256(data), len(data)
     extra = after_files(os.path.dirname(outdir), outdir, ticket.get("after"))
     if extra or (os.path.isdir(outdir) and os.listdir(outdir)):
         zpath = os.path.join(os.path.dirname(outdir), f".xt-files-{os.getpid()}.zip")
@@ -1977,8 +1989,24 @@ def unpack_checkpoint(blob):
     return head.decode("ascii", "replace"), data
 
 
+_IMPORTABLE = {}  # name -> bool: asked twice per run; filled before the fork by ``warm``
+
+
 def _importable(name):
-    return any(getattr(f, "find_spec", None) and f.find_spec(name, None) for f in sys.meta_path)
+    found = _IMPORTABLE.get(name)
+    if found is None:  # a path search of every sys.path entry: ~0.2 ms each time
+        found = _IMPORTABLE[name] = any(getattr(f, "find_spec", None) and f.find_spec(name, None)
+                                        for f in sys.meta_path)
+    return found
+
+
+def warm():
+    """For a process that forks runs of this module (the local supervisor), once before its first
+    fork: what every run would otherwise pay for itself. Imports only modules (never a cell's
+    code) and looks up which of xt_magic/xtlib this python has, as a run does first thing."""
+    import _signal, hashlib, hmac  # noqa: F401,E401  (the ticket's and the events' signatures)
+    for name in ("xtlib", "xt_magic"):
+        _importable(name)
 
 
 def shared_pydir(files):
@@ -2028,8 +2056,7 @@ class RunSpool:
                           "xtlib/file_utils.py": XTLIB_FILE_UTILS_SOURCE})
         if not _importable("xt_magic"):
             files["xt_magic/__init__.py"] = XT_MAGIC_STANDIN_SOURCE
-        self.pydir = shared_pydir(files)
-        open(self.path, "ab").close()
+        self.pydir = shared_pydir(files)  # the spool file: made by the first record (O_CREAT)
         resuming = bool(self.ticket.get("resume"))
         for name, path in self.ck_read.items():
             try:
@@ -2235,8 +2262,8 @@ def main(argv):
     # a node's own environment (an SSH login's, a Batch node's) is allowlisted like the kernel's:
     # the run adds only what its ticket names (general.env-vars, --env)
     kept = allowed_environ(os.environ)
-    os.environ.clear()
-    os.environ.update(kept)
+    for name in [k for k in os.environ if k not in kept]:  # not clear(): one unsetenv each
+        del os.environ[name]
     try:
         with open(ticket_path, "rb") as fh:
             ticket = json.load(fh)
