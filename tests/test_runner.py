@@ -536,3 +536,25 @@ def test_warm_answers_a_forked_runs_module_lookups():
     runner.warm()
     assert runner._IMPORTABLE == {name: importlib.util.find_spec(name) is not None
                                   for name in ("xtlib", "xt_magic")}
+
+
+def test_checkpoint_dir_and_spool_made_on_first_use(tmp_path):
+    """A run that records and keeps nothing gets no spool file and no checkpoint folder (each
+    was a file-system write every run paid); the first record or checkpoint makes them, and the
+    run's work dir still goes when it ends."""
+    cell = ("import os, _xt_spool\n"
+            "ck, sp = os.environ['XT_CHECKPOINT_DIR'], os.environ['XT_METRICS_SPOOL']\n"
+            "before = (os.path.isdir(ck), os.path.exists(sp))\n"
+            "_xt_spool.save('file.dat', b'data')\n"
+            "after = (os.path.isfile(os.path.join(ck, 'file.dat')), os.path.exists(sp))\n"
+            "work = os.getcwd()\n")
+    root = tmp_path / "store"
+    [(run, tp, t)] = make_job(root, cell, outputs=["before", "after", "work"])
+    p = run_ticket(tp)
+    assert p.returncode == 0, p.stderr
+    import cloudpickle
+    got = cloudpickle.loads(read(root, t["paths"]["vars"]))
+    assert got["before"] == (False, False) and got["after"] == (True, True)
+    assert not os.path.exists(got["work"])
+    done = events(root, t)[-1]
+    assert done["state"] == "completed"

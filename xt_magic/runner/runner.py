@@ -663,10 +663,13 @@ def workdir_base():
     folder would be another user's to create, read or fill."""
     base = os.path.join(os.environ.get("TMPDIR") or "/tmp", f"xt-runs-{os.getuid()}")
     try:
-        os.mkdir(base, 0o700)
-    except FileExistsError:
-        pass
-    st = os.lstat(base)
+        st = os.lstat(base)  # it usually exists: one lstat, not a failing mkdir and an lstat
+    except FileNotFoundError:
+        try:
+            os.mkdir(base, 0o700)
+        except FileExistsError:
+            pass
+        st = os.lstat(base)
     import stat
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
         raise RunnerError(f"work dir base {base} is not a folder of this user: refusing to use it")
@@ -1657,11 +1660,11 @@ def _drop_workdir(workdir, outdir):
     try:  # the usual case: an empty output dir and the run's own spool (no shutil import)
         os.rmdir(outdir)
         if os.path.isdir(xt):
-            try:
-                os.unlink(os.path.join(xt, "spool.jsonl"))
-            except FileNotFoundError:
-                pass  # nothing was recorded
-            os.rmdir(os.path.join(xt, "checkpoint"))
+            for name, drop in (("spool.jsonl", os.unlink), ("checkpoint", os.rmdir)):
+                try:
+                    drop(os.path.join(xt, name))
+                except FileNotFoundError:
+                    pass  # nothing recorded, no checkpoint: never made
             os.rmdir(xt)
         os.rmdir(workdir)
     except OSError:
@@ -1771,6 +1774,7 @@ def save(name, data):
     path = _ckpt(name)
     if path is None:
         return False
+    os.makedirs(os.path.dirname(path), exist_ok=True)  # made on first use, not by every run
     tmp = "%s.%d.tmp" % (path, os.getpid())
     with open(tmp, "wb") as fh:
         fh.write(data)
@@ -2049,7 +2053,10 @@ class RunSpool:
 
     def install(self):
         """Write the modules, fetch a checkpoint to resume from; returns the run's env additions."""
-        os.makedirs(self.ckpt_dir, exist_ok=True)
+        try:  # checkpoint/ is made only when a checkpoint is fetched or saved
+            os.mkdir(os.path.dirname(self.path))
+        except FileExistsError:
+            pass  # a ticket's own work dir, used before
         files = {"_xt_spool.py": SPOOL_SOURCE}
         if not _importable("xtlib"):
             files.update({"xtlib/__init__.py": XTLIB_INIT_SOURCE, "xtlib/run.py": XTLIB_RUN_SOURCE,
@@ -2064,6 +2071,7 @@ class RunSpool:
             except RunnerError:
                 continue  # no checkpoint of that kind
             if data and "/" not in name:
+                os.makedirs(self.ckpt_dir, exist_ok=True)
                 with open(os.path.join(self.ckpt_dir, name), "wb") as fh:
                     fh.write(data)
                 resuming = True
