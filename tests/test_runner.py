@@ -538,6 +538,23 @@ def test_warm_answers_a_forked_runs_module_lookups():
                                   for name in ("xtlib", "xt_magic")}
 
 
+def test_warm_imports_only_what_the_tickets_runs_use():
+    """A supervisor's template imports what its runs will use, not more (each import delays the
+    first run): no glob (re, fnmatch) without after-dirs, no ast without cell outputs."""
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); import runner, json\n"
+              "runner.warm(json.loads(sys.argv[2]))\n"
+              "print(json.dumps({m: m in sys.modules for m in ('glob', 'ast', 'cloudpickle')}))")
+
+    def loaded(tickets):
+        out = subprocess.run([sys.executable, "-S", "-c", script, os.path.dirname(RUNNER),
+                              json.dumps(tickets)], capture_output=True, text=True, check=True)
+        return json.loads(out.stdout)
+    assert loaded([{"capture": None, "outputs": []}]) == {
+        "glob": False, "ast": False, "cloudpickle": False}
+    assert loaded([{"capture": {"max_bytes": 1}, "after": {"dirs": ["logs"]}}]) == {
+        "glob": True, "ast": True, "cloudpickle": False}
+
+
 def test_checkpoint_dir_and_spool_made_on_first_use(tmp_path):
     """A run that records and keeps nothing gets no spool file and no checkpoint folder (each
     was a file-system write every run paid); the first record or checkpoint makes them, and the

@@ -2004,13 +2004,26 @@ def _importable(name):
     return found
 
 
-def warm():
+def warm(tickets=()):
     """For a process that forks runs of this module (the local supervisor), once before its first
-    fork: what every run would otherwise pay for itself. Imports only modules (never a cell's
-    code) and looks up which of xt_magic/xtlib this python has, as a run does first thing."""
+    fork: what every run would otherwise pay for itself, and only that (each import here delays
+    the first run: glob alone pulls in re and fnmatch, ~7 ms). Imports only modules (never a
+    cell's code) and looks up which of xt_magic/xtlib this python has, as a run does first thing.
+    ``tickets``: the runs' tickets, for what only some runs use (their cell outputs, their
+    variables, after-dirs)."""
     import _signal, hashlib, hmac  # noqa: F401,E401  (the ticket's and the events' signatures)
     for name in ("xtlib", "xt_magic"):
         _importable(name)
+    tickets = list(tickets)
+    if any(t.get("capture") for t in tickets):
+        import ast  # noqa: F401  (CellRun parses the cell for its last expression)
+    if any(t.get("after") for t in tickets):
+        import fnmatch, glob  # noqa: F401,E401  (after_files)
+    if any(t.get("outputs") or (t.get("bundle") or {}).get("inputs") for t in tickets):
+        try:
+            import cloudpickle  # noqa: F401  (used when it is the bundle's version)
+        except ImportError:
+            pass  # each run imports the bundle's zip
 
 
 def shared_pydir(files):
