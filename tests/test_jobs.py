@@ -216,6 +216,38 @@ def test_tampered_outputs_not_loaded(sync_local, xt_home):
         api.results("job1")
 
 
+
+def test_tampered_large_outputs_not_loaded(sync_local, xt_home, monkeypatch):
+    """Outputs past results.SMALL_VARS are streamed to a file and checked there, as before."""
+    from xt_magic.core.jobs import results
+    monkeypatch.setattr(results, "SMALL_VARS", 0)
+    api.run_cell("v = 1", notebook_ns(), outputs=["v"])
+    assert api.results("job1")["v"] == 1
+    path = xt_home / "file_store" / "ws1/runs/run1.1/outputs/vars.pkl"
+    import cloudpickle
+    path.write_bytes(cloudpickle.dumps({"v": 2}))
+    with pytest.raises(JobError, match="^run1.1: output variables at .* do not match the checksum"):
+        api.results("job1")
+
+
+def test_results_of_a_finished_sweep_read_no_file_twice(sync_local, xt_home, monkeypatch):
+    """Job.results() on a handle that saw its runs end reads no events file again, and small
+    output variables come straight from the store (the signed ``vars_size``): no temporary copy
+    per run."""
+    from xt_magic.core.storage.file import FileStore
+    job = api.run_cell("y = lr * 2", notebook_ns(), hp={"lr": [1, 2, 3]}, outputs=["y"])
+    job.wait(progress=False)
+    reads, downloads = [], []
+    real_read, real_download = FileStore.read_from, FileStore.download_file
+    monkeypatch.setattr(FileStore, "read_from", lambda self, path, offset: (
+        reads.append(path), real_read(self, path, offset))[1])
+    monkeypatch.setattr(FileStore, "download_file", lambda self, path, local: (
+        downloads.append(path), real_download(self, path, local))[1])
+    assert [r["y"] for r in job.results()] == [2, 4, 6]
+    assert not [p for p in reads if p.endswith("events.jsonl")] and not downloads
+    assert all(job.info(r)["final"]["vars_size"] > 0 for r in job.runs)
+
+
 SUBMITTER = """
 import sys
 sys.path.insert(0, sys.argv[2])

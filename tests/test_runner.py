@@ -164,7 +164,9 @@ def test_launch_secret_never_reaches_the_cell_and_results_are_signed(tmp_path):
     done = events(root, t)[-1]
     assert done["state"] == "completed" and done["job"] == "job1" and done["run"] == run
     assert done["vars_sha256"] == hashlib.sha256(read(root, t["paths"]["vars"])).hexdigest()
+    assert done["vars_size"] == len(read(root, t["paths"]["vars"]))  # signed like the sha256
     assert verify_fields(KEY, done)
+    assert not verify_fields(KEY, dict(done, vars_size=1))
     assert not verify_fields(KEY, dict(done, vars_sha256="0" * 64))
 
 
@@ -523,3 +525,53 @@ def test_standin_script_job_records_from_every_process(tmp_path):
     final = state(root2, t)
     assert final["state"] == "failed" and final["exit_code"] == 6
     assert "exited with code 6" in final["reason"]
+
+
+def test_warm_answers_a_forked_runs_module_lookups():
+    """runner.warm() (a supervisor, before it forks runs) looks up xt_magic and xtlib once, so a
+    forked run's RunSpool and sinks search no sys.path for them; the answers are this python's."""
+    import importlib.util
+    from xt_magic.runner import runner
+    runner._IMPORTABLE.clear()
+    runner.warm()
+    assert runner._IMPORTABLE == {name: importlib.util.find_spec(name) is not None
+                                  for name in ("xtlib", "xt_magic")}
+
+
+def test_warm_imports_only_what_the_tickets_runs_use():
+    """A supervisor's template imports what its runs will use, not more (each import delays the
+    first run): no glob (re, fnmatch) without after-dirs, no ast without cell outputs."""
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); import runner, json\n"
+              "runner.warm(json.loads(sys.argv[2]))\n"
+              "print(json.dumps({m: m in sys.modules for m in ('glob', 'ast', 'cloudpickle')}))")
+
+    def loaded(tickets):
+        out = subprocess.run([sys.executable, "-S", "-c", script, os.path.dirname(RUNNER),
+                              json.dumps(tickets)], capture_output=True, text=True, check=True)
+        return json.loads(out.stdout)
+    assert loaded([{"capture": None, "outputs": []}]) == {
+        "glob": False, "ast": False, "cloudpickle": False}
+    assert loaded([{"capture": {"max_bytes": 1}, "after": {"dirs": ["logs"]}}]) == {
+        "glob": True, "ast": True, "cloudpickle": False}
+
+
+def test_checkpoint_dir_and_spool_made_on_first_use(tmp_path):
+    """A run that records and keeps nothing gets no spool file and no checkpoint folder (each
+    was a file-system write every run paid); the first record or checkpoint makes them, and the
+    run's work dir still goes when it ends."""
+    cell = ("import os, _xt_spool\n"
+            "ck, sp = os.environ['XT_CHECKPOINT_DIR'], os.environ['XT_METRICS_SPOOL']\n"
+            "before = (os.path.isdir(ck), os.path.exists(sp))\n"
+            "_xt_spool.save('file.dat', b'data')\n"
+            "after = (os.path.isfile(os.path.join(ck, 'file.dat')), os.path.exists(sp))\n"
+            "work = os.getcwd()\n")
+    root = tmp_path / "store"
+    [(run, tp, t)] = make_job(root, cell, outputs=["before", "after", "work"])
+    p = run_ticket(tp)
+    assert p.returncode == 0, p.stderr
+    import cloudpickle
+    got = cloudpickle.loads(read(root, t["paths"]["vars"]))
+    assert got["before"] == (False, False) and got["after"] == (True, True)
+    assert not os.path.exists(got["work"])
+    done = events(root, t)[-1]
+    assert done["state"] == "completed"

@@ -264,7 +264,7 @@ class Job:
     def results(self, into: dict | None = None, raise_errors: bool = False) -> "Results":
         """Each run's outcome (variables, files, error; ``.value`` for an ``xt.submit`` run)."""
         from .results import results
-        return results(self.session, self.id, into=into, raise_errors=raise_errors)
+        return results(self.session, self.id, into=into, raise_errors=raise_errors, job=self)
 
     def result(self, timeout: float | None = None):
         """The return value of a one-run ``xt.submit`` job, once it is done; a run that raised

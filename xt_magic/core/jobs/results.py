@@ -1,6 +1,7 @@
 """A job's results: output variables and files of its runs, loaded only after they check out."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -19,6 +20,11 @@ from .context import _split_id
 from .control import get_job
 from .job import Job, _summary
 from .metrics import RunLog
+
+
+#: output variables up to this size (the runner signs it: ``vars_size``) are read into memory;
+#: larger ones are streamed to a file and hashed from it
+SMALL_VARS = 1 << 20
 
 
 class RunResult:
@@ -161,9 +167,17 @@ def _verified(store, lay: Layout, job: str, run: str, final: dict, key_of, tmp: 
     for name, what in (("vars", "output variables"), ("files", "output files")):
         if name not in present:
             continue
+        sha = final.get(f"{name}_sha256")
+        size = final.get(f"{name}_size")
+        if name == "vars" and isinstance(size, int) and 0 <= size <= SMALL_VARS:
+            # a small pickle (a sweep's scalars) is read whole: no temporary file per run
+            raw = data["vars_bytes"] = store.read_bytes(paths[name])
+            if not sha or hashlib.sha256(raw).hexdigest() != sha:
+                raise JobError(f"{run}: {what} at {paths[name]} do not match the checksum its "
+                               "run signed; nothing loaded")
+            continue
         local = data[name] = os.path.join(tmp, f"{run}.{name}")
         store.download_file(paths[name], local)
-        sha = final.get(f"{name}_sha256")
         if not sha or sha256_file(local) != sha:
             raise JobError(f"{run}: {what} at {paths[name]} do not match the checksum its run "
                            "signed; nothing loaded")
@@ -195,13 +209,14 @@ def run_cache_dir(ctx, record, run: str) -> str:
 
 
 def results(session, job_id: str, into: dict | None = None, raise_errors: bool = False,
-            wait: bool = False) -> Results:
+            wait: bool = False, job: Job | None = None) -> Results:
     """Output variables (unpickled after the signature and checksum checks), files (safely extracted under
     ``general.run-cache-dir``), and errors of a job's runs. ``into``: put variables into that
     namespace (one-run job: ``name``; sweeps: ``name`` = {run: value}). ``raise_errors``:
     re-raise the first failed run's exception with its remote traceback."""
     job_id, only = _split_id(job_id)
-    job = get_job(session, job_id)
+    # ``job``: the caller's own handle (Job.results), whose final runs are never read again
+    job = job if job is not None and job.id == job_id else get_job(session, job_id)
     if wait:
         job.wait()
     else:
@@ -247,7 +262,10 @@ def _load(job, only, store, lay, key_of, tmp, into, raise_errors, folder_of) -> 
     out = []
     for run, hp, info, data in picked:
         variables, files_dir = {}, None
-        if data.get("vars") is not None:
+        if data.get("vars_bytes") is not None:
+            import cloudpickle
+            variables = cloudpickle.loads(data["vars_bytes"])
+        elif data.get("vars") is not None:
             import cloudpickle
             with open(data["vars"], "rb") as fh:
                 variables = cloudpickle.load(fh)
