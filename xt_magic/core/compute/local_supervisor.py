@@ -105,7 +105,6 @@ def load_runner(runner_path):
     if folder not in sys.path:
         sys.path.insert(0, folder)
     import runner
-    import ast  # noqa: F401 - a forked run parses its cell with it (cell outputs): paid once here
     return runner
 
 
@@ -244,21 +243,15 @@ def start_run(jobdir, spec, launch):
 REPORT_RETRY_SECONDS = 3600
 
 
-def warm_template(spec, every=False):
-    """Import what every forked run needs before the first fork, once per supervisor: each run
-    then starts with cloudpickle loaded (the runner uses it when it is the bundle's version)
-    instead of importing it from the bundle's zip. Only modules are loaded here, never a run's
-    code, so the template every run is forked from stays clean. cloudpickle only for a job whose
-    runs move variables (or ``every``: an idle agent): for the others its import would only delay
-    the first run."""
-    import glob, hashlib, hmac, shutil, zlib  # noqa: F401,E401  (what runner.main imports)
-    if not every and not any(launch["ticket"].get("outputs") or (
-            launch["ticket"].get("bundle") or {}).get("inputs") for launch in spec["launches"]):
-        return
-    try:
-        import cloudpickle  # noqa: F401
-    except ImportError:
-        pass  # the runner imports the bundle's zip
+def warm_template(runner, spec, every=False):
+    """Import what the forked runs need before the first fork, once per supervisor
+    (``runner.warm``: e.g. cloudpickle only for runs that move variables; each import here delays
+    the first run). Only modules are loaded, never a run's code, so the template every run is
+    forked from stays clean. ``every``: for any run (an idle agent, warming for jobs to come)."""
+    tickets = [launch["ticket"] for launch in spec.get("launches") or ()]
+    if every:
+        tickets.append({"capture": True, "after": True, "outputs": True})
+    runner.warm(tickets)
 
 
 def _argv(spec):
@@ -336,7 +329,7 @@ def supervise(jobdir, lock_fd=None, spec=None):
     runner = load_runner(spec["runner"])
     runner.write_atomic(os.path.join(jobdir, "supervisor"),
                         f"{os.getpid()} {runner.proc_start(os.getpid())}")
-    warm_template(spec)
+    warm_template(runner, spec)
     slots = Slots(spec["slots"], spec.get("max_runs"))
     grace = float(spec.get("grace", 5))
     pending = []
@@ -798,9 +791,9 @@ def agent(folder, idle, jobdir, lock_fd):
     children = {_fork_supervisor(jobdir, lock_fd, own)}
     os.close(lock_fd)
     try:
-        load_runner(load_spec(jobdir)["runner"])
+        runner = load_runner(load_spec(jobdir)["runner"])
         _remember_runner()
-        warm_template({}, every=True)
+        warm_template(runner, {}, every=True)
     except Exception:  # noqa: BLE001 - warming is an optimisation; a job's fork loads it
         pass
     last = time.monotonic()
