@@ -178,21 +178,24 @@ def _handle_exit(runner, jobdir, spec, launch, code):
     rundir = run_dir(jobdir, spec, launch["run"])
     if code is not None:
         runner.write_atomic(os.path.join(rundir, "exit"), str(code))
-    if not any(os.path.exists(os.path.join(rundir, m)) for m in ("cancel", "timeout", "reported")):
-        # the events are read only when the exit code leaves it open (a full disk's may not be)
-        if code is None:
-            if final_reported(runner, launch) is not True:
-                report(spec["runner"], launch, "failed", reason="process gone without a result "
-                       "(exit status unknown: its supervisor was gone too)")
-        elif code not in (0, 1) or final_reported(runner, launch) is False:  # else it reported
-            report(spec["runner"], launch, "failed", exit_code=code, reason=exit_reason(code),
-                   signal=signal.Signals(-code).name
-                   if code < 0 and -code in signal.valid_signals() else None)
+    if any(os.path.exists(os.path.join(rundir, m)) for m in ("cancel", "timeout", "reported")):
+        return
+    # the events are read only when the exit code leaves it open (a full disk's may not be)
+    if code is None:
+        if final_reported(runner, launch) is not True:
+            report(spec["runner"], launch, "failed", reason="process gone without a result "
+                   "(exit status unknown: its supervisor was gone too)")
+    elif code not in (0, 1) or final_reported(runner, launch) is False:
+        report(spec["runner"], launch, "failed", exit_code=code, reason=exit_reason(code),
+               signal=signal.Signals(-code).name
+               if code < 0 and -code in signal.valid_signals() else None)
+    else:
+        return  # the runner reported its own end; its exit file says it was handled
     runner.write_atomic(os.path.join(rundir, "reported"), "")
 
 
-# fds the supervisor holds that a forked run must not keep (supervisor.lock, wakeup pipe, and the
-# box slots of every run it holds one for)
+# fds the supervisor holds that a forked run must not keep (supervisor.lock, wakeup pipe, the box's
+# slot files)
 _PRIVATE_FDS = []
 
 
@@ -221,8 +224,8 @@ def start_run(jobdir, spec, launch):
                 sys.executable)):  # not realpath: venvs
             pid = os.fork()
             if pid == 0:
-                _run_in_child(runner, ticket_file, log, [lock.fd] + _PRIVATE_FDS,
-                              os.path.join(rundir, "pid"), secret)
+                _run_in_child(runner, ticket_file, log, [lock.fd] + _PRIVATE_FDS, rundir, secret)
+            return pid  # it records its pid itself (_run_in_child)
         else:
             # the runner takes it out of its environment before anything else runs; our own fds
             # (slots included) are all close-on-exec
@@ -259,12 +262,18 @@ def _argv(spec):
     return python if isinstance(python, list) else [python]
 
 
-def _run_in_child(runner, ticket_file, log, private_fds, pid_file, secret):
+def _run_in_child(runner, ticket_file, log, private_fds, rundir, secret):
     """The forked child: become a clean runner process, run, exit (never returns)."""
     code = 2
     try:
-        # recorded before the run can write "running", even if the supervisor dies right now
-        runner.write_atomic(pid_file, f"{os.getpid()} {runner.proc_start(os.getpid())}")
+        # recorded before the run can write "running", even if the supervisor dies right now;
+        # then the cancel marker is looked for: ``mark_cancelled`` writes it before it reads
+        # the pid, so a cancel either finds this pid or is seen here
+        runner.write_atomic(os.path.join(rundir, "pid"),
+                            f"{os.getpid()} {runner.proc_start(os.getpid())}")
+        if os.path.exists(os.path.join(rundir, "cancel")):
+            code = 0
+            return
         for fd in private_fds:  # else the run (and what it forks) would hold our locks and slots
             os.close(fd)
         signal.set_wakeup_fd(-1)
@@ -303,16 +312,37 @@ def _run_in_child(runner, ticket_file, log, private_fds, pid_file, secret):
 
 
 class Slots:
+    """The box's ``SLOTS/slot{i}.lock`` files, each opened once (a forked run closes them all:
+    _PRIVATE_FDS) and flock-ed while this supervisor holds that slot for a run."""
+
     def __init__(self, folder, count):
         self.folder, self.count = folder, max(1, int(count or os.cpu_count() or 1))
         os.makedirs(folder, exist_ok=True)
+        self.free, self.held = [], set()
 
     def acquire(self):
-        for i in range(self.count):
-            fd = try_lock(os.path.join(self.folder, f"slot{i}.lock"))
-            if fd is not None:
-                return fd
+        """A free slot's fd, now locked, or None."""
+        if not self.free and not self.held:
+            for i in range(self.count):
+                fd = os.open(os.path.join(self.folder, f"slot{i}.lock"),
+                             os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                _PRIVATE_FDS.append(fd)
+                self.free.append(fd)
+        for fd in self.free:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # another job's or kernel's
+            self.free.remove(fd)
+            self.held.add(fd)
+            return fd
         return None
+
+    def release(self, fd):
+        if fd in self.held:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            self.held.discard(fd)
+            self.free.append(fd)
 
 
 def supervise(jobdir, lock_fd=None, spec=None):
@@ -357,7 +387,7 @@ def supervise(jobdir, lock_fd=None, spec=None):
                     unreported.append((launch, None))
             elif runner.proc_alive(pid, pstart):
                 age = time.time() - os.stat(os.path.join(rundir, "pid")).st_mtime
-                adopted[pid] = [launch, time.monotonic() - age, None, _take(slots.acquire())]
+                adopted[pid] = [launch, time.monotonic() - age, None, slots.acquire()]
                 adopted_start[pid] = pstart
             elif not handle_exit(jobdir, spec, launch, None):
                 unreported.append((launch, None))
@@ -368,7 +398,7 @@ def supervise(jobdir, lock_fd=None, spec=None):
         """Start pending runs while a box slot is free; whether any was started."""
         started = False
         while pending:
-            fd = _take(slots.acquire())
+            fd = slots.acquire()
             if fd is None:
                 break
             launch = pending.pop()
@@ -382,7 +412,7 @@ def supervise(jobdir, lock_fd=None, spec=None):
                 running[pid] = [launch, time.monotonic(), None, fd]
                 started = True
             else:
-                _release(fd)
+                slots.release(fd)
         return started
     seen = None  # re-read under the job lock on the first pass: runs may have been added
     wait = 0.05   # slot poll period while blocked; backs off so many waiting jobs stay cheap
@@ -434,16 +464,17 @@ def supervise(jobdir, lock_fd=None, spec=None):
                 break
             entry = running.pop(pid, None)
             if entry:
-                _release(entry[3])  # its process ended: the slot is free, whatever it forked
+                slots.release(entry[3])  # its process ended: its slot is free, whatever it forked
                 ended.append((entry[0], os.waitstatus_to_exitcode(status)))
         for pid, entry in list(adopted.items()):
             if not runner.proc_alive(pid, adopted_start[pid]):
                 del adopted[pid]
-                _release(entry[3])
+                slots.release(entry[3])
                 ended.append((entry[0], None))
         if ended:
             start_pending()  # their slots are free: the next runs first, the bookkeeping after
-            runner.sweep_workdirs()  # what killed runs left behind
+        if any(code not in (0, 1) for _, code in ended):
+            runner.sweep_workdirs()  # what killed runs left behind (a run removes its own)
         unreported = [(launch, code) for launch, code in unreported + ended
                       if not handle_exit(jobdir, spec, launch, code)]
         if ended:  # each end is in the store now (the runner's event, or our report)
@@ -547,19 +578,6 @@ def _unlink(path):
         os.unlink(path)
     except OSError:
         pass
-
-
-def _take(fd):
-    """Keep a slot fd from every run started later (a forked run closes _PRIVATE_FDS)."""
-    if fd is not None:
-        _PRIVATE_FDS.append(fd)
-    return fd
-
-
-def _release(fd):
-    if fd is not None:
-        _PRIVATE_FDS.remove(fd)
-        os.close(fd)
 
 
 def _stat(jobdir):
