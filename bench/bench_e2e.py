@@ -161,6 +161,9 @@ def poll_reads(api, ns, n: int) -> tuple[int, int, int, float, float]:
     from xt_magic.core.protocol.layout import Layout
     from xt_magic.core.storage.file import FileStore
     job = api.run_cell("import time\ntime.sleep(600)", ns, hp={"i": list(range(n))})
+    busy = min(n, os.cpu_count() or 1)
+    while job.refresh().states().get("running", 0) < busy:  # else a start lands mid-measure
+        time.sleep(0.01)
     reads = []
     real = FileStore.read_from
 
