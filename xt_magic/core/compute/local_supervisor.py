@@ -54,6 +54,7 @@ meanwhile, and starts those never started.
 """
 import errno
 import fcntl
+import gc
 import json
 import os
 import select
@@ -222,6 +223,7 @@ def start_run(jobdir, spec, launch):
             return None
         if argv == [sys.executable] or (len(argv) == 1 and os.path.abspath(argv[0]) == os.path.abspath(
                 sys.executable)):  # not realpath: venvs
+            gc.freeze()  # a run's collections never walk (and so copy) our objects: the spec
             pid = os.fork()
             if pid == 0:
                 _run_in_child(runner, ticket_file, log, [lock.fd] + _PRIVATE_FDS, rundir, secret)
@@ -889,6 +891,7 @@ def _close(fds):
 
 def _fork_supervisor(jobdir, lock_fd, own):
     """Fork the supervisor of ``jobdir`` from this agent (never returns in the child)."""
+    gc.freeze()
     pid = os.fork()
     if pid:
         return pid
