@@ -177,3 +177,28 @@ def test_undefined_free_names_are_warned_at_submit_and_the_job_still_goes(ip, ca
     assert job.wait(timeout=60, progress=False).state(job.runs[0]) == "failed"
     api.run_cell("y = 1\n", {})  # a cell with every name defined: no warning
     assert "[xt] warning" not in capsys.readouterr().out
+
+
+def test_a_submit_reads_each_runs_events_once(xt_home, monkeypatch):
+    """The Job handle run_cell returns reads each run's events once; the end watcher's handle
+    is its twin (what it read, no second read of every run: 50 more requests on a blob store)."""
+    from xt_magic.core.jobs import notify
+    from xt_magic.core.storage.file import FileStore
+    reads = []
+    real = FileStore.read_from
+
+    def counting(self, path, offset):
+        if path.endswith("events.jsonl"):
+            reads.append(path)
+        return real(self, path, offset)
+    monkeypatch.setattr(FileStore, "read_from", counting)
+    lines = []
+    notify.set_announcer(lambda job: lines.append)  # a front end that shows the end line
+    try:
+        job = api.run_cell("v = i", {"__name__": "__main__"}, hp={"i": list(range(5))})
+        assert sorted(reads) == sorted(set(reads)) and len(reads) == 5
+        job.wait(timeout=60, progress=False)
+        until(lambda: lines, what="the watcher's end line")
+    finally:
+        notify.set_announcer(None)
+    assert lines[0].startswith(f"[xt] {job.id} ended: completed")

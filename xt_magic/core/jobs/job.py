@@ -39,6 +39,16 @@ class Job:
         self._search_open = bool(self._search and self._search.get("type") == "bayesian")
         self._read()
 
+    def twin(self) -> "Job":
+        """Another handle on this job holding what this one has read (no store read): for a
+        thread that refreshes on its own, so it never races this one's reads."""
+        import copy
+        other = copy.copy(self)
+        other.record = copy.copy(self.record)
+        other._info, other.problems = dict(self._info), dict(self.problems)
+        other._watches = {run: w.copy() for run, w in self._watches.items()}
+        return other
+
     # internals
     def _ctx(self) -> _Ctx:
         return _Ctx(self.session)

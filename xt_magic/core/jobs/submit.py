@@ -232,7 +232,7 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
     job = Job(session, record)
     from . import notify  # its own Job: the watcher thread never races the caller's refresh
     hook = cfg.get("general.notify-webhook")
-    notify.watch(session, Job(session, record), webhook=str(hook) if hook else None,
+    notify.watch(session, job.twin(), webhook=str(hook) if hook else None,
                  quiet=wait)  # a waiting caller sees the end already
     if wait:
         job.wait(out=out, on_output=on_output, progress=not (on_output and len(run_ids) == 1))

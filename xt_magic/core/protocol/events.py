@@ -138,3 +138,10 @@ class Watch:
 
     def info(self) -> dict:
         return fold(list(self.events))
+
+    def copy(self) -> "Watch":
+        """Another watch that has read what this one has (for another thread: no read)."""
+        other = Watch(self.store, self.path)
+        other.tail.offset, other.tail._partial = self.tail.offset, self.tail._partial
+        other.events, other.token = list(self.events), self.token
+        return other
