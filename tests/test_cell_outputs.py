@@ -28,9 +28,16 @@ def _run(root, cell, python=sys.executable, args=(), env=None, **kw):
 
 
 def _notebook(root, t, final):
-    raw = read(root, t["paths"]["notebook"])
-    assert hashlib.sha256(raw).hexdigest() == final["notebook_sha256"]
-    nb = nbformat.reads(raw.decode(), as_version=4)
+    """A cell run writes no run.ipynb: its notebook is built (as the kernel does) from the
+    ticket, the cell, the outputs and the final event's ``notebook`` fields."""
+    from xt_magic.runner.runner import run_notebook
+    assert not (root / t["paths"]["notebook"]).exists()
+    raw = read(root, t["paths"]["outputs"])
+    assert hashlib.sha256(raw).hexdigest() == final["outputs_sha256"]
+    made = final["notebook"]
+    nb = nbformat.from_dict(json.loads(json.dumps(run_notebook(
+        t, read(root, t["bundle"]["cell"]).decode(), made["inputs"],
+        [json.loads(line) for line in raw.splitlines()], final["state"], made["python"]))))
     nbformat.validate(nb)
     return nb
 
@@ -223,6 +230,37 @@ def test_sweep_outputs_grouped_no_raise_and_run_notebooks(tmp_path):
     assert "lr = 3" in run3.cells[0].source
 
 
+def test_cell_run_notebook_is_built_from_what_verifies(tmp_path):
+    """No run.ipynb per cell run: job.notebook builds it from the signed ticket, the cell
+    (checked against the ticket) and the checked outputs; a changed cell or output is refused."""
+    import pytest
+    from xt_magic.core import api
+    from xt_magic.core.errors import JobError
+    job = api.run_cell("print('hi', lr)\nlr * 10", {"__name__": "__main__", "a": 1},
+                       hp={"lr": [2]}, inputs=["a"], wait=True)
+    run = job.runs[0]
+    store = job._ctx().store
+    ws = job.record.workspace
+    assert not store.exists(f"{ws}/runs/{run}/run.ipynb")
+    nb = job.notebook(run)
+    assert nb.cells[0].source.splitlines()[1:] == [
+        "lr = 2", "hp = {'lr': 2}", "# inputs (values from the submitting kernel): a"]
+    assert nb.metadata.xt.state == "completed" and nb.metadata.xt.hparams == {"lr": 2}
+    assert nb.metadata.language_info.version == "%d.%d.%d" % sys.version_info[:3]
+    assert [o.output_type for o in nb.cells[1].outputs] == ["stream", "execute_result"]
+    assert nb.cells[1].outputs[1].data["text/plain"] == "20"
+    cell_path = f"{ws}/jobs/{job.id}/bundle/cell.py"
+    good = store.read_bytes(cell_path)
+    store.write_bytes(cell_path, b"import os; os.system('evil')")
+    with pytest.raises(JobError, match="does not match the checksum its ticket signed"):
+        job.notebook(run)
+    store.write_bytes(cell_path, good)
+    out_path = f"{ws}/runs/{run}/outputs.jsonl"
+    store.write_bytes(out_path, store.read_bytes(out_path).replace(b"hi 2", b"ho 2"))
+    with pytest.raises(JobError, match="does not verify"):
+        job.notebook(run)
+
+
 # ------------------------------------------------------------------------- notebooks as jobs
 def _train_notebook(path, last="print('final', lr * steps)"):
     from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
@@ -302,7 +340,8 @@ def test_outputs_reach_the_kernel_while_the_run_goes(tmp_path):
 
 def test_forged_outputs_and_notebook_are_refused(xt_home):
     """Someone who can write the store can neither add an output line nor swap the notebook:
-    each line is signed with the job key, the notebook's sha256 is in the signed final event."""
+    each line is signed with the job key, and a cell run's notebook is built from verified parts
+    (a run.ipynb planted in the store is never read)."""
     import pytest
     from xt_magic.core import api
     from xt_magic.core.errors import JobError
@@ -318,10 +357,16 @@ def test_forged_outputs_and_notebook_are_refused(xt_home):
     (runs / "outputs.jsonl").write_bytes(good.splitlines(True)[0])  # a line dropped
     with pytest.raises(JobError, match="do not match the checksum the run signed"):
         job.show()
-    nb = (runs / "run.ipynb").read_bytes()
-    (runs / "run.ipynb").write_bytes(nb.replace(b"real", b"fake"))
-    with pytest.raises(JobError, match="does not match the checksum its run signed"):
-        job.notebook()
+    with pytest.raises(JobError, match="do not match the checksum the run signed"):
+        job.notebook()  # built from the outputs: refused with them
+    (runs / "outputs.jsonl").write_bytes(good)
+    assert not (runs / "run.ipynb").exists()
+    planted = nbformat.writes(nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("print('fake')")]))
+    (runs / "run.ipynb").write_text(planted)  # a cell run's notebook is never read from here
+    nb = job.notebook()
+    assert nb.cells[1].source == "print('real')\n1 + 1\n"
+    assert nb.cells[1].outputs[0].text == "real\n"
 
 
 def test_shell_and_magic_lines_run_in_a_job_cell(ip):

@@ -67,3 +67,22 @@ def test_reading_backend_classes_is_light():
     assert facts["batch"][2] == ["batch"] and "vm-size" in facts["batch"][3]
     # asyncio too: the ssh layer under pool and slurm loads it only to connect
     assert not (set(loaded) & {"azure", "asyncssh", "paramiko", "pandas", "ipywidgets", "asyncio"}), loaded
+
+
+RUN_PROBE = r"""
+import json, sys
+from xt_magic.core import api
+job = api.run_cell("y = 1", {"__name__": "__main__"}, outputs=["y"], wait=True)
+assert job.results()["y"] == 1
+print(json.dumps(sorted(m for m in sys.modules if m.startswith("xt_magic.core.jobs."))))
+"""
+
+
+def test_a_plain_run_loads_no_sweep_or_search_module():
+    """A first run_cell pays for what it uses: sweeps and search load with hp or a search."""
+    out = subprocess.run([sys.executable, "-c", RUN_PROBE], capture_output=True, text=True,
+                         check=True)
+    loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert "xt_magic.core.jobs.submit" in loaded
+    assert not loaded & {"xt_magic.core.jobs.sweeps", "xt_magic.core.jobs.search",
+                         "xt_magic.core.jobs.early_stop"}, loaded

@@ -1300,7 +1300,7 @@ class CellRun:
         self.figures()
 
     def close(self, io, state):
-        """Stop recording; write the run notebook; return the final event's fields."""
+        """Stop recording; return the final event's fields (with what the run notebook needs)."""
         if self.outputs is None:
             return {}
         sys.stdout, sys.stderr = self.saved_streams
@@ -1310,15 +1310,10 @@ class CellRun:
         records = self.outputs.close()
         fields = {"outputs_sha256": self.outputs.hash.hexdigest(),
                   "outputs_count": self.outputs.count}
-        path = self.ticket["paths"].get("notebook")
-        if path:
-            data = json.dumps(run_notebook(self.ticket, self.cell, self.input_names, records,
-                                           state)).encode()  # compact: the C encoder
-            try:
-                io.put(path, data)
-                fields["notebook_sha256"] = _sha256(data)
-            except Exception as err:  # the run's outcome stands; only its notebook is missing
-                sys.stderr.write(f"[xt] writing the run notebook failed: {err}\n")
+        # no run.ipynb written: the kernel builds it (run_notebook) from the signed ticket, the
+        # cell it checks against the ticket's sha256, the checked outputs and these signed fields
+        if self.ticket["paths"].get("notebook"):
+            fields["notebook"] = {"inputs": self.input_names, "python": _python_version()}
         return fields
 
 
@@ -1393,8 +1388,13 @@ def notebook_outputs(records):
     return outs
 
 
-def run_notebook(ticket, cell, input_names, records, state):
-    """The run as an nbformat v4 notebook: parameters, then the cell with its outputs."""
+def _python_version():
+    return "%d.%d.%d" % sys.version_info[:3]
+
+
+def run_notebook(ticket, cell, input_names, records, state, python=None):
+    """The run as an nbformat v4 notebook: parameters, then the cell with its outputs.
+    ``python``: the version of the python that ran it (default: this one)."""
     hp = ticket.get("hparams") or {}
     lines = [f"# Parameters of {ticket['run']} ({ticket['job']})"]
     given = hp_namespace(hp)  # what the cell got
@@ -1408,7 +1408,7 @@ def run_notebook(ticket, cell, input_names, records, state):
                 "source": source, "outputs": outputs, "execution_count": count}
     return {"nbformat": 4, "nbformat_minor": 5, "metadata": {
         "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-        "language_info": {"name": "python", "version": "%d.%d.%d" % sys.version_info[:3]},
+        "language_info": {"name": "python", "version": python or _python_version()},
         "xt": {"job": ticket["job"], "run": ticket["run"], "workspace": ticket.get("workspace"),
                "state": state, "hparams": hp}},
         "cells": [code("xt-parameters", "\n".join(lines), [], None, ["parameters"]),

@@ -33,8 +33,7 @@ class Job:
         self._info: dict[str, dict] = {}
         self._watches: dict[str, events.Watch] = {}  # live runs' events, read as they change
         self.problems: dict[str, str] = {}  # run -> what is wrong with its store objects
-        from . import search
-        self._search = search.spec_of(record)
+        self._search = record.search_spec()
         # a bayesian job's runs are made as the search goes: record.runs grows on every read
         self._search_open = bool(self._search and self._search.get("type") == "bayesian")
         self._read()

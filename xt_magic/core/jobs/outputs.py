@@ -4,7 +4,9 @@ natively by the kernel layer (xt_magic/widgets/cell_outputs.py), saved as ``.ipy
 
 Trust: the runner signs each output line with the job key (``sig`` over the record, its
 ``xt_seq`` and the run id), so a line is checked before it is shown, live; the run's signed final
-event carries ``outputs_sha256`` (all lines: none dropped or added) and ``notebook_sha256``.
+event carries ``outputs_sha256`` (all lines: none dropped or added) and, for a cell run, what its
+notebook is built from (``notebook``: input names, python version), for a notebook run the stored
+notebook's ``notebook_sha256``.
 Nothing here shows an output or a notebook that does not verify.
 
 Never imports IPython: the kernel layer turns these records into displays.
@@ -16,7 +18,7 @@ import html
 import json
 
 from ...runner.runner import notebook_outputs as apply_clears  # what the cell shows at the end
-from ...runner.runner import verify_fields
+from ...runner.runner import run_notebook, verify_fields
 from ..errors import JobError
 from ..protocol import events, keys, tickets
 from ..protocol.layout import Layout
@@ -91,13 +93,20 @@ def read_outputs(job, run: str, key: bytes | None = None) -> list[dict]:
 
 
 def read_notebook(job, run: str):
-    """The run's stored notebook as an nbformat NotebookNode (signature and checksum checked,
-    then validated)."""
+    """The run's notebook as an nbformat NotebookNode (validated). A cell run's is built here
+    from what verifies: its signed ticket, the cell checked against the ticket's sha256, its
+    checked outputs and its runner's signed final event; a notebook run's stored notebook is
+    checked against the sha256 in that event."""
     import nbformat
     info = job.info(run)
     if info["state"] not in events.FINAL:
         raise JobError(f"run {run} is {info['state']}: its notebook is written when it ends")
-    final = signed_final(job_key(job), job.id, run, info.get("final"))
+    key = job_key(job)
+    final = signed_final(key, job.id, run, info.get("final"))
+    if isinstance(final.get("notebook"), dict):
+        nb = nbformat.from_dict(json.loads(json.dumps(cell_notebook(job, run, key, final))))
+        nbformat.validate(nb)
+        return nb
     store, path = job._ctx().store, Layout(job.record.workspace).notebook(run)
     want = final.get("notebook_sha256")
     if not want or not store.exists(path):
@@ -110,6 +119,34 @@ def read_notebook(job, run: str):
     nb = nbformat.reads(data.decode("utf-8"), as_version=4)
     nbformat.validate(nb)
     return nb
+
+
+def has_notebook(final: dict | None) -> bool:
+    """Whether a run's final event says it has a notebook (a cell run's built, a notebook
+    run's stored)."""
+    return bool(final and (isinstance(final.get("notebook"), dict)
+                           or final.get("notebook_sha256")))
+
+
+def cell_notebook(job, run: str, key: bytes, final: dict) -> dict:
+    """A cell run's notebook (nbformat v4 dict) from what verifies; ``final``: its signed final
+    event (``signed_final``)."""
+    store, lay = job._ctx().store, Layout(job.record.workspace)
+    try:
+        ticket = json.loads(store.read_bytes(lay.ticket(run)))
+    except ValueError:
+        ticket = None
+    if not (isinstance(ticket, dict) and ticket.get("job") == job.id and ticket.get("run") == run
+            and tickets.verify(ticket, key)):
+        raise JobError(f"run {run}: its ticket does not verify; no notebook")
+    bundle = ticket.get("bundle") or {}
+    cell = store.read_bytes(bundle["cell"])
+    if hashlib.sha256(cell).hexdigest() != bundle.get("cell_sha256"):
+        raise JobError(f"run {run}: {bundle['cell']} does not match the checksum its ticket "
+                       "signed; no notebook")
+    made = final["notebook"]
+    return run_notebook(ticket, cell.decode("utf-8"), list(made.get("inputs") or []),
+                        read_outputs(job, run, key), final.get("state"), made.get("python"))
 
 
 # ---------------------------------------------------------------------------------- as HTML
@@ -217,7 +254,7 @@ def save_notebooks(job, folder: str) -> list[str]:
     paths = []
     for run in job.record.runs:
         final = job.info(run).get("final") or {}
-        if not final.get("notebook_sha256"):
+        if not has_notebook(final):
             continue  # not ended, or no notebook (capture off / failed before the cell ran)
         path = os.path.join(folder, f"{run}.ipynb")
         nbformat.write(read_notebook(job, run), path)

@@ -33,6 +33,10 @@ class JobRecord:
     run_tags: dict = field(default_factory=dict)        # run -> tags (%xt_tag RUN K=V)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def search_spec(self) -> dict | None:
+        """The job's search plan (search.plan), None for a plain job or sweep."""
+        return (self.extra or {}).get("search")
+
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), indent=1).encode()  # keeps hparams in the order given
 

@@ -131,10 +131,6 @@ def _space(space: dict) -> dict:
             for name, v in space.items()}
 
 
-def spec_of(record) -> dict | None:
-    return (record.extra or {}).get("search")
-
-
 # -------------------------------------------------------------------------------- optuna
 def _optuna():
     try:
@@ -335,7 +331,7 @@ def result_of(info: dict, curve: list, search: dict) -> dict:
 # -------------------------------------------------------------------------------- history
 def history(store, layout: Layout, record, infos: dict) -> list[dict]:
     """One row per run in run order: value, best so far, state, stopped (and why), point."""
-    search = spec_of(record) or {}
+    search = record.search_spec() or {}
     metric = search.get("metric")
     trials = {}
     if search.get("type") == "bayesian":
@@ -389,7 +385,7 @@ def ensure_driver(session, store, record, over: bool = False) -> bool:
     derive the job's key). True when one was started."""
     from ...runner.runner import write_atomic
     from ..compute.local_supervisor import detach, try_lock
-    if spec_of(record) is None or over or keys.master_key() is None:
+    if record.search_spec() is None or over or keys.master_key() is None:
         return False
     folder = driver_dir(store, record.workspace, record.job)
     os.makedirs(folder, mode=0o700, exist_ok=True)
@@ -451,7 +447,7 @@ class Driver:
         ctx = _Ctx(session)
         self.store, self.lay, self.job, self.sleep = ctx.store, Layout(ws), job, sleep
         self.record = JobRecord.load(self.store, ws, job)
-        self.search = spec_of(self.record)
+        self.search = self.record.search_spec()
         self.backend = ctx.backend(self.record.target)
         self.policy = early_stop.Policy.from_json(self.search.get("early"))
         self.trials = Trials(self.store, self.lay, job)

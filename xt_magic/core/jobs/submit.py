@@ -17,7 +17,7 @@ from ..naming import param
 from ..paths import xt_home
 from ..protocol import events, keys, tickets
 from ..protocol.layout import Layout
-from . import ids, packaging, search as adaptive, snapshot, sweeps, xtrun
+from . import ids, packaging, snapshot, xtrun
 from .context import _Ctx
 from .fanout import _each_run, _RunError, _store_workers
 from .job import Job
@@ -58,7 +58,7 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
                        hint="write files under $XT_OUTPUT_DIR instead")
     if max_seconds is not None and max_seconds < 1:
         raise JobError(f"{param('max_seconds')} must be >= 1 (seconds), got {max_seconds}")
-    outputs = [sweeps.check_name(n, "output") for n in (outputs or [])]
+    outputs = [packaging.check_name(n, "output") for n in (outputs or [])]
     ctx = _Ctx(session)
     cfg = ctx.cfg
     backend = ctx.backend(target)
@@ -74,8 +74,12 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
     searching = None  # the search's plan (a driver makes bayesian runs, applies early stopping)
     if reuse and reuse.get("points") is not None and not (hp or hp_config or search or runs):
         specs, search_used, points = {}, reuse.get("search"), list(reuse["points"])
+    elif not _sweeping(cfg, *xtrun.sweep_defaults(cfg, hp, hp_config, search, runs), repeat,
+                       early_stop):
+        specs, search_used, points = {}, None, [{}]  # one run: no sweep or search module loaded
     else:
         hp, hp_config, search, runs = xtrun.sweep_defaults(cfg, hp, hp_config, search, runs)
+        from . import search as adaptive, sweeps
         specs = sweeps.load_specs(hp, hp_config)  # --hp wins over the file
         search = adaptive.search_type(cfg, search, specs)
         if search in ("random", "bayesian") and not runs:
@@ -227,6 +231,7 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
             raise
         raise JobError(f"{backend.name}: submitting {job_id} failed: {err}") from err
     if searching:  # the search's driver: makes bayesian runs, applies early stopping
+        from . import search as adaptive
         adaptive.start(session, store, lay, record, key,
                        spec if search_used == "bayesian" else None)
     job = Job(session, record)
@@ -303,6 +308,7 @@ class Preview:
         if self.setup:
             lines.append(f"setup: {self.setup['name']} pip={self.setup['pip-packages']}")
         if self.search:
+            from . import search as adaptive
             lines.append(adaptive.describe(self.search))
         for i, p in enumerate(self.points[:20], 1):
             lines.append(f"  run {i}: {p}")
@@ -324,6 +330,12 @@ def _notebook_source(path: str) -> str:
         raise JobError(f"--notebook {path}: not a valid notebook: {str(err).splitlines()[0]}"
                        ) from None
     return nbformat.writes(nb)
+
+
+def _sweeping(cfg, hp, hp_config, search, runs, repeat, early_stop) -> bool:
+    """Whether the job is more than one plain run (sweeps / search decide its points then)."""
+    return bool(hp or hp_config or search or runs is not None or repeat is not None or early_stop
+                or cfg.get("early-stopping.early-policy") not in (None, "none"))
 
 
 def _check_kernel_here(path: str) -> None:

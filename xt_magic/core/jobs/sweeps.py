@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import ast
 import datetime
-import keyword
 import math
 import random
 import re
@@ -50,14 +49,6 @@ RANDINT_DEFAULT = (0, 65534)
 MAX_RUNS_LIMIT = 100_000
 # the shape of a command-line option name (XT passed hyperparameters to scripts as --NAME=VALUE)
 _HP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
-
-
-def check_name(name: str, what: str = "hyperparameter") -> str:
-    """A name that becomes a variable in the cell: an identifier, not a keyword or dunder."""
-    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name) \
-            or name.startswith("__"):
-        raise JobError(f"bad {what} name {name!r}: must be a Python identifier")
-    return name
 
 
 def hp_name_problem(name) -> str | None:
