@@ -31,9 +31,36 @@ def test_command_line_is_quoted_for_the_shell():
     assert argv[:2] == ["/bin/sh", "-c"] and len(argv) == 3
     inner = shlex.split(argv[2])
     assert inner[0].startswith("XT_HOME=") and inner[1] == "exec"
-    assert inner[2:] == [hostile, "runner.py", "ticket.json"]
-    assert shlex.split(backend()._command("ticket.json", setup_only=True))[2].endswith(
-        "python3 runner.py --setup-only ticket.json")
+    from xt_magic.runner import runner as node
+    sha = batch._runner_sha()
+    assert inner[2:] == [hostile, "-c", node.NODE_BOOTSTRAP, sha, "runner.py", "ticket.json"]
+    setup = shlex.split(shlex.split(backend()._command("ticket.json", setup_only=True))[2])
+    assert setup[2:] == ["python3", "-c", node.NODE_BOOTSTRAP, sha, "runner.py", "--setup-only",
+                         "ticket.json"]
+
+
+def test_the_node_bootstrap_refuses_another_runner_and_caches_ours(tmp_path):
+    """A runner.py that is not the one submitted (changed in the store) never runs; ours is run
+    from a copy under the node's XT_HOME, so its bytecode is compiled once per node."""
+    import hashlib
+    import subprocess
+    import sys
+    from xt_magic.runner import runner as node
+    task = tmp_path / "task"
+    task.mkdir()
+    (task / "runner.py").write_bytes(open(node.__file__, "rb").read())
+    env = {"XT_HOME": str(tmp_path / "node_home"), "PATH": "/usr/bin:/bin"}
+    sha = hashlib.sha256((task / "runner.py").read_bytes()).hexdigest()
+    ran = subprocess.run(node.node_command(sys.executable, sha, "runner.py", "--version"),
+                         cwd=task, env=env, capture_output=True, text=True)
+    copy = tmp_path / "node_home" / "runner" / sha[:32] / "runner.py"
+    assert copy.read_bytes() == (task / "runner.py").read_bytes()
+    assert "sha256 mismatch" not in ran.stderr
+    (task / "runner.py").write_text("open('pwned', 'w').write('x')\n")
+    bad = subprocess.run(node.node_command(sys.executable, sha, "runner.py", "ticket.json"),
+                         cwd=task, env=env, capture_output=True, text=True)
+    assert bad.returncode == 1 and "sha256 mismatch" in bad.stderr
+    assert not (task / "pwned").exists()
 
 
 def test_ids_and_account():

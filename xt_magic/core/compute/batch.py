@@ -22,9 +22,10 @@ Config::
 
 Each run is one Batch task (bulk-created, 100 per request) in one Batch job per xt job. The task
 downloads ``runner.py`` and its signed ticket by read-SAS URLs (which live only in the task, never
-in the store) and runs ``python3 runner.py ticket.json``; the launch secret (job key and the
-per-path SAS URLs of the run's node access) is the task's ``XT_LAUNCH`` environment setting, which
-the runner removes from its environment before anything else runs. Node stdout/stderr are
+in the store) and runs it on ``ticket.json`` through ``runner.NODE_BOOTSTRAP`` (which refuses a
+runner.py whose sha256 is not ours, and keeps a bytecode cache per node); the launch secret (job
+key and the per-path SAS URLs of the run's node access) is the task's ``XT_LAUNCH`` environment
+setting, which the runner removes from its environment before anything else runs. Node stdout/stderr are
 uploaded on task completion as a backstop, each to a SAS that can write that one blob. No account
 key, token or credential is ever put in a task: SAS tokens scoped to single blobs of the run and
 the job's own key, nothing else.
@@ -56,6 +57,20 @@ _RANK = ('ip="${XT_NODE_IP:-$(hostname -I 2>/dev/null | cut -d" " -f1)}"; r=0; '
          'for h in $(echo "$AZ_BATCH_HOST_LIST" | tr "," " "); do [ "$h" = "$ip" ] && break; '
          'r=$((r+1)); done; export RANK=$r NODE_RANK=$r LOCAL_RANK=0 WORLD_SIZE={n} '
          'MASTER_ADDR="${AZ_BATCH_MASTER_NODE%:*}" MASTER_PORT="${AZ_BATCH_MASTER_NODE##*:}"; ')
+
+
+_RUNNER_SHA: dict = {}
+
+
+def _runner_sha() -> str:
+    """sha256 of the runner.py this kernel ships (submit uploads this very file)."""
+    from ...runner import runner as node
+    st = os.stat(node.__file__)
+    key = (node.__file__, st.st_mtime_ns, st.st_size)
+    if key not in _RUNNER_SHA:
+        with open(node.__file__, "rb") as fh:
+            _RUNNER_SHA[key] = hashlib.sha256(fh.read()).hexdigest()
+    return _RUNNER_SHA[key]
 
 
 def _shell(script: str) -> str:
@@ -351,10 +366,17 @@ class BatchBackend(Backend):
     def _sas_seconds(self) -> int:
         return int(float(self.target.get("sas-hours", 72)) * 3600)
 
+    def _runner_argv(self, *args: str) -> str:
+        """``python -c NODE_BOOTSTRAP SHA runner.py ARGS``, shell-quoted: the node checks the
+        downloaded runner.py against the sha256 of ours and runs it through a bytecode cache."""
+        from ...runner import runner as node
+        argv = node.node_command(self.target.get("python", "python3"), _runner_sha(),
+                                 "runner.py", *args)
+        return " ".join(shlex.quote(a) for a in argv)
+
     def _command(self, *args: str, setup_only: bool = False) -> str:
-        python = self.target.get("python", "python3")
-        argv = [python, "runner.py"] + (["--setup-only"] if setup_only else []) + list(args)
-        return _shell(f"XT_HOME={NODE_XT_HOME} exec " + " ".join(shlex.quote(a) for a in argv))
+        argv = self._runner_argv(*(["--setup-only"] if setup_only else []), *args)
+        return _shell(f"XT_HOME={NODE_XT_HOME} exec {argv}")
 
     def _resource_files(self, paths: dict[str, str]) -> list:
         """ResourceFiles for {local name: store path}, each by a read-only SAS for that blob."""
@@ -421,15 +443,14 @@ class BatchBackend(Backend):
             rank_files, secret = self._rank_tickets(launch, n)
             files.update(rank_files)
             rank = _RANK.replace("{n}", str(n))
-            python = shlex.quote(self.target.get("python", "python3"))
-            worker = (f'cd "$AZ_BATCH_TASK_SHARED_DIR" && XT_HOME={NODE_XT_HOME} nohup {python} '
-                      f'runner.py "rank$r.json" > "rank$r.log" 2>&1 &')
+            worker = (f'cd "$AZ_BATCH_TASK_SHARED_DIR" && XT_HOME={NODE_XT_HOME} nohup '
+                      f'{self._runner_argv()} "rank$r.json" > "rank$r.log" 2>&1 &')
             task.multi_instance_settings = m.MultiInstanceSettings(
                 number_of_instances=n, common_resource_files=self._resource_files(files),
                 coordination_command_line=_shell(rank + f'[ "$r" = 0 ] || {{ {worker} }}'))
             task.command_line = _shell(
-                rank + f'cd "$AZ_BATCH_TASK_SHARED_DIR" && XT_HOME={NODE_XT_HOME} exec {python} '
-                       'runner.py ticket.json')
+                rank + f'cd "$AZ_BATCH_TASK_SHARED_DIR" && XT_HOME={NODE_XT_HOME} exec '
+                       f'{self._runner_argv("ticket.json")}')
         else:
             task.resource_files = self._resource_files(files)
             if pool_slots > 1:
