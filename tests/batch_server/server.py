@@ -302,7 +302,12 @@ class BatchServer:
                     raise ServiceError(409, result["error"]["code"], "task exists")
                 return 201, None
             if rest == ["tasks"]:
-                return 200, {"value": [t.to_json() for t in job.tasks.values()]}
+                rows = [t.to_json() for t in job.tasks.values()]
+                select = (query.get("$select") or [""])[0]
+                if select:  # OData $select, as the real service: only the named properties
+                    keep = set(select.split(","))
+                    rows = [{k: v for k, v in row.items() if k in keep} for row in rows]
+                return 200, {"value": rows}
             task = job.tasks.get(rest[1]) if len(rest) >= 2 else None
             if task is None:
                 raise ServiceError(404, "TaskNotFound", "The specified task does not exist.")
