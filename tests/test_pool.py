@@ -148,7 +148,7 @@ def _alive(pid):
     try:
         with open(f"/proc/{pid}/status") as fh:
             return "\nState:\tZ" not in fh.read()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, or reaped between open and read
         return False
 
 
