@@ -25,7 +25,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]  # runner_helpers.events_reads
 
 from bench_util import isolated_home  # noqa: E402
 
@@ -159,36 +159,28 @@ def poll_reads(api, ns, n: int) -> tuple[int, int, int, float, float]:
     from xt_magic.core.jobs.job import Job
     from xt_magic.core.protocol import events
     from xt_magic.core.protocol.layout import Layout
-    from xt_magic.core.storage.file import FileStore
+    from runner_helpers import events_reads
     job = api.run_cell("import time\ntime.sleep(600)", ns, hp={"i": list(range(n))})
     busy = min(n, os.cpu_count() or 1)
     while job.refresh().states().get("running", 0) < busy:  # else a start lands mid-measure
         time.sleep(0.01)
-    reads = []
-    real = FileStore.read_from
-
-    def counting(self, path, offset):
-        if path.endswith("events.jsonl"):
-            reads.append(path)
-        return real(self, path, offset)
-    FileStore.read_from = counting
+    counts, spent = [], []
+    fresh = None
     try:
-        counts, spent = [], []
-        fresh = None
-        for change in (None, False, True):
-            reads.clear()
-            if change:
-                events.append(fresh._ctx().store, Layout(job.record.workspace).events(
-                    job.runs[-1]), events.FAILED, reason="bench")
-            t = time.perf_counter()
-            if fresh is None:
-                fresh = Job(job.session, job.record)  # its first read
-            else:
-                fresh._read()
-            spent.append(time.perf_counter() - t)
-            counts.append(len(reads))
+        with events_reads() as reads:
+            for change in (None, False, True):
+                reads.clear()
+                if change:
+                    events.append(fresh._ctx().store, Layout(job.record.workspace).events(
+                        job.runs[-1]), events.FAILED, reason="bench")
+                t = time.perf_counter()
+                if fresh is None:
+                    fresh = Job(job.session, job.record)  # its first read
+                else:
+                    fresh._read()
+                spent.append(time.perf_counter() - t)
+                counts.append(len(reads))
     finally:
-        FileStore.read_from = real
         job.cancel()
     return counts[0], counts[1], counts[2], spent[0], spent[1]
 

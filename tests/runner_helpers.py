@@ -1,6 +1,7 @@
 """Build store layouts + runner tickets by hand, so runner/backend tests need no client code."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -178,3 +179,20 @@ def wait_for(pred, timeout=60.0, what="condition"):
             return value
         time.sleep(0.02)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@contextlib.contextmanager
+def events_reads():
+    """Every read of a run's events.jsonl through the FileStore while inside, as (path, offset)."""
+    from xt_magic.core.storage.file import FileStore
+    reads, real = [], FileStore.read_from
+
+    def counting(self, path, offset):
+        if path.endswith("events.jsonl"):
+            reads.append((path, offset))
+        return real(self, path, offset)
+    FileStore.read_from = counting
+    try:
+        yield reads
+    finally:
+        FileStore.read_from = real

@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from runner_helpers import wait_for as until
+from runner_helpers import events_reads, wait_for as until
 from xt_magic.core import api, session
 from xt_magic.core.errors import JobError
 from xt_magic.core.errors import RunFailed
@@ -131,12 +131,11 @@ def test_forked_runs_start_clean(xt_home):
     assert all(".zip" not in r["where"] for r in res.runs_list)
 
 
-def test_a_poll_reads_only_the_runs_whose_events_changed(xt_home, monkeypatch):
+def test_a_poll_reads_only_the_runs_whose_events_changed(xt_home):
     """Job._read keeps each live run's events and the store's change token of the file: a poll
     reads no events file that did not change, and of one that did, only what was appended."""
     from xt_magic.core.protocol import events
     from xt_magic.core.protocol.layout import Layout
-    from xt_magic.core.storage.file import FileStore
     (xt_home / "xt_config.yaml").write_text(
         "compute-targets:\n  local:\n    service: pool\n    boxes: [localhost]\n"
         "    max-runs: 1\n")
@@ -145,23 +144,15 @@ def test_a_poll_reads_only_the_runs_whose_events_changed(xt_home, monkeypatch):
                        hp={"i": list(range(12))})
     try:
         until(lambda: job._read() or job.state(job.runs[0]) == "running", what="run 1 running")
-        reads = []
-        real = FileStore.read_from
-
-        def counting(self, path, offset):
-            if path.endswith("events.jsonl"):
-                reads.append((path, offset))
-            return real(self, path, offset)
-        monkeypatch.setattr(FileStore, "read_from", counting)
-        job._read()
-        assert reads == []  # 12 live runs, none changed: nothing read
-        lay = Layout(job.record.workspace)
-        reads.clear()
-        path = lay.events(job.runs[5])
-        size = os.path.getsize(job._ctx().store.local_path(path))
-        events.append(job._ctx().store, path, events.FAILED, reason="by the test")
-        job._read()
-        assert reads == [(path, size)]  # that run only, from where the last read stopped
+        with events_reads() as reads:
+            job._read()
+            assert reads == []  # 12 live runs, none changed: nothing read
+            lay = Layout(job.record.workspace)
+            path = lay.events(job.runs[5])
+            size = os.path.getsize(job._ctx().store.local_path(path))
+            events.append(job._ctx().store, path, events.FAILED, reason="by the test")
+            job._read()
+            assert reads == [(path, size)]  # that run only, from where the last read stopped
         assert job.state(job.runs[5]) == "failed"
     finally:
         job.cancel()
@@ -179,24 +170,17 @@ def test_undefined_free_names_are_warned_at_submit_and_the_job_still_goes(ip, ca
     assert "[xt] warning" not in capsys.readouterr().out
 
 
-def test_a_submit_reads_each_runs_events_once(xt_home, monkeypatch):
+def test_a_submit_reads_each_runs_events_once(xt_home):
     """The Job handle run_cell returns reads each run's events once; the end watcher's handle
     is its twin (what it read, no second read of every run: 50 more requests on a blob store)."""
     from xt_magic.core.jobs import notify
-    from xt_magic.core.storage.file import FileStore
-    reads = []
-    real = FileStore.read_from
-
-    def counting(self, path, offset):
-        if path.endswith("events.jsonl"):
-            reads.append(path)
-        return real(self, path, offset)
-    monkeypatch.setattr(FileStore, "read_from", counting)
     lines = []
     notify.set_announcer(lambda job: lines.append)  # a front end that shows the end line
     try:
-        job = api.run_cell("v = i", {"__name__": "__main__"}, hp={"i": list(range(5))})
-        assert sorted(reads) == sorted(set(reads)) and len(reads) == 5
+        with events_reads() as reads:
+            job = api.run_cell("v = i", {"__name__": "__main__"}, hp={"i": list(range(5))})
+        paths = [path for path, _ in reads]
+        assert len(paths) == len(set(paths)) == 5
         job.wait(timeout=60, progress=False)
         until(lambda: lines, what="the watcher's end line")
     finally:

@@ -53,7 +53,8 @@ def _installed_entry_points() -> dict[str, list]:
 
     from .config.cache import cache_path, cache_write
     seen = _distributions()
-    path = cache_path("entry-points", hashlib.sha256(json.dumps(sys.path).encode()).hexdigest() + ".json")
+    name = hashlib.sha256(json.dumps(sys.path).encode()).hexdigest() + ".json"
+    path = cache_path("entry-points", name)
     try:
         with open(path, encoding="utf-8") as fh:
             cached = json.load(fh)

@@ -25,10 +25,10 @@ downloads ``runner.py`` and its signed ticket by read-SAS URLs (which live only 
 in the store) and runs it on ``ticket.json`` through ``runner.NODE_BOOTSTRAP`` (which refuses a
 runner.py whose sha256 is not ours, and keeps a bytecode cache per node); the launch secret (job
 key and the per-path SAS URLs of the run's node access) is the task's ``XT_LAUNCH`` environment
-setting, which the runner removes from its environment before anything else runs. Node stdout/stderr are
-uploaded on task completion as a backstop, each to a SAS that can write that one blob. No account
-key, token or credential is ever put in a task: SAS tokens scoped to single blobs of the run and
-the job's own key, nothing else.
+setting, which the runner removes from its environment before anything else runs. Node
+stdout/stderr are uploaded on task completion as a backstop, each to a SAS that can write that
+one blob. No account key, token or credential is ever put in a task: SAS tokens scoped to single
+blobs of the run and the job's own key, nothing else.
 """
 from __future__ import annotations
 

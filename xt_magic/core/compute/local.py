@@ -150,7 +150,8 @@ class LocalBackend(Backend):
         from ..auth.jobenv import job_environ  # jobs never inherit the kernel's credentials
         try:
             return sup.spawn(jobdir, sys.executable, job_environ(), lock_fd,
-                             agents=os.path.join(local_root(), "agents"), idle=agent_idle(self.target, self.name))
+                             agents=os.path.join(local_root(), "agents"),
+                             idle=agent_idle(self.target, self.name))
         except OSError as err:
             raise TargetError(f"could not start the local job supervisor: {err}") from err
 

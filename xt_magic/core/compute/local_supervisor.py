@@ -5,9 +5,15 @@ SFTP, content addressed, next to the job's spec)::
 
     python local_supervisor.py JOBDIR [LOCK_FD]       supervise (what --start spawns; LOCK_FD:
                                                       supervisor.lock, already locked for it)
-    python local_supervisor.py --start JOBDIR...      start a detached supervisor for each JOBDIR
-                                                      whose supervisor is not alive; prints one
-                                                      JSON line per JOBDIR: alive|started|missing
+    python local_supervisor.py --start [--agents DIR IDLE] JOBDIR...
+                                                      start a detached supervisor for each JOBDIR
+                                                      whose supervisor is not alive (through the
+                                                      box agent under DIR); prints one JSON line
+                                                      per JOBDIR: alive|started|missing
+    python local_supervisor.py --agent DIR IDLE JOBDIR LOCK_FD
+                                                      the box agent (``agent``): supervises JOBDIR
+                                                      (a fork), then forks the supervisor of each
+                                                      job handed to it until IDLE s pass unused
     python local_supervisor.py --cancel JOBDIR RUN... mark runs cancelled (a queued run never
                                                       starts), kill running ones' process groups
 
@@ -109,12 +115,12 @@ def load_runner(runner_path):
     return runner
 
 
+_LOADED = {}  # sha256 of the imported runner's source, taken when an agent imported it
+
+
 def _remember_runner():
     """Record the imported runner's source hash (an agent compares each job's runner with it)."""
     _LOADED["sha"] = _source_sha(sys.modules["runner"].__file__)
-
-
-_LOADED = {}  # sha256 of the imported runner's source, taken when it was imported
 
 
 def _source_sha(path):
@@ -282,13 +288,7 @@ def _run_in_child(runner, ticket_file, log, private_fds, rundir, secret):
         for sig in (signal.SIGCHLD, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
         os.setsid()
-        null = os.open("/dev/null", os.O_RDONLY)
-        out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.dup2(null, 0)
-        os.dup2(out, 1)
-        os.dup2(out, 2)
-        os.close(null)
-        os.close(out)
+        _redirect(log, 0o644)
         os.environ["XT_LAUNCH"] = secret  # runner.main takes it out again first thing
         if "random" in sys.modules:  # never share a random state between forked runs
             sys.modules["random"].seed()
@@ -311,6 +311,17 @@ def _run_in_child(runner, ticket_file, log, private_fds, rundir, secret):
                 stream.flush()
         finally:
             os._exit(code)
+
+
+def _redirect(log, mode):
+    """A forked child's stdin from /dev/null, stdout and stderr appended to ``log``."""
+    null = os.open("/dev/null", os.O_RDONLY)
+    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, mode)
+    os.dup2(null, 0)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    os.close(null)
+    os.close(out)
 
 
 class Slots:
@@ -902,14 +913,7 @@ def _fork_supervisor(jobdir, lock_fd, own):
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.setsid()
-        null = os.open("/dev/null", os.O_RDONLY)
-        out = os.open(os.path.join(jobdir, "supervisor.log"), os.O_WRONLY | os.O_CREAT
-                      | os.O_APPEND, 0o600)
-        os.dup2(null, 0)
-        os.dup2(out, 1)
-        os.dup2(out, 2)
-        os.close(null)
-        os.close(out)
+        _redirect(os.path.join(jobdir, "supervisor.log"), 0o600)
         spec = load_spec(jobdir)
         if not _runner_loaded(spec["runner"]):
             # another runner than the one imported here: start this job's supervisor cold

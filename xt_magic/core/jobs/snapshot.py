@@ -170,8 +170,8 @@ class _Decisions:
         import json
 
         from ..config.cache import cache_path
-        self.path = cache_path("snapshot-rules", hashlib.sha256(
-            f"{os.path.realpath(root)}\0{recursive}".encode("utf-8", "surrogatepass")).hexdigest() + ".json")
+        where = f"{os.path.realpath(root)}\0{recursive}".encode("utf-8", "surrogatepass")
+        self.path = cache_path("snapshot-rules", hashlib.sha256(where).hexdigest() + ".json")
         try:
             with open(self.path, encoding="utf-8") as fh:
                 self.known = json.load(fh)
@@ -187,7 +187,8 @@ class _Decisions:
     def spec(self, lines: list) -> str:
         """An id for the spec of these gitignore lines."""
         import json
-        key = hashlib.sha256(json.dumps([_engine(), lines]).encode("utf-8", "surrogatepass")).hexdigest()
+        text = json.dumps([_engine(), lines]).encode("utf-8", "surrogatepass")
+        key = hashlib.sha256(text).hexdigest()
         self.lines[key] = lines
         self.used.setdefault(key, {})
         return key
