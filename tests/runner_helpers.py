@@ -65,6 +65,7 @@ def make_job(root, cell, *, job="job1", ws="ws1", runs=1, inputs=None, outputs=(
               "cloudpickle": f"{ws}/jobs/{job}/bundle/cloudpickle.zip", "snapshot": None,
               "snapshot_sha256": None}
     _write(root, bundle["cell"], cell.encode())
+    bundle["cell_sha256"] = sha(cell.encode())
     cp = cloudpickle_zip()
     _write(root, bundle["cloudpickle"], cp)
     bundle["cloudpickle_sha256"] = sha(cp)

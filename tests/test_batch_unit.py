@@ -51,16 +51,51 @@ def test_the_node_bootstrap_refuses_another_runner_and_caches_ours(tmp_path):
     (task / "runner.py").write_bytes(open(node.__file__, "rb").read())
     env = {"XT_HOME": str(tmp_path / "node_home"), "PATH": "/usr/bin:/bin"}
     sha = hashlib.sha256((task / "runner.py").read_bytes()).hexdigest()
-    ran = subprocess.run(node.node_command(sys.executable, sha, "runner.py", "--version"),
+    ran = subprocess.run(node.node_command(sys.executable, sha, "runner.py", "ticket.json"),
                          cwd=task, env=env, capture_output=True, text=True)
     copy = tmp_path / "node_home" / "runner" / sha[:32] / "runner.py"
     assert copy.read_bytes() == (task / "runner.py").read_bytes()
-    assert "sha256 mismatch" not in ran.stderr
+    assert "no launch secret" in ran.stderr  # the runner itself ran (and found no secret)
+    # its bytecode was written for the copy's name and mtime: the next task does not compile it
+    import importlib.util
+    import struct
+    pyc = importlib.util.cache_from_source(str(copy))
+    with open(pyc, "rb") as fh:
+        header = fh.read(16)
+    assert struct.unpack("<4xIII", header)[1:] == (int(copy.stat().st_mtime),
+                                                   copy.stat().st_size & 0xFFFFFFFF)
     (task / "runner.py").write_text("open('pwned', 'w').write('x')\n")
     bad = subprocess.run(node.node_command(sys.executable, sha, "runner.py", "ticket.json"),
                          cwd=task, env=env, capture_output=True, text=True)
     assert bad.returncode == 1 and "sha256 mismatch" in bad.stderr
     assert not (task / "pwned").exists()
+
+
+def test_the_first_tasks_on_a_node_start_together_and_share_one_copy(tmp_path):
+    """A node's first wave of tasks all find no copy: one writes and compiles it (under a lock),
+    every task runs it from that bytecode (none compiles it again), nothing half-written is left."""
+    import hashlib
+    import subprocess
+    import sys
+    from xt_magic.runner import runner as node
+    task = tmp_path / "task"
+    task.mkdir()
+    (task / "runner.py").write_bytes(open(node.__file__, "rb").read())
+    sha = hashlib.sha256((task / "runner.py").read_bytes()).hexdigest()
+    env = {"XT_HOME": str(tmp_path / "node_home"), "PATH": "/usr/bin:/bin",
+           "PYTHONVERBOSE": "1"}  # import says where each module's code comes from
+    procs = [subprocess.Popen(node.node_command(sys.executable, sha, "runner.py", "ticket.json"),
+                              cwd=task, env=env, stderr=subprocess.PIPE, text=True)
+             for _ in range(8)]
+    errs = [p.communicate(timeout=60)[1] for p in procs]
+    # each runner itself ran (and found no launch secret, as none was given)
+    assert all("no launch secret" in err for err in errs), errs
+    folder = tmp_path / "node_home" / "runner" / sha[:32]
+    pyc = f"{folder}/__pycache__/runner.cpython-{sys.version_info[0]}{sys.version_info[1]}"
+    assert all(f"# code object from '{pyc}" in err for err in errs), \
+        [line for err in errs for line in err.splitlines() if "runner" in line and "#" in line]
+    assert sorted(p.name for p in folder.iterdir()) == ["__pycache__", "runner.py",
+                                                        "runner.py.lock"]
 
 
 def test_ids_and_account():

@@ -73,6 +73,37 @@ def test_append_and_read_from(store):
     assert store.read_from(path, 100) == b""
 
 
+def test_change_tokens_of_many_runs_in_one_listing(store, monkeypatch):
+    """A Job's look at a sweep asks the blob store once for every live run's events token (not
+    once per run); a token moves with an append, a missing run's is (), and a listing that would
+    run past the bound leaves the paths after it to be read (None)."""
+    from xt_magic.core.protocol.events import Watch
+    from xt_magic.core.storage import azure_blob
+    paths = [f"ws1/runs/run7.{i}/events.jsonl" for i in range(1, 7)]
+    for path in paths[:5]:
+        store.append(path, b'{"state": "created"}\n')
+        store.write_bytes(path.replace("events.jsonl", "ticket.json"), b"{}")
+    listings = []
+    real = store._container.list_blobs
+    monkeypatch.setattr(store._container, "list_blobs",
+                        lambda **kw: listings.append(kw) or real(**kw))
+    before = store.change_tokens(paths)
+    assert len(listings) == 1 and listings[0]["name_starts_with"] == "ws1/runs/run7."
+    assert before[paths[5]] == () and all(before[p][1] == 21 for p in paths[:5])
+    watches = {p: Watch(store, p) for p in paths}
+    for p in paths:
+        watches[p].refresh(before[p])
+    store.append(paths[2], b'{"state": "queued"}\n')
+    after = store.change_tokens(paths)
+    assert [p for p in paths if not watches[p].unchanged(after[p])] == [paths[2]]
+    assert watches[paths[2]].refresh(after[paths[2]])
+    assert [e["state"] for e in watches[paths[2]].events] == ["created", "queued"]
+    monkeypatch.setattr(azure_blob, "LIST_TOKENS_PER_PATH", 1)  # 6 entries at most: 3 runs
+    cut = store.change_tokens(paths)
+    assert all(cut[p] for p in paths[:3]) and all(cut[p] is None for p in paths[3:])
+    assert store.change_tokens(paths[:2]) == dict.fromkeys(paths[:2])  # too few to list
+
+
 def test_create_exclusive_race(store):
     wins, barrier = [], threading.Barrier(8)
 

@@ -424,6 +424,54 @@ def test_urls_io_round_trip_and_no_sas_leak(tmp_path, blob_server):
     assert "SECRET" not in p.stdout + p.stderr
 
 
+def test_over_urls_a_first_attempt_asks_for_no_checkpoint_and_a_rerun_resumes(
+        tmp_path, blob_server, xt_home):
+    """Over per-blob URLs a run first reads its own events: a first attempt makes no request
+    for checkpoints it cannot have, and the same run started again (a requeue) resumes from
+    the one the first attempt kept. The job's objects come from the node's cache after the
+    first attempt, checked against the ticket's sha256 each time: a changed copy is fetched
+    again."""
+    import cloudpickle
+    server, handler = blob_server
+    root = tmp_path / "store"
+    own = {name: f"ws1/runs/run1.1/checkpoints/{name}"
+           for name in ("dict_cp.json", "file.dat", "native.pkl")}
+    cell = ("import xt_magic\nstate = xt_magic.restore({'n': 0})\nstate['n'] += 1\n"
+            "xt_magic.checkpoint(state)\nn = state['n']\n")
+    [(run, tp, t)] = make_job(root, cell, outputs=["n"],
+                              extra={"checkpoint": {"write": own, "read": own}})
+    _serve_from(handler, root, t, tp, server)
+    base = f"http://127.0.0.1:{server.server_address[1]}/c/"
+    LAUNCHES[str(tp)]["access"]["urls"].update(
+        {p: base + p + "?sv=2021&sig=SECRET" for p in own.values()})
+
+    def attempt():
+        start = len(handler.log)
+        p = run_ticket(tp)
+        assert p.returncode == 0, p.stderr
+        asked = [(m, path[len("/c/"):]) for m, path, q in handler.log[start:]]
+        return cloudpickle.loads(bytes(handler.blobs["/c/" + t["paths"]["vars"]][1]))["n"], asked
+
+    n, asked = attempt()
+    assert n == 1
+    assert not [a for a in asked if "checkpoints/" in a[1] and a[0] == "GET"], asked
+    assert asked[0] == ("GET", t["paths"]["events"])  # before its own "running" event
+    assert ("GET", t["bundle"]["cell"]) in asked
+
+    n, asked = attempt()  # the same run again, as a requeue starts it
+    assert n == 2
+    assert ("GET", own["native.pkl"]) in asked
+    assert ("GET", t["bundle"]["cell"]) not in asked  # this node keeps the job's objects
+
+    cached = os.path.join(xt_home, "objects", t["bundle"]["cell_sha256"])
+    assert oct(os.stat(cached).st_mode & 0o777) == "0o600"
+    with open(cached, "w") as fh:
+        fh.write("n = 'not the cell the job was submitted with'\n")
+    n, asked = attempt()
+    assert n == 3 and ("GET", t["bundle"]["cell"]) in asked
+    assert open(cached).read() == cell
+
+
 def test_no_env_value_or_secret_written(tmp_path, monkeypatch):
     monkeypatch.setenv("XT_CANARY_SECRET", "canary-9f3e1d")
     root = tmp_path / "store"

@@ -221,7 +221,8 @@ def test_requeued_task_resumes_from_its_checkpoint(slurm):
     assert job.results()["starts"] == 2, text
     assert "start 2 resuming True" in text
     rundir = os.path.join(backend().work_dir, "runs", run)
-    assert os.path.isdir(rundir) and not [f for f in os.listdir(rundir) if "launch" in f]
+    # the task's script removes it once the runner it started has exited (after the final event)
+    wait_for(lambda: not [f for f in os.listdir(rundir) if "launch" in f], 30)
 
 
 @pytest.mark.slurm

@@ -145,8 +145,9 @@ def test_blob_store_sweep_tickets_and_event_order(null_local, azurite, azurite_c
         urls = launch.launch_secret["access"]["urls"]  # the launch channel's access
         assert list(urls) == [
             bundle + "cell.py", bundle + "cloudpickle.zip",
+            own + "events.jsonl",  # read too: whether an earlier attempt of the run started
             own + "outputs/vars.pkl", own + "outputs/files.zip", own + "run.ipynb",
-            own + "events.jsonl", own + "console.txt", own + "metrics.jsonl",
+            own + "console.txt", own + "metrics.jsonl",
             own + "outputs.jsonl",  # cell outputs: appended as they come, the notebook at the end
             # the run's checkpoint: read back after a requeue, so read and write
             own + "checkpoints/dict_cp.json", own + "checkpoints/file.dat",
@@ -155,6 +156,7 @@ def test_blob_store_sweep_tickets_and_event_order(null_local, azurite, azurite_c
             assert url.split("?")[0].endswith(f"/{azurite_container}/{path}") and "sig=" in url
         assert "sp=r&" in urls[bundle + "cell.py"]
         assert "sp=rcw&" in urls[own + "checkpoints/dict_cp.json"]
+        assert "sp=racw&" in urls[own + "events.jsonl"] and "sp=acw&" in urls[own + "console.txt"]
 
 
 @pytest.mark.azurite

@@ -39,7 +39,10 @@ BOOTSTRAP = ("import sys; sys.path.insert(0, sys.argv[1]); import runner; "
 #: ``python -c NODE_BOOTSTRAP SHA256 RUNNER_FILE TICKET...``. It refuses a runner.py whose sha256
 #: is not the one in its command line (which the kernel set, not the store), and imports it from
 #: a copy under ``$XT_HOME/runner/<sha>/``: a script is compiled at every start (~15 ms for this
-#: one), a module once per node.
+#: one), a module once per node. The first tasks on a node start together: one of them writes
+#: and compiles the copy under a lock while the others wait for it, so a node compiles it once
+#: (the bytecode is written before the copy appears under its name, and the rename keeps the
+#: mtime the bytecode records).
 NODE_BOOTSTRAP = (
     "import hashlib,os,sys\n"
     "h,r=sys.argv[1],sys.argv[2]\n"
@@ -48,12 +51,19 @@ NODE_BOOTSTRAP = (
     "submitted with (sha256 mismatch): not running it')\n"
     "d=os.path.join(os.environ.get('XT_HOME') or os.path.expanduser('~/.xt'),'runner',h[:32])\n"
     "f=os.path.join(d,'runner.py')\n"
-    "try:\n"
-    " same=open(f,'rb').read()==s\n"
-    "except OSError:\n"
-    " same=False\n"
-    "if not same:\n"
-    " os.makedirs(d,exist_ok=True);t=f+'.%d'%os.getpid();open(t,'wb').write(s);os.replace(t,f)\n"
+    "def same():\n"
+    " try:return open(f,'rb').read()==s\n"
+    " except OSError:return False\n"
+    "if not same():\n"
+    " import fcntl,importlib.util,py_compile\n"
+    " os.makedirs(d,exist_ok=True);l=os.open(f+'.lock',os.O_CREAT|os.O_WRONLY,0o600)\n"
+    " fcntl.flock(l,fcntl.LOCK_EX)\n"
+    " if not same():\n"
+    "  t=f+'.%d'%os.getpid();open(t,'wb').write(s)\n"
+    "  try:py_compile.compile(t,importlib.util.cache_from_source(f),f,True)\n"
+    "  except Exception:pass\n"
+    "  os.replace(t,f)\n"
+    " os.close(l)\n"
     "sys.path.insert(0,d);import runner;sys.exit(runner.main([r]+sys.argv[3:]))")
 
 
@@ -375,6 +385,9 @@ class UrlIO:
 
     def __init__(self, urls):
         self.urls = urls
+        # append blobs this run makes itself (console, metrics, outputs): created before their
+        # first append rather than after a refused one (two requests, not three)
+        self.fresh = set()
 
     def _url(self, path):
         try:
@@ -421,13 +434,20 @@ class UrlIO:
     def append(self, path, data):
         url = self._url(path)
         block_url = url + ("&" if "?" in url else "?") + "comp=appendblock"
+        if path in self.fresh:
+            self.fresh.discard(path)
+            self._create_append(path, url)
         for i in range(0, len(data), APPEND_BLOCK_MAX):
             chunk = data[i:i + APPEND_BLOCK_MAX]
             status, _ = self._request("PUT", path, block_url, chunk, ok=(404,))
-            if status == 404:  # first append: create the append blob (never over an existing one)
-                self._request("PUT", path, url, b"", {"x-ms-blob-type": "AppendBlob",
-                                                       "If-None-Match": "*"}, ok=(409, 412))
+            if status == 404:  # first append: create the append blob
+                self._create_append(path, url)
                 self._request("PUT", path, block_url, chunk)
+
+    def _create_append(self, path, url):
+        # never over an existing one (a requeued run's, or one made since)
+        self._request("PUT", path, url, b"", {"x-ms-blob-type": "AppendBlob",
+                                               "If-None-Match": "*"}, ok=(409, 412))
 
 
 def make_io(spec):
@@ -437,6 +457,16 @@ def make_io(spec):
     if kind == "urls":
         return UrlIO(spec["urls"])
     raise RunnerError(f"unknown ticket io kind {kind!r}")
+
+
+def ran_before(io, ticket):
+    """Whether an earlier attempt of this run started (a requeued task, a restarted box), so its
+    own checkpoint may exist. Not knowing counts as yes."""
+    try:
+        events = parse_events(io.get(ticket["paths"]["events"]))
+    except Exception:  # noqa: BLE001 - e.g. a launch with no read access to the events
+        return True
+    return any(e.get("state") == "running" and e.get("run") == ticket.get("run") for e in events)
 
 
 def append_event(io, ticket, state, key=None, **fields):
@@ -840,11 +870,56 @@ def _own_cloudpickle(version):
     return False
 
 
+#: a node keeps the job objects it fetched over URLs (cell, inputs, snapshot...) up to this size
+#: under ``$XT_HOME/objects/<sha256>``, so the job's next runs there skip the request; the signed
+#: ticket's sha256 is checked at every read, and the oldest entries go past the count
+OBJECT_CACHE_MAX_BYTES, OBJECT_CACHE_ENTRIES = 4 << 20, 256
+
+
 def _fetch_checked(io, path, sha, what):
+    cached = _object_cache(io, sha)
+    if cached:
+        try:
+            with open(cached, "rb") as fh:
+                data = fh.read()
+            if _sha256(data) == sha:
+                return data
+        except OSError:
+            pass
     data = io.get(path)
     if sha and _sha256(data) != sha:
         raise RunnerError(f"{what} {path} failed its sha256 check: refusing to load it")
+    if cached and len(data) <= OBJECT_CACHE_MAX_BYTES:
+        try:
+            folder = os.path.dirname(cached)
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+            names = os.listdir(folder)
+            if len(names) >= OBJECT_CACHE_ENTRIES:
+                entries = sorted((os.path.join(folder, n) for n in names), key=_mtime)
+                for old in entries[:len(entries) // 2]:
+                    try:
+                        os.unlink(old)
+                    except OSError:
+                        pass
+            write_atomic(cached, data, mode=0o600)
+        except OSError:
+            pass  # a cache only: the run goes on
     return data
+
+
+def _object_cache(io, sha):
+    """Where a remote job object with this sha256 is kept on this node (None: not cached)."""
+    if not isinstance(io, UrlIO) or not isinstance(sha, str) or len(sha) != 64 \
+            or sha.strip("0123456789abcdef"):
+        return None
+    return os.path.join(xt_home(), "objects", sha)
+
+
+def _mtime(path):
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
 
 
 def safe_extract(source, dest, what="snapshot"):
@@ -1566,6 +1641,7 @@ def run_phase(ticket, io, console, key):
     paths, bundle = ticket["paths"], ticket.get("bundle") or {}
     pid = os.getpid()
     pstart = proc_start(pid)
+    again = ran_before(io, ticket)
     append_event(io, ticket, "running", host=os.uname().nodename, pid=pid, pgid=os.getpgrp(),
                  pstart=pstart)
     metrics = Metrics(io, paths["metrics"])
@@ -1602,7 +1678,7 @@ def run_phase(ticket, io, console, key):
                 ns.update(pickle.loads(raw))
             ns.update(hp_namespace(ticket.get("hparams") or {}))
             spool = RunSpool(io, ticket, workdir, metrics, key)
-            run_env = spool.install()
+            run_env = spool.install(again)
             install_sinks(metrics)
             sys.path.insert(0, spool.pydir)
             metrics.feeders.append(spool.tick)
@@ -2091,8 +2167,9 @@ class RunSpool:
         # signed the sha256 of its data into this ticket
         self.ck_sha = ck.get("sha256") or {}
 
-    def install(self):
-        """Write the modules, fetch a checkpoint to resume from; returns the run's env additions."""
+    def install(self, ran_before=True):
+        """Write the modules, fetch a checkpoint to resume from (the resumed run's, or this run's
+        own when an earlier attempt of it started); returns the run's env additions."""
         try:  # checkpoint/ is made only when a checkpoint is fetched or saved
             os.mkdir(os.path.dirname(self.path))
         except FileExistsError:
@@ -2106,6 +2183,8 @@ class RunSpool:
         self.pydir = shared_pydir(files)  # the spool file: made by the first record (O_CREAT)
         resuming = bool(self.ticket.get("resume"))
         for name, path in self.ck_read.items():
+            if not (ran_before or name in self.ck_sha):
+                continue  # a first attempt has no checkpoint of its own: no request for it
             try:
                 data = self.checked_checkpoint(name, self.io.get(path))
             except RunnerError:
@@ -2330,6 +2409,9 @@ def main(argv):
             pass
         sys.stderr.write("xt runner: ticket signature does not verify\n")
         return EXIT_FAILED
+    if isinstance(io, UrlIO):
+        io.fresh.update(ticket["paths"][k] for k in ("console", "metrics", "outputs")
+                        if ticket["paths"].get(k))
     if setup_only:
         setup = ticket.get("setup") or {}
         if setup.get("pip-packages") or setup.get("conda-packages"):

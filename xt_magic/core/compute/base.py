@@ -122,10 +122,14 @@ class Backend(ABC):
         """Start or queue every launch; append a ``queued`` event (with ``backend_id``) for each."""
 
     @abstractmethod
-    def poll(self, job_id: str, run_ids: list[str]) -> None:
+    def poll(self, job_id: str, run_ids: list[str]) -> list[str] | None:
         """Reconcile: for each run not final in the store whose process is gone, append a
         ``failed`` event with the reason (exit code, signal, node lost, time limit). Start queued
-        runs whose turn has come. Cheap; safe to call from any process at any time."""
+        runs whose turn has come. Cheap; safe to call from any process at any time.
+
+        Returns the runs whose events moved (it appended to them, or read an end the caller may
+        not have seen yet), so a Job reads only those again; None when it cannot tell (the Job
+        then reads every live run again)."""
 
     @abstractmethod
     def cancel(self, job_id: str, run_ids: list[str], reason: str | None = None) -> None:

@@ -37,6 +37,7 @@ import json
 import os
 import re
 import shlex
+import time
 import urllib.parse
 from datetime import datetime, timedelta, timezone
 
@@ -61,6 +62,9 @@ _RANK = ('ip="${XT_NODE_IP:-$(hostname -I 2>/dev/null | cut -d" " -f1)}"; r=0; '
 
 #: the task properties ``_tasks`` lists (poll: state, exit code, failure, requeues)
 TASK_FIELDS = ["id", "state", "executionInfo"]
+#: while tasks wait, a poll asks why (the job's scheduling error, the pool's resize errors: two
+#: requests) at most this often; a pool that cannot get nodes shows it over minutes, not ms
+POOL_CHECK_SECONDS = 5.0
 
 _RUNNER_SHA: dict = {}
 
@@ -197,6 +201,7 @@ class BatchBackend(Backend):
                               key=f"external-services.{self.service_name}.url",
                               hint="https://NAME.REGION.batch.azure.com")
         self._client = None
+        self._pool_checks: dict[str, tuple[float, str | None]] = {}  # Batch job -> (when, why)
 
     # -- connection -----------------------------------------------------------------------------
     @property
@@ -571,7 +576,16 @@ class BatchBackend(Backend):
 
     def _pool_problem(self, bjob: str) -> str | None:
         """Why the job's tasks cannot start (scheduling error, a resize error that leaves the
-        pool without nodes), as a one-line reason; None if there is no such problem."""
+        pool without nodes), as a one-line reason; None if there is no such problem. Asked at
+        most every POOL_CHECK_SECONDS per Batch job."""
+        now = time.monotonic()
+        when, why = self._pool_checks.get(bjob, (None, None))
+        if when is None or now - when >= POOL_CHECK_SECONDS:
+            why = self._ask_pool_problem(bjob)
+            self._pool_checks[bjob] = (now, why)
+        return why
+
+    def _ask_pool_problem(self, bjob: str) -> str | None:
         try:
             job = self.client().get_job(bjob)
             info = job.execution_info
@@ -594,11 +608,12 @@ class BatchBackend(Backend):
     def poll(self, job_id: str, run_ids: list[str]) -> None:
         """Reconcile runs from Batch task states (the runner's own events win)."""
         if not run_ids:
-            return
+            return []
         bjob = batch_job_id(self.layout.ws, job_id, self.store)
         tasks = self._tasks(bjob)
         allowed = int(self.target.get("requeue-preempted", 1))
         pool_problem = None
+        touched = []
         for run in run_ids:
             task = (tasks or {}).get(task_id(run))
             exec_info = task.execution_info if task is not None else None
@@ -611,6 +626,7 @@ class BatchBackend(Backend):
                 if not pool_problem:
                     continue  # waiting for a node
             info = self._state(run)  # read after the tasks: a finished task's own final event
+            touched.append(run)  # its events moved: its own final event, or the one made here
             if info["state"] in FINAL:  # is already there
                 continue
             if task is None:
@@ -637,6 +653,7 @@ class BatchBackend(Backend):
                 self._fail(run, pool_problem)
         if tasks and all(t.state == "completed" for t in tasks.values()):
             self._cleanup(bjob)
+        return touched
 
     def _task_reason(self, bjob: str, task) -> str:
         e = task.execution_info

@@ -227,26 +227,27 @@ class LocalBackend(Backend):
             self._queued(new, ws, job_id, spec["token"])
         self._start_supervisor(jobdir)  # unless one runs
 
-    def poll(self, job_id: str, run_ids: list[str]) -> None:
+    def poll(self, job_id: str, run_ids: list[str]) -> list[str] | None:
         """Report runs whose process is gone; restart the supervisor for runs never started (or
         still running: it adopts them and takes their box slots back)."""
         jobdir = self._jobdir(job_id)
         if jobdir is None:
             self._lost(job_id, run_ids)
-            return
+            return None
         lock = sup.try_lock(os.path.join(jobdir, "supervisor.lock"))
         if lock is None:
-            return  # a live supervisor reaps its runs and reports exits and time limits itself
+            return []  # a live supervisor reaps its runs and reports exits and time limits itself
         try:
             try:
                 spec = self._load(jobdir)
             except (OSError, ValueError):
                 self._lost(job_id, run_ids)
-                return
+                return None
             if self._reconcile(jobdir, spec, run_ids):
                 self._start_supervisor(jobdir, lock)
         finally:
             os.close(lock)
+        return None
 
     def waiter(self, job_id: str):
         """The job's supervisor wakes us as each run ends (``sup.Waiter``): a wait learns of an

@@ -1,6 +1,8 @@
 """Per-run store round trips on threads when the store is remote (submit writes, Job reads)."""
 from __future__ import annotations
 
+import threading
+
 
 #: Per-run store round trips (at submit each run's `created` event and ticket, then each run's
 #: events read by the Job handle) run on this many threads when the store is remote.
@@ -38,13 +40,18 @@ def _each_run(fn, items: list[tuple], workers: int) -> list:
             except Exception as err:
                 raise _RunError(item[0], err) from err
         return out
-    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xt-store")
+    if getattr(_worker, "busy", False):  # called from one of the pool's own calls: no nesting
+        return _each_run(fn, items, 1)
+    from concurrent.futures import FIRST_EXCEPTION, wait
+    pool = _pool()
+    futures = []
     try:
-        futures = [pool.submit(fn, *item) for item in items]
+        futures = [pool.submit(_call, fn, item) for item in items]
         wait(futures, return_when=FIRST_EXCEPTION)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    finally:  # a failure (or Ctrl-C) stops the calls not started; those under way finish
+        for f in futures:
+            f.cancel()
+        wait(futures)
     errors = [(item[0], f.exception()) for item, f in zip(items, futures)
               if not f.cancelled() and f.exception() is not None]
     if errors:
@@ -52,3 +59,28 @@ def _each_run(fn, items: list[tuple], workers: int) -> list:
         raise _RunError(run, err, len(errors)) from err
     return [f.result() for f in futures]
 
+
+
+_worker = threading.local()
+_lock = threading.Lock()
+_shared = None
+
+
+def _pool():
+    """The threads of every fan-out, started once: a Job looking at a sweep every fraction of a
+    second, or a submit, no longer starts (and joins) a new thread per worker each time."""
+    global _shared
+    with _lock:
+        if _shared is None:
+            from concurrent.futures import ThreadPoolExecutor
+            _shared = ThreadPoolExecutor(max_workers=max(1, int(SUBMIT_WORKERS)),
+                                         thread_name_prefix="xt-store")
+        return _shared
+
+
+def _call(fn, item):
+    _worker.busy = True
+    try:
+        return fn(*item)
+    finally:
+        _worker.busy = False

@@ -23,6 +23,11 @@ SUBMIT_GRACE = 120.0
 #: once, a 1,000-run sweep a few times a second, and waiting never takes much of a core
 WAKE_GAP_PER_RUN, WAKE_GAP_MAX, WAKE_DUTY = 0.0002, 0.25, 9
 
+#: with no wake-up, Job.wait looks again after this share of the time it has waited, between
+#: the min and the max: a job is seen to end within about a tenth of its run time (a second at
+#: most), however cheap or costly each look is
+POLL_SHARE, POLL_MIN, POLL_MAX = 0.1, 0.05, 1.0
+
 
 class Job:
     """A submitted job: id, target, runs and their states (from the store). Works in any kernel."""
@@ -52,22 +57,30 @@ class Job:
     def _ctx(self) -> _Ctx:
         return _Ctx(self.session)
 
-    def _read(self) -> None:
+    def _read(self, only: list[str] | None = None) -> None:
         store, lay = self._ctx().store, Layout(self.record.workspace)
-        if self._search_open:
+        if self._search_open and only is None:
             from . import search
             runs, points, over = search.runs_and_points(store, lay, self.record)
             self.record.runs, self.record.hparams = runs, points
             self._search_open = not over
-        live = [run for run in self.record.runs
+        live = [run for run in (self.record.runs if only is None else only)
                 if not (run in self._info and self._info[run]["state"] in events.FINAL)]
+        for run in live:
+            if run not in self._watches:
+                self._watches[run] = events.Watch(store, lay.events(run))
+        # every live run's change token at once (one listing on a blob store); only the runs
+        # whose events moved are read. Runs never read are read whatever a token says.
+        paths = [self._watches[run].path for run in live]
+        tokens = store.change_tokens(paths) if any(run in self._info for run in live) \
+            else dict.fromkeys(paths)
+        live = [run for run in live if not (
+            run in self._info and self._watches[run].unchanged(tokens[self._watches[run].path]))]
 
         def read(run: str) -> dict:
-            watch = self._watches.get(run)
-            if watch is None:
-                watch = self._watches[run] = events.Watch(store, lay.events(run))
+            watch = self._watches[run]
             try:
-                changed = watch.refresh()
+                changed = watch.refresh(tokens[watch.path])
             except DamagedObject as err:
                 self.problems[run] = err.message
                 return events.fold([])
@@ -115,8 +128,9 @@ class Job:
         live = [r for r in self.record.runs
                 if self._info[r]["state"] not in events.FINAL and r not in self.problems]
         if live:
-            self._backend().poll(self.id, live)
-            self._read()
+            touched = self._backend().poll(self.id, live)
+            if touched is None or touched:  # what the backend recorded; the runs' own news
+                self._read(touched)          # since the read above comes with the next look
         if self._search and (live or self._search_open):
             from . import search  # a driver killed with its machine or kernel starts again
             search.ensure_driver(self.session, self._ctx().store, self.record)
@@ -200,7 +214,8 @@ class Job:
         total = self.expected_runs
         bar = _Progress(total, f"{self.id}", enabled=progress, out=out)
         feed = _OutputFeed(self, on_output) if on_output else None
-        delay = 0.05
+        started = time.monotonic()
+        delay = POLL_MIN
         waiter = None if self.done else self._backend().waiter(self.id)
         try:
             while True:
@@ -226,7 +241,7 @@ class Job:
                         if live > 1:
                             time.sleep(min(WAKE_GAP_MAX, max(WAKE_GAP_PER_RUN * (live - 1),
                                                              WAKE_DUTY * looked)))
-                delay = min(delay * 1.5, 1.0)
+                delay = min(POLL_MAX, max(POLL_MIN, POLL_SHARE * (time.monotonic() - started)))
         finally:
             if waiter is not None:
                 waiter.close()

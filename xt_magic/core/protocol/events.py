@@ -107,6 +107,9 @@ class Tail:
         return data
 
 
+_ASK = object()  # Watch.refresh: ask the store for the change token
+
+
 class Watch:
     """One run's events, kept between polls: :meth:`refresh` reads nothing when the store's
     change token of the file has not moved, and only the appended bytes when it has, so a poll
@@ -119,10 +122,24 @@ class Watch:
     def _reset(self) -> None:
         self.tail, self.events, self.token = Tail(self.store, self.path), [], None
 
-    def refresh(self) -> bool:
-        """Read what changed; whether a whole new event came."""
-        token = self.store.change_token(self.path)
-        if token is not None and token == self.token:
+    def unchanged(self, token: tuple | None) -> bool:
+        """Whether the store's change token says there is nothing new to read. A watch that read
+        with no token takes one whose size is what it has read (nothing was appended since)."""
+        if token is None:
+            return False
+        if token == self.token:
+            return True
+        if self.token is None and token and token[1] == self.tail.offset > 0:
+            self.token = token
+            return True
+        return False
+
+    def refresh(self, token=_ASK) -> bool:
+        """Read what changed; whether a whole new event came. ``token``: the file's change
+        token when the caller already has it (``Store.change_tokens`` of many runs)."""
+        if token is _ASK:
+            token = self.store.change_token(self.path)
+        if self.unchanged(token):
             return False
         if self.token and (not token or token[0] != self.token[0]
                            or token[1] < self.tail.offset):

@@ -89,6 +89,7 @@ def node_access(store, ticket: dict, shared: NodeAccess | None = None) -> NodeAc
     append events/console/metrics. ``shared``: the job's read access, made once per job."""
     write, append = _writes(ticket)
     xt_reads, read_write = _xt_paths(ticket)
+    xt_reads.append(ticket["paths"]["events"])  # read back: did an earlier attempt start?
     expiry = expiry_seconds(ticket.get("max_seconds"))
     if shared is None:
         return store.node_access(read=_reads(ticket.get("bundle")) + xt_reads, write=write,

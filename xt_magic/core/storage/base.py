@@ -97,6 +97,11 @@ class Store(ABC):
         (``()``: missing), or None when only reading it tells (then it is read)."""
         return None
 
+    def change_tokens(self, paths: list[str]) -> dict[str, tuple | None]:
+        """:meth:`change_token` of many objects at once (a remote store lists them in one
+        request rather than asking once per object)."""
+        return {path: self.change_token(path) for path in paths}
+
     def local_dir(self) -> str | None:
         """The directory holding the store's objects on this machine, if it has one."""
         return None
