@@ -183,17 +183,19 @@ def wait_for(pred, timeout=60.0, what="condition"):
 
 
 @contextlib.contextmanager
-def events_reads():
-    """Every read of a run's events.jsonl through the FileStore while inside, as (path, offset)."""
-    from xt_magic.core.storage.file import FileStore
-    reads, real = [], FileStore.read_from
+def events_reads(store_class=None):
+    """Every read of a run's events.jsonl through the store class (default: FileStore) while
+    inside, as (path, offset)."""
+    if store_class is None:
+        from xt_magic.core.storage.file import FileStore as store_class
+    reads, real = [], store_class.read_from
 
     def counting(self, path, offset):
         if path.endswith("events.jsonl"):
             reads.append((path, offset))
         return real(self, path, offset)
-    FileStore.read_from = counting
+    store_class.read_from = counting
     try:
         yield reads
     finally:
-        FileStore.read_from = real
+        store_class.read_from = real

@@ -91,3 +91,32 @@ def test_xt_script_checkpoint_and_data_with_blob_store(aad_vault, monkeypatch, a
     buf = io.StringIO()
     api.logs(res.job.runs[0], out=buf)
     assert "data alpha" in buf.getvalue()
+
+
+def test_a_look_at_a_quiet_sweep_is_one_listing_and_no_events_read(aad_vault, monkeypatch, azurite,
+                                                                   azurite_container):
+    """Waiting on a sweep over the blob store costs one listing per look, not a request per run:
+    while no run's events move, a look reads none of them."""
+    from runner_helpers import events_reads, wait_for
+    from xt_magic.core.storage.azure_blob import AzureBlobStore
+    setup_blob_config(aad_vault, monkeypatch, azurite, azurite_container)
+    with open("xt_config.yaml", "a") as fh:
+        fh.write("compute-targets: {local: {max-runs: 6}}\n")
+    from xt_magic.core.session import reset_session
+    reset_session()
+    api.login(method="service-principal")
+    job = api.run_cell("import time\ntime.sleep(60)\n", {"__name__": "__main__"},
+                       hp={"lr": [1, 2, 3, 4, 5, 6]})
+    try:
+        wait_for(lambda: job.refresh().states() == {"running": 6}, 60, "six running runs")
+        store = job._ctx().store
+        listings = []
+        real = type(store._container).list_blobs
+        monkeypatch.setattr(type(store._container), "list_blobs",
+                            lambda self, **kw: listings.append(kw) or real(self, **kw))
+        with events_reads(AzureBlobStore) as reads:
+            job.refresh()
+        assert reads == [] and len(listings) == 1, (reads, listings)
+        assert job.states() == {"running": 6}
+    finally:
+        api.cancel(job.id)
