@@ -74,7 +74,8 @@ def test_pool_scripts_quote_everything(tmp_path, segment, run):
 def test_slurm_batch_script_quotes_everything(tmp_path, values):
     run_dir, runner, ticket = (str(tmp_path / "runs" / values[0].replace("\0", "")),
                                values[1], values[2])
-    script = batch_script("job1", ["printf", "%s|%s"], [run_dir], [runner], [ticket])
+    script = batch_script("job1", ["bash", "-c", 'printf "%s|%s" "$4" "$5"', "python"],
+                          [run_dir], [runner], [ticket], "ab12")
     out = subprocess.run(["bash", "-c", script], capture_output=True, cwd=tmp_path,
                          env={**os.environ, "SLURM_ARRAY_TASK_ID": "0"})
     assert out.stdout.decode("utf-8", "surrogateescape") == f"{runner}|{ticket}"

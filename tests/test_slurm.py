@@ -46,8 +46,8 @@ def test_sbatch_args_are_argv_and_validated():
 
 def test_batch_script_quotes_paths(tmp_path):
     weird = str(tmp_path / "d i r$(touch canary);'\"")
-    script = batch_script("job1", ["echo"], [weird + "/a", weird + "/b"], ["r1", "r 2"],
-                          ["t1", "t;2"])
+    script = batch_script("job1", ["bash", "-c", 'echo "$4 $5"', "python"],
+                          [weird + "/a", weird + "/b"], ["r1", "r 2"], ["t1", "t;2"], "ab12")
     path = tmp_path / "job.sh"
     path.write_text(script)
     out = subprocess.run(["bash", str(path)], env={**os.environ, "SLURM_ARRAY_TASK_ID": "1"},
@@ -223,6 +223,22 @@ def test_requeued_task_resumes_from_its_checkpoint(slurm):
     rundir = os.path.join(backend().work_dir, "runs", run)
     # the task's script removes it once the runner it started has exited (after the final event)
     wait_for(lambda: not [f for f in os.listdir(rundir) if "launch" in f], 30)
+
+
+@pytest.mark.slurm
+def test_a_runner_changed_on_the_shared_filesystem_never_runs(slurm, tmp_path):
+    """The node starts the store's runner.py only if its sha256 is the one the kernel put in
+    the job script: anyone who can write the store cannot run code as the user this way."""
+    configure({})
+    be = backend()
+    job, launches = launches_for(be.store, "x = 1\n", outputs=["x"])
+    run = launches[0].run_id
+    canary = tmp_path / "pwned"
+    be.store.write_bytes(launches[0].runner_path,
+                         f"open({str(canary)!r}, 'w').write('x')\n".encode())
+    be.submit(job, launches)
+    info = wait_final(be, job, [run])[run]
+    assert info["state"] == "failed" and not canary.exists(), info
 
 
 @pytest.mark.slurm

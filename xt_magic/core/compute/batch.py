@@ -46,6 +46,7 @@ from ..errors import AuthError, ConfigError, TargetError
 from ..protocol import events, tickets
 from ..protocol.events import CANCELLED, FAILED, FINAL, QUEUED
 from .base import TEMPLATES, Backend, Launch
+from .staging import runner_sha
 
 NODE_XT_HOME = '"$AZ_BATCH_NODE_SHARED_DIR/xt"'   # env cache shared by every task on a node
 TASKS_PER_REQUEST = 100                            # the service's addtaskcollection limit
@@ -65,20 +66,6 @@ TASK_FIELDS = ["id", "state", "executionInfo"]
 #: while tasks wait, a poll asks why (the job's scheduling error, the pool's resize errors: two
 #: requests) at most this often; a pool that cannot get nodes shows it over minutes, not ms
 POOL_CHECK_SECONDS = 5.0
-
-_RUNNER_SHA: dict = {}
-
-
-def _runner_sha() -> str:
-    """sha256 of the runner.py this kernel ships (submit uploads this very file)."""
-    from ...runner import runner as node
-    st = os.stat(node.__file__)
-    key = (node.__file__, st.st_mtime_ns, st.st_size)
-    if key not in _RUNNER_SHA:
-        with open(node.__file__, "rb") as fh:
-            _RUNNER_SHA[key] = hashlib.sha256(fh.read()).hexdigest()
-    return _RUNNER_SHA[key]
-
 
 def _shell(script: str) -> str:
     """A Batch command line running ``script`` in sh (Batch does not use a shell by itself)."""
@@ -378,7 +365,7 @@ class BatchBackend(Backend):
         """``python -c NODE_BOOTSTRAP SHA runner.py ARGS``, shell-quoted: the node checks the
         downloaded runner.py against the sha256 of ours and runs it through a bytecode cache."""
         from ...runner import runner as node
-        argv = node.node_command(self.target.get("python", "python3"), _runner_sha(),
+        argv = node.node_command(self.target.get("python", "python3"), runner_sha(),
                                  "runner.py", *args)
         return " ".join(shlex.quote(a) for a in argv)
 

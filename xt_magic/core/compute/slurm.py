@@ -25,13 +25,14 @@ import re
 import shlex
 import subprocess
 
+from ...runner.runner import NODE_BOOTSTRAP
 from ..errors import ConfigError, TargetError
 from ..paths import xt_home
 from ..protocol.events import CANCELLED, FAILED, FINAL, QUEUED
 from . import ssh
 from .base import TEMPLATES, Backend, Launch
 from .ssh import box_for
-from .staging import LAUNCH_FILE, Staging
+from .staging import LAUNCH_FILE, Staging, runner_sha
 
 q = shlex.quote
 ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED",
@@ -133,9 +134,11 @@ def sbatch_args(target: dict, job_id: str, count: int, out_dir: str,
 
 
 def batch_script(job_id: str, python: list[str], run_dirs: list[str], runners: list[str],
-                 tickets: list[str]) -> str:
+                 tickets: list[str], sha: str) -> str:
     """The bash script sbatch runs: task i (``SLURM_ARRAY_TASK_ID``, 0 for a single job) runs
-    ``python runner.py ticket`` in its run directory. Every value is shell-quoted.
+    ``python -c NODE_BOOTSTRAP SHA runner.py ticket`` in its run directory: the runner (on the
+    shared filesystem, or uploaded) runs only if its sha256 is ``sha``, from a copy compiled once
+    per ``$XT_HOME``. Every value is shell-quoted.
 
     The runner deletes the launch file it is given, so each start gets a private copy of the
     run's ``launch.json``: a requeued task (preemption, ``scontrol requeue``) starts again with
@@ -153,7 +156,8 @@ def batch_script(job_id: str, python: list[str], run_dirs: list[str], runners: l
         'mkdir -p "${DIRS[$i]}" && cd "${DIRS[$i]}" || exit 97',
         "umask 077",
         f'L=".launch.$$"; cp {q(LAUNCH_FILE)} "$L" 2>/dev/null && export XT_LAUNCH_FILE="$L"',
-        f'{ssh.join(python)} "${{RUNNERS[$i]}}" "${{TICKETS[$i]}}"; rc=$?',
+        f'{ssh.join(python)} -c {q(NODE_BOOTSTRAP)} {q(sha)} "${{RUNNERS[$i]}}" '
+        f'"${{TICKETS[$i]}}"; rc=$?',
         f'rm -f "$L"; case $rc in 0|1) rm -f {q(LAUNCH_FILE)};; esac',
         "exit $rc",
         "",
@@ -256,8 +260,8 @@ class SlurmBackend(Backend):
             runners.append(staged.runner)
             tickets.append(staged.ticket)
         script_path = f"{job_dir}/job.sh"
-        uploads[script_path] = batch_script(job_id, self.python, dirs, runners,
-                                            tickets).encode()
+        uploads[script_path] = batch_script(job_id, self.python, dirs, runners, tickets,
+                                            runner_sha()).encode()
         self.exec.put_files(uploads)
         self.exec.put_files(secrets, mode=0o600)
         self.exec.run(["mkdir", "-p", job_dir])

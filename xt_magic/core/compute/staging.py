@@ -12,7 +12,9 @@ command line); the pool instead puts every launch secret of a box in its agent's
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import posixpath
 
 from ...runner.runner import LAUNCH_FILE_ENV
@@ -20,6 +22,20 @@ from ..errors import TargetError
 from .base import Launch
 
 LAUNCH_FILE = "launch.json"
+_RUNNER_SHA: dict = {}
+
+
+def runner_sha() -> str:
+    """sha256 of the runner.py this kernel ships (every bundle holds this very file): the one a
+    node's ``runner.NODE_BOOTSTRAP`` accepts (Batch, Slurm), so a runner changed in the store or
+    on a shared filesystem never runs."""
+    from ...runner import runner as node
+    st = os.stat(node.__file__)
+    key = (node.__file__, st.st_mtime_ns, st.st_size)
+    if key not in _RUNNER_SHA:
+        with open(node.__file__, "rb") as fh:
+            _RUNNER_SHA[key] = hashlib.sha256(fh.read()).hexdigest()
+    return _RUNNER_SHA[key]
 
 
 class Staged:
