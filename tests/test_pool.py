@@ -246,8 +246,9 @@ def test_magic_sweep_on_two_boxes_end_to_end(ip, sshd_factory, xt_home):
 @pytest.mark.azurite
 def test_pool_with_blob_store_uploads_runner_and_ticket(sshd, xt_home, azurite, azurite_container,
                                                         ip):
-    """Blob store: the box gets runner.py + ticket over SFTP and reaches the store only through
-    the SAS URLs of the launch secret (a 0600 launch.json the runner deletes once read)."""
+    """Blob store: the box gets the ticket over SFTP (and the kernel's runner.py once, in its
+    bin/) and reaches the store only through the SAS URLs of the launch secret (a 0600
+    launch.json the runner deletes once read)."""
     configure(xt_home, [sshd])
     with open("xt_config.yaml", "w") as fh:
         fh.write("external-services:\n" + azurite.store_entry(azurite_container) +
@@ -259,9 +260,30 @@ def test_pool_with_blob_store_uploads_runner_and_ticket(sshd, xt_home, azurite, 
     ticket = open(os.path.join(remote, "ticket.json")).read()
     assert "sig=" not in ticket and "http" not in ticket  # no URL in the ticket
     assert azurite.key not in ticket and "AccountKey" not in ticket
-    assert os.path.exists(os.path.join(remote, "runner.py"))
+    from xt_magic.core.compute.staging import runner_source
+    data, sha = runner_source()
+    with open(os.path.join(sshd.dir, "work", "bin", sha[:32], "runner.py"), "rb") as fh:
+        assert fh.read() == data
     assert not os.path.exists(os.path.join(remote, "launch.json"))  # read, then deleted
     assert "XT_LAUNCH" not in open(os.path.join(remote, "runner.log")).read()
+
+
+def test_a_runner_changed_in_the_store_is_not_what_a_box_runs(sshd, xt_home, monkeypatch,
+                                                              tmp_path):
+    """The box sees the file store, whose bundle runner.py anyone with write access to the store
+    could change: the box runs the kernel's own runner from its bin/, never that one."""
+    configure(xt_home, [sshd])
+    canary = tmp_path / "pwned"
+    from xt_magic.core.jobs import packaging
+    monkeypatch.setattr(packaging, "runner_source",  # the store's copy, as an attacker left it
+                        lambda: f"open({str(canary)!r}, 'w').write('x')\n".encode())
+    from xt_magic.core import api
+    job = api.run_cell("y = 6 * 7\n", {"__name__": "__main__"}, target="pool", outputs=["y"])
+    try:
+        job.wait(timeout=60, progress=False)
+    finally:
+        assert not canary.exists()
+    assert job.results()["y"] == 42
 
 
 def test_xt_boxes_magic_trust_then_list(ip, sshd, xt_home):

@@ -9,7 +9,9 @@ max-runs holds across jobs and kernels), reports exits, signals and time limits,
 cancel markers. Its spec, ``{work-dir}/jobs/{token}/job.json``, holds the runs' launch secrets:
 written over SFTP 0600 in a 0700 dir, never on a command line or in the store; each run gets its
 secret in its environment (``XT_LAUNCH``). Run dirs are ``{work-dir}/runs/{run}`` (``pid``,
-``exit``, ``runner.log``, and the staged runner/ticket when the box reaches a blob store by URL).
+``exit``, ``runner.log``, and the staged ticket when the box reaches a blob store by URL); the
+runner is the kernel's own, content addressed in ``{work-dir}/bin/`` like the agent, never the
+store's copy.
 
 ``queued`` carries ``backend_id: BOX:TOKEN`` (the agent's job dir). ``poll`` reads states from the
 store; it only restarts an agent that is gone (``--start`` again, from the spec already on the box:
@@ -30,7 +32,7 @@ from ..protocol.events import CANCELLED, FINAL, QUEUED, RUNNING
 from . import local_supervisor, ssh
 from .base import BOXES_SCHEMA, TEMPLATES, Backend, Launch, agent_idle
 from .ssh import box_for
-from .staging import Staging
+from .staging import Staging, runner_source
 
 q = shlex.quote
 CANCEL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
@@ -108,7 +110,7 @@ class PoolBackend(Backend):
         self._staging = {n: Staging(store, self._sees_fn(b)) for n, b in self.boxes.items()}
         self._cores: dict[str, int] = {}  # default max-runs of a box: its cores
         self._errors: dict[str, Exception] = {}  # why a box had no slots in the last count
-        self._delivered: set = set()  # boxes holding this kernel's agent program
+        self._delivered: set = set()  # boxes holding this kernel's agent program and runner
 
     # -- helpers ------------------------------------------------------------------------------
     @staticmethod
@@ -170,6 +172,16 @@ class PoolBackend(Backend):
             self._delivered.add(box.name)
         return path
 
+    def _deliver_runner(self, box: ssh.Box) -> str:
+        """The kernel's own runner, content-addressed in the box's ``bin/`` like the agent: a
+        runner.py in the store (which others may write) is never what a box runs."""
+        data, sha = runner_source()
+        path = posixpath.join(box.work_dir, "bin", sha[:32], "runner.py")
+        if (box.name, sha) not in self._delivered:
+            ssh.put_files(box, {path: data}, once=True)
+            self._delivered.add((box.name, sha))
+        return path
+
     def _agent_command(self, box: ssh.Box, *args: str) -> list[str]:
         return box.python_argv() + [self._deliver_agent(box), *args]
 
@@ -192,18 +204,18 @@ class PoolBackend(Backend):
         """Give the box's agent this share: stage the runs, write the spec, start the agent."""
         token = secrets.token_hex(8)
         jobdir = agent_dir(box, token)
-        uploads, entries, runner, queued = {}, [], None, []
+        uploads, entries, queued = {}, [], []
         for launch in launches:
             directory = run_dir(box, launch.run_id)
             try:
-                staged = self._staging[box.name].stage(launch, directory, f"box {box.name!r}")
+                staged = self._staging[box.name].stage(launch, directory, f"box {box.name!r}",
+                                                       runner=False)
             except TargetError as err:
                 if "cannot see the file store" not in err.message:
                     raise
                 self._fail_unless_final(launch.run_id, str(err))
                 continue
             uploads.update(staged.uploads)
-            runner = posixpath.join(directory, staged.runner)
             limit = (launch.max_seconds or launch.ticket.get("max_seconds")
                      or self.target.get("max-seconds"))
             entries.append({"run": launch.run_id, "ticket": launch.ticket,
@@ -212,7 +224,8 @@ class PoolBackend(Backend):
             queued.append((launch.run_id, limit))
         if not entries:
             return
-        spec = {"launches": entries, "python": None, "runner": runner, "token": token,
+        spec = {"launches": entries, "python": None, "runner": self._deliver_runner(box),
+                "token": token,
                 "slots": posixpath.join(box.work_dir, "slots"), "max_runs": box.max_runs,
                 "grace": self.target.get("kill-grace", CANCEL_GRACE),
                 "runs_dir": posixpath.join(box.work_dir, "runs")}

@@ -1,9 +1,11 @@
 """Getting a run onto a node the kernel reaches over SSH or a shared directory (pool, Slurm).
 
-The node runs the runner straight from the store when it sees the store's filesystem at the same
-path (checked once per root by reading the run's ticket back), and otherwise gets ``runner.py``
-and the ticket uploaded next to the run and reaches the store through the URLs of its node
-access. A file store the node cannot see is a TargetError telling to use a blob store: outputs are
+A node that sees the store's filesystem at the same path (checked once per root by reading the
+run's ticket back) reads its ticket and writes its results there; its runner (the store's copy)
+is started only through ``runner.NODE_BOOTSTRAP``, which checks it against ``runner_sha()``, or
+not at all (the pool runs its own from ``bin/``). Otherwise the node gets the kernel's
+``runner.py`` (never the store's copy) and the ticket uploaded next to the run and reaches the
+store through the URLs of its node access. A file store the node cannot see is a TargetError telling to use a blob store: outputs are
 never copied back by hand, so every target writes events/console/outputs the same way.
 
 ``secret`` is the launch secret as ``launch.json`` in the run directory (Slurm: created 0600,
@@ -22,20 +24,27 @@ from ..errors import TargetError
 from .base import Launch
 
 LAUNCH_FILE = "launch.json"
-_RUNNER_SHA: dict = {}
+_RUNNER: dict = {}
 
 
-def runner_sha() -> str:
-    """sha256 of the runner.py this kernel ships (every bundle holds this very file): the one a
-    node's ``runner.NODE_BOOTSTRAP`` accepts (Batch, Slurm), so a runner changed in the store or
-    on a shared filesystem never runs."""
+def runner_source() -> tuple[bytes, str]:
+    """(bytes, sha256) of the runner.py this kernel ships (every bundle holds this very file).
+    Nodes get these bytes from the kernel, never the store's copy; the sha256 is the one a node's
+    ``runner.NODE_BOOTSTRAP`` accepts (Batch, Slurm), so a runner changed in the store or on a
+    shared filesystem never runs."""
     from ...runner import runner as node
     st = os.stat(node.__file__)
     key = (node.__file__, st.st_mtime_ns, st.st_size)
-    if key not in _RUNNER_SHA:
+    if key not in _RUNNER:
         with open(node.__file__, "rb") as fh:
-            _RUNNER_SHA[key] = hashlib.sha256(fh.read()).hexdigest()
-    return _RUNNER_SHA[key]
+            data = fh.read()
+        _RUNNER.clear()
+        _RUNNER[key] = (data, hashlib.sha256(data).hexdigest())
+    return _RUNNER[key]
+
+
+def runner_sha() -> str:
+    return runner_source()[1]
 
 
 class Staged:
@@ -55,9 +64,11 @@ class Staging:
     def __init__(self, store, sees):
         self.store, self.sees, self._seen = store, sees, {}
 
-    def stage(self, launch: Launch, remote_dir: str, where: str) -> Staged:
+    def stage(self, launch: Launch, remote_dir: str, where: str, runner: bool = True) -> Staged:
         """Uploads for one run (``secret``: {path: bytes} to create 0600) and the runner and ticket
-        paths: absolute, or relative to ``remote_dir`` (where the runner is started)."""
+        paths: absolute, or relative to ``remote_dir`` (where the runner is started). ``runner``
+        False: the node gets its runner another way (the pool's ``bin/``); ``Staged.runner`` is
+        then None."""
         secret = {posixpath.join(remote_dir, LAUNCH_FILE):
                   json.dumps(launch.launch_secret).encode()}
         access = launch.access
@@ -70,9 +81,10 @@ class Staging:
                 raise TargetError(f"{where} cannot see the file store at {root.rstrip('/')}",
                                   hint="use a blob store (xt-services.storage naming an "
                                        "azure-blob service) or mount the store at the same path")
-            return Staged({}, secret, access.local_path(launch.runner_path), ticket)
+            return Staged({}, secret, access.local_path(launch.runner_path) if runner else None,
+                          ticket)
         # uploaded next to the run; the start command runs in remote_dir, so plain names do
-        return Staged({posixpath.join(remote_dir, "runner.py"):
-                       self.store.read_bytes(launch.runner_path),
-                       posixpath.join(remote_dir, "ticket.json"): json.dumps(launch.ticket).encode()},
-                      secret, "runner.py", "ticket.json")
+        uploads = {posixpath.join(remote_dir, "ticket.json"): json.dumps(launch.ticket).encode()}
+        if runner:
+            uploads[posixpath.join(remote_dir, "runner.py")] = runner_source()[0]
+        return Staged(uploads, secret, "runner.py" if runner else None, "ticket.json")
