@@ -196,6 +196,8 @@ def test_monitor_shows_the_selected_runs_cell_outputs(xt_home):
     job = api.run_cell(cell, {"__name__": "__main__"}, hp={"lr": [1, 2]})
     mon = JobMonitor(job.id)
     until(lambda: not mon.polling)
+    # which run it follows while they run depends on which started first: pick one
+    mon.run_picker.value = "run1.1"
     shown = mon.cell_outputs.value
     assert "lr is 1" in shown and "data:image/png;base64," in shown and ">10<" in shown
     mon.run_picker.value = "run1.2"

@@ -592,7 +592,7 @@ class BatchBackend(Backend):
         e = pool.resize_errors[0]
         return str(translate_resize(e.code, e.message, self.name))
 
-    def poll(self, job_id: str, run_ids: list[str]) -> None:
+    def poll(self, job_id: str, run_ids: list[str]) -> list[str]:
         """Reconcile runs from Batch task states (the runner's own events win)."""
         if not run_ids:
             return []

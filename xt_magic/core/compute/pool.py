@@ -278,13 +278,15 @@ class PoolBackend(Backend):
                     again += share
             left = again
 
-    def poll(self, job_id: str, run_ids: list[str]) -> None:
+    def poll(self, job_id: str, run_ids: list[str]) -> list[str]:
         """States come from the store; only an agent that is gone is started again (from the
         spec on its box), and the runs of a box that cannot be reached fail."""
         agents: dict[str, dict[str, list[str]]] = {}
+        touched = []  # runs found final or failed here (an agent started reports later)
         for run_id in run_ids:
             info = self._state(run_id)
             if info["state"] in FINAL:
+                touched.append(run_id)
                 continue
             n, token = self._agent_of(info)
             if n in self.boxes:
@@ -296,12 +298,15 @@ class PoolBackend(Backend):
             except TargetError as err:
                 for run_id in (r for runs in jobs.values() for r in runs):
                     self._fail_unless_final(run_id, f"box {n!r} lost: {err.message}")
+                    touched.append(run_id)
                 continue
             for jobdir, runs in jobs.items():
                 if found.get(jobdir) == "missing":
                     for run_id in runs:
                         self._fail_unless_final(run_id, f"box {n!r} no longer has the job's "
                                                 "agent spec (its work dir was cleared)")
+                        touched.append(run_id)
+        return touched
 
     def cancel(self, job_id: str, run_ids: list[str], reason: str | None = None) -> None:
         """Cancel markers the agent honours (a queued run never starts), a running run's process

@@ -278,13 +278,17 @@ class SlurmBackend(Backend):
             self._event(launch.run_id, QUEUED, host=self.exec.label, backend_id=slurm_id,
                         job=job_id)
 
-    def poll(self, job_id: str, run_ids: list[str]) -> None:
+    def poll(self, job_id: str, run_ids: list[str]) -> list[str]:
         """Ask ``scontrol show job`` about each non-final run; record what Slurm saw end."""
         pending: dict[str, list[tuple[str, str]]] = {}
+        touched = []  # runs found final, or that Slurm saw end
         for run_id in run_ids:
             info = self._state(run_id)
             slurm_id = str(info.get("backend_id") or "")
-            if info["state"] in FINAL or not re.fullmatch(r"\d+(_\d+)?", slurm_id):
+            if info["state"] in FINAL:
+                touched.append(run_id)
+                continue
+            if not re.fullmatch(r"\d+(_\d+)?", slurm_id):
                 continue
             pending.setdefault(slurm_id.partition("_")[0], []).append((run_id, slurm_id))
         for slurm_job, runs in pending.items():
@@ -295,9 +299,13 @@ class SlurmBackend(Backend):
             records = parse_scontrol(res.stdout) if res.exit_status == 0 else []
             for run_id, slurm_id in runs:
                 result = outcome(_task_state(records, slurm_id), slurm_id)
-                if result and self._state(run_id)["state"] not in FINAL:
+                if result is None:
+                    continue
+                touched.append(run_id)
+                if self._state(run_id)["state"] not in FINAL:
                     state, reason, code = result
                     self._event(run_id, state, reason=reason, exit_code=code)
+        return touched
 
     def cancel(self, job_id: str, run_ids: list[str], reason: str | None = None) -> None:
         """scancel each run's Slurm job (array task) and record ``cancelled``."""

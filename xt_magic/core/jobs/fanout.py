@@ -60,7 +60,6 @@ def _each_run(fn, items: list[tuple], workers: int) -> list:
     return [f.result() for f in futures]
 
 
-
 _worker = threading.local()
 _lock = threading.Lock()
 _shared = None
