@@ -208,3 +208,10 @@ def test_the_box_agent_forks_the_next_jobs_supervisor(sshd, xt_home, tmp_path):
         gate.write_text("")
     job.wait(timeout=120, progress=False)
     assert job.state(job.runs[0]) == "completed" and agents(work) == [agent]
+    # another SSH connection (another kernel, a reconnect) hands its jobs to the same agent
+    from xt_magic.core.compute import ssh
+    ssh.close()  # every cached connection: the next command comes over a new one
+    rh.wait_for(lambda: not supervisors(os.path.join(work, "jobs")), what="supervisors to exit")
+    again = api.run_cell("v = 2", ns, target="pool", outputs=["v"])
+    again.wait(timeout=120, progress=False)
+    assert again.results()["v"] == 2 and agents(work) == [agent]

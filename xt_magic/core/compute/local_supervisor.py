@@ -722,13 +722,18 @@ def start(jobdir, agents=None, idle=0):
 # a private dir (and checks the peer is this user); a job's supervisor.lock fd is passed over it,
 # so the hand-over keeps the lock held throughout.
 
+#: variables that differ per login session and that nothing here or in a run uses (the runner
+#: drops them): left out of an agent's key, so every SSH connection to a box shares one agent
+SESSION_ONLY = frozenset({"SSH_CONNECTION", "SSH_CLIENT", "SSH_TTY", "SHLVL", "_", "OLDPWD"})
+
+
 def agent_folder(agents, python, env):
     """The agent dir for supervisors of this interpreter, program, working dir and environment."""
     import hashlib
     here = os.path.abspath(__file__)
     st = os.stat(here)
     ident = json.dumps([python, here, st.st_mtime_ns, st.st_size, os.getcwd(),
-                        sorted(dict(env).items())])
+                        sorted((k, v) for k, v in dict(env).items() if k not in SESSION_ONLY)])
     return os.path.join(agents, hashlib.sha256(ident.encode()).hexdigest()[:24])
 
 
