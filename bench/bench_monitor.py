@@ -33,6 +33,8 @@ def main(runs: int = 100, lines: int = 2000) -> None:
     ids = [f"run1.{i}" for i in range(1, runs + 1)]
     JobRecord(job="job1", workspace="ws1", target="local", backend="local", submitted="now", user="b",
               runs=ids, hparams=[{"lr": i / runs} for i in range(runs)]).save(store)
+    from xt_magic.core.protocol import keys
+    keys.job_key(store, "ws1", "job1", create=True)  # as a submit makes it (outputs are checked)
     for run in ids:
         store.append(lay.run(run, "events.jsonl"), make_event("created") + make_event("running"))
         store.append(lay.run(run, "metrics.jsonl"), b"".join(

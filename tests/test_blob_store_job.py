@@ -118,5 +118,17 @@ def test_a_look_at_a_quiet_sweep_is_one_listing_and_no_events_read(aad_vault, mo
             job.refresh()
         assert reads == [] and len(listings) == 1, (reads, listings)
         assert job.states() == {"running": 6}
+        # the live monitor too: a tick reads only what moved (events, metrics, the console)
+        from xt_magic.widgets.monitor import JobMonitor
+        mon = JobMonitor(job.id, start=False, reconcile_every=1e9)
+        mon.tick()
+        assert mon.states() == {run: "running" for run in job.runs}
+        listings.clear()
+        served = []
+        real_read = AzureBlobStore.read_from
+        monkeypatch.setattr(AzureBlobStore, "read_from",
+                            lambda self, path, offset: served.append(path) or
+                            real_read(self, path, offset))
+        assert not mon.tick() and served == [] and len(listings) == 1, (served, listings)
     finally:
         api.cancel(job.id)

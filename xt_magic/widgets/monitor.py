@@ -311,14 +311,25 @@ class JobMonitor(WidgetView):
                     and self.ticks > 1:
                 self._last_reconcile = now
                 self.job.refresh()  # the backend marks runs whose process is gone as failed
+            selected = self.runs.get(self.run_picker.value)
+            # every file a tick reads, asked at once (one listing on a blob store): only what
+            # moved is read
+            tails = [v.events for v in self.runs.values() if v.info["state"] not in FINAL]
+            tails += [v.metrics for v in self.runs.values()]
+            if selected is not None:
+                tails.append(selected.console)
+                if selected.outputs is not None and not selected.outputs.checked:
+                    tails.append(selected.outputs.tail)
+            tokens = self.store.change_tokens([t.path for t in tails])
+            moved = {id(t) for t in tails if not t.unchanged(tokens.get(t.path))}
             for view in self.runs.values():
-                new = view.events.read_bytes() if view.info["state"] not in FINAL else b""
+                new = view.events.read_bytes() if id(view.events) in moved else b""
                 if new:
                     self.bytes_read += len(new)
                     view.event_list.extend(parse(new))
                     view.info = fold(view.event_list)
                     changed = True
-                new = view.metrics.read_bytes()
+                new = view.metrics.read_bytes() if id(view.metrics) in moved else b""
                 if new:
                     self.bytes_read += len(new)
                     changed = True
@@ -343,9 +354,9 @@ class JobMonitor(WidgetView):
                                 del pts[:-MAX_POINTS]
             self._follow_running()
             view = self.runs.get(self.run_picker.value)
-            if view is not None and self._read_outputs(view):
+            if view is not None and self._read_outputs(view, moved if view is selected else None):
                 changed = True
-            if view is not None:
+            if view is not None and (view is not selected or id(view.console) in moved):
                 new = view.console.raw()  # partial lines too: a progress line shows at once
                 if new:
                     self.bytes_read += len(new)
@@ -355,16 +366,18 @@ class JobMonitor(WidgetView):
             self.render()
         return changed
 
-    def _read_outputs(self, view) -> bool:
-        """The selected run's new, checked cell output records (all checked once it ends)."""
+    def _read_outputs(self, view, moved=None) -> bool:
+        """The selected run's new, checked cell output records (all checked once it ends).
+        ``moved``: the ids of the tails this tick's change tokens say moved (None: read)."""
         from ..core.jobs.outputs import OutputTail, job_key
         from ..core.protocol.events import FINAL
         if view.outputs is None:
             view.outputs = OutputTail(self.store, self.job.record.workspace, self.id, view.run,
                                       job_key(self.job))
+            moved = None  # a new tail: no token was asked for it
         elif view.outputs.checked:
             return False
-        new = view.outputs.read()
+        new = view.outputs.read() if moved is None or id(view.outputs.tail) in moved else []
         view.records.extend(new)
         if view.info["state"] in FINAL:
             view.outputs.check(view.info.get("final"))

@@ -85,6 +85,11 @@ class Tail:
     def __init__(self, store, path: str, offset: int = 0):
         self.store, self.path, self.offset, self._partial = store, path, offset, b""
 
+    def unchanged(self, token) -> bool:
+        """Whether the store's change token of the object (``Store.change_tokens``) says nothing
+        was appended since the last read: it is missing, or its size is what was read."""
+        return token == () or (token is not None and token[1] == self.offset)
+
     def read_bytes(self) -> bytes:
         """New whole lines (bytes) since the last read."""
         chunk = self.store.read_from(self.path, self.offset)
