@@ -5,8 +5,9 @@ run's ticket back) reads its ticket and writes its results there; its runner (th
 is started only through ``runner.NODE_BOOTSTRAP``, which checks it against ``runner_sha()``, or
 not at all (the pool runs its own from ``bin/``). Otherwise the node gets the kernel's
 ``runner.py`` (never the store's copy) and the ticket uploaded next to the run and reaches the
-store through the URLs of its node access. A file store the node cannot see is a TargetError telling to use a blob store: outputs are
-never copied back by hand, so every target writes events/console/outputs the same way.
+store through the URLs of its node access. A file store the node cannot see is a TargetError
+telling to use a blob store: outputs are never copied back by hand, so every target writes
+events/console/outputs the same way.
 
 ``secret`` is the launch secret as ``launch.json`` in the run directory (Slurm: created 0600,
 deleted by the runner once read, found through ``XT_LAUNCH_FILE``: a path, never the secret on a
