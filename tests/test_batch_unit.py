@@ -34,9 +34,9 @@ def test_command_line_is_quoted_for_the_shell():
     from xt_magic.runner import runner as node
     import hashlib
     from xt_magic.core.compute.staging import runner_sha
-    from xt_magic.core.jobs.packaging import runner_source
     sha = runner_sha()
-    assert sha == hashlib.sha256(runner_source()).hexdigest()  # what every bundle holds
+    with open(node.__file__, "rb") as fh:  # the runner this kernel imports and ships
+        assert sha == hashlib.sha256(fh.read()).hexdigest()
     assert inner[2:] == [hostile, "-c", node.NODE_BOOTSTRAP, sha, "runner.py", "ticket.json"]
     setup = shlex.split(shlex.split(backend()._command("ticket.json", setup_only=True))[2])
     assert setup[2:] == ["python3", "-c", node.NODE_BOOTSTRAP, sha, "runner.py", "--setup-only",

@@ -268,11 +268,11 @@ def test_hard_exit_reports_exit_code(tmp_path):
 def test_runs_never_load_the_runner_from_a_tree_being_rewritten(tmp_path, monkeypatch):
     """run17.271: an editor save truncates runner.py; a run started then read an empty file and
     exited 0 with no event. Jobs run a verified copy taken at submit, never the live tree file."""
-    import xt_magic.core.compute.local as local_mod
+    import xt_magic.core.compute.staging as staging
     tree = tmp_path / "tree" / "runner.py"
     tree.parent.mkdir()
-    tree.write_bytes(open(local_mod.RUNNER, "rb").read())
-    monkeypatch.setattr(local_mod, "RUNNER", str(tree))
+    tree.write_bytes(open(staging.RUNNER, "rb").read())
+    monkeypatch.setattr(staging, "RUNNER", str(tree))
     spawn = LocalBackend._start_supervisor
 
     def truncate_then_spawn(self, jobdir, lock_fd=None):  # the save's truncate lands first

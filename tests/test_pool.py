@@ -274,9 +274,14 @@ def test_a_runner_changed_in_the_store_is_not_what_a_box_runs(sshd, xt_home, mon
     could change: the box runs the kernel's own runner from its bin/, never that one."""
     configure(xt_home, [sshd])
     canary = tmp_path / "pwned"
-    from xt_magic.core.jobs import packaging
-    monkeypatch.setattr(packaging, "runner_source",  # the store's copy, as an attacker left it
-                        lambda: f"open({str(canary)!r}, 'w').write('x')\n".encode())
+    from xt_magic.core.storage.file import FileStore
+    write = FileStore.write_bytes
+
+    def tampered(self, path, data):  # the store's copy, as an attacker leaves it
+        if path.endswith("/bundle/runner.py"):
+            data = f"open({str(canary)!r}, 'w').write('x')\n".encode()
+        return write(self, path, data)
+    monkeypatch.setattr(FileStore, "write_bytes", tampered)
     from xt_magic.core import api
     job = api.run_cell("y = 6 * 7\n", {"__name__": "__main__"}, target="pool", outputs=["y"])
     try:

@@ -35,7 +35,7 @@ BOOTSTRAP = ("import sys; sys.path.insert(0, sys.argv[1]); import runner; "
              "sys.exit(runner.main(sys.argv[1:]))")
 
 
-#: how a node without a warm supervisor starts ``runner.py`` (Batch):
+#: how a node without a warm supervisor starts ``runner.py`` (Batch, Slurm):
 #: ``python -c NODE_BOOTSTRAP SHA256 RUNNER_FILE TICKET...``. It refuses a runner.py whose sha256
 #: is not the one in its command line (which the kernel set, not the store), and imports it from
 #: a copy under ``$XT_HOME/runner/<sha>/``: a script is compiled at every start (~15 ms for this

@@ -27,47 +27,39 @@ from ..paths import local_root
 from ..protocol import events
 from . import local_supervisor as sup
 from .base import BOXES_SCHEMA, TEMPLATES, Backend, Launch, agent_idle
+from . import staging
 
-RUNNER = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__)))), "runner", "runner.py")
 CANCEL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 
 
-_RUNNER_COPY: dict = {}  # (RUNNER, mtime_ns, size, local_root) -> path of its verified copy
+_RUNNER_COPY: dict = {}  # (sha256, local_root) -> path of its verified copy
 
 
 def runner_copy(timeout: float = 2.0) -> str:
     """A private, immutable copy of the runner for a job's supervisor and runs to load.
 
     Supervisors and spawned runners must never read ``runner.py`` from the source tree while it
-    may be rewritten (an editor save or a checkout truncates it first): Python runs an empty
-    runner.py as an empty module and exits 0 without reporting anything. The copy is content
+    may be rewritten (``staging.runner_source`` takes it only whole). The copy is content
     addressed (``$XT_HOME/local/runner/<sha256>/runner.py``, written atomically, shared by jobs so
-    its bytecode cache stays warm) and taken only from a source that compiles and defines main.
+    its bytecode cache stays warm) and made only from a source that compiles.
     """
-    import hashlib
     deadline = time.monotonic() + timeout
     while True:
-        try:
-            st = os.stat(RUNNER)
-            key = (RUNNER, st.st_mtime_ns, st.st_size, local_root())
-            if key in _RUNNER_COPY and os.path.exists(_RUNNER_COPY[key]):
-                return _RUNNER_COPY[key]
-            with open(RUNNER, "rb") as fh:
-                src = fh.read()
-            if b"\ndef main(" not in src or len(src) != os.stat(RUNNER).st_size:
-                raise SyntaxError("incomplete runner source")
-            folder = os.path.join(local_root(), "runner", hashlib.sha256(src).hexdigest()[:32])
-            if not os.path.exists(os.path.join(folder, "runner.py")):
-                compile(src, RUNNER, "exec")  # a copy that exists was checked when written
-        except (OSError, SyntaxError, ValueError) as err:
-            if time.monotonic() > deadline:
-                raise TargetError(f"cannot read a complete runner from {RUNNER}: {err}") from err
-            time.sleep(0.05)
-            continue
-        path = os.path.join(folder, "runner.py")
-        if not os.path.exists(path):
-            os.makedirs(folder, exist_ok=True)
+        src, sha = staging.runner_source(timeout)
+        key = (sha, local_root())
+        if key in _RUNNER_COPY and os.path.exists(_RUNNER_COPY[key]):
+            return _RUNNER_COPY[key]
+        path = os.path.join(local_root(), "runner", sha[:32], "runner.py")
+        if not os.path.exists(path):  # a copy that exists was checked when written
+            try:
+                compile(src, staging.RUNNER, "exec")
+            except (SyntaxError, ValueError) as err:  # caught mid-save: read it again
+                if time.monotonic() > deadline:
+                    raise TargetError(f"cannot read a complete runner from {staging.RUNNER}: "
+                                      f"{err}") from err
+                time.sleep(0.05)
+                continue
+            os.makedirs(os.path.dirname(path), exist_ok=True)
             node.write_atomic(path, src)
         _write_bytecode(path)
         _RUNNER_COPY[key] = path

@@ -19,29 +19,45 @@ import hashlib
 import json
 import os
 import posixpath
+import time
 
 from ...runner.runner import LAUNCH_FILE_ENV
 from ..errors import TargetError
 from .base import Launch
 
 LAUNCH_FILE = "launch.json"
-_RUNNER: dict = {}
+RUNNER = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__)))), "runner", "runner.py")
+_RUNNER: dict = {}  # (RUNNER, mtime_ns, size) -> (bytes, sha256)
 
 
-def runner_source() -> tuple[bytes, str]:
-    """(bytes, sha256) of the runner.py this kernel ships (every bundle holds this very file).
-    Nodes get these bytes from the kernel, never the store's copy; the sha256 is the one a node's
+def runner_source(timeout: float = 2.0) -> tuple[bytes, str]:
+    """(bytes, sha256) of the runner.py this kernel ships: the one read of it, for every bundle,
+    the local target's private copy, the pool's ``bin/`` and Slurm's uploads. Nodes get these
+    bytes from the kernel, never the store's copy; the sha256 is the one a node's
     ``runner.NODE_BOOTSTRAP`` accepts (Batch, Slurm), so a runner changed in the store or on a
-    shared filesystem never runs."""
-    from ...runner import runner as node
-    st = os.stat(node.__file__)
-    key = (node.__file__, st.st_mtime_ns, st.st_size)
-    if key not in _RUNNER:
-        with open(node.__file__, "rb") as fh:
-            data = fh.read()
+    shared filesystem never runs. Taken only whole: an editor save or a checkout truncates the
+    file first, and a run of an empty runner.py exits 0 reporting nothing."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            st = os.stat(RUNNER)
+            key = (RUNNER, st.st_mtime_ns, st.st_size)
+            if key in _RUNNER:
+                return _RUNNER[key]
+            with open(RUNNER, "rb") as fh:
+                src = fh.read()
+            if b"\ndef main(" not in src or len(src) != os.stat(RUNNER).st_size:
+                raise ValueError("incomplete runner source")
+        except (OSError, ValueError) as err:
+            if time.monotonic() > deadline:
+                raise TargetError(f"cannot read a complete runner from {RUNNER}: {err}",
+                                  hint="reinstall xt-magic") from err
+            time.sleep(0.05)
+            continue
         _RUNNER.clear()
-        _RUNNER[key] = (data, hashlib.sha256(data).hexdigest())
-    return _RUNNER[key]
+        _RUNNER[key] = (src, hashlib.sha256(src).hexdigest())
+        return _RUNNER[key]
 
 
 def runner_sha() -> str:

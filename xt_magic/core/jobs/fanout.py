@@ -26,7 +26,8 @@ class _RunError(Exception):
 
 
 def _each_run(fn, items: list[tuple], workers: int) -> list:
-    """``fn(run, ...)`` for each item, on up to ``workers`` threads; results in item order.
+    """``fn(run, ...)`` for each item, in order on this thread when ``workers`` <= 1, else on the
+    shared pool's threads (``SUBMIT_WORKERS``); results in item order.
 
     The first failure stops every call not yet started and waits for those under way; then the
     failure of the earliest run is raised as a ``_RunError``. Ctrl-C does the same and is

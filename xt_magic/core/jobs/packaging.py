@@ -220,17 +220,6 @@ def cloudpickle_version() -> str:
     return _CACHE["cloudpickle_version"]
 
 
-def runner_source() -> bytes:
-    """The node program (xt_magic/runner/runner.py), shipped in every bundle."""
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
-                        "runner", "runner.py")
-    try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except OSError as err:
-        raise JobError(f"runner missing: {path}", hint="reinstall xt-magic") from err
-
-
 def check_name(name: str, what: str = "hyperparameter") -> str:
     """A name that becomes a variable in the cell: an identifier, not a keyword or dunder."""
     if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name) \

@@ -157,7 +157,8 @@ def run_cell(session, source: str, namespace: dict, *, target=None, setup=None, 
               "snapshot_sha256": snap.sha256 if snap else None}
     store.write_bytes(bundle["cell"], cell_bytes)
     store.write_bytes(bundle["cloudpickle"], cp_zip)
-    store.write_bytes(lay.runner(job_id), packaging.runner_source())
+    from ..compute.staging import runner_source
+    store.write_bytes(lay.runner(job_id), runner_source()[0])
     if inputs_pkl:
         store.write_bytes(bundle["inputs"], inputs_pkl)
 

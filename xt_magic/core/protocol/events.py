@@ -134,7 +134,7 @@ class Watch:
             return False
         if token == self.token:
             return True
-        if self.token is None and token and token[1] == self.tail.offset > 0:
+        if self.token is None and token and self.tail.offset and self.tail.unchanged(token):
             self.token = token
             return True
         return False
